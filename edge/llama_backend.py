@@ -1,0 +1,482 @@
+"""The edge backend: a local GGUF model run by llama.cpp (llama-cpp-python 0.3.36).
+
+One model instance serves one request at a time: llama.cpp's context is not re-entrant, so
+requests queue on an asyncio.Lock (the wait is reported as `queue_s`) and run on a single worker
+thread. The worker hands each token to the event loop through an asyncio.Queue; a cancel flag is
+checked after every token, so closing a stream stops generation within a token.
+
+Logprobs come from the logits row llama.cpp already computed to sample each token
+(`llama_get_logits_ith(ctx, -1)`), so they cost one log-softmax per token and never need
+`logits_all=True`, which makes prompt processing about 3.3x slower.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Union
+
+import llama_cpp
+import numpy as np
+from llama_cpp import llama_chat_format
+
+from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
+from edge.errors import EdgeGenerationError, PromptTooLongError
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+# llama.cpp's defaults; the router exposes temperature only.
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+_PIECE_BUFFER_BYTES = 64
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """One generated token. `text` is "" while it may still be part of a stop string or of a
+    multi-byte character; that text arrives with a later token."""
+
+    text: str
+    logprob: float
+    token_id: int
+
+
+@dataclass(frozen=True)
+class EdgeCompletion:
+    """What a finished (or cancelled) stream produced.
+
+    Times are seconds from the first `__anext__`: `queue_s` waiting for the model, `ttft_s` to
+    the first generated token (queue included), `total_s` to the end. `completion_tokens` counts
+    every sampled token, the end-of-generation token included, so it equals the number of
+    TokenDeltas the worker produced and `len(token_logprobs)`.
+    """
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    finish_reason: FinishReason
+    token_logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EdgeMetrics:
+    requests: int = 0
+    cancelled: int = 0
+    tokens_generated: int = 0
+    last_completion_tokens: int = 0
+
+
+@dataclass
+class _MetricsCounter:
+    """Mutated on the event loop only; `EdgeMetrics` is the snapshot callers see."""
+
+    requests: int = 0
+    cancelled: int = 0
+    tokens_generated: int = 0
+    last_completion_tokens: int = 0
+
+    def record(self, completion: EdgeCompletion) -> None:
+        self.requests += 1
+        self.tokens_generated += completion.completion_tokens
+        self.last_completion_tokens = completion.completion_tokens
+        if completion.finish_reason == "cancelled":
+            self.cancelled += 1
+
+    def snapshot(self) -> EdgeMetrics:
+        return EdgeMetrics(
+            self.requests, self.cancelled, self.tokens_generated, self.last_completion_tokens
+        )
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    tokens: tuple[int, ...]
+    stops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Request:
+    messages: tuple[dict[str, str], ...]
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    seed: int | None
+
+
+@dataclass
+class _WorkerResult:
+    finish_reason: FinishReason = "length"
+    text_parts: list[str] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    first_token_at: float | None = None
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """Queue sentinel: the request is over; `error` is set when it failed."""
+
+    completion: EdgeCompletion | None
+    error: BaseException | None = None
+
+
+_QueueItem = Union[TokenDelta, _Finished]
+
+
+class LlamaBackend:
+    """A loaded GGUF model. Construction loads the model and blocks: run it in a thread."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        model_name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        n_batch: int = 512,
+        chat_template: str | None = None,
+    ) -> None:
+        path = Path(model_path)
+        self.name = model_name or path.stem
+        self.n_ctx = n_ctx
+        self._closed = False
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_batch=n_batch,
+                logits_all=False,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EdgeGenerationError(f"llama.cpp could not load {path}: {exc}") from exc
+        self._vocab = self._llm._model.vocab
+        self._n_vocab = self._llm.n_vocab()
+        self._formatter = self._make_formatter(chat_template)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edge-{self.name}")
+        self._counter = _MetricsCounter()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._active_cancel: threading.Event | None = None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> EdgeMetrics:
+        return self._counter.snapshot()
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> EdgeStream:
+        if self._closed:
+            raise EdgeGenerationError(f"edge backend {self.name} is closed")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        request = _Request(
+            messages=tuple(dict(m) for m in messages),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=tuple(stop),
+            seed=seed,
+        )
+        return EdgeStream(self, request)
+
+    def close(self) -> None:
+        """Stop any running generation, then free the model."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._active_cancel is not None:
+            self._active_cancel.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._llm.close()
+
+    # -- used by EdgeStream ---------------------------------------------------------------------
+
+    def _lock_for_running_loop(self) -> asyncio.Lock:
+        # An asyncio.Lock binds to the first loop that waits on it; a backend that outlives a loop
+        # (tests, a restarted daemon) gets a fresh lock, which is safe only while none is held.
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            if self._lock is not None and self._lock.locked():
+                raise EdgeGenerationError(
+                    f"edge backend {self.name} is busy with a request from another event loop"
+                )
+            self._lock = asyncio.Lock()
+            self._lock_loop = loop
+        return self._lock
+
+    def _prepare(self, request: _Request) -> _Prompt:
+        """Render the chat template and tokenise (worker thread)."""
+        try:
+            rendered = self._formatter(messages=list(request.messages))
+            tokens = self._llm.tokenize(
+                rendered.prompt.encode("utf-8"),
+                add_bos=not rendered.added_special,
+                special=True,
+            )
+        except Exception as exc:  # jinja errors, bad roles, tokenizer failures
+            raise EdgeGenerationError(f"could not build the prompt for {self.name}: {exc}") from exc
+        template_stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
+        stops = tuple(s for s in (*request.stop, *template_stops) if s)
+        return _Prompt(tokens=tuple(tokens), stops=stops)
+
+    def _generate(
+        self,
+        prompt: _Prompt,
+        request: _Request,
+        cancel: threading.Event,
+        emit: Callable[[TokenDelta], None],
+    ) -> _WorkerResult:
+        """The token loop (worker thread). Every sampled token is emitted exactly once."""
+        llm = self._llm
+        llm.set_seed(request.seed if request.seed is not None else secrets.randbits(31))
+        result = _WorkerResult()
+        decoder = Utf8StreamDecoder()
+        stop_filter = StopStringFilter(prompt.stops)
+        scratch = np.empty(self._n_vocab, dtype=np.float32)
+        piece_buffer = ctypes.create_string_buffer(_PIECE_BUFFER_BYTES)
+
+        def send(token: int, logprob: float, text: str) -> None:
+            result.text_parts.append(text)
+            result.logprobs.append(logprob)
+            emit(TokenDelta(text=text, logprob=logprob, token_id=token))
+
+        tokens = llm.generate(
+            list(prompt.tokens),
+            temp=request.temperature,
+            top_k=_TOP_K,
+            top_p=_TOP_P,
+            min_p=_MIN_P,
+            repeat_penalty=1.0,
+            reset=True,
+        )
+        try:
+            for token in tokens:
+                if result.first_token_at is None:
+                    result.first_token_at = time.monotonic()
+                logprob = self._logprob_of_last_sample(token, scratch)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    send(token, logprob, stop_filter.feed(decoder.flush()) + stop_filter.flush())
+                    result.finish_reason = "stop"
+                    return result
+                text = stop_filter.feed(decoder.feed(self._piece(token, piece_buffer)))
+                if stop_filter.stopped:
+                    send(token, logprob, text)
+                    result.finish_reason = "stop"
+                    return result
+                if len(result.logprobs) + 1 >= request.max_tokens:
+                    send(token, logprob, text + stop_filter.feed(decoder.flush()) + stop_filter.flush())
+                    result.finish_reason = "length"
+                    return result
+                send(token, logprob, text)
+                # Checked before the generator decodes the next token: that decode is the cost.
+                if cancel.is_set():
+                    result.finish_reason = "cancelled"
+                    return result
+            return result
+        except Exception as exc:
+            raise EdgeGenerationError(f"llama.cpp failed while generating: {exc}") from exc
+        finally:
+            tokens.close()
+
+    def _logprob_of_last_sample(self, token: int, scratch: np.ndarray) -> float:
+        # Inside generate(), logits row -1 is the one the sampler just drew `token` from.
+        pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        if not pointer:
+            raise EdgeGenerationError("llama.cpp returned no logits for the sampled token")
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        return token_logprob(logits, token, scratch)
+
+    def _piece(self, token: int, buffer: ctypes.Array[ctypes.c_char]) -> bytes:
+        # Llama.detokenize uses a fixed 32-byte buffer and silently garbles longer pieces.
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:
+            bigger = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, bigger, -size, 0, False)
+            return bigger.raw[:size]
+        return buffer.raw[:size]
+
+    def _make_formatter(self, override: str | None) -> llama_chat_format.Jinja2ChatFormatter:
+        llm = self._llm
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        template = override or llm.metadata.get("tokenizer.chat_template")
+        if template is None:
+            logger.warning("model %s has no chat template in its GGUF; using ChatML", self.name)
+            template = llama_chat_format.CHATML_CHAT_TEMPLATE
+            eos = llama_chat_format.CHATML_EOS_TOKEN
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
+        )
+
+
+class EdgeStream:
+    """Async iterator of TokenDelta for one request; `completion` is set once it has ended.
+
+    The request starts on the first `__anext__`. Close it (`aclose()`, or `async with
+    contextlib.aclosing(stream)`) to cancel: generation stops within a token and the model is
+    free for the next request when `aclose` returns.
+    """
+
+    def __init__(self, backend: LlamaBackend, request: _Request) -> None:
+        self._backend = backend
+        self._request = request
+        self._cancel = threading.Event()
+        self._queue: asyncio.Queue[_QueueItem] | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._waiting_for_lock = False
+        self._ended = False
+        self.completion: EdgeCompletion | None = None
+
+    def __aiter__(self) -> EdgeStream:
+        return self
+
+    async def __anext__(self) -> TokenDelta:
+        if self._ended:
+            raise StopAsyncIteration
+        if self._queue is None:
+            self._start()
+        assert self._queue is not None
+        item = await self._queue.get()
+        if isinstance(item, TokenDelta):
+            return item
+        self._ended = True
+        self.completion = item.completion
+        if item.error is not None:
+            raise item.error
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Cancel the request (if it is still running) and wait until the worker has stopped."""
+        self._ended = True
+        self._cancel.set()
+        producer = self._producer
+        if producer is None:
+            return
+        if self._waiting_for_lock:
+            producer.cancel()
+        try:
+            await asyncio.shield(producer)
+        except asyncio.CancelledError:
+            if not producer.cancelled():
+                raise  # the caller itself was cancelled
+        if self.completion is None and self._queue is not None:
+            self.completion = self._last_completion_in_queue()
+
+    def __del__(self) -> None:
+        # Abandoned without aclose(): stop the worker; the producer task releases the lock.
+        self._cancel.set()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._producer = asyncio.get_running_loop().create_task(
+            self._produce(self._queue), name=f"edge-{self._backend.name}-request"
+        )
+
+    def _last_completion_in_queue(self) -> EdgeCompletion | None:
+        assert self._queue is not None
+        completion = None
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Finished):
+                completion = item.completion
+        return completion
+
+    async def _produce(self, queue: asyncio.Queue[_QueueItem]) -> None:
+        backend, request = self._backend, self._request
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            lock = backend._lock_for_running_loop()
+            self._waiting_for_lock = True
+            try:
+                await lock.acquire()
+            finally:
+                self._waiting_for_lock = False
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            queue.put_nowait(_Finished(completion=None, error=exc))
+            return
+        queue_s = time.monotonic() - started
+        backend._active_cancel = self._cancel
+        try:
+            prompt = await loop.run_in_executor(backend._executor, backend._prepare, request)
+            if len(prompt.tokens) + request.max_tokens > backend.n_ctx:
+                raise PromptTooLongError(len(prompt.tokens), request.max_tokens, backend.n_ctx)
+
+            def emit(delta: TokenDelta) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+            outcome = await loop.run_in_executor(
+                backend._executor, backend._generate, prompt, request, self._cancel, emit
+            )
+            ended = time.monotonic()
+            first = outcome.first_token_at if outcome.first_token_at is not None else ended
+            completion = EdgeCompletion(
+                text="".join(outcome.text_parts),
+                model=backend.name,
+                prompt_tokens=len(prompt.tokens),
+                completion_tokens=len(outcome.logprobs),
+                queue_s=queue_s,
+                ttft_s=first - started,
+                total_s=ended - started,
+                finish_reason=outcome.finish_reason,
+                token_logprobs=tuple(outcome.logprobs),
+            )
+            backend._counter.record(completion)
+            queue.put_nowait(_Finished(completion=completion))
+        except asyncio.CancelledError:
+            # The loop is shutting down; the worker sees the flag and stops on its own.
+            self._cancel.set()
+            queue.put_nowait(_Finished(completion=None, error=EdgeGenerationError("request cancelled")))
+            raise
+        except Exception as exc:  # PromptTooLongError, EdgeGenerationError, executor shut down
+            queue.put_nowait(_Finished(completion=None, error=_as_edge_error(exc)))
+        finally:
+            backend._active_cancel = None
+            lock.release()
+
+
+def _as_edge_error(exc: Exception) -> Exception:
+    if isinstance(exc, (PromptTooLongError, EdgeGenerationError)):
+        return exc
+    if isinstance(exc, RuntimeError) and "shutdown" in str(exc):
+        return EdgeGenerationError("edge backend was closed during the request")
+    return EdgeGenerationError(f"edge request failed: {exc!r}")
+
+
+__all__ = [
+    "EdgeCompletion",
+    "EdgeMetrics",
+    "EdgeStream",
+    "FinishReason",
+    "LlamaBackend",
+    "TokenDelta",
+]

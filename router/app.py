@@ -1,0 +1,145 @@
+"""Builds the daemon's parts from settings: backends (and the stand-in), the cost model, the info."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from cloud.openai_backend import OpenAIBackend
+from cloud.standin import StandinServer
+from edge.catalogue import CATALOGUE, ModelCache
+from edge.llama_backend import LlamaBackend
+from router.config import Settings
+from router.pricing import CostModel
+from router.types import ModelInfo
+
+STANDIN_API_KEY = "local-standin"  # the stand-in checks no key, but the OpenAI client wants one
+PACKAGES = ("hybrid-router", "llama-cpp-python", "openai", "grpcio", "protobuf", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def hardware_summary() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f", {pages / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}"
+
+
+@dataclass
+class ResolvedModel:
+    name: str
+    path: Path
+    sha256: str
+
+
+def resolve_model(cache: ModelCache, name: str, explicit_path: Optional[Path]) -> ResolvedModel:
+    """The file to load: an explicit path as given, or a catalogue model checked in the cache."""
+    if explicit_path is not None:
+        path = explicit_path.expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist (set by configuration)")
+        return ResolvedModel(name=path.stem, path=path, sha256="")
+    path = cache.require(name)
+    return ResolvedModel(name=name, path=path, sha256=CATALOGUE[name].sha256)
+
+
+@dataclass
+class LoadedBackends:
+    edge: LlamaBackend
+    cloud: OpenAIBackend
+    edge_info: ModelInfo
+    cloud_info: ModelInfo
+    standin: Optional[StandinServer] = None
+    closed: bool = field(default=False)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.cloud.close()
+        if self.standin is not None:
+            await self.standin.stop()
+        await asyncio.to_thread(self.edge.close)
+
+
+def model_cache(settings: Settings) -> ModelCache:
+    return ModelCache(settings.models.cache_dir.expanduser())
+
+
+def cost_model(settings: Settings, edge_parameters: float) -> CostModel:
+    return CostModel(cloud_input_usd_per_mtok=settings.cloud.input_usd_per_mtok,
+                     cloud_output_usd_per_mtok=settings.cloud.output_usd_per_mtok,
+                     edge_parameters=edge_parameters, edge_joules_per_flop=settings.edge.joules_per_flop,
+                     usd_per_kwh=settings.edge.usd_per_kwh)
+
+
+async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBackends:
+    """Load the edge model and connect the cloud, starting the local stand-in when no cloud is configured.
+
+    The stand-in boots in its own process while the edge model loads in a thread.
+    """
+    cache = model_cache(settings)
+    edge_model = resolve_model(cache, settings.edge.model, settings.edge.model_path)
+    standin: Optional[StandinServer] = None
+    if settings.cloud.uses_standin:
+        standin_model = resolve_model(cache, settings.standin.model, settings.standin.model_path)
+        standin = StandinServer(standin_model.path, model_alias=standin_model.name,
+                                n_ctx=settings.standin.n_ctx, n_threads=settings.standin.n_threads,
+                                n_batch=settings.standin.n_batch,
+                                startup_timeout_s=settings.standin.startup_timeout_s)
+    edge_task = asyncio.create_task(asyncio.to_thread(
+        LlamaBackend, edge_model.path, model_name=edge_model.name, n_ctx=settings.edge.n_ctx,
+        n_threads=settings.edge.n_threads, n_batch=settings.edge.n_batch))
+    try:
+        if standin is not None:
+            logger.info("starting the local cloud stand-in", extra={"fields": {"model": str(standin_model.path)}})
+            await standin.start()
+        edge = await edge_task
+    except BaseException:
+        if standin is not None:
+            await standin.stop()
+        if edge_task.done() and not edge_task.cancelled() and edge_task.exception() is None:
+            await asyncio.to_thread(edge_task.result().close)
+        raise
+    if standin is not None:
+        cloud = OpenAIBackend(base_url=standin.base_url, api_key=STANDIN_API_KEY, model=standin_model.name,
+                              timeout_s=settings.cloud.timeout_s, max_retries=settings.cloud.max_retries,
+                              max_concurrency=settings.cloud.max_concurrency)
+        cloud_info = ModelInfo(name=standin_model.name, sha256=standin_model.sha256, endpoint=standin.base_url,
+                               local_standin=True, priced_as=settings.cloud.model, n_ctx=settings.standin.n_ctx)
+    else:
+        api_key = settings.cloud.api_key.get_secret_value() if settings.cloud.api_key else None
+        cloud = OpenAIBackend(base_url=settings.cloud.base_url, api_key=api_key, model=settings.cloud.model,
+                              timeout_s=settings.cloud.timeout_s, max_retries=settings.cloud.max_retries,
+                              max_concurrency=settings.cloud.max_concurrency)
+        cloud_info = ModelInfo(name=settings.cloud.model, endpoint=settings.cloud.base_url or "default",
+                               priced_as=settings.cloud.model)
+    edge_info = ModelInfo(name=edge.name, sha256=edge_model.sha256, endpoint=str(edge_model.path),
+                          n_ctx=settings.edge.n_ctx)
+    return LoadedBackends(edge=edge, cloud=cloud, edge_info=edge_info, cloud_info=cloud_info, standin=standin)

@@ -1,0 +1,64 @@
+"""The backend contract, and the one place where backend errors become router errors.
+
+`edge.LlamaBackend` and `cloud.OpenAIBackend` satisfy these Protocols structurally; neither imports
+this module, so each stays a library that can be used and tested alone.
+"""
+from __future__ import annotations
+
+from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence, runtime_checkable
+
+from cloud import errors as cloud_errors
+from edge import errors as edge_errors
+from router import errors
+
+
+class Delta(Protocol):
+    text: str               # may be empty: text held back (partial UTF-8, a possible stop string)
+    logprob: Optional[float]
+
+
+class Completion(Protocol):
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    finish_reason: str      # "stop" | "length" | "cancelled"
+
+
+class BackendStream(Protocol):
+    """Iterate for deltas; `completion` is set once iteration ends; `aclose()` cancels."""
+
+    completion: Optional[Completion]
+
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Mapping[str, str]], *, max_tokens: int, temperature: float,
+               stop: Sequence[str] = (), seed: Optional[int] = None) -> BackendStream: ...
+
+
+def translate_backend_error(exc: BaseException) -> Optional[errors.RouterError]:
+    """The router error for a backend's own exception, or None if `exc` is not a backend error."""
+    if isinstance(exc, edge_errors.PromptTooLongError):
+        return errors.InvalidRequestError(str(exc))
+    if isinstance(exc, edge_errors.EdgeError):
+        return errors.BackendUnavailableError(f"the edge model failed: {exc}")
+    if isinstance(exc, cloud_errors.CloudRateLimitError):
+        return errors.RateLimitedError(f"the cloud is rate limited: {exc}",
+                                       retry_after_s=exc.retry_after_s)
+    if isinstance(exc, cloud_errors.CloudTimeoutError):
+        return errors.BackendTimeoutError(f"the cloud timed out: {exc}")
+    if isinstance(exc, cloud_errors.CloudRejectedError):
+        return errors.InvalidRequestError(f"the cloud rejected the request: {exc}")
+    if isinstance(exc, cloud_errors.CloudError):
+        return errors.BackendUnavailableError(f"the cloud is unavailable: {exc}")
+    return None

@@ -1,0 +1,217 @@
+"""The SDK: `RouterClient` and `AsyncRouterClient`, with the same methods.
+
+gRPC status codes become the typed exceptions of router/errors.py, so callers catch, for example,
+`InvalidRequestError` or `RateLimitedError` instead of inspecting status codes.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from router import wire
+from router.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
+                           error_from_status)
+from router.types import ChatMessage, DaemonInfo, GenerateRequest, GenerateResult, Mode, TextDelta
+from router.v1 import router_pb2 as pb
+from router.v1 import router_pb2_grpc
+
+MessagesLike = Sequence[Union[ChatMessage, Mapping[str, str]]]
+
+
+def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional[str] = None,
+                  messages: Optional[MessagesLike] = None, mode: Union[Mode, str, int] = Mode.UNSPECIFIED,
+                  max_tokens: Optional[int] = None, temperature: Optional[float] = None,
+                  stop: Sequence[str] = (), request_id: str = "", metadata: Optional[Mapping[str, str]] = None,
+                  reference_answer: Optional[str] = None, seed: Optional[int] = None) -> GenerateRequest:
+    """One request from either a ready GenerateRequest, a prompt, or chat messages."""
+    if request is not None:
+        return request
+    if (prompt is None) == (messages is None):
+        raise TypeError("give exactly one of prompt= or messages=")
+    if isinstance(mode, str):
+        try:
+            mode = Mode.parse(mode)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+    chat = ((ChatMessage("user", prompt),) if prompt is not None else
+            tuple(m if isinstance(m, ChatMessage) else ChatMessage(m["role"], m["content"]) for m in messages))
+    return GenerateRequest(messages=chat, max_tokens=max_tokens, temperature=temperature, stop=tuple(stop),
+                           mode=mode, request_id=request_id,
+                           metadata=dict(metadata or {}), reference_answer=reference_answer, seed=seed)
+
+
+def _translate(exc: grpc.RpcError) -> RouterError:
+    retry_after = None
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == RETRY_AFTER_METADATA_KEY:
+            retry_after = float(value)
+    return error_from_status(exc.code(), exc.details() or "", retry_after)
+
+
+def _channel_options() -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
+
+
+class GenerateStream:
+    """Iterate for TextDeltas; `result` holds the GenerateResult once the stream ends; `cancel()` stops it."""
+
+    def __init__(self, call: grpc.Call) -> None:
+        self._call = call
+        self.result: Optional[GenerateResult] = None
+
+    def __iter__(self) -> Iterator[TextDelta]:
+        try:
+            for message in self._call:
+                if message.HasField("result"):
+                    self.result = wire.result_from_proto(message.result)
+                else:
+                    yield wire.delta_from_proto(message.delta)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> "GenerateStream":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.result is None:
+            self.cancel()
+
+
+class AsyncGenerateStream:
+    """The async mirror of GenerateStream."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self._call = call
+        self.result: Optional[GenerateResult] = None
+
+    async def __aiter__(self) -> AsyncIterator[TextDelta]:
+        try:
+            async for message in self._call:
+                if message.HasField("result"):
+                    self.result = wire.result_from_proto(message.result)
+                else:
+                    yield wire.delta_from_proto(message.delta)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    async def __aenter__(self) -> "AsyncGenerateStream":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.result is None:
+            self.cancel()
+
+
+class RouterClient:
+    def __init__(self, target: str, *, timeout_s: Optional[float] = None) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target, options=_channel_options())
+        self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def generate(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
+                 **fields: object) -> GenerateResult:
+        message = wire.request_to_proto(build_request(request, **fields))
+        try:
+            reply = self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return wire.result_from_proto(reply)
+
+    def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
+               **fields: object) -> GenerateStream:
+        message = wire.request_to_proto(build_request(request, **fields))
+        return GenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
+
+    def info(self) -> DaemonInfo:
+        try:
+            return wire.info_from_proto(self._stub.Info(pb.InfoRequest(), timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def is_serving(self) -> bool:
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def wait_ready(self, timeout_s: float = 600.0, poll_s: float = 0.25) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.is_serving():
+            if time.monotonic() > deadline:
+                raise NotReadyError(f"the daemon at {self.target} did not report SERVING within {timeout_s:g} s")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "RouterClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncRouterClient:
+    def __init__(self, target: str, *, timeout_s: Optional[float] = None) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+        self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def generate(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
+                       **fields: object) -> GenerateResult:
+        message = wire.request_to_proto(build_request(request, **fields))
+        try:
+            reply = await self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return wire.result_from_proto(reply)
+
+    def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
+               **fields: object) -> AsyncGenerateStream:
+        message = wire.request_to_proto(build_request(request, **fields))
+        return AsyncGenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
+
+    async def info(self) -> DaemonInfo:
+        try:
+            return wire.info_from_proto(await self._stub.Info(pb.InfoRequest(), timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    async def is_serving(self) -> bool:
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def wait_ready(self, timeout_s: float = 600.0, poll_s: float = 0.25) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await self.is_serving():
+            if time.monotonic() > deadline:
+                raise NotReadyError(f"the daemon at {self.target} did not report SERVING within {timeout_s:g} s")
+            await asyncio.sleep(poll_s)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncRouterClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

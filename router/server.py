@@ -1,0 +1,115 @@
+"""The gRPC daemon: health, reflection, model loading, graceful shutdown on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from router.app import LoadedBackends, cost_model, hardware_summary, load_backends, package_versions
+from router.config import Settings
+from router.core import Backends, ResultSink, Router
+from router.modes import builtin_modes
+from router.service import RouterService
+from router.types import DaemonInfo, Mode, ModelInfo
+from router.v1 import router_pb2, router_pb2_grpc
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+# gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
+# refuses oversized requests with INVALID_ARGUMENT and an actionable message.
+TRANSPORT_LIMIT_FACTOR = 8
+
+
+class RouterServer:
+    """Owns the grpc.aio server and the daemon's life: bind, load models, serve, drain, stop."""
+
+    def __init__(self, settings: Settings, *, sinks: tuple[ResultSink, ...] = (),
+                 logger: Optional[logging.Logger] = None) -> None:
+        self.settings = settings
+        self.logger = logger or logging.getLogger("hybrid_router.server")
+        self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0),
+                             modes=builtin_modes(), sinks=sinks)
+        self.backends: Optional[LoadedBackends] = None
+        self.health = health.aio.HealthServicer()
+        limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                                ("grpc.max_send_message_length", 64 * 2**20)])
+        router_pb2_grpc.add_RouterServicer_to_server(
+            RouterService(self.router, self.info, max_request_bytes=settings.server.max_request_bytes,
+                          logger=self.logger), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self._server)
+        self.address = ""
+        self._stopping = asyncio.Event()
+
+    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def start(self, listen: Optional[str] = None) -> str:
+        """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
+        listen = listen or self.settings.server.listen
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = self._server.add_insecure_port(listen)
+        if not listen.startswith("unix:"):
+            if port == 0:
+                raise OSError(f"could not bind {listen}")
+            host = listen.rsplit(":", 1)[0]
+            listen = f"{host}:{port}"
+        await self._server.start()
+        self.address = listen
+        self.logger.info("listening", extra={"fields": {"address": listen}})
+        return listen
+
+    async def load(self) -> None:
+        self.backends = await load_backends(self.settings, self.logger)
+        edge = self.backends.edge
+        self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
+        self.router.backends = Backends(edge=edge, cloud=self.backends.cloud)
+        self.router.ready = True
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.logger.info("serving", extra={"fields": {
+            "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
+            "cloud_endpoint": self.backends.cloud_info.endpoint}})
+
+    def info(self) -> DaemonInfo:
+        loaded = self.backends
+        return DaemonInfo(
+            version=package_versions().get("hybrid-router", ""),
+            implemented_modes=self.router.implemented_modes, default_mode=self.router.default_mode,
+            edge=loaded.edge_info if loaded else ModelInfo(name=""),
+            cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
+            packages=package_versions(), hardware=hardware_summary(),
+            max_tokens_limit=self.settings.server.max_tokens_limit)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_until_stopped(self) -> None:
+        """Serve until SIGTERM/SIGINT (or request_stop), then drain and shut down."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            await self._stopping.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """New requests are refused at once; in-flight ones get the grace period; then the models go."""
+        self.logger.info("shutting down", extra={"fields": {"grace_period_s": self.settings.server.grace_period_s}})
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.stop(self.settings.server.grace_period_s)
+        self.router.ready = False
+        if self.backends is not None:
+            await self.backends.close()
+        self.logger.info("stopped")

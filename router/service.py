@@ -1,0 +1,61 @@
+"""The gRPC servicer: protobuf <-> core types, and router errors -> status codes, at this one boundary."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import AsyncIterator, Callable
+
+import grpc
+
+from router import wire
+from router.core import Router
+from router.errors import RETRY_AFTER_METADATA_KEY, InvalidRequestError, RouterError
+from router.types import DaemonInfo, GenerateResult, GenerateRequest
+from router.v1 import router_pb2 as pb
+from router.v1 import router_pb2_grpc
+
+class RouterService(router_pb2_grpc.RouterServicer):
+    def __init__(self, router: Router, info: Callable[[], DaemonInfo], *, max_request_bytes: int,
+                 logger: logging.Logger) -> None:
+        self._router = router
+        self._info = info
+        self._max_request_bytes = max_request_bytes
+        self._logger = logger
+
+    def _decode(self, message: pb.GenerateRequest) -> GenerateRequest:
+        size = message.ByteSize()
+        if size > self._max_request_bytes:
+            raise InvalidRequestError(f"the request is {size} bytes; the limit is {self._max_request_bytes} "
+                                      "bytes (server.max_request_bytes); send a shorter conversation")
+        return wire.request_from_proto(message)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        if isinstance(exc, RouterError):
+            if exc.retry_after_s is not None:
+                context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{exc.retry_after_s:g}"),))
+            await context.abort(exc.code, exc.message)
+        self._logger.exception("unexpected error while serving a request", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the daemon log")
+
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResult:
+        try:
+            result = await self._router.generate(self._decode(request))
+        except Exception as exc:  # every error leaves through _abort, typed
+            await self._abort(context, exc)
+            raise  # unreachable: abort raises
+        return wire.result_to_proto(result)
+
+    async def GenerateStream(self, request: pb.GenerateRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateStreamResponse]:
+        try:
+            async with contextlib.aclosing(self._router.stream(self._decode(request))) as events:
+                async for event in events:
+                    if isinstance(event, GenerateResult):
+                        yield pb.GenerateStreamResponse(result=wire.result_to_proto(event))
+                    else:
+                        yield wire.delta_to_proto(event)
+        except Exception as exc:
+            await self._abort(context, exc)
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        return wire.info_to_proto(self._info())

@@ -1,0 +1,166 @@
+"""The core's vocabulary: plain dataclasses, free of protobuf and of any transport.
+
+gRPC (router/wire.py) and, later, the HTTP door translate to and from these types; routing
+logic, the ledger and the bench only ever see them.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence, Union
+
+
+class Mode(enum.IntEnum):
+    """Values match `router.v1.Mode` on the wire."""
+
+    UNSPECIFIED = 0
+    EDGE_ONLY = 1
+    CLOUD_ONLY = 2
+    POST_ARBITRATION = 3
+    PRE_ARBITRATION = 4
+    EDGE_RAG_CLOUD_INFO = 5
+    EDGE_AGENT_CLOUD_INFO = 6
+
+    @classmethod
+    def parse(cls, name: str) -> "Mode":
+        """Accepts `edge`, `edge_only`, `EDGE_ONLY`, `cloud`, `post_arbitration`, ..."""
+        key = name.strip().upper().replace("-", "_")
+        aliases = {"EDGE": "EDGE_ONLY", "CLOUD": "CLOUD_ONLY", "POST": "POST_ARBITRATION",
+                   "PRE": "PRE_ARBITRATION", "RAG": "EDGE_RAG_CLOUD_INFO",
+                   "AGENT": "EDGE_AGENT_CLOUD_INFO"}
+        key = aliases.get(key, key)
+        try:
+            return cls[key]
+        except KeyError:
+            known = ", ".join(m.name.lower() for m in cls if m is not cls.UNSPECIFIED)
+            raise ValueError(f"unknown mode {name!r}; known modes: {known}") from None
+
+
+class BackendKind(enum.IntEnum):
+    """Values match `router.v1.Backend` on the wire."""
+
+    UNSPECIFIED = 0
+    EDGE = 1
+    CLOUD = 2
+
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A request as the core sees it. None means "use the daemon's default"."""
+
+    messages: Sequence[ChatMessage]
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    stop: Sequence[str] = ()
+    mode: Union[Mode, int] = Mode.UNSPECIFIED  # an int that is no Mode is refused by validation
+    request_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    reference_answer: Optional[str] = None
+    seed: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """A validated request's sampling parameters, defaults filled in."""
+
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    seed: Optional[int]
+
+
+@dataclass(frozen=True)
+class BackendRun:
+    """One backend's part in answering a request."""
+
+    backend: BackendKind
+    model: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    cost_usd: float
+    finish_reason: str
+    mean_logprob: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Latency:
+    ttft_s: float
+    total_s: float
+    edge_s: float
+    cloud_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the answer came from where it did; each mode and arbiter fills it in."""
+
+    mode: Mode
+    arbiter: str = ""
+    score: Optional[float] = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    request_id: str
+    text: str
+    served_by: BackendKind
+    edge_model: str
+    cloud_model: str
+    runs: tuple[BackendRun, ...]
+    cost_usd: float
+    edge_cost_usd: float
+    cloud_cost_usd: float
+    latency: Latency
+    decision: Decision
+    finish_reason: str
+
+    def run_for(self, backend: BackendKind) -> Optional[BackendRun]:
+        return next((run for run in self.runs if run.backend == backend), None)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    backend: BackendKind
+    logprob: Optional[float] = None
+
+
+StreamEvent = Union[TextDelta, GenerateResult]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    sha256: str = ""
+    endpoint: str = ""
+    local_standin: bool = False
+    priced_as: str = ""
+    n_ctx: int = 0
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """What a daemon serves: for clients choosing modes, and for reproducible bench reports."""
+
+    version: str
+    implemented_modes: tuple[Mode, ...]
+    default_mode: Mode
+    edge: ModelInfo
+    cloud: ModelInfo
+    packages: Mapping[str, str]
+    hardware: str
+    max_tokens_limit: int

@@ -1,0 +1,214 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    EDGE_ONLY: _ClassVar[Mode]
+    CLOUD_ONLY: _ClassVar[Mode]
+    POST_ARBITRATION: _ClassVar[Mode]
+    PRE_ARBITRATION: _ClassVar[Mode]
+    EDGE_RAG_CLOUD_INFO: _ClassVar[Mode]
+    EDGE_AGENT_CLOUD_INFO: _ClassVar[Mode]
+
+class Backend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKEND_UNSPECIFIED: _ClassVar[Backend]
+    EDGE: _ClassVar[Backend]
+    CLOUD: _ClassVar[Backend]
+MODE_UNSPECIFIED: Mode
+EDGE_ONLY: Mode
+CLOUD_ONLY: Mode
+POST_ARBITRATION: Mode
+PRE_ARBITRATION: Mode
+EDGE_RAG_CLOUD_INFO: Mode
+EDGE_AGENT_CLOUD_INFO: Mode
+BACKEND_UNSPECIFIED: Backend
+EDGE: Backend
+CLOUD: Backend
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("messages", "max_tokens", "temperature", "stop", "mode", "request_id", "metadata", "reference_answer", "seed")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    max_tokens: int
+    temperature: float
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    request_id: str
+    metadata: _containers.ScalarMap[str, str]
+    reference_answer: str
+    seed: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class BackendRun(_message.Message):
+    __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    backend: Backend
+    model: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    cost_usd: float
+    finish_reason: str
+    mean_logprob: float
+    def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ...) -> None: ...
+
+class Latency(_message.Message):
+    __slots__ = ("ttft_s", "total_s", "edge_s", "cloud_s")
+    TTFT_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    EDGE_S_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_S_FIELD_NUMBER: _ClassVar[int]
+    ttft_s: float
+    total_s: float
+    edge_s: float
+    cloud_s: float
+    def __init__(self, ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., edge_s: _Optional[float] = ..., cloud_s: _Optional[float] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("mode", "arbiter", "score", "reason")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ARBITER_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    mode: Mode
+    arbiter: str
+    score: float
+    reason: str
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., arbiter: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GenerateResult(_message.Message):
+    __slots__ = ("request_id", "text", "served_by", "edge_model", "cloud_model", "runs", "cost_usd", "edge_cost_usd", "cloud_cost_usd", "latency", "decision", "finish_reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    EDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    EDGE_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    text: str
+    served_by: Backend
+    edge_model: str
+    cloud_model: str
+    runs: _containers.RepeatedCompositeFieldContainer[BackendRun]
+    cost_usd: float
+    edge_cost_usd: float
+    cloud_cost_usd: float
+    latency: Latency
+    decision: Decision
+    finish_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., served_by: _Optional[_Union[Backend, str]] = ..., edge_model: _Optional[str] = ..., cloud_model: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[BackendRun, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., edge_cost_usd: _Optional[float] = ..., cloud_cost_usd: _Optional[float] = ..., latency: _Optional[_Union[Latency, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+
+class TextDelta(_message.Message):
+    __slots__ = ("text", "backend", "logprob")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    backend: Backend
+    logprob: float
+    def __init__(self, text: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., logprob: _Optional[float] = ...) -> None: ...
+
+class GenerateStreamResponse(_message.Message):
+    __slots__ = ("delta", "result")
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    delta: TextDelta
+    result: GenerateResult
+    def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., result: _Optional[_Union[GenerateResult, _Mapping]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "sha256", "endpoint", "local_standin", "priced_as", "n_ctx")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_STANDIN_FIELD_NUMBER: _ClassVar[int]
+    PRICED_AS_FIELD_NUMBER: _ClassVar[int]
+    N_CTX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    endpoint: str
+    local_standin: bool
+    priced_as: str
+    n_ctx: int
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., endpoint: _Optional[str] = ..., local_standin: _Optional[bool] = ..., priced_as: _Optional[str] = ..., n_ctx: _Optional[int] = ...) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("version", "implemented_modes", "default_mode", "edge", "cloud", "packages", "hardware", "max_tokens_limit")
+    class PackagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMPLEMENTED_MODES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODE_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    implemented_modes: _containers.RepeatedScalarFieldContainer[Mode]
+    default_mode: Mode
+    edge: ModelInfo
+    cloud: ModelInfo
+    packages: _containers.ScalarMap[str, str]
+    hardware: str
+    max_tokens_limit: int
+    def __init__(self, version: _Optional[str] = ..., implemented_modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., edge: _Optional[_Union[ModelInfo, _Mapping]] = ..., cloud: _Optional[_Union[ModelInfo, _Mapping]] = ..., packages: _Optional[_Mapping[str, str]] = ..., hardware: _Optional[str] = ..., max_tokens_limit: _Optional[int] = ...) -> None: ...

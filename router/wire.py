@@ -1,0 +1,129 @@
+"""Protobuf <-> core types. Used by the gRPC service and by the SDK, so both read the wire the same way."""
+from __future__ import annotations
+
+from typing import Optional
+
+from router.types import (BackendKind, BackendRun, ChatMessage, DaemonInfo, Decision, GenerateRequest,
+                          GenerateResult, Latency, Mode, ModelInfo, TextDelta)
+from router.v1 import router_pb2 as pb
+
+
+def _mode(value: int) -> "Mode | int":
+    try:
+        return Mode(value)
+    except ValueError:
+        return value
+
+
+def request_to_proto(request: GenerateRequest) -> pb.GenerateRequest:
+    message = pb.GenerateRequest(
+        messages=[pb.ChatMessage(role=m.role, content=m.content) for m in request.messages],
+        stop=list(request.stop), mode=int(request.mode), request_id=request.request_id,
+        metadata=dict(request.metadata))
+    if request.max_tokens is not None:
+        message.max_tokens = request.max_tokens
+    if request.temperature is not None:
+        message.temperature = request.temperature
+    if request.reference_answer is not None:
+        message.reference_answer = request.reference_answer
+    if request.seed is not None:
+        message.seed = request.seed
+    return message
+
+
+def request_from_proto(message: pb.GenerateRequest) -> GenerateRequest:
+    def optional(field: str) -> Optional[object]:
+        return getattr(message, field) if message.HasField(field) else None
+
+    return GenerateRequest(
+        messages=tuple(ChatMessage(m.role, m.content) for m in message.messages),
+        max_tokens=optional("max_tokens"), temperature=optional("temperature"),
+        stop=tuple(message.stop), mode=_mode(message.mode), request_id=message.request_id,
+        metadata=dict(message.metadata), reference_answer=optional("reference_answer"),
+        seed=optional("seed"))
+
+
+def _run_to_proto(run: BackendRun) -> pb.BackendRun:
+    message = pb.BackendRun(
+        backend=int(run.backend), model=run.model, text=run.text, prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
+        total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason)
+    if run.mean_logprob is not None:
+        message.mean_logprob = run.mean_logprob
+    return message
+
+
+def _run_from_proto(message: pb.BackendRun) -> BackendRun:
+    return BackendRun(
+        backend=BackendKind(message.backend), model=message.model, text=message.text,
+        prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens,
+        queue_s=message.queue_s, ttft_s=message.ttft_s, total_s=message.total_s,
+        cost_usd=message.cost_usd, finish_reason=message.finish_reason,
+        mean_logprob=message.mean_logprob if message.HasField("mean_logprob") else None)
+
+
+def result_to_proto(result: GenerateResult) -> pb.GenerateResult:
+    decision = pb.Decision(mode=int(result.decision.mode), arbiter=result.decision.arbiter,
+                           reason=result.decision.reason)
+    if result.decision.score is not None:
+        decision.score = result.decision.score
+    return pb.GenerateResult(
+        request_id=result.request_id, text=result.text, served_by=int(result.served_by),
+        edge_model=result.edge_model, cloud_model=result.cloud_model,
+        runs=[_run_to_proto(run) for run in result.runs], cost_usd=result.cost_usd,
+        edge_cost_usd=result.edge_cost_usd, cloud_cost_usd=result.cloud_cost_usd,
+        latency=pb.Latency(ttft_s=result.latency.ttft_s, total_s=result.latency.total_s,
+                           edge_s=result.latency.edge_s, cloud_s=result.latency.cloud_s),
+        decision=decision, finish_reason=result.finish_reason)
+
+
+def result_from_proto(message: pb.GenerateResult) -> GenerateResult:
+    d = message.decision
+    return GenerateResult(
+        request_id=message.request_id, text=message.text, served_by=BackendKind(message.served_by),
+        edge_model=message.edge_model, cloud_model=message.cloud_model,
+        runs=tuple(_run_from_proto(run) for run in message.runs), cost_usd=message.cost_usd,
+        edge_cost_usd=message.edge_cost_usd, cloud_cost_usd=message.cloud_cost_usd,
+        latency=Latency(ttft_s=message.latency.ttft_s, total_s=message.latency.total_s,
+                        edge_s=message.latency.edge_s, cloud_s=message.latency.cloud_s),
+        decision=Decision(mode=_mode(d.mode), arbiter=d.arbiter,
+                          score=d.score if d.HasField("score") else None, reason=d.reason),
+        finish_reason=message.finish_reason)
+
+
+def delta_to_proto(delta: TextDelta) -> pb.GenerateStreamResponse:
+    message = pb.TextDelta(text=delta.text, backend=int(delta.backend))
+    if delta.logprob is not None:
+        message.logprob = delta.logprob
+    return pb.GenerateStreamResponse(delta=message)
+
+
+def delta_from_proto(message: pb.TextDelta) -> TextDelta:
+    return TextDelta(text=message.text, backend=BackendKind(message.backend),
+                     logprob=message.logprob if message.HasField("logprob") else None)
+
+
+def _model_to_proto(model: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(name=model.name, sha256=model.sha256, endpoint=model.endpoint,
+                        local_standin=model.local_standin, priced_as=model.priced_as, n_ctx=model.n_ctx)
+
+
+def _model_from_proto(message: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(name=message.name, sha256=message.sha256, endpoint=message.endpoint,
+                     local_standin=message.local_standin, priced_as=message.priced_as, n_ctx=message.n_ctx)
+
+
+def info_to_proto(info: DaemonInfo) -> pb.InfoResponse:
+    return pb.InfoResponse(
+        version=info.version, implemented_modes=[int(m) for m in info.implemented_modes],
+        default_mode=int(info.default_mode), edge=_model_to_proto(info.edge),
+        cloud=_model_to_proto(info.cloud), packages=dict(info.packages), hardware=info.hardware,
+        max_tokens_limit=info.max_tokens_limit)
+
+
+def info_from_proto(message: pb.InfoResponse) -> DaemonInfo:
+    return DaemonInfo(
+        version=message.version, implemented_modes=tuple(Mode(m) for m in message.implemented_modes),
+        default_mode=Mode(message.default_mode), edge=_model_from_proto(message.edge),
+        cloud=_model_from_proto(message.cloud), packages=dict(message.packages),
+        hardware=message.hardware, max_tokens_limit=message.max_tokens_limit)
