@@ -165,6 +165,7 @@ class LlamaBackend:
         except (ValueError, RuntimeError, OSError) as exc:
             raise EdgeGenerationError(f"llama.cpp could not load {path}: {exc}") from exc
         self._vocab = self._llm._model.vocab
+        self.n_params: int = self._llm._model.n_params()  # for the router's energy-cost estimate
         self._n_vocab = self._llm.n_vocab()
         self._formatter = self._make_formatter(chat_template)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edge-{self.name}")
@@ -349,6 +350,7 @@ class EdgeStream:
         self._queue: asyncio.Queue[_QueueItem] | None = None
         self._producer: asyncio.Task[None] | None = None
         self._waiting_for_lock = False
+        self._started_at = 0.0
         self._ended = False
         self.completion: EdgeCompletion | None = None
 
@@ -384,6 +386,9 @@ class EdgeStream:
         except asyncio.CancelledError:
             if not producer.cancelled():
                 raise  # the caller itself was cancelled
+            # Cancelled before its first step, so it could not report; report for it.
+            assert self._queue is not None
+            self._finish_unrun(self._queue, self._started_at)
         if self.completion is None and self._queue is not None:
             self.completion = self._last_completion_in_queue()
 
@@ -395,6 +400,8 @@ class EdgeStream:
 
     def _start(self) -> None:
         self._queue = asyncio.Queue()
+        self._started_at = time.monotonic()
+        self._waiting_for_lock = True  # the producer's first step is to wait for the model
         self._producer = asyncio.get_running_loop().create_task(
             self._produce(self._queue), name=f"edge-{self._backend.name}-request"
         )
@@ -408,21 +415,42 @@ class EdgeStream:
                 completion = item.completion
         return completion
 
+    def _finish_unrun(self, queue: asyncio.Queue[_QueueItem], started: float) -> None:
+        waited = time.monotonic() - started
+        completion = EdgeCompletion(
+            text="",
+            model=self._backend.name,
+            prompt_tokens=0,
+            completion_tokens=0,
+            queue_s=waited,
+            ttft_s=waited,
+            total_s=waited,
+            finish_reason="cancelled",
+            token_logprobs=(),
+        )
+        self._backend._counter.record(completion)
+        queue.put_nowait(_Finished(completion=completion))
+
     async def _produce(self, queue: asyncio.Queue[_QueueItem]) -> None:
         backend, request = self._backend, self._request
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        started = self._started_at
         try:
             lock = backend._lock_for_running_loop()
-            self._waiting_for_lock = True
             try:
                 await lock.acquire()
             finally:
                 self._waiting_for_lock = False
         except asyncio.CancelledError:
+            # aclose() while queued: nothing ran, but a consumer may be waiting on the queue.
+            self._finish_unrun(queue, started)
             return
         except Exception as exc:
             queue.put_nowait(_Finished(completion=None, error=exc))
+            return
+        if self._cancel.is_set():  # closed before the model was free
+            lock.release()
+            self._finish_unrun(queue, started)
             return
         queue_s = time.monotonic() - started
         backend._active_cancel = self._cancel

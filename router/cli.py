@@ -23,12 +23,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     import logging
 
     from router.logs import configure_logging
     from router.server import RouterServer
 
-    settings = _settings(args)
     configure_logging(settings.logging)
     logger = logging.getLogger("hybrid_router.server")
 
@@ -111,6 +111,41 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_QUESTION = "A train travels 60 km in 45 minutes. What is its average speed in km/h?"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on a fresh machine: start the daemon on the embedded default, ask, stop."""
+    from router.client import RouterClient
+    from router.launcher import LocalDaemon
+
+    config = Path(args.config) if args.config else None
+    print("starting the daemon on the embedded default (edge model + local cloud stand-in)...", file=sys.stderr)
+    with LocalDaemon(config=config) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
+        info = client.info()
+        print(f"edge:  {info.edge.name}\ncloud: {info.cloud.name}"
+              f"{' (local stand-in, priced as ' + info.cloud.priced_as + ')' if info.cloud.local_standin else ''}")
+        for mode in info.implemented_modes:
+            result = client.generate(prompt=args.question, mode=mode, max_tokens=args.max_tokens)
+            print(f"\n== {mode.name} ==\n{result.text.strip()}\n"
+                  f"[served_by={result.served_by.name} cost=${result.cost_usd:.6f} "
+                  f"(edge ${result.edge_cost_usd:.6f}, cloud ${result.cloud_cost_usd:.6f}) "
+                  f"ttft={result.latency.ttft_s:.2f}s total={result.latency.total_s:.2f}s]")
+        if args.no_bench:
+            return 0
+        from bench.__main__ import main as bench_main
+
+        print("\nrunning the demo bench (built-in sample) on the same daemon...", file=sys.stderr)
+        return bench_main(["--demo", "--target", daemon.target, "--out", str(args.out)])
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.__main__ import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid-router", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $HYBRID_ROUTER_CONFIG, else built-in defaults)")
@@ -136,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=("pull", "list", "verify"))
     models.add_argument("names", nargs="*", help="catalogue names (default: the configured edge and stand-in)")
     models.set_defaults(func=cmd_models)
+    demo = commands.add_parser("demo", help="start a daemon, ask one question in every mode, stop")
+    demo.add_argument("--question", default=DEMO_QUESTION)
+    demo.add_argument("--max-tokens", type=int, default=200)
+    demo.add_argument("--out", default="bench/out/demo", help="where the demo bench writes its results")
+    demo.add_argument("--no-bench", action="store_true", help="only ask the question")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", help="run the benchmark (same options as python -m bench)",
+                                add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -44,7 +44,7 @@ def format_time(moment: "datetime | float") -> str:
 def to_json(value: Any) -> str:
     # default=str: a metadata value that is not JSON (a Path, an enum) is stored as its text
     # rather than failing the whole row.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)

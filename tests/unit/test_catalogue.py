@@ -268,7 +268,7 @@ def test_require_trusts_the_sidecar_but_verify_always_hashes(tmp_path: Path) -> 
     cache.require("tiny")
     stat = path.stat()
     # Same size, same mtime, different bytes: only a full hash can tell.
-    path.write_bytes(b"\0" + ASSEMBLED[1:])
+    path.write_bytes(b"\xff" + ASSEMBLED[1:])
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     assert cache.require("tiny") == path  # cheap: sidecar matches size and mtime
@@ -283,7 +283,7 @@ def test_require_rehashes_when_the_file_changed_after_verification(tmp_path: Pat
     path = write_model_by_hand(cache)
     cache.require("tiny")
     stat = path.stat()
-    path.write_bytes(b"\0" + ASSEMBLED[1:])
+    path.write_bytes(b"\xff" + ASSEMBLED[1:])
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
     with pytest.raises(ModelCorruptError):

@@ -56,7 +56,7 @@ def test_scan_holds_back_a_possible_stop_string_start() -> None:
 
 
 def test_scan_holds_the_longest_pending_prefix_among_stops() -> None:
-    scan = scan_for_stop("abc<|im", ["<|im_end|>", "c<"])
+    scan = scan_for_stop("abc<|im", ["<|im_end|>", "m<"])
     assert (scan.emit, scan.held) == ("abc", "<|im")
 
 

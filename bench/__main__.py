@@ -1,0 +1,93 @@
+"""python -m bench: run data sets through the daemon's modes and write results, summary and plots.
+
+    python -m bench --dataset gsm8k --dataset squad --limit 200 --out bench/results/run
+    python -m bench --demo                      # the built-in sample, on the embedded default
+    python -m bench --target 127.0.0.1:50051 …  # against a daemon that is already running
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+from bench.datasets import PROMPTS, DatasetError, demo_items, load_dataset, sample
+from bench.plots import write_plots
+from bench.runner import DEFAULT_MAX_TOKENS, RunPlan, run
+from bench.summary import write_summary
+from router.client import RouterClient
+from router.launcher import LocalDaemon
+from router.types import Mode
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", action="append", default=[],
+                        help="gsm8k, squad, gsm8k:PATH, squad:PATH or jsonl:PATH (repeatable)")
+    parser.add_argument("--demo", action="store_true", help="the built-in sample (12 GSM8K + 24 SQuAD items)")
+    parser.add_argument("--modes", help="comma-separated (default: every mode the daemon implements)")
+    parser.add_argument("--limit", type=int, help="items per data set, drawn with --seed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int,
+                        help=f"new-token budget (default: {DEFAULT_MAX_TOKENS['numeric']} for numeric answers, "
+                             f"{DEFAULT_MAX_TOKENS['text']} for text)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/latest"))
+    parser.add_argument("--target", help="a running daemon (host:port or unix:PATH); default: start one")
+    parser.add_argument("--config", type=Path, help="config file for the daemon the bench starts")
+    args = parser.parse_args(argv)
+    if not args.dataset and not args.demo:
+        parser.error("give --dataset (repeatable) or --demo")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        items = demo_items(args.seed) if args.demo else []
+        for spec in args.dataset:
+            items += sample(load_dataset(spec), limit=args.limit, seed=args.seed)
+    except DatasetError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+    daemon = None if args.target else LocalDaemon(config=args.config).start()
+    target = args.target or daemon.target
+    try:
+        with RouterClient(target) as client:
+            client.wait_ready(timeout_s=600)
+            info = client.info()
+        modes = ([Mode.parse(name) for name in args.modes.split(",")] if args.modes
+                 else list(info.implemented_modes))
+        started = time.time()
+        records = asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out,
+                                          concurrency=args.concurrency, max_tokens=args.max_tokens), target))
+    finally:
+        if daemon is not None:
+            daemon.close()
+    meta = {
+        "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
+        "modes": [m.name for m in modes], "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens or DEFAULT_MAX_TOKENS, "temperature": 0.0,
+        "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
+        "hardware": info.hardware, "packages": dict(info.packages), "prompts": dict(PROMPTS),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    summary = write_summary(records, args.out, meta)
+    plots = write_plots(records, summary, args.out)
+    print((args.out / "summary.md").read_text(), end="")
+    print(f"\nwrote {args.out}/results.jsonl, summary.json, summary.md and {len(plots)} plots", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Runs data sets through modes via the SDK, one JSONL record per (item, mode), resumable.
+
+A killed run continues from its results file: every (dataset, item_id, mode) already recorded without
+an error is skipped; a half-written last line is ignored.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from tqdm import tqdm
+
+from bench.datasets import BenchItem, build_messages
+from router.client import AsyncRouterClient
+from router.errors import RouterError
+from router.scoring import score_answer
+from router.types import BackendKind, GenerateResult, Mode
+
+RESULTS_FILE = "results.jsonl"
+# New-token budgets by scoring method: worked maths needs room, short answers do not.
+DEFAULT_MAX_TOKENS = {"numeric": 400, "text": 48}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    items: Sequence[BenchItem]
+    modes: Sequence[Mode]
+    out_dir: Path
+    concurrency: int = 1
+    max_tokens: Optional[int] = None
+    request_timeout_s: float = 900.0
+
+
+def record_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (record["dataset"], record["item_id"], record["mode"])
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The records already written; a torn last line (the run was killed mid-write) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def latest_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (item, mode): the last one written wins (a retried error replaces the error)."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for record in records:
+        latest[record_key(record)] = dict(record)
+    return list(latest.values())
+
+
+def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, Any]:
+    score = score_answer(result.text, item.golds, method=item.scoring)
+    edge = result.run_for(BackendKind.EDGE)
+    cloud_runs = [run for run in result.runs if run.backend == BackendKind.CLOUD]
+    decision = asdict(result.decision)
+    decision["mode"] = result.decision.mode.name if isinstance(result.decision.mode, Mode) else decision["mode"]
+    return {
+        "dataset": item.dataset, "item_id": item.item_id, "mode": mode.name, "question": item.question,
+        "gold": list(item.golds), "text": result.text, "served_by": result.served_by.name,
+        "correct": score.correct, "f1": score.f1, "cost_usd": result.cost_usd,
+        "cloud_cost_usd": result.cloud_cost_usd, "edge_cost_usd": result.edge_cost_usd,
+        "ttft_s": result.latency.ttft_s, "latency_s": result.latency.total_s,
+        "cloud_calls": len(cloud_runs),
+        "edge_tokens": sum(r.prompt_tokens + r.completion_tokens for r in result.runs if r.backend == BackendKind.EDGE),
+        "cloud_tokens": sum(r.prompt_tokens + r.completion_tokens for r in cloud_runs),
+        "decision": decision,
+        "edge_mean_logprob": edge.mean_logprob if edge else None,
+        "finish_reason": result.finish_reason, "request_id": result.request_id, "error": None,
+    }
+
+
+def error_record(item: BenchItem, mode: Mode, exc: Exception) -> dict[str, Any]:
+    return {"dataset": item.dataset, "item_id": item.item_id, "mode": mode.name, "question": item.question,
+            "gold": list(item.golds), "text": "", "served_by": None, "correct": False, "f1": None,
+            "cost_usd": 0.0, "cloud_cost_usd": 0.0, "edge_cost_usd": 0.0, "ttft_s": None, "latency_s": None,
+            "cloud_calls": 0, "edge_tokens": 0, "cloud_tokens": 0, "decision": None, "edge_mean_logprob": None,
+            "error": f"{type(exc).__name__}: {exc}"}
+
+
+@dataclass
+class _Progress:
+    bar: tqdm
+    correct: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        key = f"{record['dataset']}/{record['mode']}"
+        self.seen[key] += 1
+        self.correct[key] += bool(record["correct"])
+        self.bar.set_postfix_str(" ".join(f"{k}={self.correct[k] / self.seen[k]:.0%}" for k in sorted(self.seen)))
+        self.bar.update(1)
+
+
+async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
+    """Send every (item, mode) not yet recorded; append each record as it completes."""
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.out_dir / RESULTS_FILE
+    previous = latest_records(load_records(path))
+    done = {record_key(r) for r in previous if not r.get("error")}
+    todo = [(item, mode) for item in plan.items for mode in plan.modes
+            if (item.dataset, item.item_id, mode.name) not in done]
+    semaphore = asyncio.Semaphore(plan.concurrency)
+    progress = _Progress(tqdm(total=len(todo), desc="bench", unit="req", dynamic_ncols=True))
+    with open(path, "a", encoding="utf-8") as results:
+        async with AsyncRouterClient(target, timeout_s=plan.request_timeout_s) as client:
+            async def one(item: BenchItem, mode: Mode) -> None:
+                async with semaphore:
+                    try:
+                        result = await client.generate(
+                            messages=build_messages(item), mode=mode,
+                            max_tokens=plan.max_tokens or DEFAULT_MAX_TOKENS[item.scoring],
+                            temperature=0.0, reference_answer=item.golds[0],
+                            request_id=f"bench-{item.dataset}-{item.item_id}-{mode.name}-{os.getpid()}",
+                            metadata={"bench_dataset": item.dataset, "bench_item": item.item_id})
+                        record = to_record(item, mode, result)
+                    except RouterError as exc:
+                        record = error_record(item, mode, exc)
+                results.write(json.dumps(record, ensure_ascii=False) + "\n")
+                results.flush()
+                progress.add(record)
+
+            await asyncio.gather(*(one(item, mode) for item, mode in todo))
+    progress.bar.close()
+    wanted = {(item.dataset, item.item_id, mode.name) for item in plan.items for mode in plan.modes}
+    return [r for r in latest_records(load_records(path)) if record_key(r) in wanted]

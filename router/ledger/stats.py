@@ -1,0 +1,92 @@
+"""Per-mode statistics: volume, accuracy by signal kind, cloud share, cost and latency.
+
+Accuracy reads, for each request, the latest signal of each kind about the served answer (target
+`final`) or about the pair (agreement), so a judge score that was later revised counts once.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SignalAccuracy:
+    kind: str
+    count: int                       # requests with a scored or labelled signal of this kind
+    mean_score: Optional[float]      # mean of the scores (None when none had a score)
+    scored: int                      # how many had a score
+    share_correct: Optional[float]   # share with correct = true, among those with a correct flag
+    labelled: int                    # how many had a correct flag
+
+
+@dataclass(frozen=True)
+class ModeStats:
+    mode: str
+    requests: int
+    accuracy: Mapping[str, SignalAccuracy]   # keyed by signal kind: reference, judge, agreement, feedback
+    cloud_share: float                       # share of requests served by the cloud
+    cost_per_1k_usd: float
+    cloud_cost_per_1k_usd: float
+    edge_cost_per_1k_usd: float
+    latency_p50_s: Optional[float]           # total latency
+    latency_p95_s: Optional[float]
+    ttft_p50_s: Optional[float]
+    ttft_p95_s: Optional[float]
+
+
+_TOTALS = """
+    SELECT mode, COUNT(*), SUM(served_by = 'CLOUD'), SUM(total_cost_usd), SUM(cloud_cost_usd),
+           SUM(edge_cost_usd)
+    FROM requests WHERE created_at >= ? GROUP BY mode
+"""
+_ACCURACY = """
+    SELECT r.mode, s.kind, COUNT(*), AVG(s.score), COUNT(s.score), SUM(s.correct), COUNT(s.correct)
+    FROM signals AS s JOIN requests AS r ON r.id = s.request_id
+    WHERE r.created_at >= ? AND s.id IN (
+        SELECT MAX(id) FROM signals
+        WHERE target IN ('final', 'pair') AND (score IS NOT NULL OR correct IS NOT NULL)
+        GROUP BY request_id, kind, target)
+    GROUP BY r.mode, s.kind
+"""
+_LATENCIES = "SELECT mode, total_s, ttft_s FROM requests WHERE created_at >= ?"
+
+
+def _percentiles(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    if not values:
+        return None, None
+    p50, p95 = np.percentile(np.asarray(values, dtype=float), [50, 95])
+    return float(p50), float(p95)
+
+
+def mode_stats(conn: sqlite3.Connection, since: str = "") -> list[ModeStats]:
+    """Statistics per mode for requests created at or after `since` (ISO-8601 UTC; "" = all),
+    sorted by mode name."""
+    accuracy: dict[str, dict[str, SignalAccuracy]] = {}
+    for mode, kind, count, mean, scored, correct, labelled in conn.execute(_ACCURACY, (since,)):
+        accuracy.setdefault(mode, {})[kind] = SignalAccuracy(
+            kind=kind, count=count, mean_score=mean, scored=scored,
+            share_correct=(correct / labelled) if labelled else None, labelled=labelled)
+    latencies: dict[str, tuple[list[float], list[float]]] = {}
+    for mode, total_s, ttft_s in conn.execute(_LATENCIES, (since,)):
+        totals, ttfts = latencies.setdefault(mode, ([], []))
+        if total_s is not None:
+            totals.append(total_s)
+        if ttft_s is not None:
+            ttfts.append(ttft_s)
+    stats = []
+    for mode, requests, cloud_served, cost, cloud_cost, edge_cost in conn.execute(_TOTALS, (since,)):
+        totals, ttfts = latencies.get(mode, ([], []))
+        p50, p95 = _percentiles(totals)
+        ttft_p50, ttft_p95 = _percentiles(ttfts)
+        per_1k = 1000.0 / requests
+        stats.append(ModeStats(
+            mode=mode, requests=requests, accuracy=accuracy.get(mode, {}),
+            cloud_share=(cloud_served or 0) / requests,
+            cost_per_1k_usd=(cost or 0.0) * per_1k,
+            cloud_cost_per_1k_usd=(cloud_cost or 0.0) * per_1k,
+            edge_cost_per_1k_usd=(edge_cost or 0.0) * per_1k,
+            latency_p50_s=p50, latency_p95_s=p95, ttft_p50_s=ttft_p50, ttft_p95_s=ttft_p95))
+    return sorted(stats, key=lambda s: s.mode)

@@ -1,0 +1,89 @@
+"""Ledger schema: fresh creation, migration of an older file, refusal of a newer one."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from router.ledger import SCHEMA_VERSION, Ledger
+from router.ledger.schema import MIGRATIONS, migrate, schema_version
+from tests.unit.test_ledger_support import make_exchange, open_ledger
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _indexes(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def test_fresh_database_is_created_at_current_version_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "ledger.db"
+    ledger = open_ledger(path)
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert {"requests", "backend_runs", "signals"} <= _tables(conn)
+        assert "requests_by_mode_time" in _indexes(conn)
+
+
+def test_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        migrate(conn, MIGRATIONS[:1])
+        assert schema_version(conn) == 1
+        conn.execute(
+            "INSERT INTO requests (id, created_at, mode, served_by, messages_json, content_hash, "
+            "content_policy) VALUES ('old-1', '2024-01-01T00:00:00.000000+00:00', 'EDGE_ONLY', 'EDGE', "
+            "'[]', 'abc', 'full')")
+        assert "requests_by_mode_time" not in _indexes(conn)
+    conn.close()
+
+    ledger = open_ledger(path)
+    ledger.record(*make_exchange("new-1", edge="7"))
+    assert ledger.flush()
+    assert ledger.get("old-1")["mode"] == "EDGE_ONLY"
+    assert ledger.get("new-1") is not None
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
+        assert "requests_by_mode_time" in _indexes(conn)
+
+
+def test_newer_database_is_refused_clearly_and_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    ledger = Ledger(path)
+    ledger.open()
+    assert not ledger.health.ok
+    assert f"schema version {SCHEMA_VERSION + 1}" in ledger.health.reason
+    assert "upgrade hybrid-router" in ledger.health.reason
+    ledger.record(*make_exchange("r1", edge="7"))  # must not raise
+    assert ledger.metrics.dropped_writes == 1
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION + 1
+        assert "requests" not in _tables(conn)
+
+
+def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "ledger.db", isolation_level=None) as conn:
+        assert migrate(conn) == 0
+        assert migrate(conn) == SCHEMA_VERSION
+        assert schema_version(conn) == SCHEMA_VERSION
+
+
+def test_a_failing_migration_step_leaves_the_previous_version_intact(tmp_path: Path) -> None:
+    broken = (MIGRATIONS[0], ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"))
+    with sqlite3.connect(tmp_path / "ledger.db", isolation_level=None) as conn:
+        with pytest.raises(sqlite3.OperationalError):
+            migrate(conn, broken)
+        assert schema_version(conn) == 1
+        assert "half_done" not in _tables(conn)
+        assert "requests" in _tables(conn)
