@@ -60,7 +60,7 @@ _OPAQUE_TOKEN = re.compile(
 # 4-4-4-1..4) or Amex's 4-6-5, with spaces or dashes. Masked only if the Luhn check passes, so a
 # long order number or a row of small numbers ("1 2 3 ...") is not a card.
 _CARD_CANDIDATE = re.compile(
-    r"(?<![\d.,-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,4}(?:[ -]\d{3})?|\d{4}[ -]\d{6}[ -]\d{5})"
+    r"(?<![\d.,+-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,4}(?:[ -]\d{3})?|\d{4}[ -]\d{6}[ -]\d{5})"
     r"(?![\d-]|[.,]\d)")
 
 # Phone numbers need a separator shape or a leading +, so bare numbers in maths stay untouched.

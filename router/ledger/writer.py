@@ -27,8 +27,8 @@ from typing import Callable, Optional, Union
 
 from router.ledger.redaction import ContentFilter
 from router.ledger.signals import AccuracySignal, compute_signals
-from router.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUnavailableError, PendingSignal, PreparedRecord,
-                                 RequestRow, RunRow, SignalRow, format_time, to_json)
+from router.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUnavailableError, PendingSignal,
+                                 PreparedRecord, RequestRow, RunRow, SignalRow, format_time, to_json)
 from router.types import BackendKind, GenerateRequest, GenerateResult
 
 
@@ -111,12 +111,12 @@ class LedgerState:
         if was:
             self._logger.warning("ledger accepting writes again; %d dropped so far", dropped)
 
-    def warn_once(self, key: str, message: str, *args: object) -> None:
+    def warn_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
-        self._logger.warning(message, *args)
+        self._logger.warning(message, *args, exc_info=exc_info)
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -241,7 +241,8 @@ def describe_failure(exc: BaseException, path: Path) -> str:
     if "database or disk is full" in lowered or "no space" in lowered:
         return f"ledger {path}: disk full (or the ledger reached its max_bytes cap): {text}"
     if "not a database" in lowered or "malformed" in lowered:
-        return f"ledger {path}: file is corrupt or not a SQLite database ({text}); move it aside to start a new one"
+        return (f"ledger {path}: file is corrupt or not a SQLite database ({text}); "
+                "move it aside to start a new one")
     if "unable to open" in lowered or isinstance(exc, OSError):
         return f"ledger {path}: cannot open or create the file ({text})"
     if "readonly" in lowered or "read-only" in lowered:

@@ -1,0 +1,81 @@
+"""Per-mode statistics computed from a real ledger file."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.ledger import AccuracySignal, SignalKind
+from router.types import BackendKind, Mode
+from tests.unit.test_ledger_support import make_exchange, open_ledger
+
+
+def test_stats_per_mode(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    post_latencies = [0.5, 1.0, 2.0, 4.0, 8.0]
+    for index, total_s in enumerate(post_latencies):
+        served = BackendKind.CLOUD if index < 2 else BackendKind.EDGE
+        ledger.record(*make_exchange(
+            f"post{index}", edge="#### 7" if index % 2 else "#### 8", cloud="#### 7", served_by=served,
+            mode=Mode.POST_ARBITRATION, reference="7", edge_cost=0.0001, cloud_cost=0.003,
+            total_s=total_s, ttft_s=total_s / 10))
+    for index in range(3):
+        ledger.record(*make_exchange(f"edge{index}", edge="Paris", mode=Mode.EDGE_ONLY, total_s=0.2,
+                                     edge_cost=0.0002))
+    # Judge scores: the later one for edge0 replaces the earlier.
+    ledger.add_signal("edge0", AccuracySignal(kind=SignalKind.JUDGE, score=0.2))
+    ledger.add_signal("edge0", AccuracySignal(kind=SignalKind.JUDGE, score=1.0))
+    ledger.add_signal("edge1", AccuracySignal(kind=SignalKind.JUDGE, score=0.5, correct=False))
+    assert ledger.flush()
+    ledger.feedback("edge2", score=None, thumbs_up=True, corrected_answer=None)
+
+    by_mode = {s.mode: s for s in ledger.stats()}
+    assert list(by_mode) == ["EDGE_ONLY", "POST_ARBITRATION"]
+
+    post = by_mode["POST_ARBITRATION"]
+    assert post.requests == 5
+    assert post.cloud_share == pytest.approx(2 / 5)
+    assert post.cloud_cost_per_1k_usd == pytest.approx(3.0)
+    assert post.edge_cost_per_1k_usd == pytest.approx(0.1)
+    assert post.cost_per_1k_usd == pytest.approx(3.1)
+    assert post.latency_p50_s == pytest.approx(np.percentile(post_latencies, 50))
+    assert post.latency_p95_s == pytest.approx(np.percentile(post_latencies, 95))
+    assert post.ttft_p50_s == pytest.approx(0.2)
+    reference = post.accuracy["reference"]
+    # Served answers: cloud (#### 7) twice, then edge: #### 8, #### 7, #### 8.
+    assert (reference.count, reference.labelled) == (5, 5)
+    assert reference.share_correct == pytest.approx(3 / 5)
+    assert reference.mean_score == pytest.approx(3 / 5)
+    agreement = post.accuracy["agreement"]
+    assert agreement.count == 5 and agreement.mean_score == pytest.approx(2 / 5)
+
+    edge = by_mode["EDGE_ONLY"]
+    assert edge.requests == 3 and edge.cloud_share == 0.0
+    assert edge.edge_cost_per_1k_usd == pytest.approx(0.2) and edge.cloud_cost_per_1k_usd == 0.0
+    judge = edge.accuracy["judge"]
+    assert (judge.count, judge.scored, judge.labelled) == (2, 2, 1)
+    assert judge.mean_score == pytest.approx(0.75)
+    assert judge.share_correct == 0.0
+    feedback = edge.accuracy["feedback"]
+    assert (feedback.count, feedback.mean_score, feedback.share_correct) == (1, 1.0, 1.0)
+    assert "reference" not in edge.accuracy
+    ledger.close()
+
+
+def test_stats_since(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    ledger.record(*make_exchange("before", edge="x"))
+    time.sleep(0.01)  # ordering only: the cutoff must fall strictly between the two records
+    cutoff = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    ledger.record(*make_exchange("after1", edge="x"))
+    ledger.record(*make_exchange("after2", edge="x", mode=Mode.CLOUD_ONLY, cloud="y",
+                                 served_by=BackendKind.CLOUD))
+    assert ledger.flush()
+    assert {s.mode: s.requests for s in ledger.stats()} == {"EDGE_ONLY": 2, "CLOUD_ONLY": 1}
+    assert {s.mode: s.requests for s in ledger.stats(since=cutoff)} == {"EDGE_ONLY": 1, "CLOUD_ONLY": 1}
+    assert ledger.stats(since=datetime(2999, 1, 1)) == []
+    ledger.close()
