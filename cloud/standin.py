@@ -143,7 +143,7 @@ class StandinServer:
         self._process = subprocess.Popen(
             self._command(port), stdin=subprocess.DEVNULL, stdout=self._log_file,
             stderr=subprocess.STDOUT, env=environment, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))
+            preexec_fn=die_with_parent(os.getpid()))
 
     async def _wait_until_healthy(self, port: int) -> None:
         process = self._process
@@ -181,12 +181,12 @@ class StandinServer:
         return "\n".join(lines[-_LOG_TAIL_LINES:])
 
 
-def _die_with_parent(parent_pid: int):  # type: ignore[no-untyped-def]
-    """A preexec_fn: the kernel SIGKILLs the child when the thread that spawned it dies."""
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL):  # type: ignore[no-untyped-def]
+    """A preexec_fn: the kernel sends `signum` to the child when the thread that spawned it dies."""
 
     def set_parent_death_signal() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
 

@@ -389,8 +389,6 @@ class EdgeStream:
             # Cancelled before its first step, so it could not report; report for it.
             assert self._queue is not None
             self._finish_unrun(self._queue, self._started_at)
-        if self.completion is None and self._queue is not None:
-            self.completion = self._last_completion_in_queue()
 
     def __del__(self) -> None:
         # Abandoned without aclose(): stop the worker; the producer task releases the lock.
@@ -406,14 +404,11 @@ class EdgeStream:
             self._produce(self._queue), name=f"edge-{self._backend.name}-request"
         )
 
-    def _last_completion_in_queue(self) -> EdgeCompletion | None:
-        assert self._queue is not None
-        completion = None
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if isinstance(item, _Finished):
-                completion = item.completion
-        return completion
+    def _finish(self, queue: asyncio.Queue[_QueueItem], finished: _Finished) -> None:
+        # Set here, not only when a consumer reads the sentinel: aclose() may have ended the
+        # iteration while another task still waits on the queue for that sentinel.
+        self.completion = finished.completion
+        queue.put_nowait(finished)
 
     def _finish_unrun(self, queue: asyncio.Queue[_QueueItem], started: float) -> None:
         waited = time.monotonic() - started
@@ -429,7 +424,7 @@ class EdgeStream:
             token_logprobs=(),
         )
         self._backend._counter.record(completion)
-        queue.put_nowait(_Finished(completion=completion))
+        self._finish(queue, _Finished(completion=completion))
 
     async def _produce(self, queue: asyncio.Queue[_QueueItem]) -> None:
         backend, request = self._backend, self._request
@@ -479,7 +474,7 @@ class EdgeStream:
                 token_logprobs=tuple(outcome.logprobs),
             )
             backend._counter.record(completion)
-            queue.put_nowait(_Finished(completion=completion))
+            self._finish(queue, _Finished(completion=completion))
         except asyncio.CancelledError:
             # The loop is shutting down; the worker sees the flag and stops on its own.
             self._cancel.set()

@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from edge.errors import EdgeError
 from router.config import ConfigError, Settings, load_settings
 from router.errors import RouterError
 from router.types import Mode
@@ -146,6 +148,92 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: Optional[float] = None) -> float:
+    """'30m', '2h', '7d' ago, or an ISO date/time (UTC unless it says otherwise), as a Unix time."""
+    from datetime import datetime, timezone
+
+    now = time.time() if now is None else now
+    unit = DURATION_UNITS.get(text[-1:])
+    if unit and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * unit
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since {text!r}: give a duration such as 30m, 2h or 7d, or a date such as 2026-11-22") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from router.client import RouterClient
+
+    settings = _settings(args)
+    with RouterClient(args.target or settings.server.listen, timeout_s=60) as client:
+        report = client.stats(since_unix_s=args.since)
+    if args.json:
+        print(result_as_json(report))
+        return 0
+    ledger = report.ledger
+    state = "ok" if ledger.ok else f"DEGRADED: {ledger.reason}"
+    print(f"ledger: {state} (written {ledger.written}, queued {ledger.queue_depth}, "
+          f"dropped {ledger.dropped_writes}, failed {ledger.failed_writes})")
+    header = (f"{'mode':22} {'requests':>8} {'cloud':>6} {'$/1k':>10} {'cloud $/1k':>10} {'edge $/1k':>10} "
+              f"{'p50 s':>7} {'p95 s':>7}  accuracy")
+    print(header)
+    for mode in report.modes:
+        accuracy = ", ".join(
+            f"{a.kind} {_fmt(a.share_correct if a.share_correct is not None else a.mean_score, '.2f')} (n={a.count})"
+            for a in mode.accuracy) or "–"
+        name = mode.mode.name if isinstance(mode.mode, Mode) else str(mode.mode)
+        print(f"{name:22} {mode.requests:>8} {mode.cloud_share:>6.0%} {mode.usd_per_1k:>10.5f} "
+              f"{mode.cloud_usd_per_1k:>10.5f} {mode.edge_usd_per_1k:>10.5f} "
+              f"{_fmt(mode.latency_p50_s, '7.2f')} {_fmt(mode.latency_p95_s, '7.2f')}  {accuracy}")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from router.client import RouterClient
+
+    settings = _settings(args)
+    thumbs = True if args.thumbs_up else (False if args.thumbs_down else None)
+    with RouterClient(args.target or settings.server.listen, timeout_s=60) as client:
+        client.feedback(args.request_id, score=args.score, thumbs_up=thumbs, corrected_answer=args.correct)
+    print(f"feedback recorded for {args.request_id}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Reads the ledger file directly: no daemon needed, and WAL lets it run beside one."""
+    from datetime import datetime, timezone
+
+    from router.ledger import Ledger
+
+    settings = _settings(args)
+    path = settings.ledger.path.expanduser()
+    if not path.exists():
+        print(f"hybrid-router: no ledger at {path} (ledger.path); serve some requests first", file=sys.stderr)
+        return EXIT_ERROR
+    ledger = Ledger(path, log_content=settings.ledger.log_content)
+    ledger.open()
+    try:
+        since = datetime.fromtimestamp(args.since, tz=timezone.utc) if args.since is not None else None
+        report = ledger.export(args.format, Path(args.out), since=since, mode=args.mode, min_score=args.min_score,
+                               split_seed=args.split_seed, validation_fraction=args.validation_fraction)
+    finally:
+        ledger.close()
+    print(result_as_json(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid-router", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $HYBRID_ROUTER_CONFIG, else built-in defaults)")
@@ -171,6 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=("pull", "list", "verify"))
     models.add_argument("names", nargs="*", help="catalogue names (default: the configured edge and stand-in)")
     models.set_defaults(func=cmd_models)
+    stats = commands.add_parser("stats", help="aggregates per mode from the daemon's ledger")
+    stats.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
+    stats.add_argument("--target", help="daemon address (default: server.listen)")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+    feedback = commands.add_parser("feedback", help="rate an answer by its request id")
+    feedback.add_argument("request_id")
+    feedback.add_argument("--score", type=float, help="0..1")
+    thumbs = feedback.add_mutually_exclusive_group()
+    thumbs.add_argument("--thumbs-up", action="store_true")
+    thumbs.add_argument("--thumbs-down", action="store_true")
+    feedback.add_argument("--correct", help="the corrected answer")
+    feedback.add_argument("--target", help="daemon address (default: server.listen)")
+    feedback.set_defaults(func=cmd_feedback)
+
+    export = commands.add_parser("export", help="write training data from the ledger")
+    export.add_argument("--format", required=True, choices=("openai", "sharegpt", "dpo"))
+    export.add_argument("--out", required=True, help="output JSONL file")
+    export.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
+    export.add_argument("--mode", help="only requests of this mode")
+    export.add_argument("--min-score", type=float, default=0.8, help="judge/feedback score that counts as good")
+    export.add_argument("--split-seed", type=int, help="write a seeded train/validation split")
+    export.add_argument("--validation-fraction", type=float, default=0.1)
+    export.set_defaults(func=cmd_export)
+
     demo = commands.add_parser("demo", help="start a daemon, ask one question in every mode, stop")
     demo.add_argument("--question", default=DEMO_QUESTION)
     demo.add_argument("--max-tokens", type=int, default=200)
@@ -194,6 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     except RouterError as exc:
         print(f"hybrid-router: {type(exc).__name__}: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except EdgeError as exc:  # a missing or corrupt model file: the message names the fix
+        print(f"hybrid-router: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from router import wire
 from router.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
                            error_from_status)
-from router.types import ChatMessage, DaemonInfo, GenerateRequest, GenerateResult, Mode, TextDelta
+from router.types import ChatMessage, DaemonInfo, GenerateRequest, GenerateResult, Mode, StatsReport, TextDelta
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
@@ -55,6 +55,22 @@ def _translate(exc: grpc.RpcError) -> RouterError:
 
 def _channel_options() -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
+
+
+def _feedback_request(request_id: str, score: Optional[float], thumbs_up: Optional[bool],
+                      corrected_answer: Optional[str]) -> pb.FeedbackRequest:
+    message = pb.FeedbackRequest(request_id=request_id)
+    if score is not None:
+        message.score = score
+    if thumbs_up is not None:
+        message.thumbs_up = thumbs_up
+    if corrected_answer is not None:
+        message.corrected_answer = corrected_answer
+    return message
+
+
+def _stats_request(since_unix_s: Optional[float]) -> pb.StatsRequest:
+    return pb.StatsRequest(since_unix_s=since_unix_s) if since_unix_s is not None else pb.StatsRequest()
 
 
 class GenerateStream:
@@ -141,6 +157,21 @@ class RouterClient:
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
+    def feedback(self, request_id: str, *, score: Optional[float] = None, thumbs_up: Optional[bool] = None,
+                 corrected_answer: Optional[str] = None) -> None:
+        """Rate an answer by its result's request_id; raises NotFoundError for an unknown id."""
+        try:
+            self._stub.Feedback(_feedback_request(request_id, score, thumbs_up, corrected_answer),
+                                timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
+        try:
+            return wire.stats_from_proto(self._stub.Stats(_stats_request(since_unix_s), timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
     def is_serving(self) -> bool:
         try:
             reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -190,6 +221,20 @@ class AsyncRouterClient:
     async def info(self) -> DaemonInfo:
         try:
             return wire.info_from_proto(await self._stub.Info(pb.InfoRequest(), timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    async def feedback(self, request_id: str, *, score: Optional[float] = None, thumbs_up: Optional[bool] = None,
+                       corrected_answer: Optional[str] = None) -> None:
+        try:
+            await self._stub.Feedback(_feedback_request(request_id, score, thumbs_up, corrected_answer),
+                                      timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    async def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
+        try:
+            return wire.stats_from_proto(await self._stub.Stats(_stats_request(since_unix_s), timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 

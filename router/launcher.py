@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from cloud.standin import die_with_parent
 from router.client import RouterClient
 from router.errors import NotReadyError
 
@@ -38,7 +39,9 @@ class LocalDaemon:
             command += ["--config", str(self._config)]
         command += ["serve", "--listen", self.target, *self._extra_args]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+        # SIGTERM (a graceful drain) reaches the daemon even if this process is killed outright.
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env,
+                                        preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))
         log.close()
         deadline = time.monotonic() + self._ready_timeout_s
         with RouterClient(self.target) as client:

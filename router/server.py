@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import replace
 from typing import Optional
 
 import grpc
@@ -13,13 +12,18 @@ from grpc_reflection.v1alpha import reflection
 
 from router.app import LoadedBackends, cost_model, hardware_summary, load_backends, package_versions
 from router.config import Settings
-from router.core import Backends, ResultSink, Router
+from router.core import Backends, Router
+from router.daemon_ledger import DaemonLedger
+from router.judge import CloudJudge
 from router.modes import builtin_modes
 from router.service import RouterService
-from router.types import DaemonInfo, Mode, ModelInfo
+from router.types import DaemonInfo, ModelInfo
 from router.v1 import router_pb2, router_pb2_grpc
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+# Health-service name whose status follows the ledger: SERVING when it writes, NOT_SERVING when degraded.
+LEDGER_HEALTH_NAME = "router.v1.Ledger"
+LEDGER_WATCH_INTERVAL_S = 1.0
 # gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
 # refuses oversized requests with INVALID_ARGUMENT and an actionable message.
 TRANSPORT_LIMIT_FACTOR = 8
@@ -28,19 +32,23 @@ TRANSPORT_LIMIT_FACTOR = 8
 class RouterServer:
     """Owns the grpc.aio server and the daemon's life: bind, load models, serve, drain, stop."""
 
-    def __init__(self, settings: Settings, *, sinks: tuple[ResultSink, ...] = (),
-                 logger: Optional[logging.Logger] = None) -> None:
+    def __init__(self, settings: Settings, *, logger: Optional[logging.Logger] = None) -> None:
         self.settings = settings
         self.logger = logger or logging.getLogger("hybrid_router.server")
+        self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0),
-                             modes=builtin_modes(), sinks=sinks)
+                             modes=builtin_modes())
+        self.judge = CloudJudge(cloud=lambda: self.router.backends.cloud, costs=lambda: self.router.costs,
+                                signals=self.ledger, sample_rate=settings.ledger.judge_sample_rate)
+        # The one place where finished results leave the request path: the ledger, then the judge.
+        self.router.sinks = (self.ledger, self.judge)
         self.backends: Optional[LoadedBackends] = None
         self.health = health.aio.HealthServicer()
         limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                                 ("grpc.max_send_message_length", 64 * 2**20)])
         router_pb2_grpc.add_RouterServicer_to_server(
-            RouterService(self.router, self.info, max_request_bytes=settings.server.max_request_bytes,
+            RouterService(self.router, self.info, self.ledger, max_request_bytes=settings.server.max_request_bytes,
                           logger=self.logger), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -48,6 +56,7 @@ class RouterServer:
              reflection.SERVICE_NAME), self._server)
         self.address = ""
         self._stopping = asyncio.Event()
+        self._ledger_watch: Optional[asyncio.Task] = None
 
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
         await self.health.set("", status)
@@ -57,6 +66,8 @@ class RouterServer:
         """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
         listen = listen or self.settings.server.listen
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.to_thread(self.ledger.open)
+        self._ledger_watch = asyncio.create_task(self._watch_ledger())
         port = self._server.add_insecure_port(listen)
         if not listen.startswith("unix:"):
             if port == 0:
@@ -78,6 +89,14 @@ class RouterServer:
         self.logger.info("serving", extra={"fields": {
             "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
             "cloud_endpoint": self.backends.cloud_info.endpoint}})
+
+    async def _watch_ledger(self) -> None:
+        """Mirrors the ledger's health on the health service under LEDGER_HEALTH_NAME; the reason is in Stats."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            status = self.ledger.status()
+            await self.health.set(LEDGER_HEALTH_NAME, serving if status.ok else not_serving)
+            await asyncio.sleep(LEDGER_WATCH_INTERVAL_S)
 
     def info(self) -> DaemonInfo:
         loaded = self.backends
@@ -110,6 +129,10 @@ class RouterServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.stop(self.settings.server.grace_period_s)
         self.router.ready = False
+        if self._ledger_watch is not None:
+            self._ledger_watch.cancel()
+        await self.judge.aclose()
+        await asyncio.to_thread(self.ledger.close)  # flushes every queued write
         if self.backends is not None:
             await self.backends.close()
         self.logger.info("stopped")

@@ -1,24 +1,35 @@
 """The gRPC servicer: protobuf <-> core types, and router errors -> status codes, at this one boundary."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Optional, Protocol
 
 import grpc
 
 from router import wire
 from router.core import Router
 from router.errors import RETRY_AFTER_METADATA_KEY, InvalidRequestError, RouterError
-from router.types import DaemonInfo, GenerateResult, GenerateRequest
+from router.types import DaemonInfo, GenerateRequest, GenerateResult, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
+class LedgerAccess(Protocol):
+    """What the service needs of the daemon's ledger; blocking calls, run in a thread."""
+
+    def feedback(self, request_id: str, *, score: Optional[float], thumbs_up: Optional[bool],
+                 corrected_answer: Optional[str]) -> None: ...
+
+    def stats(self, since_unix_s: Optional[float]) -> StatsReport: ...
+
+
 class RouterService(router_pb2_grpc.RouterServicer):
-    def __init__(self, router: Router, info: Callable[[], DaemonInfo], *, max_request_bytes: int,
-                 logger: logging.Logger) -> None:
+    def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
+                 max_request_bytes: int, logger: logging.Logger) -> None:
         self._router = router
         self._info = info
+        self._ledger = ledger
         self._max_request_bytes = max_request_bytes
         self._logger = logger
 
@@ -59,3 +70,24 @@ class RouterService(router_pb2_grpc.RouterServicer):
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
         return wire.info_to_proto(self._info())
+
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        def optional(field: str) -> Optional[object]:
+            return getattr(request, field) if request.HasField(field) else None
+
+        try:
+            if not request.request_id:
+                raise InvalidRequestError("request_id is empty; give the id from the result you are rating")
+            await asyncio.to_thread(self._ledger.feedback, request.request_id, score=optional("score"),
+                                    thumbs_up=optional("thumbs_up"), corrected_answer=optional("corrected_answer"))
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.FeedbackResponse(request_id=request.request_id)
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        since = request.since_unix_s if request.HasField("since_unix_s") else None
+        try:
+            report = await asyncio.to_thread(self._ledger.stats, since)
+        except Exception as exc:
+            await self._abort(context, exc)
+        return wire.stats_to_proto(report)

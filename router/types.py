@@ -164,3 +164,45 @@ class DaemonInfo:
     packages: Mapping[str, str]
     hardware: str
     max_tokens_limit: int
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    enabled: bool
+    ok: bool
+    reason: str = ""
+    queue_depth: int = 0
+    written: int = 0
+    dropped_writes: int = 0
+    failed_writes: int = 0
+
+
+@dataclass(frozen=True)
+class SignalSummary:
+    kind: str
+    count: int
+    mean_score: Optional[float]
+    share_correct: Optional[float]
+
+
+@dataclass(frozen=True)
+class ModeSummary:
+    """Aggregates of one mode over the ledger: what `Stats` returns."""
+
+    mode: Union[Mode, int]
+    requests: int
+    accuracy: tuple[SignalSummary, ...]
+    cloud_share: float
+    usd_per_1k: float
+    cloud_usd_per_1k: float
+    edge_usd_per_1k: float
+    latency_p50_s: Optional[float]
+    latency_p95_s: Optional[float]
+    ttft_p50_s: Optional[float]
+    ttft_p95_s: Optional[float]
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    modes: tuple[ModeSummary, ...]
+    ledger: LedgerStatus

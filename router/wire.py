@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Optional
 
 from router.types import (BackendKind, BackendRun, ChatMessage, DaemonInfo, Decision, GenerateRequest,
-                          GenerateResult, Latency, Mode, ModelInfo, TextDelta)
+                          GenerateResult, Latency, LedgerStatus, Mode, ModelInfo, ModeSummary, SignalSummary,
+                          StatsReport, TextDelta)
 from router.v1 import router_pb2 as pb
 
 
@@ -127,3 +128,49 @@ def info_from_proto(message: pb.InfoResponse) -> DaemonInfo:
         default_mode=Mode(message.default_mode), edge=_model_from_proto(message.edge),
         cloud=_model_from_proto(message.cloud), packages=dict(message.packages),
         hardware=message.hardware, max_tokens_limit=message.max_tokens_limit)
+
+
+def _set_optional(message: object, field: str, value: Optional[float]) -> None:
+    if value is not None:
+        setattr(message, field, value)
+
+
+def _get_optional(message: object, field: str) -> Optional[float]:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+_MODE_OPTIONALS = ("latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s")
+
+
+def stats_to_proto(report: StatsReport) -> pb.StatsResponse:
+    modes = []
+    for mode in report.modes:
+        message = pb.ModeStats(mode=int(mode.mode), requests=mode.requests, cloud_share=mode.cloud_share,
+                               usd_per_1k=mode.usd_per_1k, cloud_usd_per_1k=mode.cloud_usd_per_1k,
+                               edge_usd_per_1k=mode.edge_usd_per_1k)
+        for field in _MODE_OPTIONALS:
+            _set_optional(message, field, getattr(mode, field))
+        for signal in mode.accuracy:
+            entry = message.accuracy.add(kind=signal.kind, count=signal.count)
+            _set_optional(entry, "mean_score", signal.mean_score)
+            _set_optional(entry, "share_correct", signal.share_correct)
+        modes.append(message)
+    ledger = report.ledger
+    return pb.StatsResponse(modes=modes, ledger=pb.LedgerStatus(
+        enabled=ledger.enabled, ok=ledger.ok, reason=ledger.reason, queue_depth=ledger.queue_depth,
+        written=ledger.written, dropped_writes=ledger.dropped_writes, failed_writes=ledger.failed_writes))
+
+
+def stats_from_proto(message: pb.StatsResponse) -> StatsReport:
+    modes = tuple(
+        ModeSummary(mode=_mode(m.mode), requests=m.requests,
+                    accuracy=tuple(SignalSummary(s.kind, s.count, _get_optional(s, "mean_score"),
+                                                 _get_optional(s, "share_correct")) for s in m.accuracy),
+                    cloud_share=m.cloud_share, usd_per_1k=m.usd_per_1k, cloud_usd_per_1k=m.cloud_usd_per_1k,
+                    edge_usd_per_1k=m.edge_usd_per_1k,
+                    **{field: _get_optional(m, field) for field in _MODE_OPTIONALS})
+        for m in message.modes)
+    l = message.ledger
+    return StatsReport(modes=modes, ledger=LedgerStatus(
+        enabled=l.enabled, ok=l.ok, reason=l.reason, queue_depth=l.queue_depth, written=l.written,
+        dropped_writes=l.dropped_writes, failed_writes=l.failed_writes))

@@ -212,3 +212,91 @@ class InfoResponse(_message.Message):
     hardware: str
     max_tokens_limit: int
     def __init__(self, version: _Optional[str] = ..., implemented_modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., edge: _Optional[_Union[ModelInfo, _Mapping]] = ..., cloud: _Optional[_Union[ModelInfo, _Mapping]] = ..., packages: _Optional[_Mapping[str, str]] = ..., hardware: _Optional[str] = ..., max_tokens_limit: _Optional[int] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "score", "thumbs_up", "corrected_answer")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THUMBS_UP_FIELD_NUMBER: _ClassVar[int]
+    CORRECTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    score: float
+    thumbs_up: bool
+    corrected_answer: str
+    def __init__(self, request_id: _Optional[str] = ..., score: _Optional[float] = ..., thumbs_up: _Optional[bool] = ..., corrected_answer: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("since_unix_s",)
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    since_unix_s: float
+    def __init__(self, since_unix_s: _Optional[float] = ...) -> None: ...
+
+class SignalStats(_message.Message):
+    __slots__ = ("kind", "count", "mean_score", "share_correct")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    count: int
+    mean_score: float
+    share_correct: float
+    def __init__(self, kind: _Optional[str] = ..., count: _Optional[int] = ..., mean_score: _Optional[float] = ..., share_correct: _Optional[float] = ...) -> None: ...
+
+class ModeStats(_message.Message):
+    __slots__ = ("mode", "requests", "accuracy", "cloud_share", "usd_per_1k", "cloud_usd_per_1k", "edge_usd_per_1k", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_SHARE_FIELD_NUMBER: _ClassVar[int]
+    USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    EDGE_USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_S_FIELD_NUMBER: _ClassVar[int]
+    mode: Mode
+    requests: int
+    accuracy: _containers.RepeatedCompositeFieldContainer[SignalStats]
+    cloud_share: float
+    usd_per_1k: float
+    cloud_usd_per_1k: float
+    edge_usd_per_1k: float
+    latency_p50_s: float
+    latency_p95_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., requests: _Optional[int] = ..., accuracy: _Optional[_Iterable[_Union[SignalStats, _Mapping]]] = ..., cloud_share: _Optional[float] = ..., usd_per_1k: _Optional[float] = ..., cloud_usd_per_1k: _Optional[float] = ..., edge_usd_per_1k: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p95_s: _Optional[float] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ...) -> None: ...
+
+class LedgerStatus(_message.Message):
+    __slots__ = ("enabled", "ok", "reason", "queue_depth", "written", "dropped_writes", "failed_writes")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    ok: bool
+    reason: str
+    queue_depth: int
+    written: int
+    dropped_writes: int
+    failed_writes: int
+    def __init__(self, enabled: _Optional[bool] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., queue_depth: _Optional[int] = ..., written: _Optional[int] = ..., dropped_writes: _Optional[int] = ..., failed_writes: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("modes", "ledger")
+    MODES_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_FIELD_NUMBER: _ClassVar[int]
+    modes: _containers.RepeatedCompositeFieldContainer[ModeStats]
+    ledger: LedgerStatus
+    def __init__(self, modes: _Optional[_Iterable[_Union[ModeStats, _Mapping]]] = ..., ledger: _Optional[_Union[LedgerStatus, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class RouterStub:
                 request_serializer=router_dot_v1_dot_router__pb2.InfoRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_router__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/router.v1.Router/Feedback',
+                request_serializer=router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/router.v1.Router/Stats',
+                request_serializer=router_dot_v1_dot_router__pb2.StatsRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_router__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -72,6 +82,18 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +111,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=router_dot_v1_dot_router__pb2.InfoRequest.FromString,
                     response_serializer=router_dot_v1_dot_router__pb2.InfoResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=router_dot_v1_dot_router__pb2.FeedbackRequest.FromString,
+                    response_serializer=router_dot_v1_dot_router__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=router_dot_v1_dot_router__pb2.StatsRequest.FromString,
+                    response_serializer=router_dot_v1_dot_router__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +204,60 @@ class Router:
             '/router.v1.Router/Info',
             router_dot_v1_dot_router__pb2.InfoRequest.SerializeToString,
             router_dot_v1_dot_router__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.Router/Feedback',
+            router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+            router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.Router/Stats',
+            router_dot_v1_dot_router__pb2.StatsRequest.SerializeToString,
+            router_dot_v1_dot_router__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

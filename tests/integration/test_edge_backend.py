@@ -118,7 +118,7 @@ async def test_logprobs_match_a_logits_all_reference(
 async def test_aclose_stops_generation_within_a_few_tokens(smollm_backend: LlamaBackend) -> None:
     before = smollm_backend.metrics
     stream = smollm_backend.stream(
-        ask("Write a very long story about a dragon."), max_tokens=500, temperature=0
+        ask("Write a very long story about a dragon."), max_tokens=400, temperature=0
     )
     received = [await stream.__anext__() for _ in range(3)]
     await stream.aclose()
@@ -140,7 +140,7 @@ async def test_aclose_stops_generation_within_a_few_tokens(smollm_backend: Llama
 
 async def test_abandoning_the_iterator_in_aclosing_cancels(smollm_backend: LlamaBackend) -> None:
     before = smollm_backend.metrics
-    stream = smollm_backend.stream(ask("Count from one to one hundred."), max_tokens=500, temperature=0)
+    stream = smollm_backend.stream(ask("Count from one to one hundred."), max_tokens=400, temperature=0)
     seen = 0
     async with contextlib.aclosing(stream):
         async for _ in stream:

@@ -1,0 +1,182 @@
+"""The ledger through the real daemon: records, signals, feedback, stats, export, secrets, failures."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloud.standin import StandinServer
+from router.client import RouterClient
+from router.errors import BackendUnavailableError, InvalidRequestError, NotFoundError
+from router.launcher import LocalDaemon
+from router.types import Mode
+from tests.conftest import ServerThread, make_settings, models_dir
+
+SECRET_KEY = "sk-live-DO-NOT-LEAK-7f3a9c2e5b1d4a6f8e0c"
+MATHS = "What is 12 + 30? Reply with the number only."
+
+
+def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "HYBRID_ROUTER_MODELS__CACHE_DIR": str(models_dir()), "HYBRID_ROUTER_EDGE__MODEL": "smollm2-135m",
+        "HYBRID_ROUTER_STANDIN__MODEL": "smollm2-135m", "HYBRID_ROUTER_EDGE__N_CTX": "2048",
+        "HYBRID_ROUTER_STANDIN__N_CTX": "2048", "HYBRID_ROUTER_EDGE__N_THREADS": "1",
+        "HYBRID_ROUTER_LEDGER__PATH": str(tmp_path / "ledger.db"), "HYBRID_ROUTER_LOGGING__LEVEL": "DEBUG",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def provider(smollm_path: Path):
+    """A real OpenAI-compatible server standing in for a keyed provider (it ignores the key)."""
+    server = StandinServer(smollm_path, model_alias="provider-model", n_ctx=2048, n_threads=1)
+    asyncio.run(server.start())
+    yield server
+    asyncio.run(server.stop())
+
+
+def test_requests_signals_feedback_stats_export_and_no_key_leaks(tmp_path: Path, provider: StandinServer) -> None:
+    env = daemon_env(tmp_path, HYBRID_ROUTER_CLOUD__BASE_URL=provider.base_url,
+                     HYBRID_ROUTER_CLOUD__API_KEY=SECRET_KEY, HYBRID_ROUTER_CLOUD__MODEL="provider-model",
+                     HYBRID_ROUTER_LEDGER__JUDGE_SAMPLE_RATE="1.0")
+    daemon = LocalDaemon(env=env, ready_timeout_s=300).start()
+    try:
+        with RouterClient(daemon.target, timeout_s=120) as client:
+            edge = client.generate(prompt=MATHS, mode="edge", max_tokens=8, reference_answer="42")
+            cloud = client.generate(prompt=MATHS, mode="cloud", max_tokens=8, reference_answer="42")
+            client.feedback(cloud.request_id, score=0.0, corrected_answer="42")
+            client.feedback(edge.request_id, thumbs_up=True)
+            with pytest.raises(NotFoundError, match="no-such-id"):
+                client.feedback("no-such-id", score=1.0)
+            with pytest.raises(InvalidRequestError, match="between 0 and 1"):
+                client.feedback(edge.request_id, score=3.0)
+            report = client.stats()
+            by_mode = {m.mode: m for m in report.modes}
+            edge_kinds = {a.kind for a in by_mode[Mode.EDGE_ONLY].accuracy}
+            assert report.ledger.enabled and report.ledger.ok and report.ledger.written >= 2
+            assert by_mode[Mode.EDGE_ONLY].requests == 1 and by_mode[Mode.CLOUD_ONLY].requests == 1
+            assert {"reference", "feedback"} <= edge_kinds
+            assert "feedback" in {a.kind for a in by_mode[Mode.CLOUD_ONLY].accuracy}
+            assert by_mode[Mode.CLOUD_ONLY].cloud_share == 1.0 and by_mode[Mode.EDGE_ONLY].cloud_share == 0.0
+            assert by_mode[Mode.EDGE_ONLY].edge_usd_per_1k > 0 and by_mode[Mode.EDGE_ONLY].cloud_usd_per_1k == 0
+            assert by_mode[Mode.CLOUD_ONLY].cloud_usd_per_1k > 0
+    finally:
+        assert daemon.stop() == 0
+    db = tmp_path / "ledger.db"
+    with sqlite3.connect(db) as conn:
+        runs = conn.execute("SELECT backend, cost_usd, completion_tokens FROM backend_runs").fetchall()
+        judged = conn.execute("SELECT s.request_id, s.source, s.detail_json FROM signals AS s "
+                              "WHERE s.kind = 'judge'").fetchall()
+    assert len(runs) == 2 and all(cost > 0 and tokens > 0 for _, cost, tokens in runs)
+    # SIGTERM let the judge finish: the edge answer was graded (the 135M judge may give no usable grade,
+    # which is stored as such), and the judge's own tokens are priced.
+    assert [row[0] for row in judged] == [edge.request_id]
+    assert judged[0][1] == "cloud-judge:provider-model" and json.loads(judged[0][2])["cost_usd"] > 0
+    for path in tmp_path.glob("ledger.db*"):
+        assert SECRET_KEY.encode() not in path.read_bytes(), f"the API key leaked into {path.name}"
+    log = daemon.log_path.read_text()
+    assert "request" in log and SECRET_KEY not in log
+    daemon.close()
+
+    config_env = {k: v for k, v in env.items() if k != "HYBRID_ROUTER_CLOUD__API_KEY"}
+    for fmt in ("openai", "sharegpt", "dpo"):
+        out = tmp_path / f"{fmt}.jsonl"
+        proc = subprocess.run([sys.executable, "-m", "router", "export", "--format", fmt, "--out", str(out)],
+                              env=config_env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rows, f"{fmt}: the corrected cloud answer should make a row"
+        for row in rows:
+            if fmt == "openai":
+                assert row["messages"][-1] == {"role": "assistant", "content": "42"}
+            elif fmt == "sharegpt":
+                assert [turn["from"] for turn in row["conversations"]][-1] == "gpt"
+            else:
+                assert set(row) >= {"prompt", "chosen", "rejected"} and row["chosen"] == "42"
+
+
+def test_an_unusable_ledger_degrades_health_logs_once_and_serving_goes_on(tmp_path: Path, smollm_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the ledger's directory should be")
+    caplog.set_level(logging.ERROR, logger="hybrid_router.ledger")
+    server = ServerThread(make_settings({"HYBRID_ROUTER_LEDGER__ENABLED": "true",
+                                         "HYBRID_ROUTER_LEDGER__PATH": str(blocker / "ledger.db")}))
+    try:
+        with RouterClient(server.address, timeout_s=60) as client:
+            for _ in range(3):
+                assert client.generate(prompt=MATHS, mode="edge", max_tokens=2).text
+            report = client.stats()
+            assert report.ledger.enabled and not report.ledger.ok
+            assert str(blocker) in report.ledger.reason
+            with pytest.raises(BackendUnavailableError, match="ledger"):
+                client.feedback("anything", score=1.0)
+            with grpc.insecure_channel(server.address) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                time.sleep(1.5)  # one watch interval
+                ledger = health.Check(health_pb2.HealthCheckRequest(service="router.v1.Ledger"))
+                overall = health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert ledger.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop()
+    errors = [r for r in caplog.records if r.name.startswith("hybrid_router.ledger") and r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+
+
+def test_sigkill_loses_at_most_the_queued_writes(tmp_path: Path, smollm_path: Path) -> None:
+    queue_size, batch_size = 8, 4
+    env = daemon_env(tmp_path, HYBRID_ROUTER_LEDGER__QUEUE_SIZE=str(queue_size),
+                     HYBRID_ROUTER_LEDGER__BATCH_SIZE=str(batch_size), HYBRID_ROUTER_LOGGING__LEVEL="WARNING")
+    daemon = LocalDaemon(env=env, ready_timeout_s=300).start()
+    completed = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal completed
+        with RouterClient(daemon.target, timeout_s=60) as client:
+            while not stop.is_set():
+                try:
+                    client.generate(prompt="Hi", mode="edge", max_tokens=1)
+                except Exception:
+                    return  # the daemon is gone
+                with lock:
+                    completed += 1
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while completed < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(daemon.process.pid, signal.SIGKILL)  # mid-load
+        with lock:
+            answered = completed
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    finally:
+        daemon.close()
+    assert answered >= 40
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    in_flight = len(workers)
+    assert rows <= answered + in_flight
+    assert answered - rows <= queue_size + batch_size, f"{answered} answered but only {rows} rows survived"
