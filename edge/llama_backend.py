@@ -340,7 +340,8 @@ class EdgeStream:
 
     The request starts on the first `__anext__`. Close it (`aclose()`, or `async with
     contextlib.aclosing(stream)`) to cancel: generation stops within a token and the model is
-    free for the next request when `aclose` returns.
+    free for the next request when `aclose` returns. A stream dropped without `aclose()` runs
+    to its end (up to max_tokens) before the model is free again.
     """
 
     def __init__(self, backend: LlamaBackend, request: _Request) -> None:
@@ -389,10 +390,6 @@ class EdgeStream:
             # Cancelled before its first step, so it could not report; report for it.
             assert self._queue is not None
             self._finish_unrun(self._queue, self._started_at)
-
-    def __del__(self) -> None:
-        # Abandoned without aclose(): stop the worker; the producer task releases the lock.
-        self._cancel.set()
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
 from edge.catalogue import CATALOGUE, ModelCache
 from edge.llama_backend import LlamaBackend
 from router.config import Settings
+from router.fault_injection import MODEL_NAME as FAULT_INJECTION_MODEL
+from router.fault_injection import FixedLatencyFaultInjectionBackend
 from router.pricing import CostModel
 from router.types import ModelInfo
 
@@ -71,7 +74,7 @@ def resolve_model(cache: ModelCache, name: str, explicit_path: Optional[Path]) -
 
 @dataclass
 class LoadedBackends:
-    edge: LlamaBackend
+    edge: "LlamaBackend | FixedLatencyFaultInjectionBackend"
     cloud: OpenAIBackend
     edge_info: ModelInfo
     cloud_info: ModelInfo
@@ -99,13 +102,23 @@ def cost_model(settings: Settings, edge_parameters: float) -> CostModel:
                      usd_per_kwh=settings.edge.usd_per_kwh)
 
 
+def edge_factory(settings: Settings, cache: ModelCache) -> tuple[ResolvedModel, Callable[[], Any]]:
+    """The edge model's identity, and how to load it (a blocking call, for a worker thread)."""
+    if settings.edge.kind == "fault-injection":
+        return (ResolvedModel(name=FAULT_INJECTION_MODEL, path=Path("/dev/null"), sha256=""),
+                functools.partial(FixedLatencyFaultInjectionBackend, latency_s=settings.edge.fault_injection_latency_s))
+    model = resolve_model(cache, settings.edge.model, settings.edge.model_path)
+    return model, functools.partial(LlamaBackend, model.path, model_name=model.name, n_ctx=settings.edge.n_ctx,
+                                    n_threads=settings.edge.n_threads, n_batch=settings.edge.n_batch)
+
+
 async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBackends:
     """Load the edge model and connect the cloud, starting the local stand-in when no cloud is configured.
 
     The stand-in boots in its own process while the edge model loads in a thread.
     """
     cache = model_cache(settings)
-    edge_model = resolve_model(cache, settings.edge.model, settings.edge.model_path)
+    edge_model, make_edge = edge_factory(settings, cache)
     standin: Optional[StandinServer] = None
     if settings.cloud.uses_standin:
         standin_model = resolve_model(cache, settings.standin.model, settings.standin.model_path)
@@ -113,9 +126,7 @@ async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBac
                                 n_ctx=settings.standin.n_ctx, n_threads=settings.standin.n_threads,
                                 n_batch=settings.standin.n_batch,
                                 startup_timeout_s=settings.standin.startup_timeout_s)
-    edge_task = asyncio.create_task(asyncio.to_thread(
-        LlamaBackend, edge_model.path, model_name=edge_model.name, n_ctx=settings.edge.n_ctx,
-        n_threads=settings.edge.n_threads, n_batch=settings.edge.n_batch))
+    edge_task = asyncio.create_task(asyncio.to_thread(make_edge))
     try:
         if standin is not None:
             logger.info("starting the local cloud stand-in", extra={"fields": {"model": str(standin_model.path)}})

@@ -54,6 +54,9 @@ class ModelsSettings(_Section):
 
 
 class EdgeSettings(_Section):
+    kind: Literal["llama", "fault-injection"] = Field(
+        "llama", description="llama: the llama.cpp model. fault-injection: a fixed-latency stand-in for benches.")
+    fault_injection_latency_s: float = Field(0.005, ge=0, description="Latency of the fault-injection edge.")
     model: str = Field("qwen2.5-coder-0.5b", description="Catalogue name of the edge model.")
     model_path: Optional[Path] = Field(None, description="A GGUF file to use instead of the catalogue model.")
     n_ctx: int = Field(4096, gt=0, description="Edge context window in tokens (prompt + completion).")

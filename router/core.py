@@ -99,7 +99,8 @@ class Router:
             status = type(exc).__name__
             raise
         except (GeneratorExit, asyncio.CancelledError):
-            status = "cancelled"
+            if result is None:  # closing the stream after its result is the normal end
+                status = "cancelled"
             raise
         except Exception as exc:
             translated = translate_backend_error(exc)

@@ -1,6 +1,8 @@
 """The real daemon (gRPC on port 0, llama.cpp edge, llama-cpp-python's OpenAI server as the cloud) via the SDK."""
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
 
@@ -163,3 +165,15 @@ def test_info_reports_models_and_modes(client: RouterClient) -> None:
     assert info.edge.name == "smollm2-135m" and len(info.edge.sha256) == 64
     assert info.cloud.local_standin and info.cloud.priced_as == "gpt-4o-mini"
     assert info.packages["llama-cpp-python"] == "0.3.36"
+
+
+def test_one_structured_log_line_per_request(client: RouterClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hybrid_router.requests")
+    result = client.generate(prompt=QUESTION, mode="edge", max_tokens=3, request_id="logged-1")
+    with pytest.raises(InvalidRequestError):
+        client.generate(prompt=QUESTION, mode="edge", max_tokens=0, request_id="logged-2")
+    lines = {r.fields["request_id"]: r.fields for r in caplog.records if getattr(r, "fields", None)}
+    assert lines["logged-1"]["status"] == "ok" and lines["logged-1"]["served_by"] == "EDGE"
+    assert lines["logged-1"]["tokens_out"] == result.runs[0].completion_tokens
+    assert lines["logged-2"]["status"] == "InvalidRequestError"
+    json.dumps(lines["logged-1"])  # the fields serialise as one JSON object
