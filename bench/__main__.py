@@ -30,7 +30,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", action="append", default=[],
                         help="gsm8k, squad, gsm8k:PATH, squad:PATH or jsonl:PATH (repeatable)")
-    parser.add_argument("--demo", action="store_true", help="the built-in sample (12 GSM8K + 24 SQuAD items)")
+    parser.add_argument("--demo", action="store_true", help="the built-in sample (8 GSM8K + 24 SQuAD items)")
     parser.add_argument("--modes", help="comma-separated (default: every mode the daemon implements)")
     parser.add_argument("--limit", type=int, help="items per data set, drawn with --seed")
     parser.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,7 @@ PROMPTS: Mapping[str, str] = MappingProxyType({
 })
 
 # The built-in demo sample: small enough for two CPU cores, both scoring methods represented.
-DEMO_GSM8K_ITEMS = 12
+DEMO_GSM8K_ITEMS = 8
 DEMO_SQUAD_ITEMS = 24
 
 
@@ -265,6 +265,6 @@ def build_messages(item: BenchItem) -> list[dict[str, str]]:
 
 
 def demo_items(seed: int = 0) -> list[BenchItem]:
-    """The built-in demo sample from the shared data: 12 GSM8K problems, then 24 SQuAD questions."""
+    """The built-in demo sample from the shared data: 8 GSM8K problems, then 24 SQuAD questions."""
     return (sample(load_dataset(GSM8K), limit=DEMO_GSM8K_ITEMS, seed=seed)
             + sample(load_dataset(SQUAD), limit=DEMO_SQUAD_ITEMS, seed=seed))

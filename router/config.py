@@ -62,7 +62,7 @@ class EdgeSettings(_Section):
     n_ctx: int = Field(4096, gt=0, description="Edge context window in tokens (prompt + completion).")
     n_threads: int = Field(2, gt=0, description="CPU threads for the edge model.")
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
-    joules_per_flop: float = Field(3e-10, gt=0, description="Device energy per FLOP, for the edge cost estimate.")
+    joules_per_flop: float = Field(7e-10, gt=0, description="Device energy per FLOP, for the edge cost estimate.")
     usd_per_kwh: float = Field(0.15, ge=0, description="Price of electricity, for the edge cost estimate.")
 
 

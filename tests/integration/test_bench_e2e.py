@@ -1,0 +1,57 @@
+"""The bench end to end: a tiny run on the test models, resumed, summarised and plotted."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import models_dir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_bench(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HYBRID_ROUTER_MODELS__CACHE_DIR=str(models_dir()),
+               HYBRID_ROUTER_EDGE__MODEL="smollm2-135m", HYBRID_ROUTER_STANDIN__MODEL="smollm2-135m",
+               HYBRID_ROUTER_EDGE__N_CTX="2048", HYBRID_ROUTER_STANDIN__N_CTX="2048",
+               HYBRID_ROUTER_LEDGER__ENABLED="false")
+    return subprocess.run([sys.executable, "-m", "bench", "--dataset", "gsm8k", "--dataset", "squad",
+                           "--max-tokens", "24", "--seed", "3", "--out", str(out), *args],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_path: Path) -> None:
+    out = tmp_path / "run"
+    first = run_bench(out, "--limit", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4  # 2 data sets x 1 item x 2 modes
+
+    second = run_bench(out, "--limit", "2")  # the first item of each set is done already
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keys = [(r["dataset"], r["item_id"], r["mode"]) for r in records]
+    assert len(keys) == 8 and len(set(keys)) == 8, "a finished request was repeated"
+    for record in records:
+        assert record["error"] is None
+        assert set(record) >= {"dataset", "item_id", "mode", "question", "gold", "text", "served_by", "correct",
+                               "f1", "cost_usd", "cloud_cost_usd", "edge_cost_usd", "ttft_s", "latency_s",
+                               "cloud_calls", "edge_tokens", "cloud_tokens", "decision"}
+        assert record["cloud_calls"] == (1 if record["mode"] == "CLOUD_ONLY" else 0)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert "--limit 2" in summary["meta"]["command"]
+    assert len(summary["meta"]["models"]["edge"]["sha256"]) == 64
+    assert "## Per mode" in (out / "summary.md").read_text()
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+
+
+def test_a_malformed_dataset_stops_with_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"question": "ok?", "answer": "yes"}\n{"question": "no answer"}\n')
+    proc = subprocess.run([sys.executable, "-m", "bench", "--dataset", f"jsonl:{data}", "--target", "unix:/nowhere"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{data}:2:" in proc.stderr
