@@ -61,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         items = demo_items(args.seed) if args.demo else []
         for spec in args.dataset:
             items += sample(load_dataset(spec), limit=args.limit, seed=args.seed)
-    except DatasetError as exc:
+        chosen_modes = [Mode.parse(name) for name in args.modes.split(",")] if args.modes else None
+    except (DatasetError, OSError, ValueError) as exc:  # a bad file, path, data set kind or mode name
         print(f"bench: {exc}", file=sys.stderr)
         return 2
 
@@ -71,8 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with RouterClient(target) as client:
             client.wait_ready(timeout_s=600)
             info = client.info()
-        modes = ([Mode.parse(name) for name in args.modes.split(",")] if args.modes
-                 else list(info.implemented_modes))
+        modes = chosen_modes or list(info.implemented_modes)
         started = time.time()
         records = asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out,
                                           concurrency=args.concurrency, max_tokens=args.max_tokens), target))

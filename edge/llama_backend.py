@@ -265,6 +265,9 @@ class LlamaBackend:
             result.logprobs.append(logprob)
             emit(TokenDelta(text=text, logprob=logprob, token_id=token))
 
+        if cancel.is_set():  # cancelled while queued: skip the prompt's evaluation altogether
+            result.finish_reason = "cancelled"
+            return result
         tokens = llm.generate(
             list(prompt.tokens),
             temp=request.temperature,

@@ -85,10 +85,14 @@ class LoadedBackends:
         if self.closed:
             return
         self.closed = True
-        await self.cloud.close()
-        if self.standin is not None:
-            await self.standin.stop()
-        await asyncio.to_thread(self.edge.close)
+        try:
+            await self.cloud.close()
+        finally:
+            try:
+                if self.standin is not None:
+                    await self.standin.stop()
+            finally:
+                await asyncio.to_thread(self.edge.close)
 
 
 def model_cache(settings: Settings) -> ModelCache:
@@ -135,8 +139,10 @@ async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBac
     except BaseException:
         if standin is not None:
             await standin.stop()
-        if edge_task.done() and not edge_task.cancelled() and edge_task.exception() is None:
-            await asyncio.to_thread(edge_task.result().close)
+        # The model may still be loading in its thread: wait for it, then free it.
+        loaded = await asyncio.gather(edge_task, return_exceptions=True)
+        if not isinstance(loaded[0], BaseException):
+            await asyncio.to_thread(loaded[0].close)
         raise
     if standin is not None:
         cloud = OpenAIBackend(base_url=standin.base_url, api_key=STANDIN_API_KEY, model=standin_model.name,

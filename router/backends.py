@@ -12,6 +12,10 @@ from edge import errors as edge_errors
 from router import errors
 
 
+# Cloud refusals that no change to the request can fix: the daemon's key, endpoint or model is wrong.
+OPERATOR_STATUSES = frozenset({401, 403, 404})
+
+
 class Delta(Protocol):
     text: str               # may be empty: text held back (partial UTF-8, a possible stop string)
     logprob: Optional[float]
@@ -57,6 +61,10 @@ def translate_backend_error(exc: BaseException) -> Optional[errors.RouterError]:
                                        retry_after_s=exc.retry_after_s)
     if isinstance(exc, cloud_errors.CloudTimeoutError):
         return errors.BackendTimeoutError(f"the cloud timed out: {exc}")
+    if isinstance(exc, cloud_errors.CloudRejectedError) and exc.status in OPERATOR_STATUSES:
+        return errors.BackendMisconfiguredError(f"the cloud refused the daemon's credentials or model "
+                                                f"(HTTP {exc.status}); check cloud.api_key, cloud.base_url "
+                                                f"and cloud.model: {exc}")
     if isinstance(exc, cloud_errors.CloudRejectedError):
         return errors.InvalidRequestError(f"the cloud rejected the request: {exc}")
     if isinstance(exc, cloud_errors.CloudError):

@@ -36,15 +36,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         server = RouterServer(settings, logger=logger)
-        await server.start(args.listen)
         try:
-            await server.load()
-        except Exception as exc:  # a model or the stand-in failed to load: say why, leave no process behind
-            logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
-            await server.stop()
+            await server.start(args.listen)
+        except RuntimeError as exc:  # grpc cannot bind the address
+            logger.error("cannot listen", extra={"fields": {"address": args.listen or settings.server.listen,
+                                                             "error": str(exc)}})
             return EXIT_ERROR
-        await server.serve_until_stopped()
-        return 0
+        return await server.run()
 
     return asyncio.run(run())
 
@@ -142,12 +140,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -235,15 +227,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = "TOML config file (default: $HYBRID_ROUTER_CONFIG, else built-in defaults)"
     parser = argparse.ArgumentParser(prog="hybrid-router", description=__doc__)
-    parser.add_argument("--config", help="TOML config file (default: $HYBRID_ROUTER_CONFIG, else built-in defaults)")
+    parser.add_argument("--config", help=config_help)
+    # --config is accepted after the command too; SUPPRESS keeps a top-level value when it is absent there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the daemon")
+    serve = commands.add_parser("serve", parents=[common], help="run the daemon")
     serve.add_argument("--listen", help="host:port or unix:PATH (default: server.listen)")
     serve.set_defaults(func=cmd_serve)
 
-    ask = commands.add_parser("ask", help="ask a running daemon one question")
+    ask = commands.add_parser("ask", parents=[common], help="ask a running daemon one question")
     ask.add_argument("question")
     ask.add_argument("--mode", default="unspecified", help="edge, cloud, ... (default: the daemon's default_mode)")
     ask.add_argument("--target", help="daemon address (default: server.listen)")
@@ -255,17 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
     ask.set_defaults(func=cmd_ask)
 
-    models = commands.add_parser("models", help="pull, list or verify the local models")
+    models = commands.add_parser("models", parents=[common], help="pull, list or verify the local models")
     models.add_argument("action", choices=("pull", "list", "verify"))
     models.add_argument("names", nargs="*", help="catalogue names (default: the configured edge and stand-in)")
     models.set_defaults(func=cmd_models)
-    stats = commands.add_parser("stats", help="aggregates per mode from the daemon's ledger")
+    stats = commands.add_parser("stats", parents=[common], help="aggregates per mode from the daemon's ledger")
     stats.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
     stats.add_argument("--target", help="daemon address (default: server.listen)")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)
 
-    feedback = commands.add_parser("feedback", help="rate an answer by its request id")
+    feedback = commands.add_parser("feedback", parents=[common], help="rate an answer by its request id")
     feedback.add_argument("request_id")
     feedback.add_argument("--score", type=float, help="0..1")
     thumbs = feedback.add_mutually_exclusive_group()
@@ -275,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--target", help="daemon address (default: server.listen)")
     feedback.set_defaults(func=cmd_feedback)
 
-    export = commands.add_parser("export", help="write training data from the ledger")
+    export = commands.add_parser("export", parents=[common], help="write training data from the ledger")
     export.add_argument("--format", required=True, choices=("openai", "sharegpt", "dpo"))
     export.add_argument("--out", required=True, help="output JSONL file")
     export.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
@@ -285,21 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--validation-fraction", type=float, default=0.1)
     export.set_defaults(func=cmd_export)
 
-    demo = commands.add_parser("demo", help="start a daemon, ask one question in every mode, stop")
+    demo = commands.add_parser("demo", parents=[common], help="start a daemon, ask one question in every mode, stop")
     demo.add_argument("--question", default=DEMO_QUESTION)
     demo.add_argument("--max-tokens", type=int, default=200)
     demo.add_argument("--out", default="bench/out/demo", help="where the demo bench writes its results")
     demo.add_argument("--no-bench", action="store_true", help="only ask the question")
     demo.set_defaults(func=cmd_demo)
 
-    bench = commands.add_parser("bench", help="run the benchmark (same options as python -m bench)",
-                                add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
+    commands.add_parser("bench", help="run the benchmark: hybrid-router bench --help (options of python -m bench)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every option belongs to the bench's own parser
+        from bench.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

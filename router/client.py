@@ -44,7 +44,20 @@ def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional
                            metadata=dict(metadata or {}), reference_answer=reference_answer, seed=seed)
 
 
+def encode_request(request: Optional[GenerateRequest], fields: Mapping[str, object]) -> pb.GenerateRequest:
+    """The wire request; a value the wire cannot carry (a missing key, a wrong type, an out-of-range
+    integer) is an InvalidRequestError here, before anything is sent."""
+    try:
+        return wire.request_to_proto(build_request(request, **fields))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the request cannot be encoded: {type(exc).__name__}: {exc}") from None
+
+
 def _translate(exc: grpc.RpcError) -> RouterError:
+    details = exc.details() or ""
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        # gRPC's own message-size cap, not a rate limit: retrying the same request cannot help.
+        return InvalidRequestError(f"the request is too large for the transport: {details}")
     retry_after = None
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     for key, value in trailing or ():
@@ -79,6 +92,7 @@ class GenerateStream:
     def __init__(self, call: grpc.Call) -> None:
         self._call = call
         self.result: Optional[GenerateResult] = None
+        self._cancelled = False
 
     def __iter__(self) -> Iterator[TextDelta]:
         try:
@@ -88,9 +102,12 @@ class GenerateStream:
                 else:
                     yield wire.delta_from_proto(message.delta)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+                return  # our own cancel(): the stream simply ends
             raise _translate(exc) from None
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._call.cancel()
 
     def __enter__(self) -> "GenerateStream":
@@ -117,6 +134,10 @@ class AsyncGenerateStream:
                     yield wire.delta_from_proto(message.delta)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
+        except asyncio.CancelledError:
+            if not self._call.cancelled():
+                raise  # the caller's own task was cancelled
+            # our own cancel(): the stream simply ends, as the sync stream does
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -139,7 +160,7 @@ class RouterClient:
 
     def generate(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                  **fields: object) -> GenerateResult:
-        message = wire.request_to_proto(build_request(request, **fields))
+        message = encode_request(request, fields)
         try:
             reply = self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
@@ -148,7 +169,7 @@ class RouterClient:
 
     def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                **fields: object) -> GenerateStream:
-        message = wire.request_to_proto(build_request(request, **fields))
+        message = encode_request(request, fields)
         return GenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
 
     def info(self) -> DaemonInfo:
@@ -206,7 +227,7 @@ class AsyncRouterClient:
 
     async def generate(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                        **fields: object) -> GenerateResult:
-        message = wire.request_to_proto(build_request(request, **fields))
+        message = encode_request(request, fields)
         try:
             reply = await self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
@@ -215,7 +236,7 @@ class AsyncRouterClient:
 
     def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                **fields: object) -> AsyncGenerateStream:
-        message = wire.request_to_proto(build_request(request, **fields))
+        message = encode_request(request, fields)
         return AsyncGenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
 
     async def info(self) -> DaemonInfo:

@@ -3,7 +3,7 @@
 The server raises these; router/service.py turns each into its gRPC status code, and the SDK turns
 the status code back into the same class, so callers catch one set of types on either side.
 Backend-specific exceptions (edge.errors, cloud.errors) are translated into these in exactly one
-place: router/core.py's `translate_backend_errors`.
+place: router/backends.py's `translate_backend_error`.
 """
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ class NotReadyError(BackendUnavailableError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class BackendMisconfiguredError(RouterError):
+    """The daemon's own configuration is wrong (e.g. the cloud rejects its API key); retrying won't help."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class RateLimitedError(RouterError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -78,6 +84,7 @@ ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[RouterError]] = MappingProxyType({
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimitedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: BackendTimeoutError,
     grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.FAILED_PRECONDITION: BackendMisconfiguredError,
 })
 
 

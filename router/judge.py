@@ -24,6 +24,7 @@ JUDGE_RUBRIC = (
 # model cannot wander into prose; a reply that is no digit is counted as ungraded.
 JUDGE_MAX_TOKENS = 1
 TOP_GRADE = 9
+JUDGE_DRAIN_S = 30.0
 
 
 class SignalSink(Protocol):
@@ -103,5 +104,9 @@ class CloudJudge:
 
     async def aclose(self) -> None:
         """Lets pending grades finish (they are short) before the ledger closes."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=30)
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=JUDGE_DRAIN_S)
+        for task in late:  # never left running while the ledger and the cloud close under it
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)

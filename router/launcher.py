@@ -85,7 +85,11 @@ class LocalDaemon:
         self._tmp.cleanup()
 
     def __enter__(self) -> "LocalDaemon":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

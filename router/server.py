@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router.app import LoadedBackends, cost_model, hardware_summary, load_backends, package_versions
-from router.config import Settings
+from router.config import ConfigError, Settings
 from router.core import Backends, Router
 from router.daemon_ledger import DaemonLedger
 from router.judge import CloudJudge
@@ -38,6 +38,9 @@ class RouterServer:
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0),
                              modes=builtin_modes())
+        if self.router.default_mode not in self.router.modes:
+            raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
+                              f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")
         self.judge = CloudJudge(cloud=lambda: self.router.backends.cloud, costs=lambda: self.router.costs,
                                 signals=self.ledger, sample_rate=settings.ledger.judge_sample_rate)
         # The one place where finished results leave the request path: the ledger, then the judge.
@@ -45,7 +48,9 @@ class RouterServer:
         self.backends: Optional[LoadedBackends] = None
         self.health = health.aio.HealthServicer()
         limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+        # so_reuseport off: a second daemon on a taken port must fail, not silently share it.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                                ("grpc.max_receive_message_length", limit),
                                                 ("grpc.max_send_message_length", 64 * 2**20)])
         router_pb2_grpc.add_RouterServicer_to_server(
             RouterService(self.router, self.info, self.ledger, max_request_bytes=settings.server.max_request_bytes,
@@ -57,6 +62,8 @@ class RouterServer:
         self.address = ""
         self._stopping = asyncio.Event()
         self._ledger_watch: Optional[asyncio.Task] = None
+        self._packages = package_versions()
+        self._hardware = hardware_summary()
 
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
         await self.health.set("", status)
@@ -71,7 +78,7 @@ class RouterServer:
         port = self._server.add_insecure_port(listen)
         if not listen.startswith("unix:"):
             if port == 0:
-                raise OSError(f"could not bind {listen}")
+                raise RuntimeError(f"could not bind {listen}")
             host = listen.rsplit(":", 1)[0]
             listen = f"{host}:{port}"
         await self._server.start()
@@ -101,24 +108,41 @@ class RouterServer:
     def info(self) -> DaemonInfo:
         loaded = self.backends
         return DaemonInfo(
-            version=package_versions().get("hybrid-router", ""),
+            version=self._packages.get("hybrid-router", ""),
             implemented_modes=self.router.implemented_modes, default_mode=self.router.default_mode,
             edge=loaded.edge_info if loaded else ModelInfo(name=""),
             cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
-            packages=package_versions(), hardware=hardware_summary(),
+            packages=self._packages, hardware=self._hardware,
             max_tokens_limit=self.settings.server.max_tokens_limit)
 
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def serve_until_stopped(self) -> None:
-        """Serve until SIGTERM/SIGINT (or request_stop), then drain and shut down."""
+    async def run(self) -> int:
+        """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down.
+
+        The signal handlers are in place before loading starts, so a SIGTERM during a slow load stops
+        it cleanly (the stand-in and a half-loaded model included). Returns the process exit status.
+        """
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loading = asyncio.create_task(self.load())
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await self._stopping.wait()
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not loading.done():
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+                return 0
+            if loading.exception() is not None:
+                exc = loading.exception()
+                self.logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
+                return 1
+            await stopping
+            return 0
         finally:
+            stopping.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self.stop()

@@ -15,6 +15,8 @@ from router.types import DaemonInfo, GenerateRequest, GenerateResult, StatsRepor
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
+MAX_UNIX_TIME_S = 253402300800.0  # 10000-01-01: beyond it datetime cannot represent a time
+
 class LedgerAccess(Protocol):
     """What the service needs of the daemon's ledger; blocking calls, run in a thread."""
 
@@ -87,6 +89,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         since = request.since_unix_s if request.HasField("since_unix_s") else None
         try:
+            if since is not None and not 0 <= since < MAX_UNIX_TIME_S:
+                raise InvalidRequestError(f"since_unix_s must be a Unix time between 0 and {MAX_UNIX_TIME_S:.0f} "
+                                          f"(got {since})")
             report = await asyncio.to_thread(self._ledger.stats, since)
         except Exception as exc:
             await self._abort(context, exc)

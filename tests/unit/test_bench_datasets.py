@@ -225,7 +225,7 @@ def test_shared_data_loads_whole():
 @needs_shared_data
 def test_demo_items_are_a_fixed_mix_of_both_sets():
     items = demo_items()
-    assert [i.dataset for i in items] == ["gsm8k"] * 12 + ["squad"] * 24
+    assert [i.dataset for i in items] == ["gsm8k"] * 8 + ["squad"] * 24
     assert items == demo_items()
     assert items != demo_items(seed=1)
     assert len({i.item_id for i in items}) == len(items)

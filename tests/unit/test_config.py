@@ -68,3 +68,18 @@ def test_serve_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "edge.n_ctx" in proc.stderr
+
+
+def test_serve_refuses_a_default_mode_that_is_not_built_yet() -> None:
+    proc = subprocess.run([sys.executable, "-m", "router", "serve"], capture_output=True, text=True, timeout=60,
+                          env={"HYBRID_ROUTER_SERVER__DEFAULT_MODE": "post_arbitration", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "server.default_mode 'post_arbitration' is not implemented yet" in proc.stderr
+
+
+def test_config_is_accepted_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text("[edge]\nn_ctx = -4\n")
+    proc = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "edge.n_ctx" in proc.stderr
