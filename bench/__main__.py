@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = {
         "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
         "modes": [m.name for m in modes], "concurrency": args.concurrency,
-        "max_tokens": args.max_tokens or DEFAULT_MAX_TOKENS, "temperature": 0.0,
+        "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
         "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
         "hardware": info.hardware, "packages": dict(info.packages), "prompts": dict(PROMPTS),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

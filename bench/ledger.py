@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from cloud.fault_injection_server import FaultInjectionOpenAIServer
-from router.app import hardware_summary, package_versions
 from router.client import RouterClient
 from router.launcher import LocalDaemon
 from router.ledger import Ledger
@@ -86,6 +85,7 @@ def main() -> int:
         with on, off, RouterClient(on.target) as on_client, RouterClient(off.target) as off_client:
             samples = request_latencies({"ledger_on": on_client, "ledger_off": off_client}, args.requests)
             ledger_status = on_client.stats().ledger
+            info = on_client.info()
         writes = sustained_writes(Path(tmp) / "writes.db", args.writes)
 
     def summary(values: list[float]) -> dict[str, float]:
@@ -97,7 +97,7 @@ def main() -> int:
     report = {
         "benchmark": "ledger", "command": " ".join(["python", *sys.argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": hardware_summary(), "packages": package_versions(),
+        "machine": info.hardware, "packages": dict(info.packages),
         "edge": f"fault-injection backend, fixed {args.latency_ms} ms", "generate_ms": {
             "ledger_on": on_stats, "ledger_off": off_stats, "added_p50_ms": added_p50,
             "added_p99_ms": on_stats["p99"] - off_stats["p99"], "target_added_p50_ms": "< 0.2"},

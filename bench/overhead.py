@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from router.app import hardware_summary, package_versions
 from router.client import RouterClient
 from router.launcher import LocalDaemon
 
-PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
-          {"role": "user", "content": "Write a detailed essay about the history of bridges."}]
-SHORT_PROMPT = [{"role": "user", "content": "Say hello."}]
+PROMPT = ({"role": "system", "content": "You are a helpful assistant."},
+          {"role": "user", "content": "Write a detailed essay about the history of bridges."})
+SHORT_PROMPT = ({"role": "user", "content": "Say hello."},)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -78,30 +76,26 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from edge.catalogue import ModelCache
-
-    cache_dir = Path(os.environ.get("HYBRID_ROUTER_MODELS__CACHE_DIR", "~/.cache/hybrid-router/models")).expanduser()
-    model_path = ModelCache(cache_dir).require(args.model)
     n_ctx = 2048
-    print(f"direct llama-cpp-python, {args.model}, {args.stream_runs} runs...", file=sys.stderr)
-    direct = direct_tokens_per_s(model_path, args.threads, n_ctx, args.max_tokens, args.stream_runs)
-
     env = dict(os.environ, HYBRID_ROUTER_EDGE__MODEL=args.model, HYBRID_ROUTER_EDGE__N_THREADS=str(args.threads),
                HYBRID_ROUTER_EDGE__N_CTX=str(n_ctx), HYBRID_ROUTER_LEDGER__ENABLED="false",
                HYBRID_ROUTER_STANDIN__MODEL=os.environ.get("HYBRID_ROUTER_STANDIN__MODEL", "smollm2-135m"),
                HYBRID_ROUTER_STANDIN__N_THREADS="1", HYBRID_ROUTER_LOGGING__LEVEL="WARNING")
-    print("daemon...", file=sys.stderr)
+    print("daemon (the router, streaming over gRPC)...", file=sys.stderr)
     with LocalDaemon(env=env) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
         routed = routed_tokens_per_s(client, args.max_tokens, args.stream_runs)
         overhead = overhead_ms(client, args.requests)
         info = client.info()
+    # The same file the daemon loaded, called directly, after the daemon is gone.
+    print(f"direct llama-cpp-python, {args.model}, {args.stream_runs} runs...", file=sys.stderr)
+    direct = direct_tokens_per_s(Path(info.edge.endpoint), args.threads, n_ctx, args.max_tokens, args.stream_runs)
 
     ratio = statistics.median(routed) / statistics.median(direct)
     report = {
         "benchmark": "overhead",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": hardware_summary(), "python": platform.python_version(), "packages": package_versions(),
+        "machine": info.hardware, "python": info.packages["python"], "packages": dict(info.packages),
         "model": {"name": args.model, "sha256": info.edge.sha256, "n_threads": args.threads, "n_ctx": n_ctx},
         "stream": {"max_tokens": args.max_tokens, "runs": args.stream_runs,
                    "direct_tokens_per_s": direct, "routed_tokens_per_s": routed,

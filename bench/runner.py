@@ -10,6 +10,7 @@ import json
 import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -23,7 +24,7 @@ from router.types import BackendKind, GenerateResult, Mode
 
 RESULTS_FILE = "results.jsonl"
 # New-token budgets by scoring method: worked maths needs room, short answers do not.
-DEFAULT_MAX_TOKENS = {"numeric": 400, "text": 48}
+DEFAULT_MAX_TOKENS = MappingProxyType({"numeric": 400, "text": 48})
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from types import MappingProxyType
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -140,7 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
 
 
 def parse_since(text: str, now: Optional[float] = None) -> float:

@@ -70,7 +70,7 @@ class CloudSettings(_Section):
     base_url: Optional[str] = Field(None, description="OpenAI-compatible endpoint. Unset with no api_key: the local stand-in.")
     api_key: Optional[SecretStr] = Field(None, description="Cloud API key. Never logged or stored.")
     model: str = Field("gpt-4o-mini", description="Cloud model, and the model the stand-in is priced as.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout of the cloud client.")
+    timeout_s: float = Field(120.0, gt=0, description="Longest wait for the cloud to connect or send the next bytes (not a cap on the whole answer).")
     max_retries: int = Field(2, ge=0, description="Retries of a failed cloud request (backoff honours Retry-After).")
     max_concurrency: int = Field(8, gt=0, description="Cloud requests in flight at once.")
     input_usd_per_mtok: float = Field(0.15, ge=0, description="Price per million prompt tokens.")

@@ -12,19 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import models_dir
+
 from cloud.errors import CloudBadResponseError, StandinStartError
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
 
-MODEL_PATH = Path.home() / ".cache" / "hybrid-router" / "models" / "smollm2-135m.gguf"
+MODEL_PATH = models_dir() / "smollm2-135m.gguf"
 MODEL_ALIAS = "smollm2-135m-standin"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHORT_PROMPT = ({"role": "user", "content": "What is the capital of France? Answer in one word."},)
 LONG_PROMPT = ({"role": "user", "content": "Write a long story about a dragon who learns to cook."},)
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not MODEL_PATH.exists(), reason=f"test model not assembled at {MODEL_PATH}")]
+              pytest.mark.usefixtures("smollm_path")]  # pulls and verifies the model; never skips
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
+
+from tests.conftest import models_dir
 from llama_cpp import llama_chat_format
 
 from edge.catalogue import ModelCache
@@ -29,7 +31,7 @@ def ask(content: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def smollm_model_path() -> Path:
     # No skip when the file is absent: the suite pulls it first, so absence is a failure.
-    return ModelCache(Path("~/.cache/hybrid-router/models").expanduser()).require(TEST_MODEL)
+    return ModelCache(models_dir()).require(TEST_MODEL)
 
 
 @pytest.fixture(scope="session")

@@ -82,8 +82,8 @@ def test_requests_signals_feedback_stats_export_and_no_key_leaks(tmp_path: Path,
         judged = conn.execute("SELECT s.request_id, s.source, s.detail_json FROM signals AS s "
                               "WHERE s.kind = 'judge'").fetchall()
     assert len(runs) == 2 and all(cost > 0 and tokens > 0 for _, cost, tokens in runs)
-    # SIGTERM let the judge finish: the edge answer was graded (the 135M judge may give no usable grade,
-    # which is stored as such), and the judge's own tokens are priced.
+    # SIGTERM let the judge finish: the edge answer was graded (greedy, the 135M judge's one-token reply is
+    # a digit for this prompt), and the judge's own tokens are priced.
     assert [row[0] for row in judged] == [edge.request_id]
     assert judged[0][1] == "cloud-judge:provider-model" and json.loads(judged[0][2])["cost_usd"] > 0
     for path in tmp_path.glob("ledger.db*"):
