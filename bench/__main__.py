@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shlex
 import signal
 import sys
@@ -18,11 +19,15 @@ from typing import Optional, Sequence
 
 from bench.datasets import PROMPTS, DatasetError, demo_items, load_dataset, sample
 from bench.plots import write_plots
-from bench.runner import DEFAULT_MAX_TOKENS, RunPlan, run
+from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_records, load_records, record_key,
+                          run)
 from bench.summary import write_summary
 from router.client import RouterClient
 from router.launcher import LocalDaemon
 from router.types import Mode
+
+
+META_FILE = "run.json"  # what the run was, written before the first request, so a partial run can be reported
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -41,6 +46,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/out/latest"))
     parser.add_argument("--target", help="a running daemon (host:port or unix:PATH); default: start one")
     parser.add_argument("--config", type=Path, help="config file for the daemon the bench starts")
+    parser.add_argument("--report-only", action="store_true",
+                        help="send nothing: summarise and plot what --out already holds (a partial run too)")
     args = parser.parse_args(argv)
     if not args.dataset and not args.demo:
         parser.error("give --dataset (repeatable) or --demo")
@@ -66,28 +73,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
 
-    daemon = None if args.target else LocalDaemon(config=args.config).start()
-    target = args.target or daemon.target
-    try:
-        with RouterClient(target) as client:
-            client.wait_ready(timeout_s=600)
-            info = client.info()
-        modes = chosen_modes or list(info.implemented_modes)
-        started = time.time()
-        records = asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out,
-                                          concurrency=args.concurrency, max_tokens=args.max_tokens), target))
-    finally:
-        if daemon is not None:
-            daemon.close()
-    meta = {
-        "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
-        "modes": [m.name for m in modes], "concurrency": args.concurrency,
-        "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
-        "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
-        "hardware": info.hardware, "packages": dict(info.packages), "prompts": dict(PROMPTS),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    meta_path = args.out / META_FILE
+    if args.report_only and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
+    else:
+        daemon = None if args.target else LocalDaemon(config=args.config).start()
+        try:
+            with RouterClient(args.target or daemon.target) as client:
+                client.wait_ready(timeout_s=600)
+                info = client.info()
+            modes = chosen_modes or list(info.implemented_modes)
+            meta = {
+                "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
+                "modes": [m.name for m in modes], "concurrency": args.concurrency,
+                "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
+                "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
+                "hardware": info.hardware, "packages": dict(info.packages), "prompts": dict(PROMPTS),
+                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            if not args.report_only:
+                args.out.mkdir(parents=True, exist_ok=True)
+                meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+                asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
+                                        max_tokens=args.max_tokens), args.target or daemon.target))
+        finally:
+            if daemon is not None:
+                daemon.close()
+    wanted = {(item.dataset, item.item_id, mode.name) for item in items for mode in modes}
+    records = [r for r in latest_records(load_records(args.out / RESULTS_FILE)) if record_key(r) in wanted]
+    meta = {**meta, "command": meta.get("command", command), "report_command": command,
+            "planned_requests": len(wanted), "recorded_requests": len(records),
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     summary = write_summary(records, args.out, meta)
     plots = write_plots(records, summary, args.out)
     print((args.out / "summary.md").read_text(), end="")

@@ -47,6 +47,13 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 3 and all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
 
+    # A report over part of what was run: no daemon, no requests, only the records asked for.
+    report = run_bench(out, "--limit", "1", "--report-only", "--target", "unix:/nowhere")
+    assert report.returncode == 0, report.stderr[-3000:]
+    partial = json.loads((out / "summary.json").read_text())["meta"]
+    assert partial["planned_requests"] == partial["recorded_requests"] == 4
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8
+
 
 def test_a_malformed_dataset_stops_with_file_and_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"

@@ -177,3 +177,22 @@ def test_one_structured_log_line_per_request(client: RouterClient, caplog: pytes
     assert lines["logged-1"]["tokens_out"] == result.runs[0].completion_tokens
     assert lines["logged-2"]["status"] == "InvalidRequestError"
     json.dumps(lines["logged-1"])  # the fields serialise as one JSON object
+
+
+def test_stats_refuses_a_since_that_is_no_time(client: RouterClient) -> None:
+    for since in (float("nan"), float("inf"), 1e20, -5.0):
+        with pytest.raises(InvalidRequestError, match="since_unix_s"):
+            client.stats(since_unix_s=since)
+    assert client.stats().ledger.enabled is False  # the test daemon runs without a ledger, and says so
+
+
+async def test_async_cancel_ends_the_stream_quietly(daemon: ServerThread) -> None:
+    async with AsyncRouterClient(daemon.address, timeout_s=120) as sdk:
+        stream = sdk.stream(prompt="Write a long story.", mode="edge", max_tokens=500)
+        seen = 0
+        async for _ in stream:
+            seen += 1
+            if seen == 2:
+                stream.cancel()
+        assert seen >= 2 and stream.result is None
+        assert (await sdk.generate(prompt=QUESTION, mode="edge", max_tokens=2)).text
