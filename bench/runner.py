@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
@@ -129,6 +130,8 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
                         record = to_record(item, mode, result)
                     except RouterError as exc:
                         record = error_record(item, mode, exc)
+                # When it finished: lets a reader drop records taken while the machine was busy.
+                record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 results.write(json.dumps(record, ensure_ascii=False) + "\n")
                 results.flush()
                 progress.add(record)
