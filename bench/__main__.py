@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import signal
 import sys
@@ -17,10 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.datasets import PROMPTS, DatasetError, demo_items, load_dataset, sample
+from bench.datasets import PROMPTS, BenchItem, DatasetError, demo_items, load_dataset, sample
 from bench.plots import write_plots
+from bench.run_meta import RunMetaError, merge_run_meta
 from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_records, load_records, record_key,
-                          run)
+                          rescore, run, write_records)
 from bench.summary import write_summary
 from router.client import RouterClient
 from router.launcher import LocalDaemon
@@ -48,6 +50,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="config file for the daemon the bench starts")
     parser.add_argument("--report-only", action="store_true",
                         help="send nothing: summarise and plot what --out already holds (a partial run too)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="send nothing: score the stored answers again with the current scorer, rewrite "
+                             "results.jsonl, then report")
     args = parser.parse_args(argv)
     if not args.dataset and not args.demo:
         parser.error("give --dataset (repeatable) or --demo")
@@ -60,6 +65,59 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through `finally`, so the daemon we started is stopped
 
 
+def _read_meta(meta_path: Path) -> Optional[dict]:
+    if not meta_path.exists():
+        return None
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunMetaError(f"{meta_path} is not valid JSON ({exc}); restore it or give a new --out") from exc
+
+
+def _write_meta(meta_path: Path, meta: dict) -> None:
+    partial = meta_path.with_name(meta_path.name + ".tmp")
+    partial.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, meta_path)  # a kill leaves the old run.json or the new one, never half of one
+
+
+def _unique(items: Sequence[BenchItem]) -> list[BenchItem]:
+    """--demo with --dataset may draw the same item twice; send each once."""
+    return list({(item.dataset, item.item_id): item for item in items}.values())
+
+
+def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen_modes: Optional[list[Mode]],
+                        previous_meta: Optional[dict], command: str, meta_path: Path) -> tuple[list[Mode], dict]:
+    daemon = None if args.target else LocalDaemon(config=args.config).start()
+    try:
+        with RouterClient(args.target or daemon.target) as client:
+            client.wait_ready(timeout_s=600)
+            info = client.info()
+        implemented = list(info.implemented_modes)
+        missing = [mode.name for mode in chosen_modes or [] if mode not in implemented]
+        if missing:
+            raise RunMetaError(f"the daemon does not implement {', '.join(missing)} yet; "
+                               f"it implements {', '.join(mode.name for mode in implemented)}")
+        modes = chosen_modes or implemented
+        meta = {
+            "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
+            "modes": [m.name for m in modes], "concurrency": args.concurrency,
+            "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
+            "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
+            "hardware": info.hardware, "packages": dict(sorted(info.packages.items())), "prompts": dict(PROMPTS),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if previous_meta is not None:
+            meta = merge_run_meta(previous_meta, meta)
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_meta(meta_path, meta)
+        asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
+                                max_tokens=args.max_tokens), args.target or daemon.target))
+        return modes, meta
+    finally:
+        if daemon is not None:
+            daemon.close()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -68,42 +126,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         items = demo_items(args.seed) if args.demo else []
         for spec in args.dataset:
             items += sample(load_dataset(spec), limit=args.limit, seed=args.seed)
+        items = _unique(items)
         chosen_modes = [Mode.parse(name) for name in args.modes.split(",")] if args.modes else None
     except (DatasetError, OSError, ValueError) as exc:  # a bad file, path, data set kind or mode name
         print(f"bench: {exc}", file=sys.stderr)
         return 2
 
     meta_path = args.out / META_FILE
-    if args.report_only and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
-    else:
-        daemon = None if args.target else LocalDaemon(config=args.config).start()
-        try:
-            with RouterClient(args.target or daemon.target) as client:
-                client.wait_ready(timeout_s=600)
-                info = client.info()
-            modes = chosen_modes or list(info.implemented_modes)
-            meta = {
-                "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
-                "modes": [m.name for m in modes], "concurrency": args.concurrency,
-                "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
-                "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
-                "hardware": info.hardware, "packages": dict(info.packages), "prompts": dict(PROMPTS),
-                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            if not args.report_only:
-                args.out.mkdir(parents=True, exist_ok=True)
-                meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-                asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
-                                        max_tokens=args.max_tokens), args.target or daemon.target))
-        finally:
-            if daemon is not None:
-                daemon.close()
+    results_path = args.out / RESULTS_FILE
+    try:
+        previous_meta = _read_meta(meta_path)
+        if args.report_only or args.rescore:
+            if previous_meta is None:
+                raise RunMetaError(f"{args.out} holds no {META_FILE}: nothing was run there to report on")
+            meta = previous_meta
+            modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
+        else:
+            modes, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
+    except RunMetaError as exc:
+        print(f"bench: {args.out}: {exc}", file=sys.stderr)
+        return 2
+
+    if args.rescore:
+        everything, changed = rescore(load_records(results_path), items)
+        write_records(results_path, everything)
+        print(f"bench: rescored {results_path}: {changed} of {len(everything)} records changed", file=sys.stderr)
     wanted = {(item.dataset, item.item_id, mode.name) for item in items for mode in modes}
-    records = [r for r in latest_records(load_records(args.out / RESULTS_FILE)) if record_key(r) in wanted]
+    stored = [r for r in latest_records(load_records(results_path)) if record_key(r) in wanted]
+    records, rescored = rescore(stored, items)
     meta = {**meta, "command": meta.get("command", command), "report_command": command,
             "planned_requests": len(wanted), "recorded_requests": len(records),
+            "scores_changed_by_current_scorer": rescored,
             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     summary = write_summary(records, args.out, meta)
     plots = write_plots(records, summary, args.out)

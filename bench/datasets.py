@@ -184,6 +184,7 @@ def load_generic(path: PathLike) -> list[BenchItem]:
     answer is a number). The dataset is named after the file's stem."""
     dataset = Path(path).stem
     items = []
+    first_seen_at: dict[str, int] = {}
     for line_number, record in _json_lines(path):
         question = _required_text(record, "question", path, line_number)
         golds = _generic_golds(record, path, line_number)
@@ -200,6 +201,10 @@ def load_generic(path: PathLike) -> list[BenchItem]:
         item_id = record.get("id", f"{dataset}-{line_number}")
         if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
             raise DatasetError(path, line_number, "field 'id' must be a string or an integer")
+        if str(item_id) in first_seen_at:  # results are keyed by id: a repeat would overwrite its twin
+            raise DatasetError(path, line_number,
+                               f"id {str(item_id)!r} was already used on line {first_seen_at[str(item_id)]}")
+        first_seen_at[str(item_id)] = line_number
         items.append(BenchItem(dataset=dataset, item_id=str(item_id), question=question,
                                golds=golds, context=context or None, scoring=scoring))
     return items

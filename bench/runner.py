@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from tqdm import tqdm
 
 from bench.datasets import BenchItem, build_messages
+from bench.run_meta import RunMetaError
 from router.client import AsyncRouterClient
 from router.errors import RouterError
 from router.scoring import score_answer
@@ -47,12 +48,37 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split on "\n" only: splitlines() also breaks at U+2028 and U+0085, which model text may hold unescaped
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
     return records
+
+
+def _refuse_other_questions_under_the_same_ids(previous: Iterable[Mapping[str, Any]],
+                                               items: Sequence[BenchItem], path: Path) -> None:
+    """Another file of the same kind (gsm8k:test.jsonl against the shared train set) reuses ids; its
+    items must not be skipped as done on the strength of someone else's answers."""
+    questions = {(item.dataset, item.item_id): item.question for item in items}
+    for record in previous:
+        expected = questions.get((record["dataset"], record["item_id"]))
+        if expected is not None and record.get("question") != expected:
+            raise RunMetaError(f"{path} holds another question under {record['dataset']}/{record['item_id']}: "
+                               "the data file is not the one this run started with; give a new --out")
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last record (a kill mid-write) so the next record starts on a line of its own."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as results:
+        data = results.read()
+        if data and not data.endswith(b"\n"):
+            results.truncate(data.rfind(b"\n") + 1)
 
 
 def latest_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -61,6 +87,34 @@ def latest_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     for record in records:
         latest[record_key(record)] = dict(record)
     return list(latest.values())
+
+
+def rescore(records: Iterable[Mapping[str, Any]], items: Iterable[BenchItem]) -> tuple[list[dict[str, Any]], int]:
+    """The records scored again with the current scorer, and how many scores changed.
+
+    A results file grows over several runs, so its oldest records may carry an older scorer's verdict;
+    a summary must score every record the same way. Error records stay wrong.
+    """
+    by_key = {(item.dataset, item.item_id): item for item in items}
+    rescored, changed = [], 0
+    for record in records:
+        item = by_key.get((record["dataset"], record["item_id"]))
+        if item is None or record.get("error"):
+            rescored.append(dict(record))
+            continue
+        score = score_answer(record.get("text") or "", item.golds, method=item.scoring)
+        changed += (score.correct, score.f1) != (record.get("correct"), record.get("f1"))
+        rescored.append({**record, "correct": score.correct, "f1": score.f1})
+    return rescored, changed
+
+
+def write_records(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replace the results file in one step, so a kill leaves the old file or the new one, never half."""
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
 
 
 def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, Any]:
@@ -111,11 +165,13 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     path = plan.out_dir / RESULTS_FILE
     previous = latest_records(load_records(path))
+    _refuse_other_questions_under_the_same_ids(previous, plan.items, path)
     done = {record_key(r) for r in previous if not r.get("error")}
     todo = [(item, mode) for item in plan.items for mode in plan.modes
             if (item.dataset, item.item_id, mode.name) not in done]
     semaphore = asyncio.Semaphore(plan.concurrency)
     progress = _Progress(tqdm(total=len(todo), desc="bench", unit="req", dynamic_ncols=True))
+    _drop_torn_tail(path)
     with open(path, "a", encoding="utf-8") as results:
         async with AsyncRouterClient(target, timeout_s=plan.request_timeout_s) as client:
             async def one(item: BenchItem, mode: Mode) -> None:

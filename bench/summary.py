@@ -390,11 +390,44 @@ def offline_sweep_items(
     return result
 
 
+def _logged_edge_confidence(record: Record) -> Optional[float]:
+    decision = record.get("decision") or {}
+    return _number(decision.get("score")) if isinstance(decision, Mapping) else None
+
+
+def logged_sweep_items(records: Iterable[Record]) -> dict[tuple[str, str], tuple[list[SweepItem], int]]:
+    """Per (arbiter, dataset): each arbitration mode's logged `decision.score` (the arbiter's confidence
+    in the edge answer, higher keeps the edge) beside what EDGE_ONLY and CLOUD_ONLY got on the same item,
+    so the arbiter's threshold is swept over logged scores with no new generations; and how many of the
+    mode's items were left out (no score, or no edge/cloud pair)."""
+    groups = group_records(records)
+    result = {}
+    for (dataset, mode), group in groups.items():
+        if mode in (EDGE_ONLY, CLOUD_ONLY):
+            continue
+        logged = _first_by_item(group)
+        edge = _first_by_item(groups.get((dataset, EDGE_ONLY), []))
+        cloud = _first_by_item(groups.get((dataset, CLOUD_ONLY), []))
+        by_arbiter: dict[str, list[SweepItem]] = defaultdict(list)
+        for item_id in sorted(set(logged) & set(edge) & set(cloud)):
+            confidence = _logged_edge_confidence(logged[item_id])
+            if confidence is not None:
+                arbiter = f"{mode} / {(logged[item_id].get('decision') or {}).get('arbiter') or 'arbiter'}"
+                by_arbiter[arbiter].append(SweepItem(item_id=item_id, edge_correct=is_correct(edge[item_id]),
+                                                     cloud_correct=is_correct(cloud[item_id]),
+                                                     score=-confidence))
+        for arbiter, items in by_arbiter.items():
+            result[(arbiter, dataset)] = (items, len(group) - len(items))
+    return result
+
+
 def arbiter_sweeps(records: Sequence[Record]) -> list[dict[str, Any]]:
     sweeps = []
     for arbiter, score in OFFLINE_ARBITERS.items():
         for dataset, (items, excluded) in offline_sweep_items(records, score).items():
             sweeps.append(sweep(items, arbiter=arbiter, dataset=dataset, excluded=excluded))
+    for (arbiter, dataset), (items, excluded) in logged_sweep_items(records).items():
+        sweeps.append(sweep(items, arbiter=arbiter, dataset=dataset, excluded=excluded))
     return sweeps
 
 

@@ -17,12 +17,14 @@ NUMERIC = "numeric"
 TEXT = "text"
 METHODS = (NUMERIC, TEXT)
 
-# Two numbers are equal when they agree to one part in a million; the absolute floor keeps a gold
-# of 0 from demanding bit-exact zero.
-_RELATIVE_TOLERANCE = 1e-6
+# Two numbers are equal when they agree to one part in a billion: loose enough for float parsing
+# ("0.1 + 0.2"), tight enough that a gold of 192,000,000 does not accept 192,000,001. The absolute floor
+# keeps a gold of 0 from demanding bit-exact zero.
+_RELATIVE_TOLERANCE = 1e-9
 _ABSOLUTE_TOLERANCE = 1e-9
 
 _GSM8K_MARKER = "####"
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")  # LaTeX \boxed{42}, how Qwen models mark a final answer
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -98,12 +100,17 @@ def _numbers_in(text: str) -> list[float]:
 
 def final_number(text: str) -> Optional[float]:
     """The answer's number: the first number after the last '####' when there is one, else the
-    last number anywhere in the text (models that forget the marker still get scored)."""
+    first number in the last \\boxed{...}, else the last number anywhere in the text (models that
+    forget to mark their answer still get scored; prose after a marked answer does not count)."""
     marker_at = text.rfind(_GSM8K_MARKER)
     if marker_at >= 0:
         after_marker = _numbers_in(text[marker_at + len(_GSM8K_MARKER):])
         if after_marker:
             return after_marker[0]
+    for boxed in reversed(_BOXED.findall(text)):
+        in_box = _numbers_in(boxed)
+        if in_box:
+            return in_box[0]
     numbers = _numbers_in(text)
     return numbers[-1] if numbers else None
 

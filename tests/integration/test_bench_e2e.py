@@ -42,6 +42,8 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
 
     summary = json.loads((out / "summary.json").read_text())
     assert "--limit 2" in summary["meta"]["command"]
+    history = summary["meta"]["history"]  # the resume is recorded beside the first invocation
+    assert len(history) == 2 and "--limit 1" in history[0]["command"] and "--limit 2" in history[1]["command"]
     assert len(summary["meta"]["models"]["edge"]["sha256"]) == 64
     assert "## Per mode" in (out / "summary.md").read_text()
     pngs = sorted(out.glob("*.png"))
@@ -53,6 +55,24 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     partial = json.loads((out / "summary.json").read_text())["meta"]
     assert partial["planned_requests"] == partial["recorded_requests"] == 4
     assert len((out / "results.jsonl").read_text().splitlines()) == 8
+
+    # Other decoding settings must not add to these results: the run is refused before any request.
+    other = run_bench(out, "--limit", "3", "--max-tokens", "30")
+    assert other.returncode == 2
+    assert "different max_tokens" in other.stderr and "new --out" in other.stderr
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8
+
+    # A mode the daemon does not implement yet is refused up front, not recorded as 8 wrong answers.
+    unimplemented = run_bench(out, "--limit", "2", "--modes", "PRE_ARBITRATION")
+    assert unimplemented.returncode == 2
+    assert "does not implement PRE_ARBITRATION" in unimplemented.stderr and "EDGE_ONLY" in unimplemented.stderr
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8
+
+
+def test_report_only_on_an_empty_directory_says_there_is_nothing_to_report(tmp_path: Path) -> None:
+    report = run_bench(tmp_path / "empty", "--limit", "1", "--report-only", "--target", "unix:/nowhere")
+    assert report.returncode == 2
+    assert "nothing was run there" in report.stderr and "Traceback" not in report.stderr
 
 
 def test_a_malformed_dataset_stops_with_file_and_line(tmp_path: Path) -> None:

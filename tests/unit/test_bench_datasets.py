@@ -156,6 +156,14 @@ def test_load_generic_names_file_line_and_problem(tmp_path, record, problem):
     assert problem in str(caught.value)
 
 
+def test_load_generic_refuses_a_repeated_id_naming_both_lines(tmp_path):
+    path = write_lines(tmp_path / "mine.jsonl", [json.dumps({"id": 7, "question": "q1", "answer": "a"}),
+                                                 json.dumps({"id": "8", "question": "q2", "answer": "b"}),
+                                                 json.dumps({"id": "7", "question": "q3", "answer": "c"})])
+    with pytest.raises(DatasetError, match=r"mine.jsonl:3: id '7' was already used on line 1"):
+        load_generic(path)
+
+
 # ---------------------------------------------------------------- specs, sampling, prompts
 
 

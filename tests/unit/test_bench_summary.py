@@ -203,6 +203,28 @@ def test_arbiter_sweeps_pair_edge_and_cloud_records_by_item():
     assert "gap not positive" in result["reason"]
 
 
+def test_arbitration_modes_are_swept_over_their_logged_scores():
+    def arbitrated(item_id, confidence):
+        logged = record("POST_ARBITRATION", item_id, True, cloud_calls=0)
+        logged["decision"] = {"mode": "POST_ARBITRATION", "arbiter": "logprob", "score": confidence, "reason": ""}
+        return logged
+
+    edge_right = {"a": False, "b": True, "c": False, "d": True}
+    cloud_right = {"a": True, "b": True, "c": True, "d": False}
+    records = [record("EDGE_ONLY", i, ok, logprob=-1.0) for i, ok in edge_right.items()]
+    records += [record("CLOUD_ONLY", i, ok, cloud_calls=1) for i, ok in cloud_right.items()]
+    # A perfect arbiter: least confident exactly where the edge is wrong and the cloud right.
+    records += [arbitrated("a", 0.1), arbitrated("c", 0.2), arbitrated("b", 0.8), arbitrated("d", 0.9),
+                arbitrated("unscored", None)]
+    sweeps = {result["arbiter"]: result for result in arbiter_sweeps(records)}
+    logged = sweeps["POST_ARBITRATION / logprob"]
+    assert (logged["n"], logged["excluded"]) == (4, 1)
+    # edge 2/4, cloud 3/4: a and c to the cloud first (+2, PGR 2), then b (even), then d (-1)
+    assert [p["correct"] for p in logged["points"]] == [2, 3, 4, 4, 3]
+    assert logged["cpt"]["50%"] == pytest.approx(0.125)  # PGR 0 -> 1 over the first quarter of the items
+    assert logged["apgr"] > sweeps[EDGE_CONFIDENCE_OFFLINE]["apgr"] == pytest.approx(0.5)
+
+
 def test_arbiter_sweeps_explain_when_nothing_pairs():
     [result] = arbiter_sweeps([record("EDGE_ONLY", "a", True)])  # no logprob, no cloud
     assert result["n"] == 0

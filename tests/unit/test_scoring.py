@@ -56,6 +56,12 @@ def test_parse_number_rejects_what_is_not_one_number(text):
         ("COVID-19", 19.0),
         # The marker with no number after it falls back to the last number before it.
         ("2 + 2 = 4\n#### <number>", 4.0),
+        # A boxed answer wins over numbers in the prose after it; the last box wins; #### beats a box.
+        ("So she has \\boxed{-2} apples. Dora made 2 more.", -2.0),
+        ("\\boxed{100000} tokens; 1,000,000 more next year.", 100000.0),
+        ("First \\boxed{3}, corrected: \\boxed{\\$1,250}.", 1250.0),
+        ("\\boxed{12}\n#### 13", 13.0),
+        ("\\boxed{x} so 7", 7.0),
     ],
 )
 def test_final_number_prefers_the_last_marker_then_the_last_number(text, expected):
@@ -111,9 +117,10 @@ def test_score_answer_numeric_matches_formats_of_the_same_number():
     assert not score_answer("Steps: 4, 9, 18.\n#### 16", ["18"]).correct
 
 
-def test_score_answer_numeric_tolerance_is_relative_one_in_a_million():
-    assert score_answer("#### 1000000.5", ["1000000"]).correct
-    assert not score_answer("#### 1000010", ["1000000"]).correct
+def test_score_answer_numeric_tolerance_is_relative_one_in_a_billion():
+    assert score_answer("#### 0.30000000000000004", ["0.3"]).correct
+    assert not score_answer("#### 1000001", ["1000000"]).correct
+    assert not score_answer("#### 192000001", ["192,000,000"]).correct
     assert score_answer("#### 0", ["0"]).correct
 
 

@@ -1,0 +1,62 @@
+"""bench.runner's results file: torn lines after a kill, text with unusual line breaks, rescoring."""
+import asyncio
+import json
+
+import pytest
+
+from bench.datasets import BenchItem
+from bench.run_meta import RunMetaError
+from bench.runner import RunPlan, _drop_torn_tail, latest_records, load_records, rescore, run, write_records
+from router.types import Mode
+
+
+def record(item_id, text="", correct=False, f1=None, error=None, dataset="gsm8k"):
+    return {"dataset": dataset, "item_id": item_id, "mode": "EDGE_ONLY", "text": text, "correct": correct,
+            "f1": f1, "error": error}
+
+
+def test_a_torn_last_line_is_cut_before_the_next_record_is_appended(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(record("a")) + "\n" + '{"dataset": "gsm8k", "item_id": "b", "mo')
+    _drop_torn_tail(path)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record("b")) + "\n")
+    assert [r["item_id"] for r in load_records(path)] == ["a", "b"]
+
+
+def test_a_complete_file_is_left_alone(tmp_path):
+    path = tmp_path / "results.jsonl"
+    content = json.dumps(record("a")) + "\n"
+    path.write_text(content)
+    _drop_torn_tail(path)
+    assert path.read_text() == content
+
+
+def test_model_text_with_unicode_line_separators_survives_a_reload(tmp_path):
+    path = tmp_path / "results.jsonl"
+    odd = "line\u2028separator\u2029paragraph\x85next"
+    write_records(path, [record("a", text=odd), record("b")])
+    assert [r["text"] for r in load_records(path)] == [odd, ""]
+
+
+def test_rescore_applies_the_current_scorer_and_counts_changes():
+    items = [BenchItem(dataset="gsm8k", item_id="a", question="q", golds=("-2",), context=None, scoring="numeric"),
+             BenchItem(dataset="squad", item_id="s", question="q", golds=("Denver Broncos",), context=None,
+                       scoring="text")]
+    stored = [record("a", text="\\boxed{-2}. Dora made 2 more.", correct=False),  # scored by an older scorer
+              record("s", text="the Denver Broncos", correct=True, f1=1.0, dataset="squad"),
+              record("z", text="7", correct=True),  # not among the items: kept as stored
+              record("a", error="UNAVAILABLE", correct=False)]
+    rescored, changed = rescore(stored, items)
+    assert changed == 1
+    assert [r["correct"] for r in rescored] == [True, True, True, False]
+    assert latest_records(rescored)[0]["error"] == "UNAVAILABLE"  # a later error still supersedes
+
+
+def test_another_question_under_a_recorded_id_is_refused(tmp_path):
+    write_records(tmp_path / "results.jsonl", [{**record("gsm8k-7"), "question": "How many apples?"}])
+    other_file_item = BenchItem(dataset="gsm8k", item_id="gsm8k-7", question="How many pears?", golds=("3",),
+                                context=None, scoring="numeric")
+    plan = RunPlan(items=[other_file_item], modes=[Mode.EDGE_ONLY], out_dir=tmp_path)
+    with pytest.raises(RunMetaError, match="another question under gsm8k/gsm8k-7.*new --out"):
+        asyncio.run(run(plan, "unix:/nowhere"))  # refused before any connection is made
