@@ -127,10 +127,24 @@ class ModeRow:
     mean_edge_tokens: Optional[float]
     mean_cloud_tokens: Optional[float]
     errors: int
+    # Requests whose cloud server streamed no usage, so their cloud tokens (and dollars) are the router's
+    # count: completion tokens one per streamed chunk, prompt tokens estimated from characters.
+    cloud_usage_estimated: int = 0
 
 
 def _per_1k(records: Sequence[Record], key: str) -> float:
     return 1000.0 * sum(numeric_values(records, key)) / len(records)
+
+
+def _estimated_usage_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    estimated = sum(row.get("cloud_usage_estimated", 0) for row in rows)
+    reached = sum(round(row["cloud_share"] * row["n"]) for row in rows)
+    if not estimated:
+        return []
+    return ["", f"Cloud dollars on {estimated} of {reached} requests that reached the cloud rest on the "
+                "router's own token count, because the server streamed no usage (llama-cpp-python's server "
+                "does not): completion tokens are counted one per streamed chunk, prompt tokens estimated "
+                "as characters ÷ 4."]
 
 
 def mode_row(dataset: str, mode: str, records: Sequence[Record], *, seed: int) -> ModeRow:
@@ -157,6 +171,7 @@ def mode_row(dataset: str, mode: str, records: Sequence[Record], *, seed: int) -
         mean_edge_tokens=_mean(numeric_values(records, "edge_tokens")),
         mean_cloud_tokens=_mean(numeric_values(records, "cloud_tokens")),
         errors=sum(has_error(r) for r in records),
+        cloud_usage_estimated=sum(bool(r.get("cloud_usage_estimated")) for r in records),
     )
 
 
@@ -553,6 +568,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
               "requests; \"reached cloud\" is the share of requests with at least one cloud call.",
               ""]
     lines += _rows_markdown(summary["rows"])
+    lines += _estimated_usage_markdown(summary["rows"])
     lines += ["", "## The design study's claims beside our measurements", ""]
     lines += _study_markdown(summary["study"])
     lines += ["", "## Cost–quality sweeps (offline, no new generations)", "",

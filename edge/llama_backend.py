@@ -70,6 +70,7 @@ class EdgeCompletion:
     total_s: float
     finish_reason: FinishReason
     token_logprobs: tuple[float, ...]
+    usage_estimated: bool = False  # llama.cpp counts its own tokens: never an estimate
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class Completion(Protocol):
     ttft_s: float
     total_s: float
     finish_reason: str      # "stop" | "length" | "cancelled"
+    usage_estimated: bool   # the server sent no usage, so the token counts are the backend's own
 
 
 class BackendStream(Protocol):

@@ -180,6 +180,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"ledger: {state} (written {ledger.written}, queued {ledger.queue_depth}, "
           f"dropped {ledger.dropped_writes}, failed {ledger.failed_writes})")
     header = (f"{'mode':22} {'requests':>8} {'cloud':>6} {'$/1k':>10} {'cloud $/1k':>10} {'edge $/1k':>10} "
+              f"{'judge $/1k':>10} "
               f"{'p50 s':>7} {'p95 s':>7}  accuracy")
     print(header)
     for mode in report.modes:
@@ -188,7 +189,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for a in mode.accuracy) or "–"
         name = mode.mode.name if isinstance(mode.mode, Mode) else str(mode.mode)
         print(f"{name:22} {mode.requests:>8} {mode.cloud_share:>6.0%} {mode.usd_per_1k:>10.5f} "
-              f"{mode.cloud_usd_per_1k:>10.5f} {mode.edge_usd_per_1k:>10.5f} "
+              f"{mode.cloud_usd_per_1k:>10.5f} {mode.edge_usd_per_1k:>10.5f} {mode.judge_usd_per_1k:>10.5f} "
               f"{_fmt(mode.latency_p50_s, '7.2f')} {_fmt(mode.latency_p95_s, '7.2f')}  {accuracy}")
     return 0
 

@@ -25,6 +25,7 @@ def _summary(stats: ModeStats) -> ModeSummary:
                                      share_correct=a.share_correct) for a in stats.accuracy.values()),
         cloud_share=stats.cloud_share, usd_per_1k=stats.cost_per_1k_usd,
         cloud_usd_per_1k=stats.cloud_cost_per_1k_usd, edge_usd_per_1k=stats.edge_cost_per_1k_usd,
+        judge_usd_per_1k=stats.judge_cost_per_1k_usd,
         latency_p50_s=stats.latency_p50_s, latency_p95_s=stats.latency_p95_s,
         ttft_p50_s=stats.ttft_p50_s, ttft_p95_s=stats.ttft_p95_s)
 

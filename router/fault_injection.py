@@ -32,6 +32,7 @@ class InjectedCompletion:
     ttft_s: float
     total_s: float
     finish_reason: str
+    usage_estimated: bool = False
 
 
 class FaultInjectionStream:

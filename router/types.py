@@ -93,6 +93,7 @@ class BackendRun:
     cost_usd: float
     finish_reason: str
     mean_logprob: Optional[float] = None
+    usage_estimated: bool = False  # the backend sent no usage: tokens (and cost) are the router's count
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class ModeSummary:
     latency_p95_s: Optional[float]
     ttft_p50_s: Optional[float]
     ttft_p95_s: Optional[float]
+    judge_usd_per_1k: float = 0.0   # the cloud judge's grading, already inside cloud_usd_per_1k
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def _run_to_proto(run: BackendRun) -> pb.BackendRun:
     message = pb.BackendRun(
         backend=int(run.backend), model=run.model, text=run.text, prompt_tokens=run.prompt_tokens,
         completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
-        total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason)
+        total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
+        usage_estimated=run.usage_estimated)
     if run.mean_logprob is not None:
         message.mean_logprob = run.mean_logprob
     return message
@@ -60,7 +61,8 @@ def _run_from_proto(message: pb.BackendRun) -> BackendRun:
         prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens,
         queue_s=message.queue_s, ttft_s=message.ttft_s, total_s=message.total_s,
         cost_usd=message.cost_usd, finish_reason=message.finish_reason,
-        mean_logprob=message.mean_logprob if message.HasField("mean_logprob") else None)
+        mean_logprob=message.mean_logprob if message.HasField("mean_logprob") else None,
+        usage_estimated=message.usage_estimated)
 
 
 def result_to_proto(result: GenerateResult) -> pb.GenerateResult:
@@ -147,7 +149,7 @@ def stats_to_proto(report: StatsReport) -> pb.StatsResponse:
     for mode in report.modes:
         message = pb.ModeStats(mode=int(mode.mode), requests=mode.requests, cloud_share=mode.cloud_share,
                                usd_per_1k=mode.usd_per_1k, cloud_usd_per_1k=mode.cloud_usd_per_1k,
-                               edge_usd_per_1k=mode.edge_usd_per_1k)
+                               edge_usd_per_1k=mode.edge_usd_per_1k, judge_usd_per_1k=mode.judge_usd_per_1k)
         for field in _MODE_OPTIONALS:
             _set_optional(message, field, getattr(mode, field))
         for signal in mode.accuracy:
@@ -167,7 +169,7 @@ def stats_from_proto(message: pb.StatsResponse) -> StatsReport:
                     accuracy=tuple(SignalSummary(s.kind, s.count, _get_optional(s, "mean_score"),
                                                  _get_optional(s, "share_correct")) for s in m.accuracy),
                     cloud_share=m.cloud_share, usd_per_1k=m.usd_per_1k, cloud_usd_per_1k=m.cloud_usd_per_1k,
-                    edge_usd_per_1k=m.edge_usd_per_1k,
+                    edge_usd_per_1k=m.edge_usd_per_1k, judge_usd_per_1k=m.judge_usd_per_1k,
                     **{field: _get_optional(m, field) for field in _MODE_OPTIONALS})
         for m in message.modes)
     l = message.ledger

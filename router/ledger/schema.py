@@ -89,7 +89,13 @@ _V2_INDEXES: Migration = (
     "CREATE INDEX signals_by_request ON signals (request_id, kind, target)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES)
+# A server that streams no usage (llama-cpp-python's) leaves the router to count tokens; say which rows.
+_V3_ESTIMATED_USAGE: Migration = (
+    "ALTER TABLE backend_runs ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0 "
+    "CHECK (usage_estimated IN (0, 1))",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -28,9 +28,10 @@ class ModeStats:
     requests: int
     accuracy: Mapping[str, SignalAccuracy]   # keyed by signal kind: reference, judge, agreement, feedback
     cloud_share: float                       # share of requests served by the cloud
-    cost_per_1k_usd: float
-    cloud_cost_per_1k_usd: float
+    cost_per_1k_usd: float                   # answering plus judging: what the mode cost
+    cloud_cost_per_1k_usd: float             # the cloud's answers plus the judge's grading calls
     edge_cost_per_1k_usd: float
+    judge_cost_per_1k_usd: float             # the cloud judge's part of the cloud figure
     latency_p50_s: Optional[float]           # total latency
     latency_p95_s: Optional[float]
     ttft_p50_s: Optional[float]
@@ -50,6 +51,13 @@ _ACCURACY = """
         WHERE target IN ('final', 'pair') AND (score IS NOT NULL OR correct IS NOT NULL)
         GROUP BY request_id, kind, target)
     GROUP BY r.mode, s.kind
+"""
+# The judge grades after the answer went out, so its cloud call is priced on its signal, not on the request.
+_JUDGE_COSTS = """
+    SELECT r.mode, SUM(COALESCE(json_extract(s.detail_json, '$.cost_usd'), 0))
+    FROM signals AS s JOIN requests AS r ON r.id = s.request_id
+    WHERE r.created_at >= ? AND s.kind = 'judge'
+    GROUP BY r.mode
 """
 _LATENCIES = "SELECT mode, total_s, ttft_s FROM requests WHERE created_at >= ?"
 
@@ -76,17 +84,20 @@ def mode_stats(conn: sqlite3.Connection, since: str = "") -> list[ModeStats]:
             totals.append(total_s)
         if ttft_s is not None:
             ttfts.append(ttft_s)
+    judge_costs = {mode: cost or 0.0 for mode, cost in conn.execute(_JUDGE_COSTS, (since,))}
     stats = []
     for mode, requests, cloud_served, cost, cloud_cost, edge_cost in conn.execute(_TOTALS, (since,)):
         totals, ttfts = latencies.get(mode, ([], []))
         p50, p95 = _percentiles(totals)
         ttft_p50, ttft_p95 = _percentiles(ttfts)
         per_1k = 1000.0 / requests
+        judge_cost = judge_costs.get(mode, 0.0)
         stats.append(ModeStats(
             mode=mode, requests=requests, accuracy=accuracy.get(mode, {}),
             cloud_share=(cloud_served or 0) / requests,
-            cost_per_1k_usd=(cost or 0.0) * per_1k,
-            cloud_cost_per_1k_usd=(cloud_cost or 0.0) * per_1k,
+            cost_per_1k_usd=((cost or 0.0) + judge_cost) * per_1k,
+            cloud_cost_per_1k_usd=((cloud_cost or 0.0) + judge_cost) * per_1k,
             edge_cost_per_1k_usd=(edge_cost or 0.0) * per_1k,
+            judge_cost_per_1k_usd=judge_cost * per_1k,
             latency_p50_s=p50, latency_p95_s=p95, ttft_p50_s=ttft_p50, ttft_p95_s=ttft_p95))
     return sorted(stats, key=lambda s: s.mode)

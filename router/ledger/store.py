@@ -93,6 +93,7 @@ class RunRow:
     total_s: Optional[float]
     cost_usd: float
     finish_reason: str
+    usage_estimated: bool = False
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,8 @@ class RecordPreparer:
             ordinal=index, backend=BackendKind(run.backend).name, model=run.model,
             text=content.text(run.text), prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
-            total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason)
+            total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
+            usage_estimated=run.usage_estimated)
             for index, run in enumerate(result.runs))
         return PreparedRecord(request=row, runs=runs,
                               signals=tuple(signal_row(s, content, created_at) for s in signals))

@@ -100,4 +100,5 @@ class BackendCall:
         return BackendRun(backend=self.kind, model=done.model, text=done.text,
                           prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                           queue_s=done.queue_s, ttft_s=done.ttft_s, total_s=done.total_s,
-                          cost_usd=cost, finish_reason=done.finish_reason, mean_logprob=mean_logprob)
+                          cost_usd=cost, finish_reason=done.finish_reason, mean_logprob=mean_logprob,
+                          usage_estimated=done.usage_estimated)

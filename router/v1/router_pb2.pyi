@@ -71,7 +71,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class BackendRun(_message.Message):
-    __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob")
+    __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob", "usage_estimated")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class BackendRun(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     backend: Backend
     model: str
     text: str
@@ -94,7 +95,8 @@ class BackendRun(_message.Message):
     cost_usd: float
     finish_reason: str
     mean_logprob: float
-    def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ...) -> None: ...
+    usage_estimated: bool
+    def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
 
 class Latency(_message.Message):
     __slots__ = ("ttft_s", "total_s", "edge_s", "cloud_s")
@@ -250,7 +252,7 @@ class SignalStats(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., count: _Optional[int] = ..., mean_score: _Optional[float] = ..., share_correct: _Optional[float] = ...) -> None: ...
 
 class ModeStats(_message.Message):
-    __slots__ = ("mode", "requests", "accuracy", "cloud_share", "usd_per_1k", "cloud_usd_per_1k", "edge_usd_per_1k", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s")
+    __slots__ = ("mode", "requests", "accuracy", "cloud_share", "usd_per_1k", "cloud_usd_per_1k", "edge_usd_per_1k", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s", "judge_usd_per_1k")
     MODE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +264,7 @@ class ModeStats(_message.Message):
     LATENCY_P95_S_FIELD_NUMBER: _ClassVar[int]
     TTFT_P50_S_FIELD_NUMBER: _ClassVar[int]
     TTFT_P95_S_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     requests: int
     accuracy: _containers.RepeatedCompositeFieldContainer[SignalStats]
@@ -273,7 +276,8 @@ class ModeStats(_message.Message):
     latency_p95_s: float
     ttft_p50_s: float
     ttft_p95_s: float
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., requests: _Optional[int] = ..., accuracy: _Optional[_Iterable[_Union[SignalStats, _Mapping]]] = ..., cloud_share: _Optional[float] = ..., usd_per_1k: _Optional[float] = ..., cloud_usd_per_1k: _Optional[float] = ..., edge_usd_per_1k: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p95_s: _Optional[float] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ...) -> None: ...
+    judge_usd_per_1k: float
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., requests: _Optional[int] = ..., accuracy: _Optional[_Iterable[_Union[SignalStats, _Mapping]]] = ..., cloud_share: _Optional[float] = ..., usd_per_1k: _Optional[float] = ..., cloud_usd_per_1k: _Optional[float] = ..., edge_usd_per_1k: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p95_s: _Optional[float] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ..., judge_usd_per_1k: _Optional[float] = ...) -> None: ...
 
 class LedgerStatus(_message.Message):
     __slots__ = ("enabled", "ok", "reason", "queue_depth", "written", "dropped_writes", "failed_writes")

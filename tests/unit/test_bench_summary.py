@@ -305,3 +305,18 @@ def test_write_plots_skips_what_has_no_data(tmp_path):
     paths = write_plots(records, summary, tmp_path)
     assert sorted(p.name for p in paths) == ["accuracy_vs_cost.png", "latency_cdf.png"]
     assert not (tmp_path / "cloud_share_sweeps.png").exists()
+
+
+def test_summary_says_how_many_cloud_costs_rest_on_estimated_tokens(tmp_path):
+    records = realistic_records()
+    cloud_records = [r for r in records if r.get("cloud_calls")]
+    for r in cloud_records[:3]:
+        r["cloud_usage_estimated"] = True
+    summary = write_summary(records, tmp_path, META)
+    assert sum(row["cloud_usage_estimated"] for row in summary["rows"]) == 3
+    markdown = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert f"Cloud dollars on 3 of {len(cloud_records)} requests" in markdown
+
+    exact = realistic_records()
+    write_summary(exact, tmp_path, META)
+    assert "Cloud dollars on" not in (tmp_path / "summary.md").read_text(encoding="utf-8")

@@ -8,6 +8,7 @@ import pytest
 
 from router.ledger import SCHEMA_VERSION, Ledger
 from router.ledger.schema import MIGRATIONS, migrate, schema_version
+from router.types import BackendKind, Mode
 from tests.unit.test_ledger_support import make_exchange, open_ledger
 
 
@@ -87,3 +88,23 @@ def test_a_failing_migration_step_leaves_the_previous_version_intact(tmp_path: P
         assert schema_version(conn) == 1
         assert "half_done" not in _tables(conn)
         assert "requests" in _tables(conn)
+
+
+def test_v2_runs_gain_usage_estimated_false_and_new_rows_keep_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        migrate(conn, MIGRATIONS[:2])
+        conn.execute(
+            "INSERT INTO requests (id, created_at, mode, served_by, messages_json, content_hash, "
+            "content_policy) VALUES ('v2-1', '2024-01-01T00:00:00.000000+00:00', 'CLOUD_ONLY', 'CLOUD', "
+            "'[]', 'abc', 'full')")
+        conn.execute("INSERT INTO backend_runs (request_id, ordinal, backend) VALUES ('v2-1', 0, 'CLOUD')")
+    conn.close()
+
+    ledger = open_ledger(path)
+    ledger.record(*make_exchange("v3-1", cloud="7", served_by=BackendKind.CLOUD, mode=Mode.CLOUD_ONLY,
+                                usage_estimated=True))
+    assert ledger.flush()
+    assert [run["usage_estimated"] for run in ledger.get("v2-1")["backend_runs"]] == [0]
+    assert [run["usage_estimated"] for run in ledger.get("v3-1")["backend_runs"]] == [1]
+    ledger.close()

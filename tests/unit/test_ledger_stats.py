@@ -28,7 +28,8 @@ def test_stats_per_mode(tmp_path: Path) -> None:
     # Judge scores: the later one for edge0 replaces the earlier.
     ledger.add_signal("edge0", AccuracySignal(kind=SignalKind.JUDGE, score=0.2))
     ledger.add_signal("edge0", AccuracySignal(kind=SignalKind.JUDGE, score=1.0))
-    ledger.add_signal("edge1", AccuracySignal(kind=SignalKind.JUDGE, score=0.5, correct=False))
+    ledger.add_signal("edge1", AccuracySignal(kind=SignalKind.JUDGE, score=0.5, correct=False,
+                                              detail={"cost_usd": 0.0003}))
     assert ledger.flush()
     ledger.feedback("edge2", score=None, thumbs_up=True, corrected_answer=None)
 
@@ -54,7 +55,10 @@ def test_stats_per_mode(tmp_path: Path) -> None:
 
     edge = by_mode["EDGE_ONLY"]
     assert edge.requests == 3 and edge.cloud_share == 0.0
-    assert edge.edge_cost_per_1k_usd == pytest.approx(0.2) and edge.cloud_cost_per_1k_usd == 0.0
+    # The judge's grading call is cloud spend of the mode it graded: 0.0003 over 3 requests.
+    assert edge.edge_cost_per_1k_usd == pytest.approx(0.2) and edge.judge_cost_per_1k_usd == pytest.approx(0.1)
+    assert edge.cloud_cost_per_1k_usd == pytest.approx(0.1) and edge.cost_per_1k_usd == pytest.approx(0.3)
+    assert post.judge_cost_per_1k_usd == 0.0
     judge = edge.accuracy["judge"]
     assert (judge.count, judge.scored, judge.labelled) == (2, 2, 1)
     assert judge.mean_score == pytest.approx(0.75)

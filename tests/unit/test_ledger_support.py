@@ -15,10 +15,11 @@ SYSTEM = ChatMessage("system", "You are a helpful assistant.")
 
 
 def make_run(backend: BackendKind, text: str, *, cost: float = 0.0, total_s: float = 1.0,
-             finish_reason: str = "stop") -> BackendRun:
+             finish_reason: str = "stop", usage_estimated: bool = False) -> BackendRun:
     return BackendRun(backend=backend, model="edge-model" if backend == BackendKind.EDGE else "cloud-model",
                       text=text, prompt_tokens=12, completion_tokens=len(text.split()), queue_s=0.01,
-                      ttft_s=total_s / 4, total_s=total_s, cost_usd=cost, finish_reason=finish_reason)
+                      ttft_s=total_s / 4, total_s=total_s, cost_usd=cost, finish_reason=finish_reason,
+                      usage_estimated=usage_estimated)
 
 
 def make_exchange(request_id: str, *, question: str = "What is 3 + 4?", edge: Optional[str] = None,
@@ -27,14 +28,15 @@ def make_exchange(request_id: str, *, question: str = "What is 3 + 4?", edge: Op
                   metadata: Optional[Mapping[str, str]] = None, edge_cost: float = 0.0,
                   cloud_cost: float = 0.0, total_s: float = 1.0, ttft_s: float = 0.1,
                   extra_messages: Sequence[ChatMessage] = (),
-                  cloud_finish: str = "stop") -> tuple[GenerateRequest, GenerateResult]:
+                  cloud_finish: str = "stop",
+                  usage_estimated: bool = False) -> tuple[GenerateRequest, GenerateResult]:
     """A request and the result a mode would return: one run per backend text given."""
     runs = []
     if edge is not None:
         runs.append(make_run(BackendKind.EDGE, edge, cost=edge_cost, total_s=total_s))
     if cloud is not None:
         runs.append(make_run(BackendKind.CLOUD, cloud, cost=cloud_cost, total_s=total_s,
-                             finish_reason=cloud_finish))
+                             finish_reason=cloud_finish, usage_estimated=usage_estimated))
     served_text = edge if served_by == BackendKind.EDGE else cloud
     assert served_text is not None, "the serving backend needs a text"
     request = GenerateRequest(messages=[SYSTEM, *extra_messages, ChatMessage("user", question)],
