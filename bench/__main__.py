@@ -29,6 +29,7 @@ from router.launcher import LocalDaemon
 from router.types import Mode
 
 
+DEMO_SPEC = "demo"  # how run.json names the built-in demo sample among the data sets
 META_FILE = "run.json"  # what the run was, written before the first request, so a partial run can be reported
 
 
@@ -99,7 +100,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
                                f"it implements {', '.join(mode.name for mode in implemented)}")
         modes = chosen_modes or implemented
         meta = {
-            "command": command, "seed": args.seed, "limit": args.limit, "datasets": args.dataset or ["demo"],
+            "command": command, "seed": args.seed, "limit": args.limit, "datasets": ([DEMO_SPEC] if args.demo else []) + list(args.dataset),
             "modes": [m.name for m in modes], "concurrency": args.concurrency,
             "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
             "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
@@ -118,15 +119,20 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
             daemon.close()
 
 
+def _items(specs: Sequence[str], *, limit: Optional[int], seed: int) -> list[BenchItem]:
+    """The items of data set specs as run.json names them ("demo" is the built-in sample)."""
+    items: list[BenchItem] = []
+    for spec in specs:
+        items += demo_items() if spec == DEMO_SPEC else sample(load_dataset(spec), limit=limit, seed=seed)
+    return _unique(items)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     try:
-        items = demo_items(args.seed) if args.demo else []
-        for spec in args.dataset:
-            items += sample(load_dataset(spec), limit=args.limit, seed=args.seed)
-        items = _unique(items)
+        items = _items(([DEMO_SPEC] if args.demo else []) + list(args.dataset), limit=args.limit, seed=args.seed)
         chosen_modes = [Mode.parse(name) for name in args.modes.split(",")] if args.modes else None
     except (DatasetError, OSError, ValueError) as exc:  # a bad file, path, data set kind or mode name
         print(f"bench: {exc}", file=sys.stderr)
@@ -142,9 +148,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             meta = previous_meta
             modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
         else:
-            modes, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
+            _, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
+            # A run that extends a results directory (a new mode, a new data set) reports on all of it:
+            # the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY records an earlier run made.
+            modes = [Mode.parse(name) for name in meta["modes"]]
+            items = _items(meta["datasets"], limit=args.limit, seed=args.seed)
     except RunMetaError as exc:
         print(f"bench: {args.out}: {exc}", file=sys.stderr)
+        return 2
+    except (DatasetError, OSError, ValueError) as exc:  # a data set of an earlier run is gone or broken
+        print(f"bench: {exc}", file=sys.stderr)
         return 2
 
     if args.rescore:

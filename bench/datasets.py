@@ -54,9 +54,12 @@ PROMPTS: Mapping[str, str] = MappingProxyType({
     ),
 })
 
-# The built-in demo sample: small enough for two CPU cores, both scoring methods represented.
+# The built-in demo sample: small enough for two CPU cores, both scoring methods represented. It is drawn
+# once from the shared data with DEMO_SEED and committed (demo_sample.jsonl), so `make run` needs no ../shared.
 DEMO_GSM8K_ITEMS = 8
 DEMO_SQUAD_ITEMS = 24
+DEMO_SEED = 0
+DEMO_SAMPLE = Path(__file__).with_name("demo_sample.jsonl")
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,9 @@ def load_dataset(spec: str) -> list[BenchItem]:
     if not path:
         if kind not in DEFAULT_PATHS:
             raise ValueError(f"dataset {kind!r} needs a path: {kind}:PATH")
+        if not DEFAULT_PATHS[kind].exists():
+            raise ValueError(f"the shared {kind} data is not at {DEFAULT_PATHS[kind]} (a checkout without "
+                             f"../shared beside it); give its file as {kind}:PATH")
         path = str(DEFAULT_PATHS[kind])
     return loaders[kind](path)
 
@@ -269,7 +275,37 @@ def build_messages(item: BenchItem) -> list[dict[str, str]]:
     ]
 
 
-def demo_items(seed: int = 0) -> list[BenchItem]:
-    """The built-in demo sample from the shared data: 8 GSM8K problems, then 24 SQuAD questions."""
-    return (sample(load_dataset(GSM8K), limit=DEMO_GSM8K_ITEMS, seed=seed)
-            + sample(load_dataset(SQUAD), limit=DEMO_SQUAD_ITEMS, seed=seed))
+def draw_demo_items() -> list[BenchItem]:
+    """The demo sample as drawn from the shared data: 8 GSM8K problems, then 24 SQuAD questions."""
+    return (sample(load_dataset(GSM8K), limit=DEMO_GSM8K_ITEMS, seed=DEMO_SEED)
+            + sample(load_dataset(SQUAD), limit=DEMO_SQUAD_ITEMS, seed=DEMO_SEED))
+
+
+def item_to_json(item: BenchItem) -> dict[str, Any]:
+    return {"dataset": item.dataset, "id": item.item_id, "question": item.question, "golds": list(item.golds),
+            "context": item.context, "scoring": item.scoring}
+
+
+def load_items(path: PathLike) -> list[BenchItem]:
+    """Items saved one JSON object a line by `item_to_json`, ids and scoring kept as drawn."""
+    items = []
+    for line_number, record in _json_lines(path):
+        golds = record.get("golds")
+        if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g for g in golds):
+            raise DatasetError(path, line_number, "field 'golds' must be a non-empty list of strings")
+        context = record.get("context")
+        if context is not None and not isinstance(context, str):
+            raise DatasetError(path, line_number, "field 'context' must be a string or null")
+        scoring = record.get("scoring")
+        if scoring not in (NUMERIC, TEXT):
+            raise DatasetError(path, line_number, f"field 'scoring' must be 'numeric' or 'text', got {scoring!r}")
+        items.append(BenchItem(dataset=_required_text(record, "dataset", path, line_number),
+                               item_id=_required_text(record, "id", path, line_number),
+                               question=_required_text(record, "question", path, line_number),
+                               golds=tuple(golds), context=context, scoring=scoring))
+    return items
+
+
+def demo_items() -> list[BenchItem]:
+    """The built-in demo sample (see DEMO_SAMPLE): 8 GSM8K problems, then 24 SQuAD questions."""
+    return load_items(DEMO_SAMPLE)

@@ -228,6 +228,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mode_argument(name: str) -> Mode:
+    try:
+        return Mode.parse(name)
+    except ValueError as exc:  # argparse turns this into a usage error naming the known modes
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = "TOML config file (default: $HYBRID_ROUTER_CONFIG, else built-in defaults)"
     parser = argparse.ArgumentParser(prog="hybrid-router", description=__doc__)
@@ -277,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=("openai", "sharegpt", "dpo"))
     export.add_argument("--out", required=True, help="output JSONL file")
     export.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
-    export.add_argument("--mode", help="only requests of this mode")
+    export.add_argument("--mode", type=_mode_argument, help="only requests of this mode (edge, cloud, ...)")
     export.add_argument("--min-score", type=float, default=0.8, help="judge/feedback score that counts as good")
     export.add_argument("--split-seed", type=int, help="write a seeded train/validation split")
     export.add_argument("--validation-fraction", type=float, default=0.1)

@@ -124,6 +124,7 @@ class AsyncGenerateStream:
     def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
         self._call = call
         self.result: Optional[GenerateResult] = None
+        self._cancelled = False
 
     async def __aiter__(self) -> AsyncIterator[TextDelta]:
         try:
@@ -135,11 +136,14 @@ class AsyncGenerateStream:
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         except asyncio.CancelledError:
-            if not self._call.cancelled():
-                raise  # the caller's own task was cancelled
+            # grpc.aio cancels the call whenever the reading task is cancelled, so only our own flag
+            # tells cancel() apart from asyncio.timeout, wait_for or task.cancel(), which must propagate.
+            if not self._cancelled:
+                raise
             # our own cancel(): the stream simply ends, as the sync stream does
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._call.cancel()
 
     async def __aenter__(self) -> "AsyncGenerateStream":

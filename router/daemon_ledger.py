@@ -43,6 +43,10 @@ class DaemonLedger:
         if self.ledger is not None:
             self.ledger.open()
 
+    def set_edge_parameters(self, edge_parameters: float) -> None:
+        if self.ledger is not None:
+            self.ledger.set_edge_parameters(edge_parameters)
+
     def close(self, timeout_s: float = 10.0) -> None:
         if self.ledger is not None:
             self.ledger.close(timeout_s)

@@ -73,14 +73,15 @@ class RouterServer:
         """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
         listen = listen or self.settings.server.listen
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await asyncio.to_thread(self.ledger.open)
-        self._ledger_watch = asyncio.create_task(self._watch_ledger())
+        # Bind first: an address that cannot be had must fail before the ledger opens or a task starts.
         port = self._server.add_insecure_port(listen)
         if not listen.startswith("unix:"):
             if port == 0:
                 raise RuntimeError(f"could not bind {listen}")
             host = listen.rsplit(":", 1)[0]
             listen = f"{host}:{port}"
+        await asyncio.to_thread(self.ledger.open)
+        self._ledger_watch = asyncio.create_task(self._watch_ledger())
         await self._server.start()
         self.address = listen
         self.logger.info("listening", extra={"fields": {"address": listen}})
@@ -90,6 +91,7 @@ class RouterServer:
         self.backends = await load_backends(self.settings, self.logger)
         edge = self.backends.edge
         self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
+        self.ledger.set_edge_parameters(float(edge.n_params))
         self.router.backends = Backends(edge=edge, cloud=self.backends.cloud)
         self.router.ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -118,6 +120,11 @@ class RouterServer:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def _already_stopping(self, signum: int) -> None:
+        self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
+                            extra={"fields": {"signal": signal.Signals(signum).name,
+                                              "grace_period_s": self.settings.server.grace_period_s}})
+
     async def run(self) -> int:
         """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down.
 
@@ -143,9 +150,15 @@ class RouterServer:
             return 0
         finally:
             stopping.cancel()
+            # A second SIGTERM or Ctrl-C must not cut the drain short: the ledger's flush and the
+            # stand-in's stop come at its end. SIGKILL remains for an operator who cannot wait.
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-            await self.stop()
+                loop.add_signal_handler(signum, self._already_stopping, signum)
+            try:
+                await self.stop()
+            finally:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
 
     async def stop(self) -> None:
         """New requests are refused at once; in-flight ones get the grace period; then the models go."""

@@ -110,6 +110,13 @@ class Ledger:
         self._writer.start()
         self._state.set_ok()
 
+    def set_edge_parameters(self, edge_parameters: Optional[float]) -> None:
+        """The edge model's parameter count for rows recorded from now on (the daemon opens the ledger
+        before the model has loaded, so it learns the count late)."""
+        self._edge_parameters = edge_parameters
+        if self._writer is not None:
+            self._writer.set_edge_parameters(edge_parameters)
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Writes everything queued, then stops the writer. Waits at most `timeout_s`."""
         if self._closing:

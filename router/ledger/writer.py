@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -271,6 +271,10 @@ class LedgerWriter:
 
     def start(self) -> None:
         self._thread.start()
+
+    def set_edge_parameters(self, edge_parameters: Optional[float]) -> None:
+        # One attribute swap: the writer thread sees the old preparer or the new one, both whole.
+        self._preparer = replace(self._preparer, edge_parameters=edge_parameters)
 
     def join(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)

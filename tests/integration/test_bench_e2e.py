@@ -10,14 +10,17 @@ from pathlib import Path
 from tests.conftest import models_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+GSM8K = f"gsm8k:{FIXTURES / 'gsm8k-train-first6.jsonl'}"
+SQUAD = f"squad:{FIXTURES / 'squad-dev-first-article-2-passages.json'}"
 
 
-def run_bench(out: Path, *args: str) -> subprocess.CompletedProcess:
+def run_bench(out: Path, *args: str, datasets: tuple[str, ...] = (GSM8K, SQUAD)) -> subprocess.CompletedProcess:
     env = dict(os.environ, HYBRID_ROUTER_MODELS__CACHE_DIR=str(models_dir()),
                HYBRID_ROUTER_EDGE__MODEL="smollm2-135m", HYBRID_ROUTER_STANDIN__MODEL="smollm2-135m",
                HYBRID_ROUTER_EDGE__N_CTX="2048", HYBRID_ROUTER_STANDIN__N_CTX="2048",
                HYBRID_ROUTER_LEDGER__ENABLED="false")
-    return subprocess.run([sys.executable, "-m", "bench", "--dataset", "gsm8k", "--dataset", "squad",
+    return subprocess.run([sys.executable, "-m", "bench", *(arg for spec in datasets for arg in ("--dataset", spec)),
                            "--max-tokens", "24", "--seed", "3", "--out", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=900)
 
@@ -48,6 +51,14 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     assert "## Per mode" in (out / "summary.md").read_text()
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 3 and all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+
+    # A run that names one data set and one mode, all done already, still summarises the whole directory.
+    narrower = run_bench(out, "--limit", "2", "--modes", "EDGE_ONLY", datasets=(GSM8K,))
+    assert narrower.returncode == 0, narrower.stderr[-3000:]
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert sorted((r["dataset"], r["mode"], r["n"]) for r in rows) == [
+        ("gsm8k", "CLOUD_ONLY", 2), ("gsm8k", "EDGE_ONLY", 2), ("squad", "CLOUD_ONLY", 2), ("squad", "EDGE_ONLY", 2)]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8
 
     # A report over part of what was run: no daemon, no requests, only the records asked for.
     report = run_bench(out, "--limit", "1", "--report-only", "--target", "unix:/nowhere")

@@ -1,6 +1,7 @@
 """The real daemon (gRPC on port 0, llama.cpp edge, llama-cpp-python's OpenAI server as the cloud) via the SDK."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -195,4 +196,22 @@ async def test_async_cancel_ends_the_stream_quietly(daemon: ServerThread) -> Non
             if seen == 2:
                 stream.cancel()
         assert seen >= 2 and stream.result is None
+        assert (await sdk.generate(prompt=QUESTION, mode="edge", max_tokens=2)).text
+
+
+async def test_async_stream_lets_the_callers_own_cancellation_and_timeouts_through(daemon: ServerThread) -> None:
+    async with AsyncRouterClient(daemon.address, timeout_s=120) as sdk:
+        async def read_all() -> int:
+            seen = 0
+            async for _ in sdk.stream(prompt="Write a long story.", mode="edge", max_tokens=500):
+                seen += 1
+            return seen
+
+        reader = asyncio.ensure_future(read_all())
+        await asyncio.sleep(0.3)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(read_all(), timeout=0.3)
         assert (await sdk.generate(prompt=QUESTION, mode="edge", max_tokens=2)).text

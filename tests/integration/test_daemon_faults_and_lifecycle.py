@@ -130,10 +130,14 @@ def test_sigterm_drains_in_flight_requests_then_stops_the_standin(smollm_path: P
             worker.start()
             assert first_delta.wait(60)
             daemon.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # an impatient operator: more signals mid-drain must not cut it short
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.process.send_signal(signal.SIGINT)
             worker.join(120)
         assert "error" not in outcome, outcome.get("error")
         assert outcome["result"].runs[0].completion_tokens > 10
         assert outcome["result"].finish_reason in ("stop", "length")
         assert daemon.process.wait(60) == 0
+        assert "already shutting down" in daemon.log_path.read_text()
     time.sleep(0.5)
     assert not any(_alive(pid) for pid in standin_pids), "the stand-in outlived the daemon"

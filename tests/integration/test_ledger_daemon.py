@@ -97,10 +97,13 @@ def test_requests_signals_feedback_stats_export_and_no_key_leaks(tmp_path: Path,
     with sqlite3.connect(db) as conn:
         runs = conn.execute("SELECT backend, cost_usd, completion_tokens FROM backend_runs").fetchall()
         estimated = conn.execute("SELECT backend, usage_estimated FROM backend_runs ORDER BY backend").fetchall()
+        sizes = conn.execute("SELECT edge_parameters FROM requests").fetchall()
         judged = conn.execute("SELECT s.request_id, s.source, s.detail_json FROM signals AS s "
                               "WHERE s.kind = 'judge'").fetchall()
     assert len(runs) == 2 and all(cost > 0 and tokens > 0 for _, cost, tokens in runs)
     assert estimated == [("CLOUD", 1), ("EDGE", 0)]
+    # The ledger opened before the model loaded; rows still carry the edge model's size (SmolLM2-135M).
+    assert len(sizes) == 2 and all(1e8 < size < 2e8 for (size,) in sizes)
     # SIGTERM let the judge finish: the edge answer was graded (greedy, the 135M judge's one-token reply is
     # a digit for this prompt), and the judge's own tokens are priced.
     assert [row[0] for row in judged] == [edge.request_id]

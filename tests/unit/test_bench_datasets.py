@@ -10,9 +10,12 @@ from bench.datasets import (
     DatasetError,
     build_messages,
     demo_items,
+    draw_demo_items,
+    item_to_json,
     load_dataset,
     load_generic,
     load_gsm8k,
+    load_items,
     load_squad,
     sample,
 )
@@ -230,11 +233,32 @@ def test_shared_data_loads_whole():
     assert len(load_dataset("squad")) == 4961
 
 
-@needs_shared_data
-def test_demo_items_are_a_fixed_mix_of_both_sets():
-    items = demo_items()
+def test_the_built_in_demo_sample_is_a_fixed_mix_of_both_sets():
+    items = demo_items()  # from the committed file: no ../shared needed
     assert [i.dataset for i in items] == ["gsm8k"] * 8 + ["squad"] * 24
-    assert items == demo_items()
-    assert items != demo_items(seed=1)
+    assert [i.scoring for i in items] == ["numeric"] * 8 + ["text"] * 24
     assert len({i.item_id for i in items}) == len(items)
     assert all(i.context for i in items if i.dataset == "squad")
+
+
+@needs_shared_data
+def test_the_built_in_demo_sample_is_what_its_seed_draws_from_the_shared_data():
+    assert demo_items() == draw_demo_items()
+
+
+def test_saved_items_round_trip_and_a_bad_one_names_its_line(tmp_path):
+    items = [BenchItem("gsm8k", "gsm8k-7", "2 + 2?", ("4",), None, "numeric"),
+             BenchItem("squad", "abc", "Who?", ("Ada", "Ada L."), "Ada wrote it.", "text")]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item_to_json(i)) + "\n" for i in items) + '{"dataset": "x"}\n')
+    with pytest.raises(DatasetError, match=r"items.jsonl:3: field 'golds'"):
+        load_items(path)
+    path.write_text("".join(json.dumps(item_to_json(i)) + "\n" for i in items))
+    assert load_items(path) == items
+
+
+def test_a_missing_shared_data_set_says_where_it_looked_and_what_to_give(monkeypatch, tmp_path):
+    import bench.datasets as datasets
+    monkeypatch.setattr(datasets, "DEFAULT_PATHS", {"gsm8k": tmp_path / "nowhere.jsonl"})
+    with pytest.raises(ValueError, match=r"nowhere.jsonl .*give its file as gsm8k:PATH"):
+        load_dataset("gsm8k")

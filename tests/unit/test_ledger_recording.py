@@ -285,3 +285,15 @@ def test_history_messages_are_stored_in_order(tmp_path: Path) -> None:
     assert ledger.flush()
     assert [m["role"] for m in ledger.get("r1")["messages"]] == ["system", "user", "assistant", "user"]
     ledger.close()
+
+
+def test_the_edge_size_learned_after_open_applies_to_later_rows(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")  # the daemon opens the ledger before the model loads
+    ledger.record(*make_exchange("before-load", edge="7"))
+    assert ledger.flush()
+    ledger.set_edge_parameters(4.9e8)
+    ledger.record(*make_exchange("after-load", edge="7"))
+    assert ledger.flush()
+    assert ledger.get("before-load")["edge_parameters"] is None
+    assert ledger.get("after-load")["edge_parameters"] == 4.9e8
+    ledger.close()

@@ -70,3 +70,11 @@ def test_serve_on_a_taken_port_fails_clearly() -> None:
                               env={"HYBRID_ROUTER_LOGGING__FORMAT": "text", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr
+
+
+def test_export_with_an_unknown_mode_is_a_usage_error_not_a_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "router", "export", "--format", "openai", "--out", "x.jsonl",
+                           "--mode", "bogus"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown mode 'bogus'" in proc.stderr and "edge_only" in proc.stderr
+    assert "Traceback" not in proc.stderr
