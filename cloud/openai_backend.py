@@ -195,12 +195,18 @@ def _openai_error_boundary(api_key: Optional[str]) -> Iterator[None]:
         raise translated from exc
 
 
+# How far below the known context window an estimated prompt may fall and still explain an empty stream.
+_CONTEXT_ESTIMATE_SLACK = 0.5
+
+
 class CloudStream:
     """One streamed chat completion. Iterate it; `aclose()` (or `async with`) cancels it."""
 
     def __init__(self, *, client: openai.AsyncOpenAI, permits: asyncio.Semaphore, model: str,
-                 api_key: Optional[str], request: Mapping[str, Any], prompt_estimate: int) -> None:
+                 api_key: Optional[str], request: Mapping[str, Any], prompt_estimate: int,
+                 context_tokens: Optional[int] = None) -> None:
         self.completion: Optional[CloudCompletion] = None
+        self._context_tokens = context_tokens
         self._client = client
         self._permits = permits
         self._model = model
@@ -288,9 +294,20 @@ class CloudStream:
         if self._chunks_seen == 0:
             # llama-cpp-python's server answers 200 and then sends nothing at all when the prompt
             # exceeds n_ctx (the error happens after the headers went out): not a completion.
+            if self._may_overflow_context():
+                raise CloudRejectedError(
+                    f"the prompt (about {self._prompt_estimate} tokens) plus max_tokens "
+                    f"{self._request['max_tokens']} does not fit the cloud model's context of "
+                    f"{self._context_tokens} tokens (the server sent an empty stream); shorten the "
+                    "conversation or lower max_tokens", status=400, code="context_length_exceeded")
             raise CloudBadResponseError("cloud stream ended without a single chunk")
         if self._finish_reason is None:
             raise CloudUnavailableError("cloud stream ended before the model finished (no finish_reason)")
+
+    def _may_overflow_context(self) -> bool:
+        # The prompt size is an estimate (characters / 4), so an overflow is assumed from half the window.
+        return (self._context_tokens is not None and
+                self._prompt_estimate + self._request["max_tokens"] > self._context_tokens * _CONTEXT_ESTIMATE_SLACK)
 
     def _absorb(self, chunk: object) -> Optional[CloudDelta]:
         """Takes what a chunk carries (text, finish reason, usage, model); the text, if any."""
@@ -379,7 +396,10 @@ class OpenAIBackend:
     """An OpenAI-compatible chat model as a streaming backend."""
 
     def __init__(self, *, base_url: Optional[str], api_key: Optional[str], model: str,
-                 timeout_s: float = 60.0, max_retries: int = 2, max_concurrency: int = 8) -> None:
+                 timeout_s: float = 60.0, max_retries: int = 2, max_concurrency: int = 8,
+                 context_tokens: Optional[int] = None) -> None:
+        """`context_tokens`: the server's context window, where it is known (the local stand-in). A server
+        that answers an over-long prompt with an empty stream then gets a rejected request, not an outage."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if timeout_s <= 0:
@@ -388,6 +408,7 @@ class OpenAIBackend:
         self.base_url = base_url or DEFAULT_BASE_URL
         self._api_key = api_key
         self._permits = asyncio.Semaphore(max_concurrency)
+        self._context_tokens = context_tokens
         # timeout_s bounds each phase (connect, each read, each write), so a stream stalls for at
         # most timeout_s between chunks; a long answer may take longer in total.
         self._client = openai.AsyncOpenAI(api_key=api_key or NO_KEY_PLACEHOLDER, base_url=self.base_url,
@@ -413,7 +434,8 @@ class OpenAIBackend:
             request["seed"] = seed
         return CloudStream(client=self._client, permits=self._permits, model=self.name,
                            api_key=self._api_key, request=MappingProxyType(request),
-                           prompt_estimate=estimate_prompt_tokens(wire_messages))
+                           prompt_estimate=estimate_prompt_tokens(wire_messages),
+                           context_tokens=self._context_tokens)
 
     async def close(self) -> None:
         await self._client.close()

@@ -79,5 +79,16 @@ class PromptTooLongError(EdgeError):
         )
 
 
+class PromptTemplateError(EdgeError):
+    """The model's chat template refused the messages (say, roles that do not alternate): the request's
+    fault, not the model's, so the caller can fix it."""
+
+    def __init__(self, model_name: str, reason: str) -> None:
+        self.model_name = model_name
+        self.reason = reason
+        super().__init__(f"the chat template of {model_name} refused these messages: {reason}; "
+                         "change the roles or their order to what the model accepts")
+
+
 class EdgeGenerationError(EdgeError):
     """llama.cpp failed while rendering, tokenising or generating."""

@@ -28,7 +28,7 @@ import numpy as np
 from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
-from edge.errors import EdgeGenerationError, PromptTooLongError
+from edge.errors import EdgeGenerationError, PromptTemplateError, PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +234,15 @@ class LlamaBackend:
         """Render the chat template and tokenise (worker thread)."""
         try:
             rendered = self._formatter(messages=list(request.messages))
+        except Exception as exc:  # jinja's raise_exception, a template that trips on these messages
+            raise PromptTemplateError(self.name, str(exc) or type(exc).__name__) from exc
+        try:
             tokens = self._llm.tokenize(
                 rendered.prompt.encode("utf-8"),
                 add_bos=not rendered.added_special,
                 special=True,
             )
-        except Exception as exc:  # jinja errors, bad roles, tokenizer failures
+        except Exception as exc:  # the tokenizer failed: the model's fault, not the request's
             raise EdgeGenerationError(f"could not build the prompt for {self.name}: {exc}") from exc
         template_stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
         stops = tuple(s for s in (*request.stop, *template_stops) if s)

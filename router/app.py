@@ -147,7 +147,7 @@ async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBac
     if standin is not None:
         cloud = OpenAIBackend(base_url=standin.base_url, api_key=STANDIN_API_KEY, model=standin_model.name,
                               timeout_s=settings.cloud.timeout_s, max_retries=settings.cloud.max_retries,
-                              max_concurrency=settings.cloud.max_concurrency)
+                              max_concurrency=settings.cloud.max_concurrency, context_tokens=settings.standin.n_ctx)
         cloud_info = ModelInfo(name=standin_model.name, sha256=standin_model.sha256, endpoint=standin.base_url,
                                local_standin=True, priced_as=settings.cloud.model, n_ctx=settings.standin.n_ctx)
     else:

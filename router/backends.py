@@ -53,7 +53,7 @@ class Backend(Protocol):
 
 def translate_backend_error(exc: BaseException) -> Optional[errors.RouterError]:
     """The router error for a backend's own exception, or None if `exc` is not a backend error."""
-    if isinstance(exc, edge_errors.PromptTooLongError):
+    if isinstance(exc, (edge_errors.PromptTooLongError, edge_errors.PromptTemplateError)):
         return errors.InvalidRequestError(str(exc))
     if isinstance(exc, edge_errors.EdgeError):
         return errors.BackendUnavailableError(f"the edge model failed: {exc}")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import models_dir
 
-from cloud.errors import CloudBadResponseError, StandinStartError
+from cloud.errors import CloudBadResponseError, CloudRejectedError, StandinStartError
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
@@ -113,14 +113,20 @@ async def test_cancel_mid_stream_stops_the_server_and_the_next_request_works(sta
     assert "Disconnected from client" in standin.log_path.read_text(errors="replace")
 
 
-async def test_prompt_longer_than_the_context_is_a_bad_response(standin: StandinServer) -> None:
+async def test_prompt_longer_than_the_context_is_rejected_where_the_window_is_known(standin: StandinServer) -> None:
     # In streaming mode the stand-in answers 200 and then an empty body: no error can reach us.
-    backend = backend_for(standin.base_url)
     too_long = ({"role": "user", "content": "hello world " * 1500},)
+    unknown_window = backend_for(standin.base_url)
     with pytest.raises(CloudBadResponseError):
-        await collect(backend, messages=too_long, max_tokens=8)
-    texts, completion = await collect(backend, max_tokens=4)
-    await backend.close()
+        await collect(unknown_window, messages=too_long, max_tokens=8)
+    await unknown_window.close()
+
+    known_window = backend_for(standin.base_url, context_tokens=2048)
+    with pytest.raises(CloudRejectedError, match="does not fit the cloud model's context of 2048 tokens") as caught:
+        await collect(known_window, messages=too_long, max_tokens=8)
+    assert caught.value.status == 400
+    texts, completion = await collect(known_window, max_tokens=4)
+    await known_window.close()
     assert completion is not None and texts
 
 

@@ -130,6 +130,9 @@ BAD_REQUESTS = {
     "prompt too long for the edge context": (
         GenerateRequest(messages=(_message(content="word " * 3000),), max_tokens=16, mode=Mode.EDGE_ONLY),
         "context"),
+    "prompt too long for the cloud context": (
+        GenerateRequest(messages=(_message(content="word " * 3000),), max_tokens=16, mode=Mode.CLOUD_ONLY),
+        "context"),
     "request over the size limit": (
         GenerateRequest(messages=(_message(content="x" * 70_000),), mode=Mode.CLOUD_ONLY), "bytes"),
 }

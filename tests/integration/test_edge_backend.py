@@ -14,7 +14,7 @@ from tests.conftest import models_dir
 from llama_cpp import llama_chat_format
 
 from edge.catalogue import ModelCache
-from edge.errors import PromptTooLongError
+from edge.errors import PromptTemplateError, PromptTooLongError
 from edge.llama_backend import EdgeCompletion, LlamaBackend, TokenDelta
 
 pytestmark = pytest.mark.integration
@@ -251,3 +251,17 @@ async def test_metrics_count_requests_and_tokens(smollm_backend: LlamaBackend) -
     assert after.tokens_generated == before.tokens_generated + completion.completion_tokens
     assert after.last_completion_tokens == completion.completion_tokens
     assert after.cancelled == before.cancelled
+
+
+async def test_a_template_that_refuses_the_messages_is_the_requests_fault(smollm_model_path: Path) -> None:
+    # Mistral's real template, as llama-cpp-python ships it: roles must alternate, and no system turn.
+    strict = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=1,
+                          chat_template=llama_chat_format.MISTRAL_INSTRUCT_CHAT_TEMPLATE)
+    try:
+        with pytest.raises(PromptTemplateError, match="roles must alternate"):
+            await collect(strict, [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi again"}],
+                          max_tokens=4, temperature=0)
+        deltas, completion = await collect(strict, ask("Say hello."), max_tokens=4, temperature=0)
+        assert completion.completion_tokens >= 1, "the backend must keep serving after a refused template"
+    finally:
+        strict.close()
