@@ -127,6 +127,10 @@ class ContentFilter:
             return redact(value)
         return sha256_text(value)
 
+    def metadata(self, metadata: Mapping[str, str]) -> dict[str, Optional[str]]:
+        """A request's metadata: the caller's keys are content as much as its values."""
+        return {self.text(str(key)) or "": self.text(item) for key, item in metadata.items()}
+
     def value(self, value: Any) -> Any:
         """Filters the strings inside a JSON-like value; numbers, booleans and None pass through."""
         if isinstance(value, str):

@@ -210,7 +210,7 @@ class RecordPreparer:
             messages_json=to_json([{"role": m.role, "content": content.text(m.content)}
                                    for m in request.messages]),
             reference_answer=content.text(request.reference_answer),
-            metadata_json=to_json(content.value(dict(request.metadata))),
+            metadata_json=to_json(content.metadata(request.metadata)),
             total_cost_usd=result.cost_usd,
             edge_cost_usd=result.edge_cost_usd,
             cloud_cost_usd=result.cloud_cost_usd,
@@ -301,7 +301,17 @@ class LedgerWriter:
         except Exception:
             self._state.add(failed_writes=sum(isinstance(job, (RecordJob, SignalJob)) for job in batch))
             self._state.warn_once("writer", "ledger writer: a batch failed unexpectedly", exc_info=True)
+            self._release_waiters(batch)
             return any(isinstance(job, StopJob) for job in batch)
+
+    @staticmethod
+    def _release_waiters(batch: list[Job]) -> None:
+        """Nobody may wait forever on a job of a failed batch: a Feedback call gets an error, a flush returns."""
+        for job in batch:
+            if isinstance(job, FeedbackJob) and not job.done.done():
+                job.done.set_exception(LedgerUnavailableError("the ledger writer failed on this batch; retry"))
+            elif isinstance(job, BarrierJob):
+                job.done.set()
 
     def _next_batch(self) -> list[Job]:
         batch: list[Job] = [self._jobs.get()]
@@ -335,7 +345,9 @@ class LedgerWriter:
                 if prepared is not None:
                     records.append(prepared)
             elif isinstance(job, SignalJob):
-                signals.append(self._prepare_signal(job))
+                pending = self._prepare_signal(job)
+                if pending is not None:
+                    signals.append(pending)
             else:
                 # Control jobs come last in a batch (see _next_batch): commit what precedes them.
                 self._commit(records, signals)
@@ -360,8 +372,14 @@ class LedgerWriter:
                                   "was skipped", exc_info=True)
             return None
 
-    def _prepare_signal(self, job: SignalJob) -> PendingSignal:
-        row = signal_row(job.signal, self._preparer.content, format_time(job.received_at))
+    def _prepare_signal(self, job: SignalJob) -> Optional[PendingSignal]:
+        try:
+            row = signal_row(job.signal, self._preparer.content, format_time(job.received_at))
+        except Exception:  # a detail that is not JSON, say: this signal is lost, not the batch
+            self._state.add(failed_writes=1)
+            self._state.warn_once("prepare-signal", "ledger: a signal could not be turned into a row; it "
+                                  "was skipped", exc_info=True)
+            return None
         return PendingSignal(request_id=job.request_id, signal=row)
 
     def _connected(self) -> LedgerStore:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from router.ledger import Ledger, LedgerNotFoundError, LedgerUnavailableError
+from router.ledger import AccuracySignal, Ledger, LedgerNotFoundError, LedgerUnavailableError, SignalKind
 from router.ledger.redaction import ContentFilter, ContentPolicy
 from router.ledger.store import LedgerStore
 from router.ledger.writer import LedgerState, RecordJob, RecordPreparer
@@ -140,3 +140,26 @@ def test_a_scoring_failure_keeps_the_record_without_signals() -> None:
     prepared = preparer.prepare(RecordJob(request, result, 0.0), state)
     assert prepared.request.id == "r1" and prepared.signals == ()
     assert state.metrics(0).signal_errors == 1
+
+
+def test_fault_injected_signal_row_failure_skips_that_signal_and_feedback_behind_it_still_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.ledger.writer as writer
+
+    real_signal_row = writer.signal_row
+
+    def signal_row_failing_for_judge(signal, *args, **kwargs):  # the injected fault
+        if signal.kind == SignalKind.JUDGE:
+            raise RuntimeError("injected: this signal cannot become a row")
+        return real_signal_row(signal, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "signal_row", signal_row_failing_for_judge)
+    ledger = open_ledger(tmp_path / "ledger.db")
+    ledger.record(*make_exchange("r1", edge="7"))
+    assert ledger.flush()
+    ledger.add_signal("r1", AccuracySignal(kind=SignalKind.JUDGE, score=0.5))
+    ledger.feedback("r1", score=1.0, thumbs_up=None, corrected_answer=None)  # must answer, not hang
+    assert ledger.flush()
+    assert ledger.metrics.failed_writes == 1 and ledger.health.ok
+    assert [s["kind"] for s in ledger.get("r1")["signals"] if s["kind"] in ("judge", "feedback")] == ["feedback"]
+    ledger.close()

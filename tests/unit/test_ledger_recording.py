@@ -222,8 +222,8 @@ def test_log_content_none_keeps_only_hashes_and_numbers(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     ledger = open_ledger(path, log_content="none")
     ledger.record(*make_exchange("r1", question=SECRET_QUESTION, edge="The answer is 7", cloud="#### 7",
-                                 served_by=BackendKind.CLOUD, reference="7", metadata={"user": "alice"},
-                                 cloud_cost=0.01))
+                                 served_by=BackendKind.CLOUD, reference="7",
+                                 metadata={"user": "alice", "patient-bob-smith": "x"}, cloud_cost=0.01))
     assert ledger.flush()
     ledger.feedback("r1", score=None, thumbs_up=None, corrected_answer="Seven, alice")
     stored = ledger.get("r1")
@@ -231,7 +231,9 @@ def test_log_content_none_keeps_only_hashes_and_numbers(tmp_path: Path) -> None:
     assert stored["messages"][-1] == {"role": "user", "content": digest}
     assert stored["final_text"] == "sha256:" + hashlib.sha256(b"#### 7").hexdigest()
     assert stored["reference_answer"].startswith("sha256:")
-    assert stored["metadata"]["user"].startswith("sha256:")
+    # The caller's metadata keys are content too: hashed, like the values.
+    assert all(key.startswith("sha256:") and value.startswith("sha256:")
+               for key, value in stored["metadata"].items()) and len(stored["metadata"]) == 2
     assert all(run["text"].startswith("sha256:") for run in stored["backend_runs"])
     assert stored["cloud_cost_usd"] == 0.01
     # Signals are computed from the real text before it is hashed.
@@ -240,7 +242,7 @@ def test_log_content_none_keeps_only_hashes_and_numbers(tmp_path: Path) -> None:
         ledger.export("openai", tmp_path / "out.jsonl")
     ledger.close()
     raw = _database_bytes(path)
-    for secret in (b"alice", b"3 + 4", b"The answer is 7", b"Seven"):
+    for secret in (b"alice", b"3 + 4", b"The answer is 7", b"Seven", b"bob-smith"):
         assert secret not in raw
 
 
