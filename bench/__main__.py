@@ -22,7 +22,7 @@ from bench.datasets import PROMPTS, BenchItem, DatasetError, demo_items, load_da
 from bench.plots import write_plots
 from bench.run_meta import RunMetaError, merge_run_meta
 from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_records, load_records, record_key,
-                          rescore, run, write_records)
+                          refuse_other_questions_under_the_same_ids, rescore, run, write_records)
 from bench.summary import write_summary
 from router.client import RouterClient
 from router.launcher import LocalDaemon
@@ -88,6 +88,7 @@ def _unique(items: Sequence[BenchItem]) -> list[BenchItem]:
 
 def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen_modes: Optional[list[Mode]],
                         previous_meta: Optional[dict], command: str, meta_path: Path) -> tuple[list[Mode], dict]:
+    refuse_other_questions_under_the_same_ids(items, args.out)  # before a daemon starts or run.json changes
     daemon = None if args.target else LocalDaemon(config=args.config).start()
     try:
         with RouterClient(args.target or daemon.target) as client:
@@ -149,10 +150,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
         else:
             _, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
-            # A run that extends a results directory (a new mode, a new data set) reports on all of it:
-            # the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY records an earlier run made.
+            # A run that extends a results directory (a new mode, a new data set) reports on all of it, at
+            # the largest limit it was run with: the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY
+            # records an earlier run made.
             modes = [Mode.parse(name) for name in meta["modes"]]
-            items = _items(meta["datasets"], limit=args.limit, seed=args.seed)
+            items = _items(meta["datasets"], limit=meta["limit"], seed=meta["seed"])
     except RunMetaError as exc:
         print(f"bench: {args.out}: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ summary, so a resume is refused when any of those changed; everything else (more
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 
 class RunMetaError(ValueError):
@@ -14,7 +14,8 @@ class RunMetaError(ValueError):
 
 
 class IncompatibleRunError(RunMetaError):
-    """The results directory holds a run made with other models, prices, prompts or decoding settings."""
+    """The results directory holds a run made with other models (or the cloud model they are priced as),
+    prompts, decoding settings or sampling seed."""
 
 
 def _model_identity(model: Mapping[str, Any]) -> Dict[str, Any]:
@@ -28,6 +29,8 @@ def _identity(meta: Mapping[str, Any]) -> Dict[str, Any]:
         "prompts": meta.get("prompts"),
         "max_tokens": meta.get("max_tokens"),
         "temperature": meta.get("temperature"),
+        # Another seed draws other items: the summary's sample would silently change under the same limit.
+        "seed": meta.get("seed"),
     }
 
 
@@ -37,6 +40,11 @@ def _history_entry(meta: Mapping[str, Any]) -> Dict[str, Any]:
 
 def _union(first: List[str], second: List[str]) -> List[str]:
     return list(dict.fromkeys([*first, *second]))
+
+
+def _largest_limit(first: Optional[int], second: Optional[int]) -> Optional[int]:
+    """None is "every item"; seeded samples are prefixes of each other, so the larger one holds both."""
+    return None if first is None or second is None else max(first, second)
 
 
 def merge_run_meta(previous: Mapping[str, Any], current: Mapping[str, Any]) -> Dict[str, Any]:
@@ -56,5 +64,6 @@ def merge_run_meta(previous: Mapping[str, Any], current: Mapping[str, Any]) -> D
         "history": history,
         "datasets": _union(previous.get("datasets", []), current["datasets"]),
         "modes": _union(previous.get("modes", []), current["modes"]),
+        "limit": _largest_limit(previous.get("limit", current.get("limit")), current.get("limit")),
         "started_utc": started,
     }

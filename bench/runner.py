@@ -59,12 +59,13 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _refuse_other_questions_under_the_same_ids(previous: Iterable[Mapping[str, Any]],
-                                               items: Sequence[BenchItem], path: Path) -> None:
+def refuse_other_questions_under_the_same_ids(items: Sequence[BenchItem], out_dir: Path) -> None:
     """Another file of the same kind (gsm8k:test.jsonl against the shared train set) reuses ids; its
-    items must not be skipped as done on the strength of someone else's answers."""
+    items must not be skipped as done on the strength of someone else's answers. Called before a run
+    writes anything into `out_dir`, so a refused run leaves the directory as it was."""
+    path = out_dir / RESULTS_FILE
     questions = {(item.dataset, item.item_id): item.question for item in items}
-    for record in previous:
+    for record in latest_records(load_records(path)):
         expected = questions.get((record["dataset"], record["item_id"]))
         if expected is not None and record.get("question") != expected:
             raise RunMetaError(f"{path} holds another question under {record['dataset']}/{record['item_id']}: "
@@ -166,7 +167,6 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     path = plan.out_dir / RESULTS_FILE
     previous = latest_records(load_records(path))
-    _refuse_other_questions_under_the_same_ids(previous, plan.items, path)
     done = {record_key(r) for r in previous if not r.get("error")}
     todo = [(item, mode) for item in plan.items for mode in plan.modes
             if (item.dataset, item.item_id, mode.name) not in done]

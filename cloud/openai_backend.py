@@ -296,18 +296,18 @@ class CloudStream:
             # exceeds n_ctx (the error happens after the headers went out): not a completion.
             if self._may_overflow_context():
                 raise CloudRejectedError(
-                    f"the prompt (about {self._prompt_estimate} tokens) plus max_tokens "
-                    f"{self._request['max_tokens']} does not fit the cloud model's context of "
-                    f"{self._context_tokens} tokens (the server sent an empty stream); shorten the "
-                    "conversation or lower max_tokens", status=400, code="context_length_exceeded")
+                    f"the prompt (about {self._prompt_estimate} tokens) does not fit the cloud model's context "
+                    f"of {self._context_tokens} tokens (the server sent an empty stream); shorten the conversation",
+                    status=400, code="context_length_exceeded")
             raise CloudBadResponseError("cloud stream ended without a single chunk")
         if self._finish_reason is None:
             raise CloudUnavailableError("cloud stream ended before the model finished (no finish_reason)")
 
     def _may_overflow_context(self) -> bool:
-        # The prompt size is an estimate (characters / 4), so an overflow is assumed from half the window.
+        # llama-cpp-python's server fails only when the prompt alone fills the window (it trims max_tokens
+        # to fit otherwise). The prompt size is an estimate (characters / 4): an overflow is assumed from half.
         return (self._context_tokens is not None and
-                self._prompt_estimate + self._request["max_tokens"] > self._context_tokens * _CONTEXT_ESTIMATE_SLACK)
+                self._prompt_estimate > self._context_tokens * _CONTEXT_ESTIMATE_SLACK)
 
     def _absorb(self, chunk: object) -> Optional[CloudDelta]:
         """Takes what a chunk carries (text, finish reason, usage, model); the text, if any."""

@@ -15,6 +15,7 @@ from edge.errors import (
     ModelDownloadError,
     ModelFileError,
     ModelMissingError,
+    PromptTemplateError,
     PromptTooLongError,
     UnknownModelError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "ModelMissingError",
     "ModelSpec",
     "ModelStatus",
+    "PromptTemplateError",
     "PromptTooLongError",
     "TokenDelta",
     "UnknownModelError",

@@ -28,7 +28,7 @@ import numpy as np
 from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
-from edge.errors import EdgeGenerationError, PromptTemplateError, PromptTooLongError
+from edge.errors import EdgeError, EdgeGenerationError, PromptTemplateError, PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -484,7 +484,7 @@ class EdgeStream:
             self._cancel.set()
             queue.put_nowait(_Finished(completion=None, error=EdgeGenerationError("request cancelled")))
             raise
-        except Exception as exc:  # PromptTooLongError, EdgeGenerationError, executor shut down
+        except Exception as exc:  # an EdgeError (prompt too long, template refused, llama.cpp failed), executor shut down
             queue.put_nowait(_Finished(completion=None, error=_as_edge_error(exc)))
         finally:
             backend._active_cancel = None
@@ -492,7 +492,7 @@ class EdgeStream:
 
 
 def _as_edge_error(exc: Exception) -> Exception:
-    if isinstance(exc, (PromptTooLongError, EdgeGenerationError)):
+    if isinstance(exc, EdgeError):  # already typed: the prompt's fault or the model's, as raised
         return exc
     if isinstance(exc, RuntimeError) and "shutdown" in str(exc):
         return EdgeGenerationError("edge backend was closed during the request")

@@ -93,13 +93,15 @@ class CloudJudge:
             self.ungraded += 1
             self._logger.debug("judge gave no grade", extra={"fields": {"request_id": result.request_id,
                                                                         "reply": done.text[:20]}})
-            return
-        self.graded += 1
+        else:
+            self.graded += 1
         target = SignalTarget.FINAL if result.served_by == BackendKind.EDGE else SignalTarget.EDGE
+        # Stored with or without a grade: the call was paid for either way, and Stats sums its cost.
         self._signals.add_signal(result.request_id, AccuracySignal(
             kind="judge", score=grade, target=target, source=f"cloud-judge:{done.model}",
-            detail={"judge_model": done.model, "raw": done.text.strip()[:40],
+            detail={"judge_model": done.model, "raw": done.text.strip()[:40], "graded": grade is not None,
                     "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+                    "usage_estimated": done.usage_estimated,
                     "cost_usd": self._costs().cloud_cost(done.prompt_tokens, done.completion_tokens)}))
 
     async def aclose(self) -> None:

@@ -127,9 +127,18 @@ class ContentFilter:
             return redact(value)
         return sha256_text(value)
 
-    def metadata(self, metadata: Mapping[str, str]) -> dict[str, Optional[str]]:
-        """A request's metadata: the caller's keys are content as much as its values."""
-        return {self.text(str(key)) or "": self.text(item) for key, item in metadata.items()}
+    def metadata(self, metadata: Mapping[str, Any]) -> dict[str, Optional[str]]:
+        """A request's metadata: the caller's keys are content as much as its values. Two keys that
+        mask alike (two e-mail addresses under redacted) stay apart: nothing is lost."""
+        stored: dict[str, Optional[str]] = {}
+        for key, value in metadata.items():
+            name = base = self.text(str(key)) or ""
+            suffix = 1
+            while name in stored:
+                suffix += 1
+                name = f"{base}#{suffix}"
+            stored[name] = self.text(str(value))
+        return stored
 
     def value(self, value: Any) -> Any:
         """Filters the strings inside a JSON-like value; numbers, booleans and None pass through."""

@@ -81,7 +81,9 @@ class AccuracySignal:
         object.__setattr__(self, "f1", _unit_interval("f1", self.f1))
         if self.correct is not None:
             object.__setattr__(self, "correct", bool(self.correct))
-        if self.score is None and self.correct is None and self.kind is not SignalKind.FEEDBACK:
+        # A judge that replied with no grade still cost a cloud call: its signal carries that cost and no
+        # score, and the accuracy figures pass it over.
+        if self.score is None and self.correct is None and self.kind not in (SignalKind.FEEDBACK, SignalKind.JUDGE):
             raise ValueError(f"a {self.kind.value} signal needs a score or a correct flag")
 
 

@@ -64,3 +64,13 @@ def test_an_old_run_json_without_newer_keys_still_resumes():
     old = {key: value for key, value in meta().items() if key not in ("datasets", "modes", "history")}
     merged = merge_run_meta(old, meta(started_utc="2026-11-22T08:11:04Z"))
     assert merged["datasets"] == ["gsm8k"] and len(merged["history"]) == 2
+
+
+def test_another_seed_is_refused_because_it_draws_other_items():
+    with pytest.raises(IncompatibleRunError, match="different seed.*new --out"):
+        merge_run_meta(meta(), meta(seed=1))
+
+
+@pytest.mark.parametrize("before, now, merged", [(200, 10, 200), (10, 200, 200), (None, 10, None), (10, None, None)])
+def test_the_recorded_limit_is_the_largest_asked_for(before, now, merged):
+    assert merge_run_meta(meta(limit=before), meta(limit=now))["limit"] == merged

@@ -1,13 +1,12 @@
 """bench.runner's results file: torn lines after a kill, text with unusual line breaks, rescoring."""
-import asyncio
 import json
 
 import pytest
 
 from bench.datasets import BenchItem
 from bench.run_meta import RunMetaError
-from bench.runner import RunPlan, _drop_torn_tail, latest_records, load_records, rescore, run, write_records
-from router.types import Mode
+from bench.runner import (_drop_torn_tail, latest_records, load_records, refuse_other_questions_under_the_same_ids,
+                          rescore, write_records)
 
 
 def record(item_id, text="", correct=False, f1=None, error=None, dataset="gsm8k"):
@@ -57,6 +56,8 @@ def test_another_question_under_a_recorded_id_is_refused(tmp_path):
     write_records(tmp_path / "results.jsonl", [{**record("gsm8k-7"), "question": "How many apples?"}])
     other_file_item = BenchItem(dataset="gsm8k", item_id="gsm8k-7", question="How many pears?", golds=("3",),
                                 context=None, scoring="numeric")
-    plan = RunPlan(items=[other_file_item], modes=[Mode.EDGE_ONLY], out_dir=tmp_path)
     with pytest.raises(RunMetaError, match="another question under gsm8k/gsm8k-7.*new --out"):
-        asyncio.run(run(plan, "unix:/nowhere"))  # refused before any connection is made
+        refuse_other_questions_under_the_same_ids([other_file_item], tmp_path)
+    same_file_item = BenchItem(dataset="gsm8k", item_id="gsm8k-7", question="How many apples?", golds=("3",),
+                               context=None, scoring="numeric")
+    refuse_other_questions_under_the_same_ids([same_file_item], tmp_path)

@@ -163,3 +163,24 @@ def test_fault_injected_signal_row_failure_skips_that_signal_and_feedback_behind
     assert ledger.metrics.failed_writes == 1 and ledger.health.ok
     assert [s["kind"] for s in ledger.get("r1")["signals"] if s["kind"] in ("judge", "feedback")] == ["feedback"]
     ledger.close()
+
+
+def test_fault_injected_batch_failure_answers_the_feedback_waiting_in_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.ledger.writer as writer
+
+    def commit_that_fails(self, records, signals):  # the injected fault: a bug deep in a batch
+        if records:
+            raise RuntimeError("injected: the batch breaks")
+
+    ledger = open_ledger(tmp_path / "ledger.db", flush_interval_s=1.0)  # record and feedback share a batch
+    ledger.record(*make_exchange("r1", edge="7"))
+    assert ledger.flush()
+    monkeypatch.setattr(writer.LedgerWriter, "_commit", commit_that_fails)
+    ledger.record(*make_exchange("r2", edge="8"))
+    with pytest.raises(LedgerUnavailableError, match="failed on this batch; retry"):  # not the 10 s timeout
+        ledger.feedback("r1", score=1.0, thumbs_up=None, corrected_answer=None)
+    monkeypatch.undo()
+    ledger.feedback("r1", score=1.0, thumbs_up=None, corrected_answer=None)  # the writer lives on
+    assert ledger.metrics.failed_writes == 1
+    ledger.close()

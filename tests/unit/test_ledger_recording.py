@@ -139,8 +139,10 @@ def test_late_signals_are_attached_and_orphans_counted(tmp_path: Path) -> None:
 def test_a_signal_outside_zero_to_one_is_refused_where_it_is_made() -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         AccuracySignal(kind=SignalKind.JUDGE, score=1.5)
-    with pytest.raises(ValueError):
-        AccuracySignal(kind="judge", score=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs a score or a correct flag"):
+        AccuracySignal(kind="reference", score=None)  # type: ignore[arg-type]
+    # A judge call that gave no grade is recorded for its cost alone.
+    assert AccuracySignal(kind="judge", score=None).score is None  # type: ignore[arg-type]
     assert AccuracySignal(kind="judge", score=1, target="edge").target is SignalTarget.EDGE  # type: ignore[arg-type]
 
 

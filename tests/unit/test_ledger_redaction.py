@@ -78,3 +78,11 @@ def test_content_filters() -> None:
     assert nested == {"a": ["[EMAIL]", 3, None], "b": True}
     assert ContentFilter(ContentPolicy.NONE).text(None) is None
     assert ContentPolicy.parse("REDACTED") is ContentPolicy.REDACTED
+
+
+def test_metadata_keys_are_filtered_and_keys_that_mask_alike_stay_apart() -> None:
+    metadata = {"ann@corp.io": "first", "bob@corp.io": "second", "plain": 3}
+    assert ContentFilter(ContentPolicy.REDACTED).metadata(metadata) == {
+        "[EMAIL]": "first", "[EMAIL]#2": "second", "plain": "3"}
+    hashed = ContentFilter(ContentPolicy.NONE).metadata(metadata)
+    assert len(hashed) == 3 and all(k.startswith("sha256:") and v.startswith("sha256:") for k, v in hashed.items())

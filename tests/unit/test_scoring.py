@@ -119,6 +119,8 @@ def test_score_answer_numeric_matches_formats_of_the_same_number():
 
 def test_score_answer_numeric_tolerance_is_relative_one_in_a_billion():
     assert score_answer("#### 0.30000000000000004", ["0.3"]).correct
+    assert score_answer("#### 1000000000.5", ["1000000000"]).correct  # 5e-10 apart: within one in a billion
+    assert not score_answer("#### 1000000005", ["1000000000"]).correct  # 5e-9 apart: outside
     assert not score_answer("#### 1000001", ["1000000"]).correct
     assert not score_answer("#### 192000001", ["192,000,000"]).correct
     assert score_answer("#### 0", ["0"]).correct
