@@ -34,13 +34,20 @@ def direct_tokens_per_s(model_path: Path, n_threads: int, n_ctx: int, max_tokens
     rates = []
     for _ in range(runs + 1):  # the first run warms the caches and is not counted
         started = time.perf_counter()
-        tokens = 0
+        finish_reason = None
         for chunk in llm.create_chat_completion(PROMPT, max_tokens=max_tokens, temperature=0.0, stream=True):
-            if chunk["choices"][0]["delta"].get("content"):
-                tokens += 1
-        rates.append(tokens / (time.perf_counter() - started))
+            finish_reason = chunk["choices"][0].get("finish_reason") or finish_reason
+        rates.append(_generated(max_tokens, finish_reason) / (time.perf_counter() - started))
     del llm
     return rates[1:]
+
+
+def _generated(max_tokens: int, finish_reason: object) -> int:
+    """Both sides are timed to the same count: the essay runs into max_tokens (a text chunk is not a token:
+    llama-cpp-python merges tokens that end inside a UTF-8 character)."""
+    if finish_reason != "length":
+        raise RuntimeError(f"the essay stopped early ({finish_reason!r}); give a smaller --max-tokens")
+    return max_tokens
 
 
 def routed_tokens_per_s(client: RouterClient, max_tokens: int, runs: int) -> list[float]:
@@ -51,7 +58,7 @@ def routed_tokens_per_s(client: RouterClient, max_tokens: int, runs: int) -> lis
             for _delta in stream:
                 pass
         elapsed = time.perf_counter() - started
-        rates.append(stream.result.runs[0].completion_tokens / elapsed)
+        rates.append(_generated(max_tokens, stream.result.finish_reason) / elapsed)
     return rates[1:]
 
 
