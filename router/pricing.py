@@ -3,8 +3,8 @@
 Cloud: tokens times the provider's price table. Edge: estimated energy, from the design study's
 inference formula FLOPs ~= 2 x parameters x tokens, times the device's joules per FLOP, times the
 price of electricity. The default 7e-10 J/FLOP assumes ~15 W at ~22 GFLOP/s; a quiet 2-core machine
-decodes the 0.5B edge model at ~44 tokens/s (2 x 0.49e9 x 44 ~ 44 GFLOP/s), so the default is a
-conservative bound, about 2x the energy, until a device's measured power replaces it.
+decodes the 0.5B edge model at ~41 tokens/s (2 x 0.49e9 x 41 ~ 41 GFLOP/s), so the default is a
+conservative bound, nearly 2x the energy, until a device's measured power replaces it.
 """
 from __future__ import annotations
 
