@@ -101,13 +101,15 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
                                f"it implements {', '.join(mode.name for mode in implemented)}")
         modes = chosen_modes or implemented
         meta = {
-            "command": command, "seed": args.seed, "limit": args.limit, "datasets": ([DEMO_SPEC] if args.demo else []) + list(args.dataset),
+            "command": command, "seed": args.seed, "datasets": ([DEMO_SPEC] if args.demo else []) + list(args.dataset),
             "modes": [m.name for m in modes], "concurrency": args.concurrency,
             "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
             "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
             "hardware": info.hardware, "packages": dict(sorted(info.packages.items())), "prompts": dict(PROMPTS),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if args.dataset:  # the demo sample is fixed: a demo-only run says nothing about the data sets' limit
+            meta["limit"] = args.limit
         if previous_meta is not None:
             meta = merge_run_meta(previous_meta, meta)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -147,14 +149,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if previous_meta is None:
                 raise RunMetaError(f"{args.out} holds no {META_FILE}: nothing was run there to report on")
             meta = previous_meta
-            modes = chosen_modes or [Mode.parse(name) for name in meta["modes"]]
+            modes = chosen_modes or [Mode.parse(name) for name in meta.get("modes", [])] or [Mode.EDGE_ONLY,
+                                                                                            Mode.CLOUD_ONLY]
         else:
             _, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
             # A run that extends a results directory (a new mode, a new data set) reports on all of it, at
             # the largest limit it was run with: the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY
             # records an earlier run made.
             modes = [Mode.parse(name) for name in meta["modes"]]
-            items = _items(meta["datasets"], limit=meta["limit"], seed=meta["seed"])
+            items = _items(meta["datasets"], limit=meta.get("limit"), seed=meta.get("seed", 0))
     except RunMetaError as exc:
         print(f"bench: {args.out}: {exc}", file=sys.stderr)
         return 2

@@ -51,12 +51,14 @@ class DirectLlama:
         return _generated(max_tokens, finish_reason) / (time.perf_counter() - started)
 
     def generate_tokens_per_s(self, max_tokens: int) -> float:
+        import llama_cpp
+
         started = time.perf_counter()
         generated = 0
         for token in self.llm.generate(self.prompt, temp=0.0):
             self.llm.detokenize([token])
             generated += 1
-            if token == self.llm.token_eos() or generated == max_tokens:
+            if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token) or generated == max_tokens:
                 break
         return _generated(max_tokens, "length" if generated == max_tokens else "stop") / (time.perf_counter() - started)
 
@@ -80,13 +82,17 @@ def routed_tokens_per_s(client: RouterClient, max_tokens: int) -> float:
 def interleaved_rates(client: RouterClient, direct: DirectLlama, max_tokens: int,
                       runs: int) -> tuple[list[float], list[float], list[float]]:
     """Routed, chat and bare in turn, round after round, so a drift in the machine's speed falls on all
-    three alike; the first round warms the caches and is not counted."""
-    routed, chat, bare = [], [], []
-    for _ in range(runs + 1):
-        routed.append(routed_tokens_per_s(client, max_tokens))
-        chat.append(direct.chat_tokens_per_s(max_tokens))
-        bare.append(direct.generate_tokens_per_s(max_tokens))
-    return routed[1:], chat[1:], bare[1:]
+    three alike, and in a rotating order, so no side always runs first; the first round warms the caches and
+    is not counted."""
+    sides = [lambda: routed_tokens_per_s(client, max_tokens), lambda: direct.chat_tokens_per_s(max_tokens),
+             lambda: direct.generate_tokens_per_s(max_tokens)]
+    rates: list[list[float]] = [[], [], []]
+    for round_number in range(runs + 1):
+        for offset in range(len(sides)):
+            side = (round_number + offset) % len(sides)
+            rates[side].append(sides[side]())
+    routed, chat, bare = (side_rates[1:] for side_rates in rates)
+    return routed, chat, bare
 
 
 def overhead_ms(client: RouterClient, requests: int) -> list[float]:

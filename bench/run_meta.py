@@ -30,7 +30,7 @@ def _identity(meta: Mapping[str, Any]) -> Dict[str, Any]:
         "max_tokens": meta.get("max_tokens"),
         "temperature": meta.get("temperature"),
         # Another seed draws other items: the summary's sample would silently change under the same limit.
-        "seed": meta.get("seed"),
+        "seed": meta.get("seed", 0),  # the bench's default seed, for a run.json older than this key
     }
 
 
@@ -42,8 +42,14 @@ def _union(first: List[str], second: List[str]) -> List[str]:
     return list(dict.fromkeys([*first, *second]))
 
 
-def _largest_limit(first: Optional[int], second: Optional[int]) -> Optional[int]:
-    """None is "every item"; seeded samples are prefixes of each other, so the larger one holds both."""
+def _merged_limit(previous: Mapping[str, Any], current: Mapping[str, Any]) -> Optional[int]:
+    """The largest limit asked for; None is "every item". Seeded samples are prefixes of each other, so the
+    larger one holds both. A run with no "limit" key (the fixed demo sample alone) leaves it as it was."""
+    if "limit" not in current:
+        return previous.get("limit")
+    if "limit" not in previous:
+        return current["limit"]
+    first, second = previous["limit"], current["limit"]
     return None if first is None or second is None else max(first, second)
 
 
@@ -64,6 +70,6 @@ def merge_run_meta(previous: Mapping[str, Any], current: Mapping[str, Any]) -> D
         "history": history,
         "datasets": _union(previous.get("datasets", []), current["datasets"]),
         "modes": _union(previous.get("modes", []), current["modes"]),
-        "limit": _largest_limit(previous.get("limit", current.get("limit")), current.get("limit")),
+        "limit": _merged_limit(previous, current),
         "started_utc": started,
     }

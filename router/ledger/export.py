@@ -184,6 +184,8 @@ def _requests(conn: sqlite3.Connection, since: str, mode: Optional[str],
     signals: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     corrections: dict[str, str] = {}
     for request_id, kind, target, score, correct, corrected in conn.execute(_SIGNALS, params):
+        if kind == "judge" and score is None and correct is None:
+            continue  # a judge call that gave no grade is spend, not evidence: it must not hide a grade
         # Rows come in id order, so later signals overwrite earlier ones: the latest wins.
         signals.setdefault(request_id, {})[(kind, target)] = {
             "score": score, "correct": None if correct is None else bool(correct),

@@ -74,3 +74,15 @@ def test_another_seed_is_refused_because_it_draws_other_items():
 @pytest.mark.parametrize("before, now, merged", [(200, 10, 200), (10, 200, 200), (None, 10, None), (10, None, None)])
 def test_the_recorded_limit_is_the_largest_asked_for(before, now, merged):
     assert merge_run_meta(meta(limit=before), meta(limit=now))["limit"] == merged
+
+
+def test_a_demo_only_run_leaves_the_recorded_limit_alone():
+    demo_only = {key: value for key, value in meta(datasets=["demo"]).items() if key != "limit"}
+    assert merge_run_meta(meta(limit=200), demo_only)["limit"] == 200
+
+
+def test_an_old_run_json_without_a_seed_resumes_at_the_default_seed():
+    old = {key: value for key, value in meta().items() if key != "seed"}
+    assert merge_run_meta(old, meta(seed=0))["seed"] == 0
+    with pytest.raises(IncompatibleRunError, match="different seed"):
+        merge_run_meta(old, meta(seed=3))

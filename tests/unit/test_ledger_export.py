@@ -168,3 +168,11 @@ def test_bad_options_are_refused(ledger: Ledger, tmp_path: Path) -> None:
 def test_validation_path_naming() -> None:
     assert validation_path_for(Path("out/data.jsonl")) == Path("out/data.val.jsonl")
     assert validation_path_for(Path("data")) == Path("data.val")
+
+
+def test_a_later_ungraded_judge_call_does_not_hide_the_grade(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.add_signal("judged-good", AccuracySignal(kind=SignalKind.JUDGE, score=None,
+                                                    detail={"graded": False, "cost_usd": 1e-6}))
+    assert ledger.flush()
+    rows = _load(ledger.export("openai", tmp_path / "sft.jsonl").path)
+    assert "q6" in {_user_turn(row["messages"]) for row in rows}  # still judged good at 0.9
