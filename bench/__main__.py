@@ -87,7 +87,8 @@ def _unique(items: Sequence[BenchItem]) -> list[BenchItem]:
 
 
 def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen_modes: Optional[list[Mode]],
-                        previous_meta: Optional[dict], command: str, meta_path: Path) -> tuple[list[Mode], dict]:
+                        previous_meta: Optional[dict], command: str, meta_path: Path) -> dict:
+    """Runs what is not done yet against the daemon; returns the run.json it wrote (merged with the earlier one)."""
     refuse_other_questions_under_the_same_ids(items, args.out)  # before a daemon starts or run.json changes
     daemon = None if args.target else LocalDaemon(config=args.config).start()
     try:
@@ -116,7 +117,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
         _write_meta(meta_path, meta)
         asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
                                 max_tokens=args.max_tokens), args.target or daemon.target))
-        return modes, meta
+        return meta
     finally:
         if daemon is not None:
             daemon.close()
@@ -152,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             modes = chosen_modes or [Mode.parse(name) for name in meta.get("modes", [])] or [Mode.EDGE_ONLY,
                                                                                             Mode.CLOUD_ONLY]
         else:
-            _, meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
+            meta = _run_against_daemon(args, items, chosen_modes, previous_meta, command, meta_path)
             # A run that extends a results directory (a new mode, a new data set) reports on all of it, at
             # the largest limit it was run with: the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY
             # records an earlier run made.
