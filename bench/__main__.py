@@ -158,7 +158,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # the largest limit it was run with: the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY
             # records an earlier run made.
             modes = [Mode.parse(name) for name in meta["modes"]]
-            items = _items(meta["datasets"], limit=meta.get("limit"), seed=meta.get("seed", 0))
+            asked = (([DEMO_SPEC] if args.demo else []) + list(args.dataset), args.limit if args.dataset else None)
+            if (meta["datasets"], meta.get("limit")) != asked:  # the usual case reuses the items loaded above
+                items = _items(meta["datasets"], limit=meta.get("limit"), seed=meta.get("seed", 0))
     except RunMetaError as exc:
         print(f"bench: {args.out}: {exc}", file=sys.stderr)
         return 2
