@@ -4,20 +4,24 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 HR     := $(BIN)/hybrid-router
-# llama-cpp-python compiles from source (about 5.5 min on 2 cores); pip's cache keeps the wheel.
+# How llama.cpp is compiled (edge/llama_build.py, README "llama.cpp build policy"): dispatch (runtime CPU
+# dispatch without the AMX variants; the default on a fresh venv), conservative, native; auto keeps what
+# the venv has. The first build takes ~9 min on 2 cores; its wheel is cached in ~/.cache/hybrid-router/wheels.
+LLAMA_POLICY ?= auto
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test install models test-models stubs check-stubs bench-overhead clean
+.PHONY: run test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
 
-run: models
+run: models selftest
 	$(HR) demo
 
-test: check-stubs test-models
+test: check-stubs selftest
 	$(BIN)/python -m pytest -q -rs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml edge/llama_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m edge.llama_build ensure --policy $(LLAMA_POLICY)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -29,6 +33,15 @@ models: install
 test-models: install
 	$(HR) models pull smollm2-135m
 
+# One short decode in a child process: a build this CPU cannot run ends here, in one clear line.
+selftest: test-models
+	$(HR) selftest
+
+llama-rebuild: install
+	@test "$(LLAMA_POLICY)" != auto || { echo "name a policy: make llama-rebuild LLAMA_POLICY=conservative|dispatch|native"; exit 2; }
+	$(BIN)/python -m edge.llama_build ensure --policy $(LLAMA_POLICY)
+	$(HR) selftest
+
 stubs: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/router/v1/*.proto
 
@@ -38,7 +51,7 @@ check-stubs: install
 	for f in $$tmp/router/v1/*; do cmp -s "$$f" "router/v1/$$(basename $$f)" || { echo "router/v1/$$(basename $$f) is stale: run 'make stubs'"; rm -rf $$tmp; exit 1; }; done; \
 	rm -rf $$tmp; echo "stubs are fresh"
 
-bench-overhead: models
+bench-overhead: models selftest
 	$(BIN)/python bench/overhead.py
 
 clean:

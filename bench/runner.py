@@ -6,9 +6,12 @@ an error is skipped; a half-written last line is ignored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
@@ -25,6 +28,9 @@ from router.scoring import score_answer
 from router.types import BackendKind, GenerateResult, Mode
 
 RESULTS_FILE = "results.jsonl"
+# The daemon takes request ids of at most 128 characters from [A-Za-z0-9._:-] (router/validation.py).
+_REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+_REQUEST_ID_LABEL_CHARS = 64
 # New-token budgets by scoring method: worked maths needs room, short answers do not.
 DEFAULT_MAX_TOKENS = MappingProxyType({"numeric": 400, "text": 48})
 
@@ -140,6 +146,16 @@ def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, 
     }
 
 
+def request_id_for(item: BenchItem, mode: Mode, run_token: str) -> str:
+    """A readable id that no other request has: the daemon refuses an id its ledger already holds, and
+    that ledger outlives bench runs, so each run has its own token (a pid is not enough: containers hand
+    the same ones out again). The digest keeps ids apart whose labels are cut or cleaned alike."""
+    key = f"{item.dataset}\x00{item.item_id}"
+    label = _REQUEST_ID_UNSAFE.sub("_", f"{item.dataset}-{item.item_id}")[:_REQUEST_ID_LABEL_CHARS]
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"bench-{run_token}-{mode.name}-{label}-{digest}"
+
+
 def error_record(item: BenchItem, mode: Mode, exc: Exception) -> dict[str, Any]:
     return {"dataset": item.dataset, "item_id": item.item_id, "mode": mode.name, "question": item.question,
             "gold": list(item.golds), "text": "", "served_by": None, "correct": False, "f1": None,
@@ -171,6 +187,7 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
     todo = [(item, mode) for item in plan.items for mode in plan.modes
             if (item.dataset, item.item_id, mode.name) not in done]
     semaphore = asyncio.Semaphore(plan.concurrency)
+    run_token = uuid.uuid4().hex[:12]
     progress = _Progress(tqdm(total=len(todo), desc="bench", unit="req", dynamic_ncols=True))
     _drop_torn_tail(path)
     with open(path, "a", encoding="utf-8") as results:
@@ -182,7 +199,7 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
                             messages=build_messages(item), mode=mode,
                             max_tokens=plan.max_tokens or DEFAULT_MAX_TOKENS[item.scoring],
                             temperature=0.0, reference_answer=item.golds[0],
-                            request_id=f"bench-{item.dataset}-{item.item_id}-{mode.name}-{os.getpid()}",
+                            request_id=request_id_for(item, mode, run_token),
                             metadata={"bench_dataset": item.dataset, "bench_item": item.item_id})
                         record = to_record(item, mode, result)
                     except RouterError as exc:

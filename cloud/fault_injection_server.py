@@ -37,6 +37,7 @@ class Fault(enum.Enum):
     HANG = "hang"                      # reads the request, answers nothing (until hang_s or stop)
     GARBAGE_BODY = "garbage_body"      # 200 with a body that is neither JSON nor SSE
     TRUNCATED_STREAM = "truncated"     # 200 SSE: two valid chunks, then the connection drops
+    STALLED_STREAM = "stalled"         # 200 SSE: two valid chunks, then silence (until hang_s or stop)
     MALFORMED_CHUNK = "malformed"      # 200 SSE: one valid chunk, then one that is not JSON
 
 
@@ -92,7 +93,7 @@ class FaultInjectionOpenAIServer:
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
-        self._stopping.set()  # wakes HANG handlers
+        self._stopping.set()  # wakes HANG and STALLED_STREAM handlers
         httpd.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -175,6 +176,12 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
                 for text in ("Hello", " there"):
                     self._send_sse_event(_chunk_json(text))
                 self.close_connection = True  # dropped without the terminating chunk or [DONE]
+            elif fault is Fault.STALLED_STREAM:
+                self._send_sse_start()
+                for text in ("Hello", " there"):
+                    self._send_sse_event(_chunk_json(text))
+                owner._stopping.wait(owner.hang_s)
+                self.close_connection = True
             elif fault is Fault.MALFORMED_CHUNK:
                 self._send_sse_start()
                 self._send_sse_event(_chunk_json("Hello"))

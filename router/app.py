@@ -6,22 +6,29 @@ import functools
 import logging
 import os
 import platform
+import threading
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
 from edge.catalogue import CATALOGUE, ModelCache
-from edge.llama_backend import LlamaBackend
 from router.config import Settings
 from router.fault_injection import MODEL_NAME as FAULT_INJECTION_MODEL
 from router.fault_injection import FixedLatencyFaultInjectionBackend
 from router.pricing import CostModel
 from router.types import ModelInfo
 
+if TYPE_CHECKING:  # llama_cpp loads only when an edge model does: `models`, `doctor` work without it
+    from edge.llama_backend import LlamaBackend
+
 STANDIN_API_KEY = "local-standin"  # the stand-in checks no key, but the OpenAI client wants one
+BACKENDS_CLOSE_S = 30.0  # LoadedBackends.close when no budget is given
+# llama_cpp.server behind a wrapper that loads this machine's llama.cpp CPU code first (edge/ggml_runtime.py).
+STANDIN_SERVER_MODULE = "edge.openai_server"
 PACKAGES = ("hybrid-router", "llama-cpp-python", "openai", "grpcio", "protobuf", "numpy")
 
 
@@ -81,18 +88,72 @@ class LoadedBackends:
     standin: Optional[StandinServer] = None
     closed: bool = field(default=False)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = BACKENDS_CLOSE_S) -> bool:
+        """Closes the cloud client, stops the stand-in and frees the edge model, within timeout_s in all.
+
+        Returns False when the edge was still busy at the end (llama.cpp cannot be interrupted in the
+        middle of evaluating a prompt): it is left running, and its memory to the process's exit.
+        """
         if self.closed:
-            return
+            return True
         self.closed = True
+        ends_at = time.monotonic() + timeout_s
         try:
-            await self.cloud.close()
+            await _within(self.cloud.close(), ends_at)
         finally:
             try:
                 if self.standin is not None:
-                    await self.standin.stop()
+                    await self.standin.stop(timeout_s=_left(ends_at))  # none left: SIGKILL at once
             finally:
-                await asyncio.to_thread(self.edge.close)
+                edge_closed = await _close_in_daemon_thread(self.edge.close, _left(ends_at))
+        return edge_closed
+
+
+def _left(ends_at: float) -> float:
+    return max(0.0, ends_at - time.monotonic())
+
+
+async def _within(closing: Any, ends_at: float) -> None:
+    try:
+        await asyncio.wait_for(closing, _left(ends_at))
+    except TimeoutError:
+        pass  # an HTTP client not closed in time goes with the process
+
+
+async def _close_in_daemon_thread(close: Callable[[], None], timeout_s: float) -> bool:
+    """Runs a blocking close on a daemon thread and waits at most timeout_s; False if it overran.
+
+    Not asyncio.to_thread: its pool is joined when the event loop shuts down, so a close that overran
+    would hold the process anyway.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: Optional[BaseException]) -> None:
+        if finished.done():
+            return
+        if error is None:
+            finished.set_result(None)
+        else:
+            finished.set_exception(error)
+
+    def run() -> None:
+        error: Optional[BaseException] = None
+        try:
+            close()
+        except BaseException as exc:  # handed to the waiting coroutine, raised there
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:
+            pass  # the loop is gone: nobody waits any more
+
+    threading.Thread(target=run, name="close-edge", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(finished), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def model_cache(settings: Settings) -> ModelCache:
@@ -111,9 +172,12 @@ def edge_factory(settings: Settings, cache: ModelCache) -> tuple[ResolvedModel, 
     if settings.edge.kind == "fault-injection":
         return (ResolvedModel(name=FAULT_INJECTION_MODEL, path=Path("/dev/null"), sha256=""),
                 functools.partial(FixedLatencyFaultInjectionBackend, latency_s=settings.edge.fault_injection_latency_s))
+    from edge.llama_backend import LlamaBackend
+
     model = resolve_model(cache, settings.edge.model, settings.edge.model_path)
     return model, functools.partial(LlamaBackend, model.path, model_name=model.name, n_ctx=settings.edge.n_ctx,
-                                    n_threads=settings.edge.n_threads, n_batch=settings.edge.n_batch)
+                                    n_threads=settings.edge.n_threads, n_batch=settings.edge.n_batch,
+                                    stream_flush_interval_s=settings.edge.stream_flush_interval_s)
 
 
 async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBackends:
@@ -127,6 +191,7 @@ async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBac
     if settings.cloud.uses_standin:
         standin_model = resolve_model(cache, settings.standin.model, settings.standin.model_path)
         standin = StandinServer(standin_model.path, model_alias=standin_model.name,
+                                server_module=STANDIN_SERVER_MODULE,
                                 n_ctx=settings.standin.n_ctx, n_threads=settings.standin.n_threads,
                                 n_batch=settings.standin.n_batch,
                                 startup_timeout_s=settings.standin.startup_timeout_s)

@@ -17,8 +17,15 @@ OPERATOR_STATUSES = frozenset({401, 403, 404})
 
 
 class Delta(Protocol):
+    """One or more tokens. `logprob` sums them; `token_logprobs` lists each (empty where unknown)."""
+
     text: str               # may be empty: text held back (partial UTF-8, a possible stop string)
-    logprob: Optional[float]
+
+    @property
+    def logprob(self) -> Optional[float]: ...
+
+    @property
+    def token_logprobs(self) -> Sequence[float]: ...
 
 
 class Completion(Protocol):

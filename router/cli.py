@@ -26,6 +26,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from router.stop_request import StopRequest  # standard library only: quick
+
+    # router/entry.py installed it before the slow imports; called some other way, install it now.
+    # From here on a SIGTERM is kept and honoured once the server can stop cleanly, instead of killing
+    # a half-started daemon.
+    early_stop: StopRequest = args.early_stop or StopRequest()
+    early_stop.install()
     settings = _settings(args)
     import logging
 
@@ -43,9 +50,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             logger.error("cannot listen", extra={"fields": {"address": args.listen or settings.server.listen,
                                                              "error": str(exc)}})
             return EXIT_ERROR
-        return await server.run()
+        status = await server.run(early_stop)
+        if not server.stopped_in_time:
+            _exit_without_waiting(status)
+        return status
 
     return asyncio.run(run())
+
+
+def _exit_without_waiting(status: int) -> None:
+    """Ends the process without joining its threads: a part that overran the shutdown budget (the edge
+    model in an evaluation llama.cpp cannot interrupt) would otherwise hold it past the documented
+    bound, grace_period_s + shutdown_flush_s. The log says which part it was."""
+    import logging
+
+    logging.shutdown()  # flushes the log first
+    sys.stdout.flush()
+    os._exit(status)
 
 
 def _json_default(value: object) -> object:
@@ -139,6 +160,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("\nrunning the demo bench (built-in sample) on the same daemon...", file=sys.stderr)
         return bench_main(["--demo", "--target", daemon.target, "--out", str(args.out)])
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from router.doctor import run_checks
+
+    checks = run_checks(_settings(args), listen=args.listen, skip_cloud=args.skip_cloud)
+    failed = [check for check in checks if not check.ok]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks ok" + (f"; {len(failed)} to fix" if failed else ""))
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """The install-time guard (make run / make test): one decode of the test model in a child process."""
+    from edge.catalogue import ModelCache
+    from edge.selftest import EXIT_CRASHED, run_selftest
+
+    from router.doctor import TEST_MODEL
+
+    model = ModelCache(_settings(args).models.cache_dir.expanduser()).require(TEST_MODEL)
+    result = run_selftest(model)
+    print(result.summary, file=sys.stdout if result.ok else sys.stderr)
+    if result.ok:
+        return 0
+    return EXIT_CRASHED if result.signal_name else EXIT_ERROR
 
 
 DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
@@ -297,17 +342,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-bench", action="store_true", help="only ask the question")
     demo.set_defaults(func=cmd_demo)
 
+    doctor = commands.add_parser("doctor", parents=[common], help="check this machine: CPU, llama.cpp build, "
+                                 "self-test, models, cloud, ledger, port")
+    doctor.add_argument("--listen", help="address to check (default: server.listen)")
+    doctor.add_argument("--skip-cloud", action="store_true", help="do not start the stand-in or call the provider")
+    doctor.set_defaults(func=cmd_doctor)
+    selftest = commands.add_parser("selftest", parents=[common],
+                                   help="one short decode of the test model in a child process")
+    selftest.set_defaults(func=cmd_selftest)
+
     commands.add_parser("bench", help="run the benchmark: hybrid-router bench --help (options of python -m bench)")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, early_stop: Optional[object] = None) -> int:
+    """`early_stop`: a router.stop_request.StopRequest that router/entry.py installed for `serve`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # every option belongs to the bench's own parser
         from bench.__main__ import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.early_stop = early_stop
     try:
         return args.func(args)
     except ConfigError as exc:

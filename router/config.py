@@ -30,6 +30,10 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     listen: str = Field("127.0.0.1:50051", description="host:port, or unix:/path/to/socket. Loopback by default.")
     grace_period_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+    shutdown_flush_s: float = Field(
+        5.0, gt=0, description="After the grace period, the time left to cancel what still runs, flush the "
+        "ledger and judge, and stop the stand-in and the edge: SIGTERM to exit takes at most "
+        "grace_period_s + shutdown_flush_s.")
     max_request_bytes: int = Field(1_048_576, gt=0, description="Largest serialized request accepted.")
     default_mode: str = Field("edge_only", description="Mode used when a request leaves mode unset.")
     default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request leaves it unset.")
@@ -62,6 +66,9 @@ class EdgeSettings(_Section):
     n_ctx: int = Field(4096, gt=0, description="Edge context window in tokens (prompt + completion).")
     n_threads: int = Field(2, gt=0, description="CPU threads for the edge model.")
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
+    stream_flush_interval_s: float = Field(
+        0.05, ge=0, le=1, description="After the first token, streamed edge tokens reach the client at most "
+        "this often, merged into one delta (fewer wake-ups beside the decode threads); 0 sends every token.")
     joules_per_flop: float = Field(7e-10, gt=0, description="Device energy per FLOP, for the edge cost estimate.")
     usd_per_kwh: float = Field(0.15, ge=0, description="Price of electricity, for the edge cost estimate.")
 

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence
 
 from router.backends import Backend, translate_backend_error
 from router.config import ServerSettings
-from router.errors import InternalError, NotReadyError, RouterError
+from router.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
 from router.modes.base import ModeContext, ModeHandler, ModeOutcome
 from router.pricing import CostModel
 from router.types import (BackendKind, Decision, GenerateRequest, GenerateResult, Latency, Mode,
@@ -26,6 +26,14 @@ class ResultSink(Protocol):
     """Receives every finished result; must not block (the ledger queues it)."""
 
     def record(self, request: GenerateRequest, result: GenerateResult) -> None: ...
+
+
+class RecordedIds(Protocol):
+    """Where finished requests are kept by id (the ledger)."""
+
+    def contains(self, request_id: str) -> bool:
+        """Whether a request with this id is recorded; may block on disk (called in a thread)."""
+        ...
 
 
 @dataclass
@@ -47,8 +55,12 @@ class Router:
     modes: Mapping[Mode, ModeHandler]
     backends: Backends = field(default_factory=Backends)
     sinks: Sequence[ResultSink] = ()
+    # A client-supplied request_id must be new: in flight here or recorded there, it is refused, so
+    # that no answer (and no cloud spend) is left out of the ledger as a duplicate.
+    recorded_ids: Optional[RecordedIds] = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.requests"))
     ready: bool = False
+    _in_flight_ids: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
     def default_mode(self) -> Mode:
@@ -71,11 +83,18 @@ class Router:
         mode: Optional[Mode] = None
         status = "ok"
         result: Optional[GenerateResult] = None
+        claimed_id = False
         try:
             mode = resolve_mode(request, self.default_mode, self.modes)
             params = validate_request(request, self.settings)
             if not self.ready:
                 raise NotReadyError("the daemon is still loading its models; retry when health reports SERVING")
+            if request.request_id:  # the router's own uuid4 ids need no check
+                self._refuse_if_in_flight(request_id)
+                # Claimed before the first await, so a concurrent twin is refused by the check above.
+                self._in_flight_ids.add(request_id)
+                claimed_id = True
+                await self._refuse_if_recorded(request_id)
             ctx = ModeContext(request=request, mode=mode, params=params,
                               backends=self.backends.as_dict(), costs=self.costs)
             first_text_at: Optional[float] = None
@@ -110,7 +129,20 @@ class Router:
             status = type(translated).__name__
             raise translated from exc
         finally:
+            if claimed_id:
+                # By now a result has reached the ledger's queue (if any), where contains() finds it.
+                self._in_flight_ids.discard(request_id)
             self._log(request_id, mode, status, result, time.perf_counter() - received)
+
+    def _refuse_if_in_flight(self, request_id: str) -> None:
+        if request_id in self._in_flight_ids:
+            raise RequestIdInUseError(f"request_id {request_id!r} belongs to a request in flight; send a new "
+                                      "request_id, or omit it and the router assigns one")
+
+    async def _refuse_if_recorded(self, request_id: str) -> None:
+        if self.recorded_ids is not None and await asyncio.to_thread(self.recorded_ids.contains, request_id):
+            raise RequestIdInUseError(f"request_id {request_id!r} is already recorded in the ledger; send a new "
+                                      "request_id, or omit it and the router assigns one")
 
     def _result(self, request_id: str, outcome: ModeOutcome, ctx: ModeContext, received: float,
                 first_text_at: Optional[float], done: float) -> GenerateResult:

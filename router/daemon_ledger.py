@@ -47,7 +47,12 @@ class DaemonLedger:
         if self.ledger is not None:
             self.ledger.set_edge_parameters(edge_parameters)
 
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until every write queued so far is committed, at most timeout_s. False if it was not."""
+        return self.ledger.flush(timeout_s) if self.ledger is not None else True
+
     def close(self, timeout_s: float = 10.0) -> None:
+        """Commits what is still queued and stops the writer, within timeout_s; later writes are dropped."""
         if self.ledger is not None:
             self.ledger.close(timeout_s)
 
@@ -59,6 +64,10 @@ class DaemonLedger:
     def add_signal(self, request_id: str, signal: object) -> None:
         if self.ledger is not None:
             self.ledger.add_signal(request_id, signal)
+
+    # RecordedIds: with the ledger disabled nothing is recorded, so no id is.
+    def contains(self, request_id: str) -> bool:
+        return self.ledger is not None and self.ledger.contains(request_id)
 
     def status(self) -> LedgerStatus:
         if self.ledger is None:

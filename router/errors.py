@@ -59,6 +59,12 @@ class BackendMisconfiguredError(RouterError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class RequestIdInUseError(RouterError):
+    """The client-supplied request_id belongs to a request in flight or already recorded."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class RateLimitedError(RouterError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -85,6 +91,7 @@ ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[RouterError]] = MappingProxyType({
     grpc.StatusCode.DEADLINE_EXCEEDED: BackendTimeoutError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.FAILED_PRECONDITION: BackendMisconfiguredError,
+    grpc.StatusCode.ALREADY_EXISTS: RequestIdInUseError,
 })
 
 

@@ -21,6 +21,10 @@ class InjectedDelta:
     text: str
     logprob: Optional[float]
 
+    @property
+    def token_logprobs(self) -> tuple[float, ...]:
+        return () if self.logprob is None else (self.logprob,)
+
 
 @dataclass(frozen=True)
 class InjectedCompletion:

@@ -104,11 +104,11 @@ class CloudJudge:
                     "usage_estimated": done.usage_estimated,
                     "cost_usd": self._costs().cloud_cost(done.prompt_tokens, done.completion_tokens)}))
 
-    async def aclose(self) -> None:
-        """Lets pending grades finish (they are short) before the ledger closes."""
+    async def aclose(self, timeout_s: float = JUDGE_DRAIN_S) -> None:
+        """Lets pending grades finish (they are short) for at most timeout_s, before the ledger closes."""
         if not self._tasks:
             return
-        _, late = await asyncio.wait(set(self._tasks), timeout=JUDGE_DRAIN_S)
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout_s)
         for task in late:  # never left running while the ledger and the cloud close under it
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from dataclasses import dataclass
 from typing import Optional
 
 import grpc
@@ -14,9 +16,11 @@ from router.app import LoadedBackends, cost_model, hardware_summary, load_backen
 from router.config import ConfigError, Settings
 from router.core import Backends, Router
 from router.daemon_ledger import DaemonLedger
+from router.errors import BackendUnavailableError
 from router.judge import CloudJudge
 from router.modes import builtin_modes
-from router.service import RouterService
+from router.service import InFlightCalls, RouterService
+from router.stop_request import STOP_SIGNALS, StopRequest
 from router.types import DaemonInfo, ModelInfo
 from router.v1 import router_pb2, router_pb2_grpc
 
@@ -27,6 +31,20 @@ LEDGER_WATCH_INTERVAL_S = 1.0
 # gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
 # refuses oversized requests with INVALID_ARGUMENT and an actionable message.
 TRANSPORT_LIMIT_FACTOR = 8
+# A shutdown step that waits on others' work (requests being stopped, pending judge grades) gets at
+# most this share of the budget left at its turn: a stuck one must not starve the ledger's flush or the
+# closes after it, which take milliseconds when given any time.
+WAIT_SHARE_OF_BUDGET = 0.5
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One point in time (time.monotonic) that several steps share: each gets what the ones before left."""
+
+    at: float
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
 
 
 class RouterServer:
@@ -45,7 +63,12 @@ class RouterServer:
                                 signals=self.ledger, sample_rate=settings.ledger.judge_sample_rate)
         # The one place where finished results leave the request path: the ledger, then the judge.
         self.router.sinks = (self.ledger, self.judge)
+        self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
         self.backends: Optional[LoadedBackends] = None
+        # False when a part overran the shutdown budget and is still running (the edge model in a
+        # prompt evaluation, which cannot be interrupted): `hybrid-router serve` then exits without it.
+        self.stopped_in_time = True
+        self._calls = InFlightCalls()
         self.health = health.aio.HealthServicer()
         limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
         # so_reuseport off: a second daemon on a taken port must fail, not silently share it.
@@ -54,7 +77,7 @@ class RouterServer:
                                                 ("grpc.max_send_message_length", 64 * 2**20)])
         router_pb2_grpc.add_RouterServicer_to_server(
             RouterService(self.router, self.info, self.ledger, max_request_bytes=settings.server.max_request_bytes,
-                          logger=self.logger), self._server)
+                          logger=self.logger, calls=self._calls), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -121,19 +144,43 @@ class RouterServer:
         self._stopping.set()
 
     def _already_stopping(self, signum: int) -> None:
+        server = self.settings.server
         self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
                             extra={"fields": {"signal": signal.Signals(signum).name,
-                                              "grace_period_s": self.settings.server.grace_period_s}})
+                                              "grace_period_s": server.grace_period_s,
+                                              "shutdown_flush_s": server.shutdown_flush_s}})
 
-    async def run(self) -> int:
+    async def run(self, early_stop: Optional[StopRequest] = None) -> int:
         """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down.
 
         The signal handlers are in place before loading starts, so a SIGTERM during a slow load stops
-        it cleanly (the stand-in and a half-loaded model included). Returns the process exit status.
+        it cleanly (the stand-in and a half-loaded model included); `early_stop` carries a signal that
+        came even earlier, before the event loop could take it. Returns the process exit status.
         """
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
+        if early_stop is not None and early_stop.requested:  # checked after ours are in place: none is lost
+            self.request_stop()
+        try:
+            return await self._serve_until_stopped()
+        finally:
+            # A second SIGTERM or Ctrl-C must not cut the drain short: the ledger's flush and the
+            # stand-in's stop come at its end. SIGKILL remains for an operator who cannot wait.
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, self._already_stopping, signum)
+            try:
+                await self.stop()
+            finally:
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)  # which restores the default action: take it back
+                if early_stop is not None:
+                    early_stop.install()
+
+    async def _serve_until_stopped(self) -> int:
+        if self._stopping.is_set():
+            self._log_stopped_during_startup()
+            return 0
         loading = asyncio.create_task(self.load())
         stopping = asyncio.create_task(self._stopping.wait())
         try:
@@ -141,6 +188,7 @@ class RouterServer:
             if not loading.done():
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
+                self._log_stopped_during_startup()
                 return 0
             if loading.exception() is not None:
                 exc = loading.exception()
@@ -150,26 +198,58 @@ class RouterServer:
             return 0
         finally:
             stopping.cancel()
-            # A second SIGTERM or Ctrl-C must not cut the drain short: the ledger's flush and the
-            # stand-in's stop come at its end. SIGKILL remains for an operator who cannot wait.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._already_stopping, signum)
-            try:
-                await self.stop()
-            finally:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
+
+    def _log_stopped_during_startup(self) -> None:
+        self.logger.info("stopped during start-up: a stop was requested before the models were loaded")
 
     async def stop(self) -> None:
-        """New requests are refused at once; in-flight ones get the grace period; then the models go."""
-        self.logger.info("shutting down", extra={"fields": {"grace_period_s": self.settings.server.grace_period_s}})
+        """New requests are refused at once; in-flight ones get the grace period, and those still running
+        at its end are stopped with UNAVAILABLE; then the ledger, the judge, the stand-in and the edge
+        share one flush budget. So it returns within grace_period_s + shutdown_flush_s of being called.
+        """
+        server = self.settings.server
+        began = time.monotonic()
+        deadline = Deadline(began + server.grace_period_s + server.shutdown_flush_s)
+        self.logger.info("shutting down", extra={"fields": {"grace_period_s": server.grace_period_s,
+                                                            "shutdown_flush_s": server.shutdown_flush_s}})
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self._server.stop(self.settings.server.grace_period_s)
+        await self._stop_serving(server.grace_period_s, deadline)
         self.router.ready = False
         if self._ledger_watch is not None:
             self._ledger_watch.cancel()
-        await self.judge.aclose()
-        await asyncio.to_thread(self.ledger.close)  # flushes every queued write
+        await self._flush(deadline)
+        self.logger.info("stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - began, 3),
+                                                      "in_time": self.stopped_in_time}})
+
+    async def _stop_serving(self, grace_s: float, deadline: Deadline) -> None:
+        # gRPC refuses new calls from now on. Its own cut comes only at the deadline, as a backstop:
+        # it ends a stream with "Cancelling all calls", where ours says why and what to do.
+        transport = asyncio.create_task(self._server.stop(deadline.remaining()))
+        if not await self._calls.wait(grace_s):
+            stopped = self._calls.cut(BackendUnavailableError(
+                f"the daemon is shutting down: the request was still running when the grace period "
+                f"(server.grace_period_s = {grace_s:g} s) ended, so it was stopped; retry it"))
+            self.logger.warning("grace period over: stopping the requests still running",
+                                extra={"fields": {"requests": stopped}})
+        # Stopped requests end within a token; what is left then (one stuck in a prompt evaluation, a
+        # Health.Watch, a slow Stats) is cut by gRPC now rather than at the backstop.
+        settled = Deadline(time.monotonic() + deadline.remaining() * WAIT_SHARE_OF_BUDGET)
+        await self._calls.wait(settled.remaining())
+        cut_the_rest = asyncio.create_task(self._server.stop(None))
+        await asyncio.wait({transport, cut_the_rest}, timeout=settled.remaining())
+
+    async def _flush(self, deadline: Deadline) -> None:
+        """Shares what is left of the deadline, in this order. The request rows recorded so far come
+        first: they are what was served and paid for, where a judge grade lost is one sample fewer.
+        The judge's pending grades next, and the ledger closes after them, since they are written to
+        it. The stand-in and the edge keep nothing, so they come last (the stand-in is killed outright
+        when no time is left)."""
+        await asyncio.to_thread(self.ledger.flush, deadline.remaining())
+        await self.judge.aclose(deadline.remaining() * WAIT_SHARE_OF_BUDGET)
+        await asyncio.to_thread(self.ledger.close, deadline.remaining())
         if self.backends is not None:
-            await self.backends.close()
-        self.logger.info("stopped")
+            self.stopped_in_time = await self.backends.close(deadline.remaining())
+        if not self.stopped_in_time:
+            self.logger.warning("the edge model was still busy when the shutdown budget ran out; the process "
+                                "exits without waiting for it", extra={"fields": {
+                                    "shutdown_flush_s": self.settings.server.shutdown_flush_s}})

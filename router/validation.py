@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Collection
 
 from router.config import ServerSettings
@@ -10,6 +11,9 @@ from router.types import ROLES, GenerateRequest, GenerationParams, Mode
 
 MAX_STOP_SEQUENCES = 16
 SEED_MODULUS = 2**32  # llama.cpp seeds are 32-bit
+# A request id is a key in the ledger, the logs and exports: short, and safe in a file name or a URL.
+MAX_REQUEST_ID_CHARS = 128
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 def resolve_mode(request: GenerateRequest, default_mode: Mode, implemented: Collection[Mode]) -> Mode:
@@ -27,7 +31,20 @@ def resolve_mode(request: GenerateRequest, default_mode: Mode, implemented: Coll
     return mode
 
 
+def validate_request_id(request_id: str) -> None:
+    """An id the client supplied ('' means none: the router makes one)."""
+    if not request_id:
+        return
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidRequestError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_CHARS} "
+                                  "are accepted (or omit it and the router assigns one)")
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        raise InvalidRequestError("request_id may hold only letters A-Z and a-z, digits and . _ : -, "
+                                  f"got {request_id!r} (or omit it and the router assigns one)")
+
+
 def validate_request(request: GenerateRequest, limits: ServerSettings) -> GenerationParams:
+    validate_request_id(request.request_id)
     if not request.messages:
         raise InvalidRequestError("messages is empty; send at least one message, e.g. "
                                   "{role: 'user', content: 'your question'}")

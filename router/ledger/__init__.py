@@ -3,12 +3,16 @@
     ledger = Ledger(path, log_content="redacted")
     ledger.open()                       # never raises: on failure health is degraded
     ledger.record(request, result)      # request path: put_nowait on a bounded queue, never raises
+    ledger.contains(request_id)         # is the id recorded (queued or written)? a primary-key lookup
     ...
     ledger.close()                      # SIGTERM path: flushes the queue, then closes
 
 Beside the request path, never in its way. `record()` and `add_signal()` only put a job on a bounded
 `queue.Queue` (a full queue drops the job and counts it in `metrics.dropped_writes`); a dedicated
-writer thread (router/ledger/writer.py) does the rest and commits in batches.
+writer thread (router/ledger/writer.py) does the rest and commits in batches. Every `record()` ends
+committed, or counted in `metrics.dropped_writes` or `failed_writes`: `close()` refuses new jobs
+before it queues the writer's stop job, under the same lock as the check-and-put of `record()`, so
+no job can land behind the stop job and be left unwritten and uncounted.
 
 Failures never reach the request path. If the file cannot be opened or created (a path under a
 regular file, a directory, a corrupt file, a database from a newer build), or writes start failing
@@ -21,9 +25,10 @@ the ledger loses at most what was not yet committed: the jobs still in the queue
 `queue_size`) plus the batch the writer was committing (at most `batch_size`), i.e. at most
 `queue_size + batch_size` requests. `close()` (the SIGTERM path) writes everything queued first.
 
-Threads. `record`, `add_signal` and the properties are safe from any thread and never block.
-`feedback`, `flush`, `get`, `stats`, `export` and `close` block (SQLite or waiting for the writer):
-from asyncio, call them through `asyncio.to_thread`.
+Threads. `record`, `add_signal` and the properties are safe from any thread and never block (the
+lock they share with `close()` is held only around a flag check and a `put_nowait`).
+`contains`, `feedback`, `flush`, `get`, `stats`, `export` and `close` block (SQLite or waiting for the
+writer): from asyncio, call them through `asyncio.to_thread`.
 
 Privacy: `log_content` = full | redacted | none, see router/ledger/redaction.py.
 """
@@ -49,8 +54,8 @@ from router.ledger.stats import ModeStats, SignalAccuracy, mode_stats
 from router.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUnavailableError, SignalRow,
                                  format_time)
 from router.ledger.writer import (BarrierJob, FeedbackJob, Job, LedgerHealth, LedgerMetrics,
-                                  LedgerState, LedgerWriter, RecordJob, RecordPreparer, SignalJob,
-                                  StopJob, describe_failure)
+                                  LedgerState, LedgerWriter, PendingRequestIds, RecordJob, RecordPreparer,
+                                  SignalJob, StopJob, describe_failure)
 from router.types import GenerateRequest, GenerateResult, Mode
 
 __all__ = [
@@ -87,7 +92,10 @@ class Ledger:
         self._jobs: "queue.Queue[Job]" = queue.Queue(maxsize=queue_size)
         self._state = LedgerState(self._logger)
         self._writer: Optional[LedgerWriter] = None
+        # Guards `_closing` together with the put of record and signal jobs (see the module docstring).
+        self._admission = threading.Lock()
         self._closing = False
+        self._pending_ids = PendingRequestIds()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -106,7 +114,8 @@ class Ledger:
         self._writer = LedgerWriter(
             self._jobs, lambda: LedgerStore.open(self.path, max_bytes=self._max_bytes),
             path=self.path, preparer=RecordPreparer(self.content, self._edge_parameters),
-            state=self._state, batch_size=self._batch_size, flush_interval_s=self._flush_interval_s)
+            state=self._state, batch_size=self._batch_size, flush_interval_s=self._flush_interval_s,
+            pending=self._pending_ids)
         self._writer.start()
         self._state.set_ok()
 
@@ -119,9 +128,12 @@ class Ledger:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Writes everything queued, then stops the writer. Waits at most `timeout_s`."""
-        if self._closing:
-            return
-        self._closing = True
+        with self._admission:
+            if self._closing:
+                return
+            self._closing = True
+        # From here every record() is refused and counted; every one admitted before is on the queue
+        # ahead of the stop job (put outside the lock: it may block while the queue is full).
         writer = self._writer
         if writer is not None:
             deadline = time.monotonic() + timeout_s
@@ -156,15 +168,48 @@ class Ledger:
         self._enqueue_nowait(lambda: SignalJob(request_id, signal, time.time()))
 
     def _enqueue_nowait(self, make_job: Callable[[], Job]) -> None:
+        pending_id: Optional[str] = None
         try:
-            if self._writer is None or self._closing:
-                self._state.note_drop("ledger is closed" if self._closing else self.health.reason)
-                return
-            self._jobs.put_nowait(make_job())
+            with self._admission:
+                if self._writer is None or self._closing:
+                    self._state.note_drop("ledger is closed" if self._closing else self.health.reason)
+                    return
+                job = make_job()
+                if isinstance(job, RecordJob):
+                    # Before the put: the writer may settle the id as soon as the job is queued.
+                    pending_id = job.request_id
+                    self._pending_ids.add(pending_id)
+                self._jobs.put_nowait(job)
         except queue.Full:
+            self._settle_unqueued(pending_id)
             self._state.note_drop(f"queue full at {self._jobs.maxsize} jobs")
         except Exception:  # never let the ledger fail a request
+            self._settle_unqueued(pending_id)
             self._state.note_drop("unexpected error while queueing")
+
+    def _settle_unqueued(self, pending_id: Optional[str]) -> None:
+        if pending_id is not None:
+            self._pending_ids.settle(pending_id)
+
+    # -- request ids ------------------------------------------------------------------------
+
+    def contains(self, request_id: str) -> bool:
+        """Whether a record with this id is queued or written. Blocks for a primary-key lookup (call
+        it through asyncio.to_thread). A database that cannot be read answers False, logged once:
+        the ledger never fails a request."""
+        # The queue first: the writer settles an id only after its batch commits, so checking the
+        # database second cannot miss a record that moves from one to the other meanwhile.
+        if request_id in self._pending_ids:
+            return True
+        if self._writer is None:
+            return False
+        try:
+            with LedgerStore.open_reader(self.path) as store:
+                return store.contains(request_id)
+        except (sqlite3.Error, OSError) as exc:
+            self._state.warn_once("contains", "ledger: cannot look request ids up, so reused ids are "
+                                  "not refused: %s", describe_failure(exc, self.path))
+            return False
 
     # -- synchronous operations -------------------------------------------------------------
 
@@ -190,16 +235,17 @@ class Ledger:
         self._put_and_wait(FeedbackJob(request_id, row, done), done)
 
     def flush(self, timeout_s: float = SYNC_TIMEOUT_S) -> bool:
-        """Waits until everything queued before this call is committed (or failed). False when the
-        ledger is not running or the wait timed out."""
+        """Waits until everything queued before this call is committed (or failed), at most timeout_s
+        in all. False when the ledger is not running or the wait timed out."""
         if self._writer is None or self._closing:
             return False
+        deadline = time.monotonic() + timeout_s
         event = BarrierJob(done=threading.Event())
         try:
             self._jobs.put(event, timeout=timeout_s)
         except queue.Full:
             return False
-        return event.done.wait(timeout_s)
+        return event.done.wait(max(0.0, deadline - time.monotonic()))
 
     def get(self, request_id: str) -> Optional[dict[str, Any]]:
         """The stored request with its backend runs and signals, or None. Sees committed writes

@@ -292,6 +292,10 @@ class LedgerStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def contains(self, request_id: str) -> bool:
+        """Whether a request with this id is stored (a primary-key lookup)."""
+        return self.conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is not None
+
     def get(self, request_id: str) -> Optional[dict[str, Any]]:
         """One request with its backend runs and signals, JSON columns decoded."""
         conn = self.conn

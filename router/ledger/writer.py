@@ -15,6 +15,7 @@ tried as usual, and the first one that commits turns health back to ok (logged o
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import logging
@@ -119,6 +120,39 @@ class LedgerState:
         self._logger.warning(message, *args, exc_info=exc_info)
 
 
+class PendingRequestIds:
+    """Request ids of records queued for the writer and not yet settled (committed, refused or lost
+    with a failed batch). The ledger adds an id before its job is queued and the writer settles it only
+    after the job's batch, so an id is always pending or, once committed, in the database.
+
+    A multiset: the same id queued twice stays pending until both jobs are settled.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, request_id: str) -> None:
+        with self._lock:
+            self._counts[request_id] += 1
+
+    def settle(self, request_id: str) -> None:
+        with self._lock:
+            remaining = self._counts[request_id] - 1
+            if remaining > 0:
+                self._counts[request_id] = remaining
+            else:
+                del self._counts[request_id]
+
+    def __contains__(self, request_id: object) -> bool:
+        with self._lock:
+            return request_id in self._counts
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._counts)
+
+
 # -- jobs -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -126,6 +160,11 @@ class RecordJob:
     request: GenerateRequest
     result: GenerateResult
     received_at: float
+
+    @property
+    def request_id(self) -> str:
+        """The id its row is stored under."""
+        return self.result.request_id or self.request.request_id
 
 
 @dataclass(frozen=True)
@@ -195,7 +234,7 @@ class RecordPreparer:
         mode = decision.mode if decision.mode else request.mode
         latency = result.latency
         row = RequestRow(
-            id=result.request_id or request.request_id,
+            id=job.request_id,
             created_at=created_at,
             mode=mode.name,
             arbiter=decision.arbiter,
@@ -256,8 +295,9 @@ class LedgerWriter:
 
     def __init__(self, jobs: "queue.Queue[Job]", open_store: Callable[[], LedgerStore], *,
                  path: Path, preparer: RecordPreparer, state: LedgerState, batch_size: int,
-                 flush_interval_s: float) -> None:
+                 flush_interval_s: float, pending: PendingRequestIds) -> None:
         self._jobs = jobs
+        self._pending = pending
         self._open_store = open_store
         self._path = path
         self._preparer = preparer
@@ -286,7 +326,8 @@ class LedgerWriter:
             while not stopping:
                 stopping = self._process_safely(self._next_batch())
                 if stopping:
-                    # Jobs that raced in behind the stop job still get written.
+                    # Records and signals cannot follow the stop job (Ledger.close() refuses them
+                    # before queueing it); a flush or feedback that raced in behind it is answered.
                     leftovers = self._drain_nowait()
                     if leftovers:
                         self._process_safely(leftovers)
@@ -303,6 +344,11 @@ class LedgerWriter:
             self._state.warn_once("writer", "ledger writer: a batch failed unexpectedly", exc_info=True)
             self._release_waiters(batch)
             return any(isinstance(job, StopJob) for job in batch)
+        finally:
+            # After the commit (or its failure): from here the id is in the database, or not recorded.
+            for job in batch:
+                if isinstance(job, RecordJob):
+                    self._pending.settle(job.request_id)
 
     @staticmethod
     def _release_waiters(batch: list[Job]) -> None:

@@ -74,8 +74,8 @@ class BackendCall:
         pending_logprob: Optional[float] = None
         try:
             async for delta in stream:
+                self.token_logprobs.extend(delta.token_logprobs)
                 if delta.logprob is not None:
-                    self.token_logprobs.append(delta.logprob)
                     pending_logprob = (pending_logprob or 0.0) + delta.logprob
                 if delta.text:
                     yield TextDelta(delta.text, self.kind, pending_logprob)

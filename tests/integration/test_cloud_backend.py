@@ -18,6 +18,7 @@ from cloud.errors import CloudBadResponseError, CloudRejectedError, StandinStart
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
+from router.app import STANDIN_SERVER_MODULE
 
 MODEL_PATH = models_dir() / "smollm2-135m.gguf"
 MODEL_ALIAS = "smollm2-135m-standin"
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.integration,
 def standin(tmp_path_factory: pytest.TempPathFactory):
     # StandinServer is not bound to an event loop, so one asyncio.run per call is enough here.
     log_path = tmp_path_factory.mktemp("standin") / "standin.log"
-    server = StandinServer(MODEL_PATH, model_alias=MODEL_ALIAS, n_ctx=2048, log_path=log_path)
+    server = StandinServer(MODEL_PATH, model_alias=MODEL_ALIAS, n_ctx=2048, server_module=STANDIN_SERVER_MODULE, log_path=log_path)
     asyncio.run(server.start())
     yield server
     asyncio.run(server.stop())
@@ -131,7 +132,7 @@ async def test_prompt_longer_than_the_context_is_rejected_where_the_window_is_kn
 
 
 async def test_stop_leaves_no_child_process(tmp_path: Path) -> None:
-    server = StandinServer(MODEL_PATH, model_alias="stop-test", n_ctx=512, log_path=tmp_path / "log")
+    server = StandinServer(MODEL_PATH, model_alias="stop-test", n_ctx=512, server_module=STANDIN_SERVER_MODULE, log_path=tmp_path / "log")
     await server.start()
     pid = server.pid
     assert server.running and pid is not None and process_alive(pid)
@@ -148,6 +149,7 @@ async def test_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
         "from cloud.standin import StandinServer\n"
         "async def main():\n"
         "    server = StandinServer(Path(sys.argv[1]), model_alias='orphan-test', n_ctx=512,\n"
+        "                           server_module='edge.openai_server',\n"
         "                           log_path=Path(sys.argv[2]))\n"
         "    await server.start()\n"
         "    print(server.pid, flush=True)\n"
@@ -173,7 +175,7 @@ async def test_corrupt_model_fails_to_start_with_the_childs_output(tmp_path: Pat
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"this is not a GGUF model, only junk bytes\n" * 100)
     log_path = tmp_path / "standin.log"
-    server = StandinServer(corrupt, model_alias="corrupt", n_ctx=512, log_path=log_path,
+    server = StandinServer(corrupt, model_alias="corrupt", n_ctx=512, log_path=log_path, server_module=STANDIN_SERVER_MODULE,
                            startup_timeout_s=120)
     with pytest.raises(StandinStartError) as caught:
         await server.start()

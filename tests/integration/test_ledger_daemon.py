@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud.standin import StandinServer
+from router.app import STANDIN_SERVER_MODULE
 from router.client import RouterClient
 from router.errors import BackendUnavailableError, InvalidRequestError, NotFoundError
 from router.launcher import LocalDaemon
@@ -43,7 +44,8 @@ def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def provider(smollm_path: Path):
     """A real OpenAI-compatible server standing in for a keyed provider (it ignores the key)."""
-    server = StandinServer(smollm_path, model_alias="provider-model", n_ctx=2048, n_threads=1)
+    server = StandinServer(smollm_path, model_alias="provider-model", n_ctx=2048, n_threads=1,
+                           server_module=STANDIN_SERVER_MODULE)
     asyncio.run(server.start())
     yield server
     asyncio.run(server.stop())

@@ -6,7 +6,9 @@ import pytest
 from bench.datasets import BenchItem
 from bench.run_meta import RunMetaError
 from bench.runner import (_drop_torn_tail, latest_records, load_records, refuse_other_questions_under_the_same_ids,
-                          rescore, write_records)
+                          request_id_for, rescore, write_records)
+from router.types import Mode
+from router.validation import validate_request_id
 
 
 def record(item_id, text="", correct=False, f1=None, error=None, dataset="gsm8k"):
@@ -61,3 +63,21 @@ def test_another_question_under_a_recorded_id_is_refused(tmp_path):
     same_file_item = BenchItem(dataset="gsm8k", item_id="gsm8k-7", question="How many apples?", golds=("3",),
                                context=None, scoring="numeric")
     refuse_other_questions_under_the_same_ids([same_file_item], tmp_path)
+
+
+def bench_item(dataset: str, item_id: str) -> BenchItem:
+    return BenchItem(dataset=dataset, item_id=item_id, question="q", golds=("1",), context=None, scoring="numeric")
+
+
+def test_request_ids_follow_the_daemons_rules_and_never_repeat():
+    # A JSONL data set names its items as it likes, and its name is the file's stem.
+    items = [bench_item("gsm8k", "gsm8k-1"), bench_item("my data", "ünï code/1"), bench_item("my data", "ünï_code_1"),
+             bench_item("long", "x" * 500), bench_item("long", "x" * 499 + "y")]
+    ids = [request_id_for(item, mode, "0123456789ab") for item in items
+           for mode in (Mode.EDGE_ONLY, Mode.EDGE_AGENT_CLOUD_INFO)]
+    for request_id in ids:
+        validate_request_id(request_id)  # raises InvalidRequestError otherwise
+    assert len(set(ids)) == len(ids)
+    # The daemon's ledger outlives a bench run: another run never reuses an id.
+    assert request_id_for(items[0], Mode.EDGE_ONLY, "0123456789ab") != request_id_for(items[0], Mode.EDGE_ONLY, "ba9876543210")
+    assert request_id_for(items[0], Mode.EDGE_ONLY, "0123456789ab").startswith("bench-0123456789ab-EDGE_ONLY-gsm8k-gsm8k-1-")

@@ -21,6 +21,7 @@ from cloud.errors import (
 )
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend, translate_openai_error
+from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
 
 API_KEY = "sk-test-Zq81vB2mXk5Lr0pT7wYc"
 MESSAGES = ({"role": "user", "content": "Say hello."},)
@@ -129,6 +130,25 @@ def test_error_event_inside_a_stream_is_unavailable() -> None:
                                                    body={"message": "The server had an error"}))
     assert type(error) is CloudUnavailableError
     assert "The server had an error" in str(error)
+
+
+@pytest.mark.parametrize("exc", [
+    httpx2.ReadTimeout("timed out", request=REQUEST),
+    httpx2.ConnectTimeout("timed out", request=REQUEST),
+])
+def test_raw_transport_timeouts_map_to_cloud_timeout(exc: Exception) -> None:
+    assert type(translate_openai_error(exc)) is CloudTimeoutError
+
+
+@pytest.mark.parametrize("exc", [
+    httpx2.RemoteProtocolError("peer closed connection without sending complete message body", request=REQUEST),
+    httpx2.ReadError("connection reset by peer", request=REQUEST),
+    httpx2.ConnectError("connection refused", request=REQUEST),
+])
+def test_raw_transport_errors_map_to_unavailable(exc: Exception) -> None:
+    error = translate_openai_error(exc)
+    assert type(error) is CloudUnavailableError
+    assert type(exc).__name__ in str(error)
 
 
 @pytest.mark.parametrize("exc", [
@@ -252,17 +272,40 @@ async def test_malformed_chunk_is_a_bad_response(fault_server) -> None:
     assert first.text == "Hello"
 
 
-async def test_truncated_stream_is_unavailable_and_not_retried(fault_server) -> None:
+@pytest.fixture(params=STREAM_ERROR_STYLES)
+def stream_error_style(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    inject_stream_error_style(request.param, monkeypatch)
+    return request.param
+
+
+async def test_a_stream_cut_mid_body_is_unavailable_whatever_openai_wraps(
+        fault_server, stream_error_style: str) -> None:
     fault_server.inject(Fault.TRUNCATED_STREAM)
     backend = backend_for(fault_server, max_retries=2)
-    received: list[str] = []
     stream = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
+    received: list[str] = []
     with pytest.raises(CloudUnavailableError) as caught:
         async for delta in stream:
             received.append(delta.text)
     await backend.close()
     assert received == ["Hello", " there"]
     assert stream.completion is None  # it did not end; it broke
+    assert fault_server.requests_seen == 1  # tokens were delivered: not retried
+    assert_key_hidden(caught.value)
+
+
+async def test_a_stream_that_stalls_mid_body_is_a_timeout_whatever_openai_wraps(
+        fault_server, stream_error_style: str) -> None:
+    fault_server.inject(Fault.STALLED_STREAM)
+    backend = backend_for(fault_server, timeout_s=0.5, max_retries=2)
+    stream = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
+    received: list[str] = []
+    with pytest.raises(CloudTimeoutError) as caught:
+        async for delta in stream:
+            received.append(delta.text)
+    await backend.close()
+    assert received == ["Hello", " there"]
+    assert stream.completion is None
     assert fault_server.requests_seen == 1
     assert_key_hidden(caught.value)
 
@@ -299,11 +342,12 @@ async def drain_stream(stream) -> list[str]:
 
 
 async def test_every_error_is_a_cloud_error(fault_server) -> None:
-    for fault in Fault:
-        if fault is not Fault.HANG:
-            fault_server.inject(fault)
+    # The silent faults wait for the client's timeout; their own tests above cover them.
+    loud_faults = [fault for fault in Fault if fault not in (Fault.HANG, Fault.STALLED_STREAM)]
+    for fault in loud_faults:
+        fault_server.inject(fault)
     backend = backend_for(fault_server, max_retries=0)
-    for _ in range(len(Fault) - 1):
+    for _ in loud_faults:
         with pytest.raises(CloudError) as caught:
             await drain(backend)
         assert_key_hidden(caught.value)

@@ -36,6 +36,8 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     ("[server]\ndefault_mode = \"psychic\"\n", {}, "unknown mode 'psychic'"),
     ("[ledger]\nlog_content = \"some\"\n", {}, "ledger.log_content"),
     ("[server]\ndefault_max_tokens = 9000\n", {}, "default_max_tokens must not exceed"),
+    ("", {"HYBRID_ROUTER_SERVER__SHUTDOWN_FLUSH_S": "0"},
+     "server.shutdown_flush_s: Input should be greater than 0 (got '0') [from HYBRID_ROUTER_SERVER__SHUTDOWN_FLUSH_S]"),
     ("", {"HYBRID_ROUTER_NOPE__X": "1"}, "HYBRID_ROUTER_NOPE__X"),
     ("[edge\n", {}, "not valid TOML"),
 ])

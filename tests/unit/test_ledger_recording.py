@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,44 @@ def test_close_writes_everything_queued(tmp_path: Path) -> None:
     ledger.record(*make_exchange("late", edge="x"))
     assert ledger.metrics.dropped_writes == 1
     assert ledger.get("r99")["final_text"] == "99"
+
+
+# Long enough for an unguarded close() to finish (its writer stops within milliseconds); a guarded
+# close() waits on the recording thread instead, which then goes on after this bound.
+RACE_WINDOW_S = 2.0
+
+
+def test_a_record_racing_close_is_written_or_counted_never_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    in_put = threading.Event()
+    close_returned = threading.Event()
+    real_put_nowait = ledger._jobs.put_nowait
+
+    def put_nowait_stalled_until_close_ran(job: object) -> None:
+        # Fault injection: the recording thread is preempted between the ledger's closed check and
+        # its put, and close() runs meanwhile as far as it can.
+        in_put.set()
+        close_returned.wait(RACE_WINDOW_S)
+        real_put_nowait(job)
+
+    monkeypatch.setattr(ledger._jobs, "put_nowait", put_nowait_stalled_until_close_ran)
+    recorder = threading.Thread(target=ledger.record, args=make_exchange("racer", edge="x"))
+    recorder.start()
+    assert in_put.wait(30)
+
+    def close_then_say_so() -> None:
+        ledger.close(timeout_s=30)
+        close_returned.set()
+
+    closer = threading.Thread(target=close_then_say_so)
+    closer.start()
+    recorder.join(60)
+    closer.join(60)
+    assert not recorder.is_alive() and not closer.is_alive()
+    metrics = ledger.metrics
+    assert metrics.written + metrics.dropped_writes + metrics.failed_writes == 1, metrics
+    assert metrics.queue_depth == 0  # nothing stranded behind the writer's stop
 
 
 SECRET_QUESTION = "My e-mail is alice@example.com, what is 3 + 4?"

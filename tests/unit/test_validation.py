@@ -3,7 +3,7 @@ import pytest
 from router.config import ServerSettings
 from router.errors import InvalidRequestError, ModeNotImplementedError
 from router.types import ChatMessage, GenerateRequest, Mode
-from router.validation import resolve_mode, validate_request
+from router.validation import MAX_REQUEST_ID_CHARS, resolve_mode, validate_request
 
 LIMITS = ServerSettings(max_tokens_limit=100, default_max_tokens=10, default_temperature=0.2)
 USER = (ChatMessage("user", "hi"),)
@@ -50,3 +50,26 @@ def test_modes() -> None:
                                         ("post-arbitration", Mode.POST_ARBITRATION), ("rag", Mode.EDGE_RAG_CLOUD_INFO)])
 def test_mode_names(name: str, mode: Mode) -> None:
     assert Mode.parse(name) == mode
+
+
+@pytest.mark.parametrize("request_id", [
+    "", "r1", "unary-EDGE_ONLY", "bench-0123456789ab-CLOUD_ONLY-squad-56be4db0acb8001400a502ec-9f86d081e4",
+    "a.b_c:d-E", "x" * MAX_REQUEST_ID_CHARS,
+])
+def test_request_ids_within_the_rules_pass(request_id: str) -> None:
+    validate_request(GenerateRequest(messages=USER, request_id=request_id), LIMITS)
+
+
+@pytest.mark.parametrize("request_id, fragment", [
+    ("x" * (MAX_REQUEST_ID_CHARS + 1), "request_id is 129 characters; at most 128"),
+    ("x" * 10_000, "request_id is 10000 characters"),
+    ("has space", "request_id may hold only"),
+    ("slash/es", "request_id may hold only"),
+    ("ünïcode", "request_id may hold only"),
+    ("new\nline", "request_id may hold only"),
+])
+def test_request_ids_outside_the_rules_are_refused(request_id: str, fragment: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_request(GenerateRequest(messages=USER, request_id=request_id), LIMITS)
+    assert fragment in caught.value.message
+    assert "omit it" in caught.value.message

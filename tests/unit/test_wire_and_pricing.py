@@ -3,7 +3,8 @@ import math
 import grpc
 
 from router import wire
-from router.errors import ERROR_FOR_CODE, InvalidRequestError, RateLimitedError, error_from_status
+from router.errors import (ERROR_FOR_CODE, InvalidRequestError, RateLimitedError, RequestIdInUseError,
+                           error_from_status)
 from router.pricing import CostModel
 from router.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
                           Latency, Mode, TextDelta)
@@ -36,6 +37,7 @@ def test_status_codes_map_to_typed_errors() -> None:
     assert isinstance(error_from_status(grpc.StatusCode.INVALID_ARGUMENT, "bad"), InvalidRequestError)
     limited = error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", 2.5)
     assert isinstance(limited, RateLimitedError) and limited.retry_after_s == 2.5
+    assert isinstance(error_from_status(grpc.StatusCode.ALREADY_EXISTS, "in use"), RequestIdInUseError)
     for code, cls in ERROR_FOR_CODE.items():
         assert cls.code == code
 
