@@ -6,9 +6,10 @@ SQuAD file) and the problem, rather than skipping records and skewing the result
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
@@ -19,12 +20,14 @@ PathLike = Union[str, Path]
 
 GSM8K = "gsm8k"
 SQUAD = "squad"
+SQUAD_PASSAGE = "squad_passage"  # SQuAD asked with its passage: the reading task of the arbitration issues
 GENERIC = "jsonl"
 
 # The repository sits beside ../shared; found from this file so the bench runs from any directory.
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PATHS: Mapping[str, Path] = MappingProxyType({
     GSM8K: _REPO_ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl",
+    SQUAD_PASSAGE: _REPO_ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-partA.json",
     SQUAD: _REPO_ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-partA.json",
 })
 
@@ -40,6 +43,12 @@ PROMPTS: Mapping[str, str] = MappingProxyType({
     ),
     SQUAD: (
         "Answer the question with a short phrase. Reply with the answer only.\n"
+        "Question: {question}"
+    ),
+    SQUAD_PASSAGE: (
+        "Answer the question with the shortest span copied from the passage. "
+        "Reply with the span only.\n"
+        "Passage: {context}\n"
         "Question: {question}"
     ),
     "generic_with_passage": (
@@ -70,6 +79,9 @@ class BenchItem:
     golds: tuple[str, ...]
     context: Optional[str]
     scoring: str  # "numeric" | "text"
+    # Items that must fall on the same side of a train/test split (a SQuAD article). Not part of an
+    # item's identity: two loads of one item are equal whether they knew its article or not.
+    group: str = field(default="", compare=False)
 
 
 class DatasetError(ValueError):
@@ -140,6 +152,13 @@ def _squad_list(node: Any, key: str, path: PathLike, where: str) -> list[Any]:
     return value
 
 
+def load_squad_with_passage(path: PathLike) -> list[BenchItem]:
+    """SQuAD asked with its passage; `group` is the article, so a split keeps each article on one side."""
+    return [BenchItem(dataset=SQUAD_PASSAGE, item_id=item.item_id, question=item.question, golds=item.golds,
+                      context=item.context, scoring=item.scoring, group=item.group)
+            for item in load_squad(path)]
+
+
 def load_squad(path: PathLike) -> list[BenchItem]:
     """SQuAD v1.1 JSON; item ids are the question ids, context is the passage.
 
@@ -166,7 +185,8 @@ def load_squad(path: PathLike) -> list[BenchItem]:
                 if not golds:
                     raise DatasetError(path, qa_at, "no gold answers")
                 items.append(BenchItem(dataset=SQUAD, item_id=item_id, question=question,
-                                       golds=golds, context=context, scoring=TEXT))
+                                       golds=golds, context=context, scoring=TEXT,
+                                       group=f"{SQUAD}:{article.get('title', article_at)}"))
     return items
 
 
@@ -228,12 +248,14 @@ def _generic_golds(record: Mapping[str, Any], path: PathLike, line_number: int) 
 
 
 def load_dataset(spec: str) -> list[BenchItem]:
-    """`gsm8k` or `squad` (the shared data), or `gsm8k:PATH`, `squad:PATH`, `jsonl:PATH`."""
+    """`gsm8k`, `squad` or `squad_passage` (the shared data), or `gsm8k:PATH`, `squad:PATH`,
+    `squad_passage:PATH`, `jsonl:PATH`."""
     kind, _, path = spec.partition(":")
-    loaders = {GSM8K: load_gsm8k, SQUAD: load_squad, GENERIC: load_generic}
+    loaders = {GSM8K: load_gsm8k, SQUAD: load_squad, SQUAD_PASSAGE: load_squad_with_passage,
+               GENERIC: load_generic}
     if kind not in loaders:
-        raise ValueError(f"unknown dataset {spec!r}; use gsm8k, squad, gsm8k:PATH, squad:PATH "
-                         "or jsonl:PATH")
+        raise ValueError(f"unknown dataset {spec!r}; use gsm8k, squad, squad_passage, gsm8k:PATH, "
+                         "squad:PATH, squad_passage:PATH or jsonl:PATH")
     if not path:
         if kind not in DEFAULT_PATHS:
             raise ValueError(f"dataset {kind!r} needs a path: {kind}:PATH")
@@ -259,8 +281,8 @@ def prompt_key(item: BenchItem) -> str:
     """Which template in PROMPTS the item's user turn uses."""
     if item.dataset == GSM8K:
         return GSM8K
-    if item.dataset == SQUAD:
-        return SQUAD
+    if item.dataset in (SQUAD, SQUAD_PASSAGE):
+        return item.dataset
     return "generic_with_passage" if item.context else "generic_closed_book"
 
 
@@ -309,3 +331,14 @@ def load_items(path: PathLike) -> list[BenchItem]:
 def demo_items() -> list[BenchItem]:
     """The built-in demo sample (see DEMO_SAMPLE): 8 GSM8K problems, then 24 SQuAD questions."""
     return load_items(DEMO_SAMPLE)
+
+
+TEST_SHARE = 0.25  # of items (of SQuAD articles) in the test split
+
+
+def split_of(item: BenchItem) -> str:
+    """"train" or "test", fixed by the item's group (a SQuAD article) or else its id: the same item
+    lands on the same side in every run, and no article is split across the two."""
+    key = item.group or f"{item.dataset}:{item.item_id}"
+    bucket = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:4], "big") / 2**32
+    return "test" if bucket < TEST_SHARE else "train"

@@ -49,11 +49,14 @@ class DirectLlama:
         self.prompt = self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
                                         special=True)
 
-    def chat_tokens_per_s(self, max_tokens: int) -> float:
+    def chat_tokens_per_s(self, max_tokens: int, ttfts: list[float]) -> float:
         started = time.perf_counter()
-        finish_reason = None
+        finish_reason, first = None, None
         for chunk in self.llm.create_chat_completion(PROMPT, max_tokens=max_tokens, temperature=0.0, stream=True):
+            if first is None and chunk["choices"][0]["delta"].get("content"):
+                first = time.perf_counter()
             finish_reason = chunk["choices"][0].get("finish_reason") or finish_reason
+        ttfts.append((first or time.perf_counter()) - started)
         return _generated(max_tokens, finish_reason) / (time.perf_counter() - started)
 
     def generate_tokens_per_s(self, max_tokens: int) -> float:
@@ -77,20 +80,24 @@ def _generated(max_tokens: int, finish_reason: object) -> int:
     return max_tokens
 
 
-def routed_tokens_per_s(client: RouterClient, max_tokens: int) -> float:
+def routed_tokens_per_s(client: RouterClient, max_tokens: int, ttfts: list[float]) -> float:
     started = time.perf_counter()
+    first = None
     with client.stream(messages=PROMPT, mode="edge", max_tokens=max_tokens, temperature=0.0) as stream:
-        for _delta in stream:
-            pass
+        for delta in stream:
+            if first is None and delta.text:
+                first = time.perf_counter()
+    ttfts.append((first or time.perf_counter()) - started)
     return _generated(max_tokens, stream.result.finish_reason) / (time.perf_counter() - started)
 
 
-def interleaved_rates(client: RouterClient, direct: DirectLlama, max_tokens: int,
-                      runs: int) -> tuple[list[float], list[float], list[float]]:
+def interleaved_rates(client: RouterClient, direct: DirectLlama, max_tokens: int, runs: int,
+                      ttfts: dict[str, list[float]]) -> tuple[list[float], list[float], list[float]]:
     """Routed, chat and bare in turn, round after round, so a drift in the machine's speed falls on all
     three alike, and in a rotating order, so no side always runs first; the first round warms the caches and
-    is not counted."""
-    sides = [lambda: routed_tokens_per_s(client, max_tokens), lambda: direct.chat_tokens_per_s(max_tokens),
+    is not counted. `ttfts` gets the time to first text of the routed and the chat side, warm-up included."""
+    sides = [lambda: routed_tokens_per_s(client, max_tokens, ttfts["routed"]),
+             lambda: direct.chat_tokens_per_s(max_tokens, ttfts["direct"]),
              lambda: direct.generate_tokens_per_s(max_tokens)]
     rates: list[list[float]] = [[], [], []]
     for round_number in range(runs + 1):
@@ -156,7 +163,9 @@ def main() -> int:
         # The same file the daemon loaded. Both stay loaded (about 0.5 GB each) so the runs can alternate;
         # one generates while the other's threads sleep.
         direct_llama = DirectLlama(Path(info.edge.endpoint), args.threads, n_ctx)
-        routed, direct, bare = interleaved_rates(client, direct_llama, args.max_tokens, args.stream_runs)
+        ttfts: dict[str, list[float]] = {"routed": [], "direct": []}
+        routed, direct, bare = interleaved_rates(client, direct_llama, args.max_tokens, args.stream_runs, ttfts)
+        ttft_ms = {side: statistics.median(values[1:]) * 1000 for side, values in ttfts.items()}
         del direct_llama
         overhead = overhead_ms(client, args.requests)
 
@@ -169,7 +178,7 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info.hardware, "python": info.packages["python"], "packages": dict(info.packages),
-        "edge_stream_flush_interval_s": env.get("HYBRID_ROUTER_EDGE__STREAM_FLUSH_INTERVAL_S", "default (0.05)"),
+        "edge_stream_flush_interval_s": env.get("HYBRID_ROUTER_EDGE__STREAM_FLUSH_INTERVAL_S", "default (0.1)"),
         "model": {"name": args.model, "sha256": info.edge.sha256, "n_threads": args.threads, "n_ctx": n_ctx},
         "stream": {"max_tokens": args.max_tokens, "runs": args.stream_runs,
                    "direct_tokens_per_s": direct, "routed_tokens_per_s": routed,
@@ -177,7 +186,10 @@ def main() -> int:
                    "routed_over_direct": ratio, "routed_over_direct_paired_median": paired_ratio,
                    "target": ">= 0.97", "order": "interleaved: routed, chat, bare generate in each round",
                    "bare_generate_tokens_per_s": bare, "bare_generate_median": statistics.median(bare),
-                   "routed_over_bare_generate": bare_ratio},
+                   "routed_over_bare_generate": bare_ratio,
+                   "ttft_ms_median": ttft_ms,
+                   "ttft_definition": "time from sending the request to the first text: routed over gRPC "
+                                      "(SDK stream), direct by llama-cpp-python's streaming chat completion"},
         "overhead_ms": {"requests": len(overhead.client),
                         "client": {**percentiles(overhead.client), "target_p50": "< 2 ms",
                                    "definition": "client wall time of a unary Generate minus latency.edge_s "
@@ -203,6 +215,8 @@ def main() -> int:
           f"| router / direct (median of the {args.stream_runs} per-round ratios) | {paired_ratio:.3f} | >= 0.97 |\n"
           f"| bare `Llama.generate` loop, same templated prompt, tokens/s (median) | {statistics.median(bare):.1f} | |\n"
           f"| router / bare generate | {bare_ratio:.3f} | |\n"
+          f"| time to first text, router over gRPC (median) | {ttft_ms['routed']:.1f} ms | |\n"
+          f"| time to first text, direct chat completion (median) | {ttft_ms['direct']:.1f} ms | |\n"
           f"| per-request overhead seen by the client, p50 over {len(overhead.client)} requests "
           f"| {report['overhead_ms']['client']['p50']:.3f} ms | < 2 ms |\n"
           f"| the same, p99 | {report['overhead_ms']['client']['p99']:.3f} ms | |\n"

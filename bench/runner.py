@@ -142,8 +142,29 @@ def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, 
         "cloud_usage_estimated": any(r.usage_estimated for r in cloud_runs),
         "decision": decision,
         "edge_mean_logprob": edge.mean_logprob if edge else None,
+        # Each model's own answer, scored apart: what an arbitration record is labelled with (the corpus).
+        **answer_scores(item, result),
+        "runs": [{"backend": run.backend.name, "purpose": getattr(run, "purpose", "answer"),
+                  "prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens,
+                  "cost_usd": run.cost_usd, "total_s": run.total_s, "finish_reason": run.finish_reason}
+                 for run in result.runs],
         "finish_reason": result.finish_reason, "request_id": result.request_id, "error": None,
     }
+
+
+def answer_scores(item: BenchItem, result: GenerateResult) -> dict[str, Any]:
+    """The first edge answer and the first cloud answer of the request, with their scores."""
+    scored: dict[str, Any] = {}
+    for kind in (BackendKind.EDGE, BackendKind.CLOUD):
+        run = next((r for r in result.runs if r.backend == kind and getattr(r, "purpose", "answer") in
+                    ("answer", "draft")), None)
+        name = kind.name.lower()
+        if run is None:
+            scored.update({f"{name}_text": None, f"{name}_correct": None, f"{name}_f1": None})
+            continue
+        score = score_answer(run.text, item.golds, method=item.scoring)
+        scored.update({f"{name}_text": run.text, f"{name}_correct": score.correct, f"{name}_f1": score.f1})
+    return scored
 
 
 def request_id_for(item: BenchItem, mode: Mode, run_token: str) -> str:

@@ -1,8 +1,10 @@
 """Streaming chat completions from any OpenAI-compatible server, under the backend contract.
 
 `OpenAIBackend.stream(...)` returns a `CloudStream`: an async iterator of `CloudDelta`s whose
-`completion` is filled in when iteration ends (normally, or by `aclose()`, which closes the HTTP
-stream so the provider stops generating and no further tokens are paid for).
+`completion` is filled in when the stream ends, however it ends: normally; by `aclose()` or a
+cancelled task (finish_reason "cancelled"; `aclose()` closes the HTTP stream so the provider stops
+generating and no further tokens are paid for); or by an error ("error"). A stream cut short still
+says what it cost: the tokens streamed so far, and the prompt (see `CloudStream._prompt_tokens_spent`).
 
 Errors: every openai/httpx/decoding failure crosses into `cloud.errors` at one boundary,
 `_openai_error_boundary` (built on `translate_openai_error`), by exception type and HTTP status,
@@ -49,6 +51,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # openai client from falling back to the OPENAI_API_KEY environment variable on its own.
 NO_KEY_PLACEHOLDER = "no-key"
 FINISH_CANCELLED = "cancelled"
+FINISH_ERROR = "error"
 
 # Prompt-token estimate used when a server streams no usage (llama-cpp-python's server never does):
 # about 4 characters per token for English text, plus the ChatML-style framing each message gets
@@ -104,7 +107,7 @@ class CloudCompletion:
     queue_s: float
     ttft_s: float
     total_s: float
-    finish_reason: str  # "stop" | "length" | "cancelled" (or the provider's own, passed through)
+    finish_reason: str  # "stop" | "length" | "cancelled" | "error" (or the provider's own, passed through)
     usage_estimated: bool  # True when the server sent no usage and the counts are ours
 
 
@@ -245,6 +248,7 @@ class CloudStream:
         self._prompt_estimate = prompt_estimate
         self._chunks: Optional[openai.AsyncStream[ChatCompletionChunk]] = None
         self._permit_held = False
+        self._request_sent = False
         self._done = False
         self._started_at: Optional[float] = None
         self._queue_s = 0.0
@@ -292,7 +296,7 @@ class CloudStream:
             if self._done:
                 # aclose() from another task closed the response under our read: that is a cancel.
                 raise StopAsyncIteration from None
-            await self._release()
+            await self._finish(FINISH_ERROR)
             raise
 
     async def aclose(self) -> None:
@@ -306,6 +310,7 @@ class CloudStream:
         self._permit_held = True
         self._queue_s = time.perf_counter() - self._started_at
         with _openai_error_boundary(self._api_key):
+            self._request_sent = True
             self._chunks = await self._client.chat.completions.create(**self._request)
         content_type = self._chunks.response.headers.get("content-type", _SSE_CONTENT_TYPE)
         if content_type.split(";")[0].strip().lower() != _SSE_CONTENT_TYPE:
@@ -382,16 +387,19 @@ class CloudStream:
         self._usage = (prompt_tokens, completion_tokens)
 
     async def _finish(self, finish_reason: str) -> None:
+        """Ends the stream and sets `completion`, once: the first way the stream ended is the one it keeps."""
         ended_at = time.perf_counter()
         started_at = self._started_at if self._started_at is not None else ended_at
         await self._release()
-        if self._usage is not None and finish_reason != FINISH_CANCELLED:
+        if self.completion is not None:
+            return
+        if self._usage is not None:  # the provider's own count: it comes last, so the answer was whole
             prompt_tokens, completion_tokens = self._usage
             estimated = False
         else:
             # Each content chunk carries about one token (llama.cpp sends one per token, merging a
             # few only around stop-sequence and multi-byte boundaries).
-            prompt_tokens, completion_tokens = self._prompt_estimate, self._text_chunks
+            prompt_tokens, completion_tokens = self._prompt_tokens_spent(finish_reason), self._text_chunks
             estimated = True
         total_s = ended_at - started_at
         first_text_at = self._first_text_at if self._first_text_at is not None else ended_at
@@ -400,6 +408,15 @@ class CloudStream:
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             queue_s=self._queue_s, ttft_s=first_text_at - started_at, total_s=total_s,
             finish_reason=finish_reason, usage_estimated=estimated)
+
+    def _prompt_tokens_spent(self, finish_reason: str) -> int:
+        """The estimated prompt, where it was (or may have been) paid for. A provider bills the prompt once
+        it starts answering (a chunk arrived); a request we cancel after sending it may already be under
+        way, and we cannot know, so it is counted too (an overstatement, never a missed spend). A request
+        refused or broken before any chunk (a 429, a 5xx, a connection error) was not answered: 0."""
+        if self._chunks_seen > 0 or (finish_reason == FINISH_CANCELLED and self._request_sent):
+            return self._prompt_estimate
+        return 0
 
     async def _release(self) -> None:
         """Closes the HTTP response and gives the concurrency permit back; safe to call twice."""

@@ -37,7 +37,9 @@ from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
 
 logger = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "cancelled"]
+# "cancelled": closed before its end; "error": failed after it started. Either way the completion holds
+# what was generated so far, so the caller can price it.
+FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 # llama.cpp's defaults; the router exposes temperature only.
 _TOP_K = 40
@@ -69,7 +71,7 @@ class TokenDelta:
 
 @dataclass(frozen=True)
 class EdgeCompletion:
-    """What a finished (or cancelled) stream produced.
+    """What a stream produced, however it ended: finished, cancelled, or failed (the tokens so far).
 
     Times are seconds from the first `__anext__`: `queue_s` waiting for the model, `ttft_s` to
     the first generated token (queue included), `total_s` to the end. `completion_tokens` counts
@@ -278,11 +280,12 @@ class LlamaBackend:
         request: _Request,
         cancel: threading.Event,
         emit: Callable[[_Token], None],
+        result: _WorkerResult,
     ) -> _WorkerResult:
-        """The token loop (worker thread). Every sampled token is emitted exactly once."""
+        """The token loop (worker thread). Every sampled token is emitted exactly once, and recorded in
+        `result`, which the caller owns so that it still knows what was generated when this raises."""
         llm = self._llm
         llm.set_seed(request.seed if request.seed is not None else secrets.randbits(31))
-        result = _WorkerResult()
         decoder = Utf8StreamDecoder()
         stop_filter = StopStringFilter(prompt.stops)
         scratch = np.empty(self._n_vocab, dtype=np.float32)
@@ -367,7 +370,9 @@ class LlamaBackend:
 
 
 class EdgeStream:
-    """Async iterator of TokenDelta for one request; `completion` is set once it has ended.
+    """Async iterator of TokenDelta for one request; `completion` is set once it has ended, however it
+    ended: at its end, closed early ("cancelled"), or failed ("error", and the error is raised too);
+    it holds what was generated so far, so every stream can be priced.
 
     The request starts on the first `__anext__`. Close it (`aclose()`, or `async with
     contextlib.aclosing(stream)`) to cancel: generation stops within a token and the model is
@@ -417,6 +422,8 @@ class EdgeStream:
         self._cancel.set()
         producer = self._producer
         if producer is None:
+            if self.completion is None:  # never iterated: nothing ran and nothing was spent
+                self.completion = self._unrun_completion(0.0, "cancelled")
             return
         if self._waiting_for_lock:
             producer.cancel()
@@ -446,20 +453,42 @@ class EdgeStream:
         queue.put_final(finished)
 
     def _finish_unrun(self, queue: TokenHandoff[_QueueItem], started: float) -> None:
-        waited = time.monotonic() - started
-        completion = EdgeCompletion(
+        completion = self._unrun_completion(time.monotonic() - started, "cancelled")
+        self._backend._counter.record(completion)
+        self._finish(queue, _Finished(completion=completion))
+
+    def _unrun_completion(self, waited_s: float, finish_reason: FinishReason) -> EdgeCompletion:
+        """A request that ended before the model evaluated anything: no tokens, no energy."""
+        return EdgeCompletion(
             text="",
             model=self._backend.name,
             prompt_tokens=0,
             completion_tokens=0,
-            queue_s=waited,
-            ttft_s=waited,
-            total_s=waited,
-            finish_reason="cancelled",
+            queue_s=waited_s,
+            ttft_s=waited_s,
+            total_s=waited_s,
+            finish_reason=finish_reason,
             token_logprobs=(),
         )
-        self._backend._counter.record(completion)
-        self._finish(queue, _Finished(completion=completion))
+
+    def _completion(
+        self, progress: _WorkerResult, prompt_tokens: int, queue_s: float, finish_reason: FinishReason
+    ) -> EdgeCompletion:
+        """What the request generated so far. After a cancel the worker may still be appending its
+        last token while this copies the lists: the copy may miss that one token, never corrupt."""
+        ended = time.monotonic()
+        first = progress.first_token_at if progress.first_token_at is not None else ended
+        return EdgeCompletion(
+            text="".join(progress.text_parts),
+            model=self._backend.name,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(progress.logprobs),
+            queue_s=queue_s,
+            ttft_s=first - self._started_at,
+            total_s=ended - self._started_at,
+            finish_reason=finish_reason,
+            token_logprobs=tuple(progress.logprobs),
+        )
 
     async def _produce(self, queue: TokenHandoff[_QueueItem]) -> None:
         backend, request = self._backend, self._request
@@ -475,8 +504,8 @@ class EdgeStream:
             # aclose() while queued: nothing ran, but a consumer may be waiting on the queue.
             self._finish_unrun(queue, started)
             return
-        except Exception as exc:
-            queue.put_final(_Finished(completion=None, error=exc))
+        except Exception as exc:  # another event loop holds the model
+            self._finish(queue, _Finished(completion=self._unrun_completion(0.0, "error"), error=exc))
             return
         if self._cancel.is_set():  # closed before the model was free
             lock.release()
@@ -484,36 +513,28 @@ class EdgeStream:
             return
         queue_s = time.monotonic() - started
         backend._active_cancel = self._cancel
+        progress = _WorkerResult()
+        evaluated_prompt_tokens = 0  # until the prompt goes to the model, it has cost nothing
         try:
             prompt = await loop.run_in_executor(backend._executor, backend._prepare, request)
             if len(prompt.tokens) + request.max_tokens > backend.n_ctx:
                 raise PromptTooLongError(len(prompt.tokens), request.max_tokens, backend.n_ctx)
-
-            outcome = await loop.run_in_executor(
-                backend._executor, backend._generate, prompt, request, self._cancel, queue.put
+            evaluated_prompt_tokens = len(prompt.tokens)
+            await loop.run_in_executor(
+                backend._executor, backend._generate, prompt, request, self._cancel, queue.put, progress
             )
-            ended = time.monotonic()
-            first = outcome.first_token_at if outcome.first_token_at is not None else ended
-            completion = EdgeCompletion(
-                text="".join(outcome.text_parts),
-                model=backend.name,
-                prompt_tokens=len(prompt.tokens),
-                completion_tokens=len(outcome.logprobs),
-                queue_s=queue_s,
-                ttft_s=first - started,
-                total_s=ended - started,
-                finish_reason=outcome.finish_reason,
-                token_logprobs=tuple(outcome.logprobs),
-            )
+            completion = self._completion(progress, evaluated_prompt_tokens, queue_s, progress.finish_reason)
             backend._counter.record(completion)
             self._finish(queue, _Finished(completion=completion))
         except asyncio.CancelledError:
             # The loop is shutting down; the worker sees the flag and stops on its own.
             self._cancel.set()
-            queue.put_final(_Finished(completion=None, error=EdgeGenerationError("request cancelled")))
+            completion = self._completion(progress, evaluated_prompt_tokens, queue_s, "cancelled")
+            self._finish(queue, _Finished(completion=completion, error=EdgeGenerationError("request cancelled")))
             raise
         except Exception as exc:  # an EdgeError (prompt too long, template refused, llama.cpp failed), executor shut down
-            queue.put_final(_Finished(completion=None, error=_as_edge_error(exc)))
+            completion = self._completion(progress, evaluated_prompt_tokens, queue_s, "error")
+            self._finish(queue, _Finished(completion=completion, error=_as_edge_error(exc)))
         finally:
             backend._active_cancel = None
             lock.release()

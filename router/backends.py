@@ -36,12 +36,15 @@ class Completion(Protocol):
     queue_s: float
     ttft_s: float
     total_s: float
-    finish_reason: str      # "stop" | "length" | "cancelled"
+    finish_reason: str      # "stop" | "length" | "cancelled" (closed early) | "error" (failed after it started)
     usage_estimated: bool   # the server sent no usage, so the token counts are the backend's own
 
 
 class BackendStream(Protocol):
-    """Iterate for deltas; `completion` is set once iteration ends; `aclose()` cancels."""
+    """Iterate for deltas; `aclose()` cancels. `completion` is set once the stream has ended, however it
+    ended: at its end; by `aclose()` or a cancelled task ("cancelled"); or by an error raised after the
+    stream was first iterated ("error", set before the error is raised). It then holds what was spent
+    so far (the tokens streamed, and the prompt where it was evaluated), so that every call is priced."""
 
     completion: Optional[Completion]
 

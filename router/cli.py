@@ -10,12 +10,15 @@ import time
 from dataclasses import asdict
 from types import MappingProxyType
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from edge.errors import EdgeError
 from router.config import ConfigError, Settings, load_settings
 from router.errors import RouterError
-from router.types import Mode
+from router.types import DraftDiscarded, Mode
+
+if TYPE_CHECKING:  # imported lazily at run time: grpc is slow to import, and most commands never need it
+    from router.client import GenerateStream
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -79,6 +82,27 @@ def result_as_json(result: object) -> str:
     return json.dumps(asdict(result), default=_json_default, ensure_ascii=False)
 
 
+def draft_discarded_marker(event: DraftDiscarded) -> str:
+    """What `ask` prints on stderr where text it has already shown stops being the answer."""
+    why = f": {event.reason}" if event.reason else ""
+    return f"[discarded the {event.discarded.name.lower()} draft{why}; the {event.next.name.lower()} answers]"
+
+
+def print_streamed_answer(stream: GenerateStream) -> None:
+    """Prints the answer as it streams. A discarded draft stays printed (text sent to a pipe cannot be
+    taken back): its line is ended, a marker on stderr says it is discarded, and the answer follows."""
+    line_open = False  # text printed on a line not yet ended
+    for event in stream.events():
+        if isinstance(event, DraftDiscarded):
+            if line_open:
+                print(flush=True)  # so that the marker stands on its own line on a terminal
+                line_open = False
+            print(draft_discarded_marker(event), file=sys.stderr, flush=True)
+        else:
+            print(event.text, end="", flush=True)
+            line_open = line_open or bool(event.text)
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from router.client import RouterClient
 
@@ -94,8 +118,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             print(result_as_json(result))
             return 0
         with client.stream(**fields) as stream:
-            for delta in stream:
-                print(delta.text, end="", flush=True)
+            print_streamed_answer(stream)
         result = stream.result
         assert result is not None
         print()

@@ -2,6 +2,11 @@
 
 gRPC status codes become the typed exceptions of router/errors.py, so callers catch, for example,
 `InvalidRequestError` or `RateLimitedError` instead of inspecting status codes.
+
+`stream()` yields the answer's TextDeltas and ends with `stream.result`, the final answer. A mode may
+stream a draft and then discard it for another backend's answer (a cascade); `stream.events()` yields
+that DraftDiscarded among the TextDeltas, and `stream.text` is the answer so far without the draft
+(see GenerateStream). A caller that ignores it still gets the final answer in `stream.result`.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from router import wire
 from router.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
                            error_from_status)
-from router.types import ChatMessage, DaemonInfo, GenerateRequest, GenerateResult, Mode, StatsReport, TextDelta
+from router.types import (ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
+                          StatsReport, TextDelta)
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
@@ -86,21 +92,64 @@ def _stats_request(since_unix_s: Optional[float]) -> pb.StatsRequest:
     return pb.StatsRequest(since_unix_s=since_unix_s) if since_unix_s is not None else pb.StatsRequest()
 
 
-class GenerateStream:
-    """Iterate for TextDeltas; `result` holds the GenerateResult once the stream ends; `cancel()` stops it."""
+# What a stream's events() yields: the answer's text, or word that text streamed so far is discarded.
+AnswerEvent = Union[TextDelta, DraftDiscarded]
+
+
+class _StreamedAnswer:
+    """What both stream classes keep as messages arrive: the answer's text so far, and the final result."""
+
+    def __init__(self) -> None:
+        self.result: Optional[GenerateResult] = None
+        self._deltas: list[TextDelta] = []
+
+    @property
+    def text(self) -> str:
+        """The answer so far: the text streamed, less the drafts the daemon discarded."""
+        return "".join(delta.text for delta in self._deltas)
+
+    def _take(self, message: pb.GenerateStreamResponse) -> Optional[AnswerEvent]:
+        """Records one message; returns the event to hand the caller, or None for the result and for an
+        event this SDK does not know (a newer daemon's), which it skips."""
+        event = wire.stream_event_from_proto(message)
+        if isinstance(event, GenerateResult):
+            self.result = event
+            return None
+        if isinstance(event, DraftDiscarded):
+            self._deltas = [delta for delta in self._deltas if delta.backend != event.discarded]
+        elif isinstance(event, TextDelta):
+            self._deltas.append(event)
+        return event
+
+
+class GenerateStream(_StreamedAnswer):
+    """A streamed answer: iterate it for TextDeltas; `result` holds the GenerateResult (always the final
+    answer) once the stream ends; `text` is the answer so far; `cancel()` stops it.
+
+    A mode may stream a draft and then replace it: a cascade streams the edge's draft, then decides that
+    the cloud answers. The daemon then sends a DraftDiscarded(discarded, next, reason), and the text
+    that follows is the answer. Iterating the stream yields every TextDelta, the discarded draft's too;
+    iterate `events()` instead to see TextDeltas and DraftDiscarded in the order sent (to take a draft
+    off the screen, say). Either way `text` drops the discarded draft and `result` is the final answer.
+    A stream is read once, through one of the two.
+    """
 
     def __init__(self, call: grpc.Call) -> None:
+        super().__init__()
         self._call = call
-        self.result: Optional[GenerateResult] = None
         self._cancelled = False
 
     def __iter__(self) -> Iterator[TextDelta]:
+        for event in self.events():
+            if isinstance(event, TextDelta):
+                yield event
+
+    def events(self) -> Iterator[AnswerEvent]:
         try:
             for message in self._call:
-                if message.HasField("result"):
-                    self.result = wire.result_from_proto(message.result)
-                else:
-                    yield wire.delta_from_proto(message.delta)
+                event = self._take(message)
+                if event is not None:
+                    yield event
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and self._cancelled:
                 return  # our own cancel(): the stream simply ends
@@ -118,21 +167,25 @@ class GenerateStream:
             self.cancel()
 
 
-class AsyncGenerateStream:
-    """The async mirror of GenerateStream."""
+class AsyncGenerateStream(_StreamedAnswer):
+    """The async mirror of GenerateStream: `async for` yields TextDeltas, `events()` also DraftDiscarded."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        super().__init__()
         self._call = call
-        self.result: Optional[GenerateResult] = None
         self._cancelled = False
 
     async def __aiter__(self) -> AsyncIterator[TextDelta]:
+        async for event in self.events():
+            if isinstance(event, TextDelta):
+                yield event
+
+    async def events(self) -> AsyncIterator[AnswerEvent]:
         try:
             async for message in self._call:
-                if message.HasField("result"):
-                    self.result = wire.result_from_proto(message.result)
-                else:
-                    yield wire.delta_from_proto(message.delta)
+                event = self._take(message)
+                if event is not None:
+                    yield event
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         except asyncio.CancelledError:

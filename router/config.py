@@ -67,7 +67,7 @@ class EdgeSettings(_Section):
     n_threads: int = Field(2, gt=0, description="CPU threads for the edge model.")
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
     stream_flush_interval_s: float = Field(
-        0.05, ge=0, le=1, description="After the first token, streamed edge tokens reach the client at most "
+        0.1, ge=0, le=1, description="After the first token, streamed edge tokens reach the client at most "
         "this often, merged into one delta (fewer wake-ups beside the decode threads); 0 sends every token.")
     joules_per_flop: float = Field(7e-10, gt=0, description="Device energy per FLOP, for the edge cost estimate.")
     usd_per_kwh: float = Field(0.15, ge=0, description="Price of electricity, for the edge cost estimate.")
@@ -107,6 +107,33 @@ class LedgerSettings(_Section):
     judge_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of edge answers the cloud grades.")
 
 
+class ArbitrationSettings(_Section):
+    arbiter: Literal["cascade", "shadow"] = Field(
+        "cascade", description="POST_ARBITRATION's arbiter. cascade: the edge answers, the cloud when the score is "
+        "below the threshold. shadow: the cloud answers every request and every scorer's features are recorded "
+        "(labelling).")
+    scorer: Literal["logprob", "task", "consistency", "verify", "rule", "all"] = Field(
+        "rule", description="How the edge answer is scored (router/arbiters/scorers.py); rule is the default rule.")
+    threshold: Literal["fixed", "target_share"] = Field(
+        "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
+        "follows recent scores so that about target_cloud_share of requests reach the cloud.")
+    fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge answer is kept.")
+    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests the cloud should answer "
+                                      "(threshold = target_share).")
+    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
+    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
+                             "fixed_threshold applies.")
+    samples: int = Field(3, ge=1, le=16, description="Self-consistency samples (T=0.7) for answers that end in a number.")
+    stream_draft: bool = Field(True, description="Stream the edge's draft; a DraftDiscarded event replaces it "
+                               "when the cloud answers.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArbitrationSettings":
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
@@ -119,6 +146,7 @@ class Settings(_Section):
     cloud: CloudSettings = CloudSettings()
     standin: StandinSettings = StandinSettings()
     ledger: LedgerSettings = LedgerSettings()
+    arbitration: ArbitrationSettings = ArbitrationSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

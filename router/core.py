@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -17,13 +18,23 @@ from router.config import ServerSettings
 from router.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
 from router.modes.base import ModeContext, ModeHandler, ModeOutcome
 from router.pricing import CostModel
-from router.types import (BackendKind, Decision, GenerateRequest, GenerateResult, Latency, Mode,
-                          StreamEvent, TextDelta)
+from router.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, Decision, GenerateRequest,
+                          GenerateResult, Latency, Mode, RunPurpose, StreamEvent, TextDelta)
 from router.validation import resolve_mode, validate_request
 
 
+def with_discarded_answers_as_drafts(runs: tuple[BackendRun, ...], served_by: BackendKind) -> tuple[BackendRun, ...]:
+    """An answer from a backend that did not serve the request was discarded (an escalated edge answer,
+    the loser of a race): it is a draft, whether or not the mode said so with `call.mark_discarded()`."""
+    return tuple(dataclasses.replace(run, purpose=RunPurpose.DRAFT)
+                 if run.purpose == RunPurpose.ANSWER and run.backend != served_by else run
+                 for run in runs)
+
+
 class ResultSink(Protocol):
-    """Receives every finished result; must not block (the ledger queues it)."""
+    """Receives every result: answered ones, and those that ended without an answer after spending
+    tokens (`GenerateResult.answered` tells them apart). Called on the request path, so it must not
+    block (the ledger only queues); an exception it raises is logged and never fails the request."""
 
     def record(self, request: GenerateRequest, result: GenerateResult) -> None: ...
 
@@ -83,6 +94,9 @@ class Router:
         mode: Optional[Mode] = None
         status = "ok"
         result: Optional[GenerateResult] = None
+        unanswered: Optional[GenerateResult] = None
+        ctx: Optional[ModeContext] = None
+        first_text_at: Optional[float] = None
         claimed_id = False
         try:
             mode = resolve_mode(request, self.default_mode, self.modes)
@@ -97,42 +111,79 @@ class Router:
                 await self._refuse_if_recorded(request_id)
             ctx = ModeContext(request=request, mode=mode, params=params,
                               backends=self.backends.as_dict(), costs=self.costs)
-            first_text_at: Optional[float] = None
             outcome: Optional[ModeOutcome] = None
             async with contextlib.aclosing(self.modes[mode].run(ctx)) as events:
                 async for event in events:
-                    if isinstance(event, TextDelta):
-                        if first_text_at is None:
-                            first_text_at = time.perf_counter()
-                        yield event
-                    else:
+                    if isinstance(event, ModeOutcome):
                         outcome = event
+                    else:  # a TextDelta or a DraftDiscarded: the client sees both, in order
+                        if isinstance(event, TextDelta) and first_text_at is None:
+                            first_text_at = time.perf_counter()  # ttft counts to text, not to any event
+                        yield event
+            await ctx.close_calls()  # a call the mode left open still stops, and its run counts
             if outcome is None:
                 raise InternalError(f"mode {mode.name} ended without an outcome")
             done = time.perf_counter()
             result = self._result(request_id, outcome, ctx, received, first_text_at, done)
-            for sink in self.sinks:
-                sink.record(request, result)
+            self._hand_to_sinks(request, result)
             yield result
         except RouterError as exc:
             status = type(exc).__name__
+            unanswered = await self._end_unanswered(request, request_id, ctx, FINISH_ERROR, f"failed: {exc.message}",
+                                                    received, first_text_at)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             if result is None:  # closing the stream after its result is the normal end
                 status = "cancelled"
+                unanswered = await self._end_unanswered(
+                    request, request_id, ctx, FINISH_CANCELLED,
+                    "cancelled before it was answered (its client went away, or the daemon stopped it)",
+                    received, first_text_at)
             raise
         except Exception as exc:
             translated = translate_backend_error(exc)
             if translated is None:
                 status = "internal_error"
+                unanswered = await self._end_unanswered(request, request_id, ctx, FINISH_ERROR,
+                                                        f"failed: internal error ({type(exc).__name__})",
+                                                        received, first_text_at)
                 raise
             status = type(translated).__name__
+            unanswered = await self._end_unanswered(request, request_id, ctx, FINISH_ERROR,
+                                                    f"failed: {translated.message}", received, first_text_at)
             raise translated from exc
         finally:
             if claimed_id:
                 # By now a result has reached the ledger's queue (if any), where contains() finds it.
                 self._in_flight_ids.discard(request_id)
-            self._log(request_id, mode, status, result, time.perf_counter() - received)
+            self._log(request_id, mode, status, result or unanswered, time.perf_counter() - received)
+
+    def _hand_to_sinks(self, request: GenerateRequest, result: GenerateResult) -> None:
+        for sink in self.sinks:
+            try:
+                sink.record(request, result)
+            except Exception:  # a sink's bug must not fail (or, on the cancel path, mask) the request
+                self.logger.exception("a result sink failed", extra={"fields": {
+                    "request_id": result.request_id, "sink": type(sink).__name__}})
+
+    async def _end_unanswered(self, request: GenerateRequest, request_id: str, ctx: Optional[ModeContext],
+                              finish_reason: str, reason: str, received: float,
+                              first_text_at: Optional[float]) -> Optional[GenerateResult]:
+        """A request that ended without an answer still hands its spend to the sinks (the ledger, Stats),
+        when its backend calls used tokens. One that spent nothing (refused before any backend call, or
+        by the backend before any token: a 429, a prompt too long) stays in the log only, and its
+        request_id stays free for a retry. Returns the result it recorded, if any."""
+        if ctx is None:
+            return None
+        try:
+            await ctx.close_calls()
+        finally:
+            runs = ctx.runs
+            spent = any(run.prompt_tokens + run.completion_tokens > 0 for run in runs)
+            result = self._unanswered_result(request_id, ctx, finish_reason, reason, received, first_text_at)
+            if spent:
+                self._hand_to_sinks(request, result)
+        return result if spent else None
 
     def _refuse_if_in_flight(self, request_id: str) -> None:
         if request_id in self._in_flight_ids:
@@ -146,20 +197,39 @@ class Router:
 
     def _result(self, request_id: str, outcome: ModeOutcome, ctx: ModeContext, received: float,
                 first_text_at: Optional[float], done: float) -> GenerateResult:
-        edge_cost = sum(r.cost_usd for r in outcome.runs if r.backend == BackendKind.EDGE)
-        cloud_cost = sum(r.cost_usd for r in outcome.runs if r.backend == BackendKind.CLOUD)
+        runs = with_discarded_answers_as_drafts(ctx.runs, outcome.served_by)
+        return self._assemble(request_id, ctx, runs, text=outcome.text, served_by=outcome.served_by,
+                              decision=outcome.decision, finish_reason=outcome.finish_reason,
+                              received=received, first_text_at=first_text_at, done=done)
+
+    def _unanswered_result(self, request_id: str, ctx: ModeContext, finish_reason: str, reason: str,
+                           received: float, first_text_at: Optional[float]) -> GenerateResult:
+        runs = ctx.runs
+        # What its answer had so far: the latest answer call's text (a sample or a check is no answer).
+        answers = [run for run in runs if run.purpose == RunPurpose.ANSWER]
+        text = answers[-1].text if answers else ""
+        return self._assemble(request_id, ctx, runs, text=text, served_by=BackendKind.UNSPECIFIED,
+                              decision=Decision(mode=ctx.mode, reason=reason), finish_reason=finish_reason,
+                              received=received, first_text_at=first_text_at, done=time.perf_counter())
+
+    def _assemble(self, request_id: str, ctx: ModeContext, runs: tuple[BackendRun, ...], *, text: str,
+                  served_by: BackendKind, decision: Decision, finish_reason: str, received: float,
+                  first_text_at: Optional[float], done: float) -> GenerateResult:
+        """A result priced from every run the request made, whatever each was for and however it ended."""
+        edge_cost = sum(r.cost_usd for r in runs if r.backend == BackendKind.EDGE)
+        cloud_cost = sum(r.cost_usd for r in runs if r.backend == BackendKind.CLOUD)
         total = done - received
         edge = self.backends.edge
         cloud = self.backends.cloud
         return GenerateResult(
-            request_id=request_id, text=outcome.text, served_by=outcome.served_by,
+            request_id=request_id, text=text, served_by=served_by,
             edge_model=edge.name if edge else "", cloud_model=cloud.name if cloud else "",
-            runs=outcome.runs, cost_usd=edge_cost + cloud_cost, edge_cost_usd=edge_cost,
+            runs=runs, cost_usd=edge_cost + cloud_cost, edge_cost_usd=edge_cost,
             cloud_cost_usd=cloud_cost,
             latency=Latency(ttft_s=(first_text_at - received) if first_text_at else total, total_s=total,
                             edge_s=ctx.backend_seconds.get(BackendKind.EDGE, 0.0),
                             cloud_s=ctx.backend_seconds.get(BackendKind.CLOUD, 0.0)),
-            decision=outcome.decision, finish_reason=outcome.finish_reason)
+            decision=decision, finish_reason=finish_reason)
 
     def _log(self, request_id: str, mode: Optional[Mode], status: str,
              result: Optional[GenerateResult], elapsed_s: float) -> None:

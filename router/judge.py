@@ -60,8 +60,12 @@ class CloudJudge:
         self.ungraded = 0
 
     def record(self, request: GenerateRequest, result: GenerateResult) -> None:
+        # A request that ended without an answer (cancelled, failed) reaches the sinks for its spend
+        # only: there is no finished answer to grade, and grading it would be spend for nothing.
+        if not result.answered:
+            return
         edge_run = result.run_for(BackendKind.EDGE)
-        if (edge_run is None or not edge_run.text.strip() or edge_run.finish_reason == "cancelled"
+        if (edge_run is None or not edge_run.text.strip() or edge_run.finish_reason in ("cancelled", "error")
                 or self._sample_rate <= 0 or self._rng.random() >= self._sample_rate):
             return
         task = asyncio.get_running_loop().create_task(self._judge(request, result, edge_run))

@@ -55,7 +55,7 @@ class RouterServer:
         self.logger = logger or logging.getLogger("hybrid_router.server")
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0),
-                             modes=builtin_modes())
+                             modes=builtin_modes(settings.arbitration))
         if self.router.default_mode not in self.router.modes:
             raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
                               f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")

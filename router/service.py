@@ -11,7 +11,7 @@ import grpc
 from router import wire
 from router.core import Router
 from router.errors import RETRY_AFTER_METADATA_KEY, InvalidRequestError, RouterError
-from router.types import DaemonInfo, GenerateRequest, GenerateResult, StatsReport
+from router.types import DaemonInfo, GenerateRequest, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
@@ -142,10 +142,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             try:
                 async with contextlib.aclosing(self._router.stream(self._decode(request))) as events:
                     while (event := await call.run(lambda: anext(events, None))) is not None:
-                        if isinstance(event, GenerateResult):
-                            yield pb.GenerateStreamResponse(result=wire.result_to_proto(event))
-                        else:
-                            yield wire.delta_to_proto(event)
+                        yield wire.stream_event_to_proto(event)  # text, a discarded draft, the result
             except Exception as exc:
                 await self._abort(context, exc)
 

@@ -78,9 +78,31 @@ class GenerationParams:
     seed: Optional[int]
 
 
+class RunPurpose(enum.StrEnum):
+    """Why a mode called a backend; one per BackendRun, carried on the wire and into the ledger.
+
+    Values are plain strings on the wire and in the ledger, so a newer purpose reaches an older
+    client as its text rather than as an error.
+    """
+
+    ANSWER = "answer"    # an answer to the request (the served one, or one still in the running)
+    DRAFT = "draft"      # an answer that was produced, then discarded for another backend's
+    SAMPLE = "sample"    # an extra sample of the same question (self-consistency)
+    VERIFY = "verify"    # a self-verification prompt about an answer, not an answer itself
+
+
+# The purposes whose text is an answer to the request, so scoring and judging may read it.
+ANSWERING_PURPOSES = frozenset({RunPurpose.ANSWER, RunPurpose.DRAFT})
+
+
 @dataclass(frozen=True)
 class BackendRun:
-    """One backend's part in answering a request."""
+    """One backend call made while serving a request, however it ended.
+
+    `finish_reason` is the backend's ("stop", "length"), or "cancelled" when the call was closed
+    before its end (its tokens so far are counted and priced), or "error" when the backend failed
+    after the call started. `purpose` says what the call was for (RunPurpose).
+    """
 
     backend: BackendKind
     model: str
@@ -94,6 +116,7 @@ class BackendRun:
     finish_reason: str
     mean_logprob: Optional[float] = None
     usage_estimated: bool = False  # the backend sent no usage: tokens (and cost) are the router's count
+    purpose: str = RunPurpose.ANSWER  # a RunPurpose; a str so that an unknown one from the wire survives
 
 
 @dataclass(frozen=True)
@@ -110,12 +133,27 @@ class Decision:
 
     mode: Mode
     arbiter: str = ""
-    score: Optional[float] = None
+    score: Optional[float] = None  # the scorer's confidence in the edge answer, in [0, 1]; higher keeps it
     reason: str = ""
+    scorer: str = ""  # which scorer produced `score` (router/arbiters/scorers.py)
+    threshold: Optional[float] = None  # the edge was kept when score >= threshold
+    threshold_kind: str = ""  # fixed | target_share
+    escalated: bool = False  # the cloud was asked after the edge's answer was scored
+    features: Mapping[str, float] = field(default_factory=dict)  # what the scorer computed (features.py)
+
+
+# finish_reason of a request (and of a run) that ended before its answer did.
+FINISH_CANCELLED = "cancelled"   # its client went away, or the daemon stopped it at shutdown
+FINISH_ERROR = "error"           # a backend failed after the request's first backend call
 
 
 @dataclass(frozen=True)
 class GenerateResult:
+    """A request's outcome. An answered request names the backend that served it; one that ended
+    without an answer after backend calls ran (cancelled, or failed) is still made into a result for
+    the sinks, so that its spend is recorded: served_by UNSPECIFIED, finish_reason FINISH_CANCELLED or
+    FINISH_ERROR, text what its answer had so far. Clients only ever receive answered ones."""
+
     request_id: str
     text: str
     served_by: BackendKind
@@ -129,8 +167,14 @@ class GenerateResult:
     decision: Decision
     finish_reason: str
 
+    @property
+    def answered(self) -> bool:
+        return self.served_by != BackendKind.UNSPECIFIED
+
     def run_for(self, backend: BackendKind) -> Optional[BackendRun]:
-        return next((run for run in self.runs if run.backend == backend), None)
+        """The backend's first answer (served or discarded); samples and verifications are no answer."""
+        return next((run for run in self.runs
+                     if run.backend == backend and run.purpose in ANSWERING_PURPOSES), None)
 
 
 @dataclass(frozen=True)
@@ -140,7 +184,17 @@ class TextDelta:
     logprob: Optional[float] = None
 
 
-StreamEvent = Union[TextDelta, GenerateResult]
+@dataclass(frozen=True)
+class DraftDiscarded:
+    """The text streamed so far from `discarded` is no longer the answer (a cascade streamed the edge's
+    draft, then chose the cloud); the answer follows from `next`, and the result holds it whole."""
+
+    discarded: BackendKind
+    next: BackendKind
+    reason: str = ""
+
+
+StreamEvent = Union[TextDelta, DraftDiscarded, GenerateResult]
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,25 @@ from __future__ import annotations
 
 from typing import Optional
 
-from router.types import (BackendKind, BackendRun, ChatMessage, DaemonInfo, Decision, GenerateRequest,
-                          GenerateResult, Latency, LedgerStatus, Mode, ModelInfo, ModeSummary, SignalSummary,
-                          StatsReport, TextDelta)
+from router.types import (BackendKind, BackendRun, ChatMessage, DaemonInfo, Decision, DraftDiscarded, GenerateRequest,
+                          GenerateResult, Latency, LedgerStatus, Mode, ModelInfo, ModeSummary, RunPurpose,
+                          SignalSummary, StatsReport, StreamEvent, TextDelta)
 from router.v1 import router_pb2 as pb
 
 
 def _mode(value: int) -> "Mode | int":
     try:
         return Mode(value)
+    except ValueError:
+        return value
+
+
+def _purpose(value: str) -> str:
+    """A RunPurpose; "" (an older daemon's) is an answer, and a purpose this build does not know stays text."""
+    if not value:
+        return RunPurpose.ANSWER
+    try:
+        return RunPurpose(value)
     except ValueError:
         return value
 
@@ -49,7 +59,7 @@ def _run_to_proto(run: BackendRun) -> pb.BackendRun:
         backend=int(run.backend), model=run.model, text=run.text, prompt_tokens=run.prompt_tokens,
         completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
         total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
-        usage_estimated=run.usage_estimated)
+        usage_estimated=run.usage_estimated, purpose=str(run.purpose))
     if run.mean_logprob is not None:
         message.mean_logprob = run.mean_logprob
     return message
@@ -62,14 +72,11 @@ def _run_from_proto(message: pb.BackendRun) -> BackendRun:
         queue_s=message.queue_s, ttft_s=message.ttft_s, total_s=message.total_s,
         cost_usd=message.cost_usd, finish_reason=message.finish_reason,
         mean_logprob=message.mean_logprob if message.HasField("mean_logprob") else None,
-        usage_estimated=message.usage_estimated)
+        usage_estimated=message.usage_estimated, purpose=_purpose(message.purpose))
 
 
 def result_to_proto(result: GenerateResult) -> pb.GenerateResult:
-    decision = pb.Decision(mode=int(result.decision.mode), arbiter=result.decision.arbiter,
-                           reason=result.decision.reason)
-    if result.decision.score is not None:
-        decision.score = result.decision.score
+    decision = _decision_to_proto(result.decision)
     return pb.GenerateResult(
         request_id=result.request_id, text=result.text, served_by=int(result.served_by),
         edge_model=result.edge_model, cloud_model=result.cloud_model,
@@ -89,8 +96,7 @@ def result_from_proto(message: pb.GenerateResult) -> GenerateResult:
         edge_cost_usd=message.edge_cost_usd, cloud_cost_usd=message.cloud_cost_usd,
         latency=Latency(ttft_s=message.latency.ttft_s, total_s=message.latency.total_s,
                         edge_s=message.latency.edge_s, cloud_s=message.latency.cloud_s),
-        decision=Decision(mode=_mode(d.mode), arbiter=d.arbiter,
-                          score=d.score if d.HasField("score") else None, reason=d.reason),
+        decision=_decision_from_proto(d),
         finish_reason=message.finish_reason)
 
 
@@ -104,6 +110,31 @@ def delta_to_proto(delta: TextDelta) -> pb.GenerateStreamResponse:
 def delta_from_proto(message: pb.TextDelta) -> TextDelta:
     return TextDelta(text=message.text, backend=BackendKind(message.backend),
                      logprob=message.logprob if message.HasField("logprob") else None)
+
+
+def stream_event_to_proto(event: StreamEvent) -> pb.GenerateStreamResponse:
+    """The GenerateStream message that carries one of the core's stream events."""
+    if isinstance(event, GenerateResult):
+        return pb.GenerateStreamResponse(result=result_to_proto(event))
+    if isinstance(event, DraftDiscarded):
+        return pb.GenerateStreamResponse(draft_discarded=pb.DraftDiscarded(
+            discarded=int(event.discarded), next=int(event.next), reason=event.reason))
+    return delta_to_proto(event)
+
+
+def stream_event_from_proto(message: pb.GenerateStreamResponse) -> Optional[StreamEvent]:
+    """The event a GenerateStream message carries. None for an event this version does not know (a newer
+    daemon's), so that a client skips it instead of taking it for empty text."""
+    kind = message.WhichOneof("event")
+    if kind == "delta":
+        return delta_from_proto(message.delta)
+    if kind == "draft_discarded":
+        discarded = message.draft_discarded
+        return DraftDiscarded(discarded=BackendKind(discarded.discarded), next=BackendKind(discarded.next),
+                              reason=discarded.reason)
+    if kind == "result":
+        return result_from_proto(message.result)
+    return None
 
 
 def _model_to_proto(model: ModelInfo) -> pb.ModelInfo:
@@ -176,3 +207,23 @@ def stats_from_proto(message: pb.StatsResponse) -> StatsReport:
     return StatsReport(modes=modes, ledger=LedgerStatus(
         enabled=l.enabled, ok=l.ok, reason=l.reason, queue_depth=l.queue_depth, written=l.written,
         dropped_writes=l.dropped_writes, failed_writes=l.failed_writes))
+
+
+def _decision_to_proto(decision: Decision) -> pb.Decision:
+    message = pb.Decision(mode=int(decision.mode), arbiter=decision.arbiter, reason=decision.reason,
+                          scorer=decision.scorer, threshold_kind=decision.threshold_kind,
+                          escalated=decision.escalated, features=dict(decision.features))
+    if decision.score is not None:
+        message.score = decision.score
+    if decision.threshold is not None:
+        message.threshold = decision.threshold
+    return message
+
+
+def _decision_from_proto(message: pb.Decision) -> Decision:
+    return Decision(mode=_mode(message.mode), arbiter=message.arbiter,
+                    score=message.score if message.HasField("score") else None, reason=message.reason,
+                    scorer=message.scorer,
+                    threshold=message.threshold if message.HasField("threshold") else None,
+                    threshold_kind=message.threshold_kind, escalated=message.escalated,
+                    features=dict(message.features))

@@ -17,7 +17,9 @@ answer (target final) speak for the backend that served it.
 SFT rows: a user's corrected answer (it becomes the answer, whoever served), else the cloud's served
 answer when its evidence says good. DPO pairs: a corrected answer (chosen) over the served one
 (rejected); else edge and cloud answers where one is judged good and the other bad, so the cloud's
-answer is chosen only when it actually was better. Cancelled runs (partial text) are never used.
+answer is chosen only when it actually was better. Cancelled and failed runs (partial text), runs
+that were no answer (samples, verifications), and the partial text of a request that ended without
+an answer (served by no one) are never used.
 
 Rows that are exact duplicates (same JSON line) are written once. With `split_seed`, a seeded
 split writes FILE (train) and FILE with `.val` before its suffix (`sft.jsonl` -> `sft.val.jsonl`)
@@ -42,7 +44,9 @@ from router.errors import InvalidRequestError, RouterError
 
 FORMATS = ("openai", "sharegpt", "dpo")
 _SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
-_CANCELLED = "cancelled"
+_PARTIAL = ("cancelled", "error")        # finish reasons of runs cut short
+_ANSWERING = ("answer", "draft")         # run purposes whose text answers the request
+_UNANSWERED = "UNSPECIFIED"              # served_by of a request that ended without an answer
 
 
 class LedgerExportRefusedError(RouterError):
@@ -163,7 +167,7 @@ _REQUESTS = """
     WHERE created_at >= ? AND (? IS NULL OR mode = ?) ORDER BY created_at, id
 """
 _RUNS = """
-    SELECT b.request_id, b.backend, b.text, b.finish_reason FROM backend_runs AS b
+    SELECT b.request_id, b.backend, b.text, b.finish_reason, b.purpose FROM backend_runs AS b
     JOIN requests AS r ON r.id = b.request_id
     WHERE r.created_at >= ? AND (? IS NULL OR r.mode = ?) ORDER BY b.request_id, b.ordinal
 """
@@ -178,8 +182,8 @@ def _requests(conn: sqlite3.Connection, since: str, mode: Optional[str],
               counts: dict[str, int]) -> Iterator[_Request]:
     params = (since, mode, mode)
     answers: dict[str, dict[str, str]] = {}
-    for request_id, backend, text, finish_reason in conn.execute(_RUNS, params):
-        if text and finish_reason != _CANCELLED:
+    for request_id, backend, text, finish_reason, purpose in conn.execute(_RUNS, params):
+        if text and finish_reason not in _PARTIAL and purpose in _ANSWERING:
             answers.setdefault(request_id, {}).setdefault(backend, text)
     signals: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     corrections: dict[str, str] = {}
@@ -197,8 +201,9 @@ def _requests(conn: sqlite3.Connection, since: str, mode: Optional[str],
         if policy == "none":
             counts["skipped_hashed"] += 1
             continue
+        served_text = "" if served_by == _UNANSWERED else final_text or ""
         yield _Request(id=request_id, served_by=served_by, messages=json.loads(messages_json),
-                       final_text=final_text or "", answers=answers.get(request_id, {}),
+                       final_text=served_text, answers=answers.get(request_id, {}),
                        evidence=_Evidence(signals.get(request_id, {})),
                        correction=corrections.get(request_id))
 

@@ -95,7 +95,13 @@ _V3_ESTIMATED_USAGE: Migration = (
     "CHECK (usage_estimated IN (0, 1))",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE)
+# A mode may call backends several times per request (samples, a verification, a discarded draft): say
+# why each run was made. No CHECK on the values, so a new purpose needs no table rebuild.
+_V4_RUN_PURPOSE: Migration = (
+    "ALTER TABLE backend_runs ADD COLUMN purpose TEXT NOT NULL DEFAULT 'answer'",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE, _V4_RUN_PURPOSE)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,6 +24,7 @@ from router.scoring import final_number, gsm8k_gold, numbers_equal, score_answer
 from router.types import BackendKind, BackendRun, GenerateRequest, GenerateResult
 
 CANCELLED = "cancelled"  # router.backends' finish_reason for a stream closed early
+FAILED = "error"         # ... and for one the backend broke off
 
 
 class SignalKind(str, enum.Enum):
@@ -117,9 +118,9 @@ def agreement_signal(edge_text: str, cloud_text: str) -> AccuracySignal:
 
 
 def _finished(run: Optional[BackendRun]) -> Optional[BackendRun]:
-    """A cancelled run (the loser of a race, an early escalation) left a partial answer: scoring
-    it would call it wrong when it was only cut short."""
-    if run is None or run.finish_reason == CANCELLED or not run.text.strip():
+    """A cancelled run (the loser of a race, an early escalation) or a failed one left a partial
+    answer: scoring it would call it wrong when it was only cut short."""
+    if run is None or run.finish_reason in (CANCELLED, FAILED) or not run.text.strip():
         return None
     return run
 

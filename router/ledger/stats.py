@@ -2,6 +2,11 @@
 
 Accuracy reads, for each request, the latest signal of each kind about the served answer (target
 `final`) or about the pair (agreement), so a judge score that was later revised counts once.
+
+Requests that ended without an answer (cancelled by their client or at shutdown, or failed after a
+backend call; `served_by` UNSPECIFIED) count in `requests` and their spend in the costs, since they
+were paid for; the cloud share and the latency percentiles are over answered requests only, since an
+abandoned request was served by no one and its duration is not an answer's latency.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ class ModeStats:
     mode: str
     requests: int
     accuracy: Mapping[str, SignalAccuracy]   # keyed by signal kind: reference, judge, agreement, feedback
-    cloud_share: float                       # share of requests served by the cloud
+    cloud_share: float                       # share of answered requests served by the cloud
     cost_per_1k_usd: float                   # answering plus judging: what the mode cost
     cloud_cost_per_1k_usd: float             # the cloud's answers plus the judge's grading calls
     edge_cost_per_1k_usd: float
@@ -39,8 +44,8 @@ class ModeStats:
 
 
 _TOTALS = """
-    SELECT mode, COUNT(*), SUM(served_by = 'CLOUD'), SUM(total_cost_usd), SUM(cloud_cost_usd),
-           SUM(edge_cost_usd)
+    SELECT mode, COUNT(*), SUM(served_by != 'UNSPECIFIED'), SUM(served_by = 'CLOUD'), SUM(total_cost_usd),
+           SUM(cloud_cost_usd), SUM(edge_cost_usd)
     FROM requests WHERE created_at >= ? GROUP BY mode
 """
 _ACCURACY = """
@@ -59,7 +64,7 @@ _JUDGE_COSTS = """
     WHERE r.created_at >= ? AND s.kind = 'judge'
     GROUP BY r.mode
 """
-_LATENCIES = "SELECT mode, total_s, ttft_s FROM requests WHERE created_at >= ?"
+_LATENCIES = "SELECT mode, total_s, ttft_s FROM requests WHERE created_at >= ? AND served_by != 'UNSPECIFIED'"
 
 
 def _percentiles(values: list[float]) -> tuple[Optional[float], Optional[float]]:
@@ -86,7 +91,7 @@ def mode_stats(conn: sqlite3.Connection, since: str = "") -> list[ModeStats]:
             ttfts.append(ttft_s)
     judge_costs = {mode: cost or 0.0 for mode, cost in conn.execute(_JUDGE_COSTS, (since,))}
     stats = []
-    for mode, requests, cloud_served, cost, cloud_cost, edge_cost in conn.execute(_TOTALS, (since,)):
+    for mode, requests, answered, cloud_served, cost, cloud_cost, edge_cost in conn.execute(_TOTALS, (since,)):
         totals, ttfts = latencies.get(mode, ([], []))
         p50, p95 = _percentiles(totals)
         ttft_p50, ttft_p95 = _percentiles(ttfts)
@@ -94,7 +99,7 @@ def mode_stats(conn: sqlite3.Connection, since: str = "") -> list[ModeStats]:
         judge_cost = judge_costs.get(mode, 0.0)
         stats.append(ModeStats(
             mode=mode, requests=requests, accuracy=accuracy.get(mode, {}),
-            cloud_share=(cloud_served or 0) / requests,
+            cloud_share=(cloud_served or 0) / answered if answered else 0.0,
             cost_per_1k_usd=((cost or 0.0) + judge_cost) * per_1k,
             cloud_cost_per_1k_usd=((cloud_cost or 0.0) + judge_cost) * per_1k,
             edge_cost_per_1k_usd=(edge_cost or 0.0) * per_1k,

@@ -94,6 +94,7 @@ class RunRow:
     cost_usd: float
     finish_reason: str
     usage_estimated: bool = False
+    purpose: str = "answer"
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,9 @@ class RecordPreparer:
         request, result, content = job.request, job.result, self.content
         created_at = format_time(job.received_at)
         try:
-            signals = self.score(request, result)
+            # A request that ended without an answer (cancelled, failed) is recorded for its spend; its
+            # partial text is no answer to score.
+            signals = self.score(request, result) if result.answered else []
         except Exception:  # a scoring bug must not cost us the record
             state.add(signal_errors=1)
             state.warn_once("signals", "ledger: computing accuracy signals failed; records are "
@@ -266,7 +268,7 @@ class RecordPreparer:
             text=content.text(run.text), prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
             total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
-            usage_estimated=run.usage_estimated)
+            usage_estimated=run.usage_estimated, purpose=str(run.purpose))
             for index, run in enumerate(result.runs))
         return PreparedRecord(request=row, runs=runs,
                               signals=tuple(signal_row(s, content, created_at) for s in signals))

@@ -1,14 +1,22 @@
 """The mode registry: a new mode is one new module and one line here."""
 from __future__ import annotations
 
+from typing import Optional
+
+from router.config import ArbitrationSettings
 from router.modes.base import ModeHandler
 from router.modes.single import SingleBackendMode
 from router.types import BackendKind, Mode
 
 
-def builtin_modes() -> dict[Mode, ModeHandler]:
+def builtin_modes(arbitration: Optional[ArbitrationSettings] = None) -> dict[Mode, ModeHandler]:
+    """Every implemented mode, each given what it depends on (the arbiter, from `[arbitration]`)."""
+    from router.arbiters import build_arbiter
+    from router.modes.post import PostArbitrationMode
+
     handlers: list[ModeHandler] = [
         SingleBackendMode(Mode.EDGE_ONLY, BackendKind.EDGE),
         SingleBackendMode(Mode.CLOUD_ONLY, BackendKind.CLOUD),
+        PostArbitrationMode(build_arbiter(arbitration or ArbitrationSettings())),
     ]
     return {handler.mode: handler for handler in handlers}

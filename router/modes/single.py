@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from router.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
+from router.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.types import BackendKind, Decision, Mode
 
 
@@ -14,11 +14,11 @@ class SingleBackendMode:
     backend: BackendKind
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
-        call = BackendCall(ctx, self.backend)
-        async for delta in call.deltas():
-            yield delta
-        assert call.run is not None
+        async with ctx.call(self.backend) as call:
+            async for delta in call.deltas():
+                yield delta
+        assert call.run is not None  # closed by its block: the context holds the run too
         yield ModeOutcome(
-            text=call.run.text, served_by=self.backend, runs=(call.run,),
+            text=call.run.text, served_by=self.backend,
             decision=Decision(mode=self.mode, reason=f"{self.mode.name}: the {self.backend.name.lower()} model answers"),
             finish_reason=call.run.finish_reason)

@@ -71,7 +71,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class BackendRun(_message.Message):
-    __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob", "usage_estimated")
+    __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob", "usage_estimated", "purpose")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class BackendRun(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
     USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     backend: Backend
     model: str
     text: str
@@ -96,7 +97,8 @@ class BackendRun(_message.Message):
     finish_reason: str
     mean_logprob: float
     usage_estimated: bool
-    def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
+    purpose: str
+    def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ..., usage_estimated: _Optional[bool] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class Latency(_message.Message):
     __slots__ = ("ttft_s", "total_s", "edge_s", "cloud_s")
@@ -111,16 +113,33 @@ class Latency(_message.Message):
     def __init__(self, ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., edge_s: _Optional[float] = ..., cloud_s: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("mode", "arbiter", "score", "reason")
+    __slots__ = ("mode", "arbiter", "score", "reason", "scorer", "threshold", "threshold_kind", "escalated", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODE_FIELD_NUMBER: _ClassVar[int]
     ARBITER_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_KIND_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     arbiter: str
     score: float
     reason: str
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., arbiter: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    scorer: str
+    threshold: float
+    threshold_kind: str
+    escalated: bool
+    features: _containers.ScalarMap[str, float]
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., arbiter: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., scorer: _Optional[str] = ..., threshold: _Optional[float] = ..., threshold_kind: _Optional[str] = ..., escalated: _Optional[bool] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class GenerateResult(_message.Message):
     __slots__ = ("request_id", "text", "served_by", "edge_model", "cloud_model", "runs", "cost_usd", "edge_cost_usd", "cloud_cost_usd", "latency", "decision", "finish_reason")
@@ -160,13 +179,25 @@ class TextDelta(_message.Message):
     logprob: float
     def __init__(self, text: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., logprob: _Optional[float] = ...) -> None: ...
 
+class DraftDiscarded(_message.Message):
+    __slots__ = ("discarded", "next", "reason")
+    DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    discarded: Backend
+    next: Backend
+    reason: str
+    def __init__(self, discarded: _Optional[_Union[Backend, str]] = ..., next: _Optional[_Union[Backend, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class GenerateStreamResponse(_message.Message):
-    __slots__ = ("delta", "result")
+    __slots__ = ("delta", "result", "draft_discarded")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_DISCARDED_FIELD_NUMBER: _ClassVar[int]
     delta: TextDelta
     result: GenerateResult
-    def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., result: _Optional[_Union[GenerateResult, _Mapping]] = ...) -> None: ...
+    draft_discarded: DraftDiscarded
+    def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., result: _Optional[_Union[GenerateResult, _Mapping]] = ..., draft_discarded: _Optional[_Union[DraftDiscarded, _Mapping]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

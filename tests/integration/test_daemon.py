@@ -153,8 +153,8 @@ def test_bad_input_on_the_stream_is_typed_too(client: RouterClient) -> None:
 
 
 def test_a_mode_not_built_yet_is_unimplemented(client: RouterClient) -> None:
-    with pytest.raises(ModeNotImplementedError, match="POST_ARBITRATION is not implemented yet"):
-        client.generate(prompt=QUESTION, mode=Mode.POST_ARBITRATION)
+    with pytest.raises(ModeNotImplementedError, match="PRE_ARBITRATION is not implemented yet"):
+        client.generate(prompt=QUESTION, mode=Mode.PRE_ARBITRATION)
 
 
 def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:
@@ -164,7 +164,7 @@ def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:
 
 def test_info_reports_models_and_modes(client: RouterClient) -> None:
     info = client.info()
-    assert set(info.implemented_modes) == {Mode.EDGE_ONLY, Mode.CLOUD_ONLY}
+    assert set(info.implemented_modes) == {Mode.EDGE_ONLY, Mode.CLOUD_ONLY, Mode.POST_ARBITRATION}
     assert info.default_mode == Mode.EDGE_ONLY
     assert info.edge.name == "smollm2-135m" and len(info.edge.sha256) == 64
     assert info.cloud.local_standin and info.cloud.priced_as == "gpt-4o-mini"

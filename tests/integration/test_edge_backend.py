@@ -14,7 +14,7 @@ from tests.conftest import models_dir
 from llama_cpp import llama_chat_format
 
 from edge.catalogue import ModelCache
-from edge.errors import PromptTemplateError, PromptTooLongError
+from edge.errors import EdgeGenerationError, PromptTemplateError, PromptTooLongError
 from edge.llama_backend import EdgeCompletion, LlamaBackend, TokenDelta
 
 pytestmark = pytest.mark.integration
@@ -172,6 +172,40 @@ async def test_abandoning_the_iterator_in_aclosing_cancels(smollm_backend: Llama
     assert smollm_backend.metrics.last_completion_tokens <= 6
 
 
+async def test_a_stream_closed_before_it_started_ends_with_an_empty_cancelled_completion(
+    smollm_backend: LlamaBackend,
+) -> None:
+    stream = smollm_backend.stream(ask("Say hello."), max_tokens=8, temperature=0)
+    await stream.aclose()
+    assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+    assert (stream.completion.prompt_tokens, stream.completion.completion_tokens) == (0, 0)
+
+
+async def test_a_failure_mid_generation_still_reports_what_was_generated(
+    smollm_backend: LlamaBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_logprob = smollm_backend._logprob_of_last_sample
+    sampled = 0
+
+    def fault_injection_on_the_fourth_token(token: int, scratch: np.ndarray) -> float:
+        nonlocal sampled
+        sampled += 1
+        if sampled == 4:
+            raise RuntimeError("injected fault: the logits row is unreadable")
+        return read_logprob(token, scratch)
+
+    monkeypatch.setattr(smollm_backend, "_logprob_of_last_sample", fault_injection_on_the_fourth_token)
+    stream = smollm_backend.stream(ask("Write a very long story about a dragon."), max_tokens=64, temperature=0)
+    received: list[TokenDelta] = []
+    with pytest.raises(EdgeGenerationError, match="injected fault"):
+        async for delta in stream:
+            received.append(delta)
+    completion = stream.completion
+    assert completion is not None and completion.finish_reason == "error"
+    assert completion.completion_tokens == 3 and completion.prompt_tokens > 0  # the prompt was evaluated
+    assert completion.text == "".join(delta.text for delta in received)
+
+
 async def test_a_prompt_that_does_not_fit_is_refused_and_the_backend_carries_on(
     smollm_backend: LlamaBackend,
 ) -> None:
@@ -181,6 +215,9 @@ async def test_a_prompt_that_does_not_fit_is_refused_and_the_backend_carries_on(
         await stream.__anext__()
     error = caught.value
     assert error.prompt_tokens > N_CTX and error.max_tokens == 32 and error.n_ctx == N_CTX
+    # Refused before the model saw it: the stream still ends with a completion, which spent nothing.
+    assert stream.completion is not None and stream.completion.finish_reason == "error"
+    assert (stream.completion.prompt_tokens, stream.completion.completion_tokens) == (0, 0)
     assert f"prompt is {error.prompt_tokens} tokens and max_tokens is 32" in str(error)
     assert f"holds {N_CTX} tokens" in str(error) and "lower max_tokens" in str(error)
 

@@ -20,7 +20,7 @@ from cloud.errors import (
     CloudUnavailableError,
 )
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
-from cloud.openai_backend import OpenAIBackend, translate_openai_error
+from cloud.openai_backend import OpenAIBackend, estimate_prompt_tokens, translate_openai_error
 from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
 
 API_KEY = "sk-test-Zq81vB2mXk5Lr0pT7wYc"
@@ -289,7 +289,7 @@ async def test_a_stream_cut_mid_body_is_unavailable_whatever_openai_wraps(
             received.append(delta.text)
     await backend.close()
     assert received == ["Hello", " there"]
-    assert stream.completion is None  # it did not end; it broke
+    assert_spent_what_was_streamed(stream.completion)  # it broke, and what it streamed was paid for
     assert fault_server.requests_seen == 1  # tokens were delivered: not retried
     assert_key_hidden(caught.value)
 
@@ -305,9 +305,37 @@ async def test_a_stream_that_stalls_mid_body_is_a_timeout_whatever_openai_wraps(
             received.append(delta.text)
     await backend.close()
     assert received == ["Hello", " there"]
-    assert stream.completion is None
+    assert_spent_what_was_streamed(stream.completion)
     assert fault_server.requests_seen == 1
     assert_key_hidden(caught.value)
+
+
+def assert_spent_what_was_streamed(completion) -> None:
+    """A stream that broke after two chunks: its two tokens and its (estimated) prompt, finish "error"."""
+    assert completion is not None
+    assert (completion.finish_reason, completion.text, completion.completion_tokens) == ("error", "Hello there", 2)
+    assert completion.prompt_tokens == estimate_prompt_tokens(MESSAGES) and completion.usage_estimated
+
+
+async def test_a_refused_stream_ends_with_an_error_completion_that_spent_nothing(fault_server) -> None:
+    backend = backend_for(fault_server, max_retries=0)
+    stream = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
+    with pytest.raises(CloudUnavailableError):
+        await stream.__anext__()  # 503: no upstream
+    await backend.close()
+    completion = stream.completion
+    assert completion is not None and completion.finish_reason == "error"
+    assert (completion.prompt_tokens, completion.completion_tokens) == (0, 0)  # refused: nothing to pay
+
+
+async def test_a_stream_closed_before_it_was_sent_spent_nothing(fault_server) -> None:
+    backend = backend_for(fault_server)
+    stream = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
+    await stream.aclose()
+    await backend.close()
+    assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+    assert (stream.completion.prompt_tokens, stream.completion.completion_tokens) == (0, 0)
+    assert fault_server.requests_seen == 0
 
 
 async def test_concurrency_limit_queues_the_second_stream(fault_server) -> None:

@@ -38,6 +38,13 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     ("[server]\ndefault_max_tokens = 9000\n", {}, "default_max_tokens must not exceed"),
     ("", {"HYBRID_ROUTER_SERVER__SHUTDOWN_FLUSH_S": "0"},
      "server.shutdown_flush_s: Input should be greater than 0 (got '0') [from HYBRID_ROUTER_SERVER__SHUTDOWN_FLUSH_S]"),
+    ("[arbitration]\narbiter = \"oracle\"\n", {}, "arbitration.arbiter"),
+    ("", {"HYBRID_ROUTER_ARBITRATION__SCORER": "psychic"}, "arbitration.scorer"),
+    ("[arbitration]\nfixed_threshold = 1.5\n", {}, "arbitration.fixed_threshold"),
+    ("", {"HYBRID_ROUTER_ARBITRATION__TARGET_CLOUD_SHARE": "1"}, "arbitration.target_cloud_share"),
+    ("", {"HYBRID_ROUTER_ARBITRATION__TARGET_CLOUD_SHARE": "0"}, "arbitration.target_cloud_share"),
+    ("[arbitration]\nthreshold = \"vibes\"\n", {}, "arbitration.threshold"),
+    ("[arbitration]\nwindow = 10\nmin_samples = 20\n", {}, "min_samples must not exceed window"),
     ("", {"HYBRID_ROUTER_NOPE__X": "1"}, "HYBRID_ROUTER_NOPE__X"),
     ("[edge\n", {}, "not valid TOML"),
 ])
@@ -74,9 +81,9 @@ def test_serve_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_default_mode_that_is_not_built_yet() -> None:
     proc = subprocess.run([sys.executable, "-m", "router", "serve"], capture_output=True, text=True, timeout=60,
-                          env={"HYBRID_ROUTER_SERVER__DEFAULT_MODE": "post_arbitration", "PATH": "/usr/bin:/bin"})
+                          env={"HYBRID_ROUTER_SERVER__DEFAULT_MODE": "pre_arbitration", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
-    assert "server.default_mode 'post_arbitration' is not implemented yet" in proc.stderr
+    assert "server.default_mode 'pre_arbitration' is not implemented yet" in proc.stderr
 
 
 def test_config_is_accepted_after_the_command(tmp_path: Path) -> None:

@@ -42,3 +42,31 @@ async def test_a_garbage_reply_from_a_fault_injection_judge_is_ungraded_but_its_
     assert edge_only.judge_cost_per_1k_usd == 1000 * signal["detail"]["cost_usd"]
     assert "judge" not in edge_only.accuracy  # an ungraded call is spend, not evidence
     ledger.close()
+
+
+async def test_the_judge_grades_answers_only(tmp_path) -> None:
+    """A request that ended without an answer (here: the edge finished, then the cloud failed) reaches
+    the sinks for its spend only; and a verification run is no edge answer to grade."""
+    import dataclasses
+
+    from router.fault_injection import FixedLatencyFaultInjectionBackend
+    from router.judge import CloudJudge
+    from router.pricing import CostModel
+    from router.types import BackendKind
+    from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
+
+    ledger = open_ledger(tmp_path / "ledger.db")
+    costs = CostModel(0.15, 0.6, 5e8, 7e-10, 0.15)
+    judge = CloudJudge(cloud=lambda: FixedLatencyFaultInjectionBackend(latency_s=0.0), costs=lambda: costs,
+                       signals=ledger, sample_rate=1.0)
+    failed = make_unanswered("failed", [make_run(BackendKind.EDGE, "#### 7"),
+                                        make_run(BackendKind.CLOUD, "", finish_reason="error")],
+                             finish_reason="error")
+    request, result = make_exchange("verified", cloud="#### 7", served_by=BackendKind.CLOUD)
+    verified = (request, dataclasses.replace(result, runs=(make_run(BackendKind.EDGE, "yes", purpose="verify"),
+                                                           *result.runs)))
+    for exchange in (failed, verified):
+        judge.record(*exchange)
+    await judge.aclose()
+    assert (judge.graded, judge.ungraded) == (0, 0)
+    ledger.close()

@@ -2,6 +2,7 @@
 evidence, duplicates go, and the seeded split is by prompt and reproducible."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import datetime, timezone
@@ -13,7 +14,7 @@ import pytest
 from router.errors import InvalidRequestError
 from router.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget, validation_path_for
 from router.types import BackendKind, Mode
-from tests.unit.test_ledger_support import SYSTEM, make_exchange, open_ledger
+from tests.unit.test_ledger_support import SYSTEM, make_exchange, make_run, make_unanswered, open_ledger
 
 CLOUD, EDGE = BackendKind.CLOUD, BackendKind.EDGE
 POST = Mode.POST_ARBITRATION
@@ -106,6 +107,22 @@ def test_dpo_format_prefers_the_answer_that_was_actually_better(ledger: Ledger, 
     }
     assert report.duplicates_removed == 1
     assert report.sources == {"cloud_better": 1, "edge_better": 2, "correction": 1}
+
+
+def test_only_answers_make_pairs_never_samples_nor_an_unanswered_request(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    request, result = make_exchange("sampled", question="q1", edge="#### 8", cloud="#### 7", served_by=CLOUD,
+                                    mode=POST, reference="7")
+    # A right self-consistency sample ran before the (wrong) edge answer: it is no answer of the edge's.
+    sample = make_run(EDGE, "#### 7", purpose="sample")
+    ledger.record(request, dataclasses.replace(result, runs=(sample, *result.runs)))
+    # A request cancelled mid-answer, then corrected by its user: its partial text is no rejected answer.
+    ledger.record(*make_unanswered("cut", [make_run(CLOUD, "#### 6 bec", finish_reason="cancelled")]))
+    assert ledger.flush()
+    ledger.feedback("cut", score=None, thumbs_up=None, corrected_answer="#### 7")
+    rows = _load(ledger.export("dpo", tmp_path / "dpo.jsonl").path)
+    assert [(row["chosen"], row["rejected"]) for row in rows] == [("#### 7", "#### 8")]
+    ledger.close()
 
 
 def test_min_score_moves_the_judge_threshold(ledger: Ledger, tmp_path: Path) -> None:

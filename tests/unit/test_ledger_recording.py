@@ -13,7 +13,7 @@ from router.ledger import (AccuracySignal, Ledger, LedgerExportRefusedError, Led
                            LedgerUnavailableError, SignalKind, SignalTarget)
 from router.ledger.writer import LedgerWriter
 from router.types import BackendKind, ChatMessage, Mode
-from tests.unit.test_ledger_support import make_exchange, open_ledger
+from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 
 def _signals(record: dict, kind: str) -> dict[str, dict]:
@@ -109,6 +109,22 @@ def test_a_cancelled_run_is_not_scored(tmp_path: Path) -> None:
     assert set(_signals(stored, "reference")) == {"final", "edge"}
     assert _signals(stored, "agreement") == {}
     assert [run["finish_reason"] for run in stored["backend_runs"]] == ["stop", "cancelled"]
+    ledger.close()
+
+
+def test_a_request_that_ended_without_an_answer_is_stored_with_its_spend_and_no_signals(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    runs = [make_run(BackendKind.EDGE, "#### 7", cost=0.0001, purpose="sample"),
+            make_run(BackendKind.CLOUD, "Let me th", cost=0.002, finish_reason="cancelled")]
+    ledger.record(*make_unanswered("gone", runs, reference="7"))
+    assert ledger.flush()
+    stored = ledger.get("gone")
+    assert (stored["served_by"], stored["finish_reason"], stored["final_text"]) == ("UNSPECIFIED", "cancelled",
+                                                                                  "Let me th")
+    assert stored["cloud_cost_usd"] == 0.002 and stored["edge_cost_usd"] == 0.0001
+    assert [(run["purpose"], run["finish_reason"]) for run in stored["backend_runs"]] == [
+        ("sample", "stop"), ("answer", "cancelled")]
+    assert stored["signals"] == []  # no answer to score: neither the partial text nor the sample
     ledger.close()
 
 

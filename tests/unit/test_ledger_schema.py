@@ -9,7 +9,7 @@ import pytest
 from router.ledger import SCHEMA_VERSION, Ledger
 from router.ledger.schema import MIGRATIONS, migrate, schema_version
 from router.types import BackendKind, Mode
-from tests.unit.test_ledger_support import make_exchange, open_ledger
+from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -107,4 +107,24 @@ def test_v2_runs_gain_usage_estimated_false_and_new_rows_keep_the_flag(tmp_path:
     assert ledger.flush()
     assert [run["usage_estimated"] for run in ledger.get("v2-1")["backend_runs"]] == [0]
     assert [run["usage_estimated"] for run in ledger.get("v3-1")["backend_runs"]] == [1]
+    ledger.close()
+
+
+def test_v3_runs_gain_purpose_answer_and_new_rows_keep_theirs(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        migrate(conn, MIGRATIONS[:3])
+        conn.execute(
+            "INSERT INTO requests (id, created_at, mode, served_by, messages_json, content_hash, "
+            "content_policy) VALUES ('v3-1', '2024-01-01T00:00:00.000000+00:00', 'EDGE_ONLY', 'EDGE', "
+            "'[]', 'abc', 'full')")
+        conn.execute("INSERT INTO backend_runs (request_id, ordinal, backend) VALUES ('v3-1', 0, 'EDGE')")
+    conn.close()
+
+    ledger = open_ledger(path)
+    runs = [make_run(BackendKind.EDGE, "#### 7", purpose="sample"), make_run(BackendKind.CLOUD, "#### 7")]
+    ledger.record(*make_unanswered("v4-1", runs))
+    assert ledger.flush()
+    assert [run["purpose"] for run in ledger.get("v3-1")["backend_runs"]] == ["answer"]
+    assert [run["purpose"] for run in ledger.get("v4-1")["backend_runs"]] == ["sample", "answer"]
     ledger.close()

@@ -10,7 +10,7 @@ import pytest
 
 from router.ledger import AccuracySignal, SignalKind
 from router.types import BackendKind, Mode
-from tests.unit.test_ledger_support import make_exchange, open_ledger
+from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 
 def test_stats_per_mode(tmp_path: Path) -> None:
@@ -82,4 +82,19 @@ def test_stats_since(tmp_path: Path) -> None:
     assert {s.mode: s.requests for s in ledger.stats()} == {"EDGE_ONLY": 2, "CLOUD_ONLY": 1}
     assert {s.mode: s.requests for s in ledger.stats(since=cutoff)} == {"EDGE_ONLY": 1, "CLOUD_ONLY": 1}
     assert ledger.stats(since=datetime(2999, 1, 1)) == []
+    ledger.close()
+
+
+def test_unanswered_requests_count_for_their_spend_but_not_for_latency_or_cloud_share(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    ledger.record(*make_exchange("answered", cloud="Paris", served_by=BackendKind.CLOUD, mode=Mode.CLOUD_ONLY,
+                                 cloud_cost=0.003, total_s=1.0))
+    cancelled = [make_run(BackendKind.CLOUD, "Par", cost=0.001, finish_reason="cancelled")]
+    ledger.record(*make_unanswered("cancelled", cancelled, total_s=9.0))
+    assert ledger.flush()
+    [cloud] = ledger.stats()
+    assert cloud.requests == 2
+    assert cloud.cloud_cost_per_1k_usd == pytest.approx(2.0)  # (0.003 + 0.001) over 2 requests
+    assert cloud.cloud_share == 1.0  # of the answered: a cancelled request was served by no one
+    assert cloud.latency_p50_s == pytest.approx(1.0) and cloud.latency_p95_s == pytest.approx(1.0)
     ledger.close()

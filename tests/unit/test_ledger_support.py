@@ -15,11 +15,29 @@ SYSTEM = ChatMessage("system", "You are a helpful assistant.")
 
 
 def make_run(backend: BackendKind, text: str, *, cost: float = 0.0, total_s: float = 1.0,
-             finish_reason: str = "stop", usage_estimated: bool = False) -> BackendRun:
+             finish_reason: str = "stop", usage_estimated: bool = False, purpose: str = "answer") -> BackendRun:
     return BackendRun(backend=backend, model="edge-model" if backend == BackendKind.EDGE else "cloud-model",
                       text=text, prompt_tokens=12, completion_tokens=len(text.split()), queue_s=0.01,
                       ttft_s=total_s / 4, total_s=total_s, cost_usd=cost, finish_reason=finish_reason,
-                      usage_estimated=usage_estimated)
+                      usage_estimated=usage_estimated, purpose=purpose)
+
+
+def make_unanswered(request_id: str, runs: Sequence[BackendRun], *, finish_reason: str = "cancelled",
+                    mode: Mode = Mode.CLOUD_ONLY, reference: Optional[str] = None,
+                    total_s: float = 1.0) -> tuple[GenerateRequest, GenerateResult]:
+    """A request that ended without an answer after its runs: what the router records for its spend."""
+    request = GenerateRequest(messages=[SYSTEM, ChatMessage("user", "What is 3 + 4?")], mode=mode,
+                              request_id=request_id, reference_answer=reference)
+    edge_cost = sum(run.cost_usd for run in runs if run.backend == BackendKind.EDGE)
+    cloud_cost = sum(run.cost_usd for run in runs if run.backend == BackendKind.CLOUD)
+    answers = [run.text for run in runs if run.purpose == "answer"]
+    result = GenerateResult(
+        request_id=request_id, text=answers[-1] if answers else "", served_by=BackendKind.UNSPECIFIED,
+        edge_model="edge-model", cloud_model="cloud-model", runs=tuple(runs), cost_usd=edge_cost + cloud_cost,
+        edge_cost_usd=edge_cost, cloud_cost_usd=cloud_cost,
+        latency=Latency(ttft_s=total_s / 4, total_s=total_s, edge_s=0.0, cloud_s=total_s),
+        decision=Decision(mode=mode, reason="cancelled before it was answered"), finish_reason=finish_reason)
+    return request, result
 
 
 def make_exchange(request_id: str, *, question: str = "What is 3 + 4?", edge: Optional[str] = None,

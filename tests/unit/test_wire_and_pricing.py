@@ -7,7 +7,7 @@ from router.errors import (ERROR_FOR_CODE, InvalidRequestError, RateLimitedError
                            error_from_status)
 from router.pricing import CostModel
 from router.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
-                          Latency, Mode, TextDelta)
+                          Latency, Mode, RunPurpose, TextDelta)
 
 
 def test_request_round_trip_keeps_unset_fields_unset() -> None:
@@ -31,6 +31,18 @@ def test_result_round_trip() -> None:
     assert wire.result_from_proto(wire.result_to_proto(result)) == result
     delta = TextDelta("x", BackendKind.CLOUD, None)
     assert wire.delta_from_proto(wire.delta_to_proto(delta).delta) == delta
+
+
+def test_run_purposes_cross_the_wire_and_an_unknown_one_stays_text() -> None:
+    def round_trip(purpose: str) -> str:
+        run = BackendRun(BackendKind.EDGE, "m", "t", 3, 4, 0.1, 0.2, 0.3, 1e-6, "cancelled", purpose=purpose)
+        return wire._run_from_proto(wire._run_to_proto(run)).purpose
+
+    assert [round_trip(p) for p in RunPurpose] == list(RunPurpose)
+    assert round_trip("critique") == "critique"  # from a newer daemon: kept, not an error
+    legacy = wire._run_to_proto(BackendRun(BackendKind.EDGE, "m", "t", 3, 4, 0.1, 0.2, 0.3, 1e-6, "stop"))
+    legacy.ClearField("purpose")  # what an older daemon sends
+    assert wire._run_from_proto(legacy).purpose == RunPurpose.ANSWER
 
 
 def test_status_codes_map_to_typed_errors() -> None:

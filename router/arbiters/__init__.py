@@ -1,0 +1,30 @@
+"""POST_ARBITRATION's arbiters, scorers and thresholds, built from `[arbitration]` settings."""
+from __future__ import annotations
+
+from router.arbiters.cascade import CascadeArbiter
+from router.arbiters.scorers import SCORER_NAMES, Scorer, build_scorer
+from router.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
+from router.config import ArbitrationSettings
+
+ARBITER_NAMES = ("cascade", "shadow")
+
+
+def build_threshold(settings: ArbitrationSettings) -> Threshold:
+    if settings.threshold == "target_share":
+        return TargetShareThreshold(share=settings.target_cloud_share, window=settings.window,
+                                    min_samples=settings.min_samples, initial=settings.fixed_threshold)
+    return FixedThreshold(settings.fixed_threshold)
+
+
+def build_arbiter(settings: ArbitrationSettings) -> CascadeArbiter:
+    if settings.arbiter == "shadow":
+        # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
+        return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples),
+                              threshold=build_threshold(settings), stream_draft=False, always_escalate=True,
+                              name="shadow")
+    return CascadeArbiter(scorer=build_scorer(settings.scorer, samples=settings.samples),
+                          threshold=build_threshold(settings), stream_draft=settings.stream_draft)
+
+
+__all__ = ["ARBITER_NAMES", "CascadeArbiter", "SCORER_NAMES", "Scorer", "Threshold", "build_arbiter",
+           "build_scorer", "build_threshold"]
