@@ -108,9 +108,11 @@ class LedgerSettings(_Section):
 
 
 class ArbitrationSettings(_Section):
-    arbiter: Literal["cascade", "shadow"] = Field(
+    arbiter: Literal["cascade", "parallel", "early", "shadow"] = Field(
         "cascade", description="POST_ARBITRATION's arbiter. cascade: the edge answers, the cloud when the score is "
-        "below the threshold. shadow: the cloud answers every request and every scorer's features are recorded "
+        "below the threshold. parallel: both start at once; the cloud is cancelled when the edge's answer is "
+        "kept. early: a cascade that stops the edge as soon as its running confidence falls below "
+        "early_threshold. shadow: the cloud answers every request and every scorer's features are recorded "
         "(labelling).")
     scorer: Literal["logprob", "task", "consistency", "verify", "rule", "all"] = Field(
         "rule", description="How the edge answer is scored (router/arbiters/scorers.py); rule is the default rule.")
@@ -124,6 +126,9 @@ class ArbitrationSettings(_Section):
     min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
                              "fixed_threshold applies.")
     samples: int = Field(3, ge=1, le=16, description="Self-consistency samples (T=0.7) for answers that end in a number.")
+    early_threshold: float = Field(0.4, ge=0, le=1, description="early: the running confidence (geometric-mean "
+                                   "token probability over early_window tokens) below which the edge is stopped.")
+    early_window: int = Field(16, gt=0, description="early: how many recent tokens the running confidence covers.")
     stream_draft: bool = Field(True, description="Stream the edge's draft; a DraftDiscarded event replaces it "
                                "when the cloud answers.")
 

@@ -1,12 +1,13 @@
 """POST_ARBITRATION's arbiters, scorers and thresholds, built from `[arbitration]` settings."""
 from __future__ import annotations
 
-from router.arbiters.cascade import CascadeArbiter
+from router.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter
+from router.arbiters.parallel import ParallelArbiter
 from router.arbiters.scorers import SCORER_NAMES, Scorer, build_scorer
 from router.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
 from router.config import ArbitrationSettings
 
-ARBITER_NAMES = ("cascade", "shadow")
+ARBITER_NAMES = ("cascade", "parallel", "early", "shadow")
 
 
 def build_threshold(settings: ArbitrationSettings) -> Threshold:
@@ -16,15 +17,20 @@ def build_threshold(settings: ArbitrationSettings) -> Threshold:
     return FixedThreshold(settings.fixed_threshold)
 
 
-def build_arbiter(settings: ArbitrationSettings) -> CascadeArbiter:
+def build_arbiter(settings: ArbitrationSettings) -> ScoringArbiter:
+    threshold = build_threshold(settings)
     if settings.arbiter == "shadow":
         # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
-        return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples),
-                              threshold=build_threshold(settings), stream_draft=False, always_escalate=True,
-                              name="shadow")
-    return CascadeArbiter(scorer=build_scorer(settings.scorer, samples=settings.samples),
-                          threshold=build_threshold(settings), stream_draft=settings.stream_draft)
+        return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples), threshold=threshold,
+                              stream_draft=False, always_escalate=True, name="shadow")
+    scorer = build_scorer(settings.scorer, samples=settings.samples)
+    if settings.arbiter == "parallel":
+        return ParallelArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
+    if settings.arbiter == "early":
+        return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft, name="early",
+                              early=EarlyExit(settings.early_threshold, settings.early_window))
+    return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
 
 
-__all__ = ["ARBITER_NAMES", "CascadeArbiter", "SCORER_NAMES", "Scorer", "Threshold", "build_arbiter",
+__all__ = ["ARBITER_NAMES", "CascadeArbiter", "EarlyExit", "ParallelArbiter", "ScoringArbiter", "SCORER_NAMES", "Scorer", "Threshold", "build_arbiter",
            "build_scorer", "build_threshold"]

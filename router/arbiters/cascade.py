@@ -5,6 +5,11 @@ kept answer (most of them) arrives at the edge's speed; when the cloud must answ
 event tells the client to drop the draft, and the cloud's answer follows. Without it, the edge's text
 is held back until the decision and sent as one delta.
 
+`early`: early escalation. While the edge streams, its running confidence (the geometric-mean token
+probability over the last `window` tokens) is watched; when it falls below `threshold`, the edge is
+stopped there and the cloud answers, so a bad edge answer costs only the part already generated. An
+answer that runs to its end is scored as in the cascade.
+
 `shadow` is the cascade that always asks the cloud and serves its answer, with every scorer's
 features recorded: it labels traffic (the cloud's answer beside the edge's, for training) at the
 cloud's price.
@@ -14,13 +19,14 @@ A scorer that fails is logged; the cloud answers and the decision says why.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Optional, Sequence
 
 from router.arbiters.features import Draft
 from router.arbiters.scorers import Score, Scorer
 from router.arbiters.thresholds import Threshold
-from router.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
 from router.types import BackendKind, Decision, DraftDiscarded, TextDelta
 
 
@@ -40,37 +46,99 @@ class ContextEdgeCalls:
         return call.run.text, tuple(call.token_logprobs)
 
 
+@dataclass(frozen=True)
+class EarlyExit:
+    """Stop the edge when the geometric-mean probability of its last `window` tokens drops below `threshold`."""
+
+    threshold: float
+    window: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0 or self.window < 1:
+            raise ValueError("early escalation needs a threshold in [0, 1] and a window of at least 1 token")
+
+    def running_confidence(self, token_logprobs: Sequence[float]) -> Optional[float]:
+        """None until `window` tokens have come: a few uncertain opening tokens are normal."""
+        if len(token_logprobs) < self.window:
+            return None
+        recent = token_logprobs[-self.window:]
+        return math.exp(math.fsum(recent) / len(recent))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    score: Optional[Score]
+    threshold: float
+    reason: str
+
+
 @dataclass
-class CascadeArbiter:
+class ScoringArbiter:
+    """What every post-arbitration strategy shares: scoring an edge answer against the threshold."""
+
     scorer: Scorer
     threshold: Threshold
     stream_draft: bool = True
-    always_escalate: bool = False
     name: str = "cascade"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.arbiter"))
 
-    async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
-        async with ctx.call(BackendKind.EDGE, purpose="answer") as edge:
-            async for delta in edge.deltas():
-                if self.stream_draft:
-                    yield delta
-        edge_run = edge.run
-        assert edge_run is not None
-        draft = Draft(ctx.messages, edge_run.text, tuple(edge.token_logprobs), edge_run.finish_reason)
+    async def judge(self, ctx: ModeContext, edge: BackendCall, *, always_escalate: bool = False) -> Verdict:
+        run = edge.run
+        assert run is not None
+        draft = Draft(ctx.messages, run.text, tuple(edge.token_logprobs), run.finish_reason)
         threshold = self.threshold.current()
-        score: Optional[Score] = None
-        failure = ""
         try:
             score = await self.scorer.score(draft, ContextEdgeCalls(ctx), max_tokens=ctx.params.max_tokens)
         except Exception as exc:  # any scorer failure: the cloud answers, and the decision says why
-            failure = f"scorer {self.scorer.name} failed ({type(exc).__name__}: {exc})"
             self.logger.warning("scorer failed; the cloud answers", extra={"fields": {
                 "scorer": self.scorer.name, "error": str(exc), "type": type(exc).__name__}})
-        if score is not None:
-            self.threshold.observe(score.value)
-        keep = score is not None and not self.always_escalate and score.value >= threshold
-        decision = self._decision(ctx, score, threshold, keep, failure)
-        if keep:
+            return Verdict(False, None, threshold,
+                           f"scorer {self.scorer.name} failed ({type(exc).__name__}: {exc}); the cloud answers")
+        self.threshold.observe(score.value)
+        if always_escalate:
+            return Verdict(False, score, threshold, f"{self.name}: the cloud answers every request; "
+                                                    f"{self.scorer.name} scored the edge {score.value:.3f}")
+        keep = score.value >= threshold
+        relation = ">=" if keep else "<"
+        answers = "the edge answers" if keep else "the cloud answers"
+        return Verdict(keep, score, threshold, f"{self.scorer.name} scored the edge {score.value:.3f} {relation} "
+                                               f"threshold {threshold:.3f}: {answers}")
+
+    def decision(self, ctx: ModeContext, verdict: Verdict) -> Decision:
+        score = verdict.score
+        return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
+                        reason=verdict.reason, scorer=self.scorer.name, threshold=verdict.threshold,
+                        threshold_kind=self.threshold.name, escalated=not verdict.keep,
+                        features=dict(score.features) if score is not None else {})
+
+
+@dataclass
+class CascadeArbiter(ScoringArbiter):
+    always_escalate: bool = False
+    early: Optional[EarlyExit] = None
+
+    async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
+        stopped_at: Optional[float] = None
+        async with ctx.call(BackendKind.EDGE) as edge:
+            async for delta in edge.deltas():
+                if self.stream_draft:
+                    yield delta
+                confidence = self.early.running_confidence(edge.token_logprobs) if self.early else None
+                if confidence is not None and confidence < self.early.threshold:
+                    stopped_at = confidence
+                    break  # leaving the block stops the edge here: the rest is never generated
+        edge_run = edge.run
+        assert edge_run is not None
+        if stopped_at is not None:
+            verdict = Verdict(False, None, self.early.threshold,
+                              f"early escalation: the edge's confidence over its last {self.early.window} tokens "
+                              f"fell to {stopped_at:.3f} < {self.early.threshold:.3f} after "
+                              f"{edge_run.completion_tokens} tokens; the cloud answers")
+        else:
+            verdict = await self.judge(ctx, edge, always_escalate=self.always_escalate)
+        decision = self.decision(ctx, verdict)
+        if verdict.keep:
             if not self.stream_draft and edge_run.text:
                 yield TextDelta(edge_run.text, BackendKind.EDGE, None)
             yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE, decision=decision,
@@ -79,25 +147,10 @@ class CascadeArbiter:
         edge.mark_discarded()
         if self.stream_draft and edge_run.text:
             yield DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD, reason=decision.reason)
-        async with ctx.call(BackendKind.CLOUD, purpose="answer") as cloud:
+        async with ctx.call(BackendKind.CLOUD) as cloud:
             async for delta in cloud.deltas():
                 yield delta
         cloud_run = cloud.run
         assert cloud_run is not None
         yield ModeOutcome(text=cloud_run.text, served_by=BackendKind.CLOUD, decision=decision,
                           finish_reason=cloud_run.finish_reason)
-
-    def _decision(self, ctx: ModeContext, score: Optional[Score], threshold: float, keep: bool,
-                  failure: str) -> Decision:
-        if failure:
-            reason = f"{failure}; the cloud answers"
-        elif self.always_escalate:
-            reason = f"shadow: the cloud answers every request; {self.scorer.name} scored the edge {score.value:.3f}"
-        elif keep:
-            reason = f"{self.scorer.name} scored the edge {score.value:.3f} >= threshold {threshold:.3f}: the edge answers"
-        else:
-            reason = f"{self.scorer.name} scored the edge {score.value:.3f} < threshold {threshold:.3f}: the cloud answers"
-        return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
-                        reason=reason, scorer=self.scorer.name, threshold=threshold,
-                        threshold_kind=self.threshold.name, escalated=not keep,
-                        features=dict(score.features) if score is not None else {})

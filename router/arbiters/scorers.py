@@ -64,7 +64,13 @@ def logprob_score(features: Mapping[str, float]) -> float:
 
 
 def task_score(draft: Draft, features: Mapping[str, float]) -> float:
-    if not has_passage(draft):
+    return task_score_from_features({**features, "has_passage": float(has_passage(draft))})
+
+
+def task_score_from_features(features: Mapping[str, float]) -> float:
+    """The task score from recorded features alone (`has_passage` included), so a labelled corpus
+    can be re-scored offline without the drafts."""
+    if not features["has_passage"]:
         return logprob_score(features)
     # Reading: a short verbatim span is the answer's shape (F1 0.55 against 0.33 otherwise); the
     # logprob separates within each shape.

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 
+from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import RouterClient
 from router.types import BackendKind, DraftDiscarded, Mode, RunPurpose, TextDelta
 from tests.conftest import ServerThread, make_settings
@@ -106,3 +107,75 @@ def test_a_scorer_that_fails_at_run_time_sends_the_request_to_the_cloud_and_says
     assert result.served_by == BackendKind.CLOUD and result.decision.escalated
     assert result.decision.score is None
     assert "scorer verify failed" in result.decision.reason and "the cloud answers" in result.decision.reason
+
+
+def test_parallel_keeps_the_edge_and_cancels_the_cloud_for_real(smollm_path) -> None:
+    # The cloud sends two chunks, then stalls: the race can only end by cancelling it.
+    with FaultInjectionOpenAIServer(hang_s=60) as cloud:
+        cloud.inject(Fault.STALLED_STREAM)
+        server = ServerThread(make_settings({
+            "HYBRID_ROUTER_ARBITRATION__ARBITER": "parallel", "HYBRID_ROUTER_ARBITRATION__SCORER": "logprob",
+            "HYBRID_ROUTER_ARBITRATION__FIXED_THRESHOLD": "0", "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
+            "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-parallel", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
+            "HYBRID_ROUTER_CLOUD__TIMEOUT_S": "60"}))
+        try:
+            with RouterClient(server.address) as client:
+                result = client.generate(prompt="Name a colour.", mode="post", max_tokens=12)
+        finally:
+            server.stop()
+    assert result.served_by == BackendKind.EDGE and result.decision.arbiter == "parallel"
+    cloud_runs = [run for run in result.runs if run.backend == BackendKind.CLOUD]
+    assert len(cloud_runs) == 1
+    assert cloud_runs[0].finish_reason == "cancelled" and cloud_runs[0].purpose == RunPurpose.DRAFT
+    assert cloud_runs[0].completion_tokens == 2 and cloud_runs[0].cost_usd > 0  # what it streamed is paid for
+    assert result.cloud_cost_usd == pytest.approx(cloud_runs[0].cost_usd)
+
+
+def test_parallel_serves_the_cloud_when_the_edge_scores_low(escalating_parallel_daemon: ServerThread) -> None:
+    with RouterClient(escalating_parallel_daemon.address) as client:
+        with client.stream(prompt="Name a colour.", mode="post", max_tokens=12) as stream:
+            events = list(stream.events())
+        result = stream.result
+    assert result.served_by == BackendKind.CLOUD and result.decision.escalated
+    assert any(isinstance(event, DraftDiscarded) for event in events)
+    cut = next(i for i, event in enumerate(events) if isinstance(event, DraftDiscarded))
+    assert "".join(e.text for e in events[cut + 1:]) == result.text
+    assert sorted(run.backend for run in result.runs) == [BackendKind.EDGE, BackendKind.CLOUD]
+
+
+@pytest.fixture(scope="module")
+def escalating_parallel_daemon(smollm_path) -> Iterator[ServerThread]:
+    server = post_daemon(arbiter="parallel", scorer="logprob", fixed_threshold="1")
+    yield server
+    server.stop()
+
+
+def test_parallel_serves_the_edge_when_the_cloud_fails_during_the_race(smollm_path) -> None:
+    with FaultInjectionOpenAIServer() as cloud:
+        cloud.inject(Fault.STATUS_500)
+        server = ServerThread(make_settings({
+            "HYBRID_ROUTER_ARBITRATION__ARBITER": "parallel", "HYBRID_ROUTER_ARBITRATION__SCORER": "logprob",
+            "HYBRID_ROUTER_ARBITRATION__FIXED_THRESHOLD": "1", "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
+            "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-parallel", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
+            "HYBRID_ROUTER_CLOUD__MAX_RETRIES": "0"}))
+        try:
+            with RouterClient(server.address) as client:
+                result = client.generate(prompt="Name a colour.", mode="post", max_tokens=12)
+        finally:
+            server.stop()
+    assert result.served_by == BackendKind.EDGE
+    assert "the cloud failed" in result.decision.reason and "the edge answers" in result.decision.reason
+
+
+def test_early_escalation_stops_the_edge_once_its_confidence_falls(smollm_path) -> None:
+    # A threshold of 1 is never reached by a running confidence: the edge stops after its first window.
+    server = post_daemon(arbiter="early", scorer="logprob", early_threshold="1", early_window="4")
+    try:
+        with RouterClient(server.address) as client:
+            result = client.generate(prompt="Write a long story about a dragon.", mode="post", max_tokens=64)
+    finally:
+        server.stop()
+    edge = next(run for run in result.runs if run.backend == BackendKind.EDGE)
+    assert result.served_by == BackendKind.CLOUD and result.decision.arbiter == "early"
+    assert "early escalation" in result.decision.reason
+    assert edge.finish_reason == "cancelled" and 4 <= edge.completion_tokens < 64
