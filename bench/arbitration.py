@@ -111,6 +111,8 @@ def graded_quality(record: Row, side: str, scoring: str) -> Optional[float]:
 
 def skip_reason(record: Row) -> Optional[str]:
     """Why a bench record cannot be a corpus item, or None when it can."""
+    if record.get("error"):
+        return "error"
     if record.get("mode") != POST_ARBITRATION:
         return "not POST_ARBITRATION"
     decision = record.get("decision") or {}
@@ -244,6 +246,13 @@ SCORE_FUNCTIONS = (
 # ================================================================ curves and metrics
 
 
+def _cpt_key(target: float) -> str:
+    return f"cpt_{target:.0%}".replace("%", "")
+
+
+METRIC_KEYS = ("apgr",) + tuple(_cpt_key(t) for t in CPT_TARGETS)
+
+
 @dataclass(frozen=True)
 class Curve:
     """The escalation curve's points, one per threshold, from nothing escalated to everything."""
@@ -296,13 +305,6 @@ def curve_metrics(curve: Curve) -> dict[str, Optional[float]]:
         return {"apgr": None, **{_cpt_key(t): None for t in CPT_TARGETS}}
     return {"apgr": area_under(curve.shares, curve.pgrs),
             **{_cpt_key(t): cost_to_reach(curve.shares, curve.pgrs, t) for t in CPT_TARGETS}}
-
-
-def _cpt_key(target: float) -> str:
-    return f"cpt_{target:.0%}".replace("%", "")
-
-
-METRIC_KEYS = ("apgr",) + tuple(_cpt_key(t) for t in CPT_TARGETS)
 
 
 # ================================================================ subsets
@@ -559,6 +561,11 @@ def _panels(count: int) -> tuple[Figure, list[Any]]:
     return figure, list(figure.subplots(1, count, squeeze=False)[0])
 
 
+# The two references are drawn apart from the scorers, and from each other.
+_REFERENCE_STYLES = MappingProxyType({RANDOM: MappingProxyType({"color": "grey", "linestyle": "--"}),
+                                      ORACLE: MappingProxyType({"color": "black", "linestyle": ":"})})
+
+
 def _empty_panel(ax: Any, result: Mapping[str, Any]) -> None:
     ax.text(0.5, 0.5, result["reason"] or "no items", ha="center", va="center", wrap=True, fontsize=9)
     ax.set_axis_off()
@@ -574,7 +581,7 @@ def plot_escalation_curves(summary: Mapping[str, Any], path: Path) -> Path:
             _empty_panel(ax, result)
             continue
         for scorer in result["scorers"]:
-            style = {"color": "grey", "linestyle": "--"} if scorer["scorer"] in (RANDOM, ORACLE) else {}
+            style = _REFERENCE_STYLES.get(scorer["scorer"], {})
             ax.plot(scorer["points"]["cloud_share"], scorer["points"]["pgr"],
                     label=f"{scorer['scorer']} (APGR {scorer['apgr']:.2f})", **style)
         ax.axhline(TARGET_PGR, color="black", linewidth=0.5)
@@ -597,7 +604,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], path: Path) -> Path:
             _empty_panel(ax, result)
             continue
         for scorer in result["scorers"]:
-            style = {"color": "grey", "linestyle": "--"} if scorer["scorer"] in (RANDOM, ORACLE) else {}
+            style = _REFERENCE_STYLES.get(scorer["scorer"], {})
             ax.plot(scorer["points"]["usd_per_1k"], scorer["points"]["quality"], label=scorer["scorer"], **style)
         ax.set_xlabel("dollars per 1,000 requests")
         ax.set_ylabel("mean quality (F1 / correct)")
@@ -667,6 +674,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def dataset_loader(specs: Sequence[str]) -> Callable[[str], list[BenchItem]]:
     """load_dataset, with the files given by --data in place of the shared ones."""
+    if any(":" not in spec for spec in specs):
+        raise CorpusError(f"--data takes DATASET:PATH, got {[spec for spec in specs if ':' not in spec]}")
     paths = dict(spec.split(":", 1) for spec in specs)
     return lambda name: load_dataset(f"{name}:{paths[name]}" if name in paths else name)
 

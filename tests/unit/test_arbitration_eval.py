@@ -299,3 +299,13 @@ def test_export_refuses_an_item_the_data_set_does_not_hold(tmp_path) -> None:
     items = [BenchItem(GSM8K, "gsm8k-1", "q", ("1",), None, "numeric")]
     with pytest.raises(ValueError, match="gsm8k-99"):
         export_corpus(results, tmp_path / "out.jsonl", load=lambda name: items)
+
+
+def test_a_target_met_by_the_point_estimate_alone_says_the_interval_reaches_it() -> None:
+    mixed = {"n": 12, "counts": {GSM8K: 6, SQUAD_PASSAGE: 6}, "reason": None, "scorers": [
+        {"scorer": "oracle", "cpt_80": 0.1, "cpt_80_ci": [0.05, 0.2]},  # no strategy: never the best
+        {"scorer": "verify", "cpt_80": 0.45, "cpt_80_ci": [0.3, 0.7]},
+        {"scorer": "logprob", "cpt_80": 0.6, "cpt_80_ci": [0.5, 0.9]}]}
+    verdict = target_verdict(mixed, "test")
+    assert verdict["met"] is True and verdict["best"] == "verify"
+    assert "point estimate only" in verdict["text"] and "[0.300, 0.700]" in verdict["text"]
