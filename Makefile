@@ -31,7 +31,7 @@ models: install
 	$(HR) models pull
 
 test-models: install
-	$(HR) models pull smollm2-135m
+	$(HR) models pull smollm2-135m use-multilingual-512
 
 # One short decode in a child process: a build this CPU cannot run ends here, in one clear line.
 selftest: test-models

@@ -209,6 +209,36 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return EXIT_CRASHED if result.signal_name else EXIT_ERROR
 
 
+def cmd_train_arbiter(args: argparse.Namespace) -> int:
+    """Train the learned deferral model on the labelled corpus; writes a new version directory."""
+    try:
+        from router.arbiters.training import TrainingError, questions_from_bench_datasets, read_corpus, train_arbiter
+    except ImportError as exc:  # scikit-learn / skl2onnx are the [train] extra, not daemon dependencies
+        print(f"hybrid-router: train-arbiter needs the [train] extra ({exc}); run "
+              "`pip install -e '.[train]'`", file=sys.stderr)
+        return EXIT_ERROR
+    from edge.encoder import ENCODER_MODEL, TextEncoder
+
+    from router.app import model_cache
+
+    corpus, out = Path(args.corpus), Path(args.out)
+    try:
+        if args.features_only:
+            directory = train_arbiter(corpus, out)
+        else:
+            questions = questions_from_bench_datasets(read_corpus(corpus))
+            encoder = TextEncoder.from_cache(model_cache(_settings(args)))
+            directory = train_arbiter(corpus, out, encode=lambda text: encoder.encode([text])[0],
+                                      questions=questions, embedding_model=ENCODER_MODEL)
+    except TrainingError as exc:
+        print(f"hybrid-router: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    meta = json.loads((directory / "meta.json").read_text())
+    print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
+    print(directory)
+    return 0
+
+
 DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
 
 
@@ -373,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = commands.add_parser("selftest", parents=[common],
                                    help="one short decode of the test model in a child process")
     selftest.set_defaults(func=cmd_selftest)
+
+    train = commands.add_parser("train-arbiter", parents=[common],
+                                help="train the learned deferral model (arbitration.scorer = learned)")
+    train.add_argument("--corpus", required=True, help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
+    train.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
+    train.add_argument("--features-only", action="store_true",
+                       help="no question embedding (the corpus's data sets need not be readable)")
+    train.set_defaults(func=cmd_train_arbiter)
 
     commands.add_parser("bench", help="run the benchmark: hybrid-router bench --help (options of python -m bench)")
     return parser

@@ -114,8 +114,15 @@ class ArbitrationSettings(_Section):
         "kept. early: a cascade that stops the edge as soon as its running confidence falls below "
         "early_threshold. shadow: the cloud answers every request and every scorer's features are recorded "
         "(labelling).")
-    scorer: Literal["logprob", "task", "consistency", "verify", "rule", "all"] = Field(
-        "rule", description="How the edge answer is scored (router/arbiters/scorers.py); rule is the default rule.")
+    scorer: Literal["logprob", "task", "consistency", "verify", "rule", "all", "learned"] = Field(
+        "rule", description="How the edge answer is scored (router/arbiters/scorers.py); rule is the default rule. "
+        "learned: the trained deferral model in model_dir (router/arbiters/learned.py).")
+    model_dir: Optional[Path] = Field(None, description="scorer = learned: the model directory that "
+                                      "`hybrid-router train-arbiter` wrote (a vNNNN directory with model.onnx and "
+                                      "meta.json).")
+    missing_model: Literal["error", "rule"] = Field(
+        "error", description="scorer = learned with model_dir unset, missing or invalid: error stops the daemon at "
+        "start-up; rule scores with the default rule, and every decision's scorer says why.")
     threshold: Literal["fixed", "target_share"] = Field(
         "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
         "follows recent scores so that about target_cloud_share of requests reach the cloud.")

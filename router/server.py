@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from router.app import LoadedBackends, cost_model, hardware_summary, load_backends, package_versions
+from router.app import LoadedBackends, cost_model, hardware_summary, load_backends, model_cache, package_versions
 from router.config import ConfigError, Settings
 from router.core import Backends, Router
 from router.daemon_ledger import DaemonLedger
@@ -55,7 +55,7 @@ class RouterServer:
         self.logger = logger or logging.getLogger("hybrid_router.server")
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0),
-                             modes=builtin_modes(settings.arbitration))
+                             modes=builtin_modes(settings.arbitration, model_cache=model_cache(settings)))
         if self.router.default_mode not in self.router.modes:
             raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
                               f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")

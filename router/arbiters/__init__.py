@@ -1,11 +1,14 @@
 """POST_ARBITRATION's arbiters, scorers and thresholds, built from `[arbitration]` settings."""
 from __future__ import annotations
 
+from typing import Optional
+
+from edge.catalogue import ModelCache
 from router.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter
 from router.arbiters.parallel import ParallelArbiter
 from router.arbiters.scorers import SCORER_NAMES, Scorer, build_scorer
 from router.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
-from router.config import ArbitrationSettings
+from router.config import ArbitrationSettings, ModelsSettings
 
 ARBITER_NAMES = ("cascade", "parallel", "early", "shadow")
 
@@ -17,13 +20,22 @@ def build_threshold(settings: ArbitrationSettings) -> Threshold:
     return FixedThreshold(settings.fixed_threshold)
 
 
-def build_arbiter(settings: ArbitrationSettings) -> ScoringArbiter:
+def build_arbiter(settings: ArbitrationSettings, *, model_cache: Optional[ModelCache] = None) -> ScoringArbiter:
+    """`model_cache` holds the text encoder of the learned scorer (default: the default cache directory).
+
+    Raises ConfigError for a learned scorer whose model cannot be used (see learned_setup)."""
     threshold = build_threshold(settings)
     if settings.arbiter == "shadow":
         # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
         return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples), threshold=threshold,
                               stream_draft=False, always_escalate=True, name="shadow")
-    scorer = build_scorer(settings.scorer, samples=settings.samples)
+    if settings.scorer == "learned":
+        # Imported here: onnxruntime loads only for a daemon that uses the learned scorer.
+        from router.arbiters.learned_setup import build_learned_scorer
+
+        scorer = build_learned_scorer(settings, model_cache or ModelCache(ModelsSettings().cache_dir.expanduser()))
+    else:
+        scorer = build_scorer(settings.scorer, samples=settings.samples)
     if settings.arbiter == "parallel":
         return ParallelArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
     if settings.arbiter == "early":

@@ -13,6 +13,7 @@ Every scorer returns its score and the features it computed, which go into the d
 | verify | the edge's own P(yes) that its answer is right and supported (AutoMix-style, few-shot) | one, one token |
 | rule | the default rule: consistency for numbers, task for passages, logprob otherwise | as consistency |
 | all | as rule, with every feature computed (verification included): for labelling | samples + one |
+| learned | a trained model's predicted gain of asking the cloud, from all's features and the question embedding (learned.py, built by build_arbiter) | as all |
 """
 from __future__ import annotations
 

@@ -1,0 +1,60 @@
+"""The learned scorer with the question embedding: trained with the real text encoder, run by the router."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.catalogue import ModelCache
+from edge.encoder import EMBEDDING_DIM, ENCODER_MODEL, TextEncoder
+from router.arbiters import build_arbiter
+from router.arbiters.features import FEATURE_NAMES, as_vector
+from router.arbiters.learned import META_FILE, LearnedModel, gain_to_score
+from router.arbiters.training import train_arbiter
+from router.config import ArbitrationSettings, ConfigError
+from tests.conftest import models_dir
+from tests.learned_arbiter_corpus import synthetic_question, write_synthetic_corpus
+from tests.unit.test_learned_arbiter import REQUEST, post_router
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder.from_cache(ModelCache(models_dir()))
+
+
+@pytest.fixture(scope="module")
+def artifact(encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    corpus = write_synthetic_corpus(tmp_path_factory.mktemp("corpus") / "arbitration.jsonl", train=40, test=20)
+    return train_arbiter(corpus, tmp_path_factory.mktemp("models"), encode=lambda text: encoder.encode([text])[0],
+                         questions=synthetic_question, embedding_model=ENCODER_MODEL)
+
+
+def test_the_artifact_takes_features_and_embedding(artifact: Path) -> None:
+    meta = json.loads((artifact / META_FILE).read_text())
+    assert (meta["embedding_dim"], meta["embedding_model"]) == (EMBEDDING_DIM, ENCODER_MODEL)
+    assert LearnedModel(artifact).input_width == len(FEATURE_NAMES) + EMBEDDING_DIM
+    assert meta["onnx_max_abs_difference"] <= 1e-4
+
+
+async def test_the_router_scores_with_features_and_the_question_embedding(artifact: Path,
+                                                                          encoder: TextEncoder) -> None:
+    settings = ArbitrationSettings(scorer="learned", model_dir=artifact)
+    decision = (await post_router(settings, ModelCache(models_dir())).generate(REQUEST)).decision
+    assert decision.scorer == "learned"
+    row = np.concatenate([np.asarray(as_vector(decision.features), dtype=np.float32),
+                          encoder.encode([REQUEST.messages[-1].content])[0]])
+    gain = LearnedModel(artifact).predict_gain(row[None, :])[0]
+    assert decision.score == pytest.approx(gain_to_score(gain), abs=1e-5)
+
+
+def test_an_embedding_model_without_the_encoder_file(artifact: Path, tmp_path: Path) -> None:
+    empty_cache = ModelCache(tmp_path)
+    with pytest.raises(ConfigError, match=f"hybrid-router models pull {ENCODER_MODEL}"):
+        build_arbiter(ArbitrationSettings(scorer="learned", model_dir=artifact), model_cache=empty_cache)
+    fallback = build_arbiter(ArbitrationSettings(scorer="learned", model_dir=artifact, missing_model="rule"),
+                             model_cache=empty_cache)
+    assert fallback.scorer.name.startswith("rule (no learned model: ") and ENCODER_MODEL in fallback.scorer.name
