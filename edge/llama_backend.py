@@ -432,9 +432,11 @@ class EdgeStream:
         except asyncio.CancelledError:
             if not producer.cancelled():
                 raise  # the caller itself was cancelled
-            # Cancelled before its first step, so it could not report; report for it.
+            # Cancelled before its first step, so it could not report; report for it. (A producer
+            # cancelled mid-generation has reported its tokens already: keep that completion.)
             assert self._queue is not None
-            self._finish_unrun(self._queue, self._started_at)
+            if self.completion is None:
+                self._finish_unrun(self._queue, self._started_at)
 
     # -- internals ------------------------------------------------------------------------------
 

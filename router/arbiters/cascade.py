@@ -99,17 +99,18 @@ class ScoringArbiter:
         if always_escalate:
             return Verdict(False, score, threshold, f"{self.name}: the cloud answers every request; "
                                                     f"{self.scorer.name} scored the edge {score.value:.3f}")
-        keep = score.value >= threshold
-        relation = ">=" if keep else "<"
+        keep = self.threshold.keeps(score.value, threshold)
+        relation = ("<" if score.value < threshold else ">=" if keep
+                    else "= (a tie, escalated to hold the target share)")
         answers = "the edge answers" if keep else "the cloud answers"
         return Verdict(keep, score, threshold, f"{self.scorer.name} scored the edge {score.value:.3f} {relation} "
                                                f"threshold {threshold:.3f}: {answers}")
 
-    def decision(self, ctx: ModeContext, verdict: Verdict) -> Decision:
+    def decision(self, ctx: ModeContext, verdict: Verdict, *, threshold_kind: str = "") -> Decision:
         score = verdict.score
         return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
                         reason=verdict.reason, scorer=self.scorer.name, threshold=verdict.threshold,
-                        threshold_kind=self.threshold.name, escalated=not verdict.keep,
+                        threshold_kind=threshold_kind or self.threshold.name, escalated=not verdict.keep,
                         features=dict(score.features) if score is not None else {})
 
 
@@ -137,7 +138,7 @@ class CascadeArbiter(ScoringArbiter):
                               f"{edge_run.completion_tokens} tokens; the cloud answers")
         else:
             verdict = await self.judge(ctx, edge, always_escalate=self.always_escalate)
-        decision = self.decision(ctx, verdict)
+        decision = self.decision(ctx, verdict, threshold_kind="early" if stopped_at is not None else "")
         if verdict.keep:
             if not self.stream_draft and edge_run.text:
                 yield TextDelta(edge_run.text, BackendKind.EDGE, None)

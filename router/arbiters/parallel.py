@@ -5,12 +5,14 @@ stream closed, the tokens it had streamed recorded and priced). If not, the clou
 what the cloud has sent so far was buffered and goes out at once, the rest as it comes. So an
 escalated request costs about the cloud's own latency instead of the edge's plus the cloud's.
 
-A cloud that fails while the edge is still in the running does not fail the request: the edge's
-answer is served, and the decision says so.
+A cloud that fails before any of its answer has gone out does not fail the request: the edge's
+answer is served (sent again after the DraftDiscarded, when the draft was streamed), and the decision
+says so. A cloud that fails after part of its answer went out fails the request, typed.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import AsyncIterator, Optional, Union
 
@@ -91,8 +93,23 @@ class ParallelArbiter(ScoringArbiter):
                 if self.stream_draft and edge_run.text:
                     yield DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD,
                                          reason=decision.reason)
-                async for delta in feed.drain():
-                    yield delta
+                sent_cloud_text = False
+                try:
+                    async for delta in feed.drain():
+                        sent_cloud_text = sent_cloud_text or bool(delta.text)
+                        yield delta
+                except Exception as exc:
+                    if sent_cloud_text:
+                        raise  # part of the cloud's answer is out: the client must hear it failed
+                    # The cloud failed before a word of its answer went out: the edge's answer is whole.
+                    reason = (f"{decision.reason}, but the cloud failed ({type(exc).__name__}: {exc}) "
+                              "before answering: the edge answers")
+                    if edge_run.text:
+                        yield TextDelta(edge_run.text, BackendKind.EDGE, None)
+                    yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE,
+                                      decision=dataclasses.replace(decision, reason=reason, escalated=False),
+                                      finish_reason=edge_run.finish_reason)
+                    return
             finally:
                 await feed.stop()
         cloud_run = cloud.run

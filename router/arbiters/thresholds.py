@@ -3,7 +3,10 @@
 - `fixed`: one score, in [0, 1].
 - `target_share`: the threshold is the `share` quantile of the last `window` scores, so that about
   that share of requests go to the cloud, re-calibrated as traffic drifts (RouteLLM's calibration,
-  done online). Until `min_samples` scores are seen, `initial` applies.
+  done online). Until `min_samples` scores are seen, `initial` applies. Scorers with few distinct
+  values (self-consistency agreement is 0, 1/3, 2/3 or 1) put many requests exactly on the threshold;
+  such a tie is escalated with the probability that brings the expected cloud share to `share`, so the
+  target holds however coarse the scores are.
 
 Scores are observed on the event loop's thread only; no locking.
 """
@@ -13,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import random
+
 import numpy as np
 
 
@@ -20,6 +25,10 @@ class Threshold(Protocol):
     name: str
 
     def current(self) -> float: ...
+
+    def keeps(self, score: float, threshold: float) -> bool:
+        """Whether an edge answer with this score is kept, against `threshold` (a `current()` value)."""
+        ...
 
     def observe(self, score: float) -> None: ...
 
@@ -36,6 +45,9 @@ class FixedThreshold:
     def current(self) -> float:
         return self.value
 
+    def keeps(self, score: float, threshold: float) -> bool:
+        return score >= threshold
+
     def observe(self, score: float) -> None:
         return None
 
@@ -47,7 +59,9 @@ class TargetShareThreshold:
     min_samples: int = 20
     initial: float = 0.5
     name: str = "target_share"
+    seed: int | None = None  # for the tie-breaking draws; None: fresh entropy
     _scores: deque[float] = field(init=False, repr=False)
+    _random: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share < 1.0:
@@ -55,11 +69,20 @@ class TargetShareThreshold:
         if self.window < 1 or not 1 <= self.min_samples <= self.window:
             raise ValueError("target_share needs window >= 1 and 1 <= min_samples <= window")
         self._scores = deque(maxlen=self.window)
+        self._random = random.Random(self.seed)
 
     def current(self) -> float:
         if len(self._scores) < self.min_samples:
             return self.initial
         return float(np.quantile(np.fromiter(self._scores, float), self.share))
+
+    def keeps(self, score: float, threshold: float) -> bool:
+        if score != threshold or len(self._scores) < self.min_samples:
+            return score >= threshold
+        below = sum(1 for recent in self._scores if recent < threshold) / len(self._scores)
+        tied = sum(1 for recent in self._scores if recent == threshold) / len(self._scores)
+        escalate_tie = min(1.0, max(0.0, (self.share - below) / tied)) if tied else 0.0
+        return self._random.random() >= escalate_tie
 
     def observe(self, score: float) -> None:
         self._scores.append(score)

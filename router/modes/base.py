@@ -90,8 +90,14 @@ class ModeContext:
     async def close_calls(self) -> None:
         """Closes any call still open, so that a call a mode left behind (in a task it abandoned, say)
         still stops its backend and leaves its run. A no-op for calls closed by their `async with`."""
+        failures: list[BaseException] = []
         for call in self._calls:
-            await call.aclose()
+            try:
+                await call.aclose()
+            except BaseException as exc:  # a second cancellation, say: the other calls still close
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _as_dicts(self, messages: Optional[Sequence[Union[ChatMessage, Mapping[str, str]]]]) -> list[dict[str, str]]:
         if messages is None:

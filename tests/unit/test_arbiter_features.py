@@ -102,3 +102,21 @@ def test_target_share_calibrates_on_recent_scores_and_drifts_with_them() -> None
 def test_a_target_share_outside_zero_one_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         TargetShareThreshold(share=share)
+
+
+def test_target_share_holds_its_share_when_many_scores_tie_on_the_threshold() -> None:
+    # Self-consistency agreement takes few values: 40% of requests at 0 and 60% at 1, asked for 30%.
+    threshold = TargetShareThreshold(share=0.3, window=100, min_samples=10, seed=0)
+    traffic = [0.0] * 40 + [1.0] * 60
+    for score in traffic:
+        threshold.observe(score)
+    escalated = sum(not threshold.keeps(score, threshold.current()) for score in traffic * 50)
+    assert escalated / (len(traffic) * 50) == pytest.approx(0.3, abs=0.02)
+
+
+def test_target_share_never_escalates_above_the_threshold_nor_keeps_below_it() -> None:
+    threshold = TargetShareThreshold(share=0.3, window=100, min_samples=10, seed=0)
+    for value in range(100):
+        threshold.observe(value / 100)
+    current = threshold.current()
+    assert threshold.keeps(current + 0.01, current) and not threshold.keeps(current - 0.01, current)
