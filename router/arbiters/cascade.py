@@ -27,7 +27,7 @@ from router.arbiters.features import Draft
 from router.arbiters.scorers import Score, Scorer
 from router.arbiters.thresholds import Threshold
 from router.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
-from router.types import BackendKind, Decision, DraftDiscarded, TextDelta
+from router.types import BackendKind, BackendRun, Decision, DraftDiscarded, TextDelta
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,20 @@ class ScoringArbiter:
         return Verdict(keep, score, threshold, f"{self.scorer.name} scored the edge {score.value:.3f} {relation} "
                                                f"threshold {threshold:.3f}: {answers}")
 
+    def serve_edge(self, edge_run: BackendRun, decision: Decision) -> list[ModeEvent]:
+        """The end of a request the edge answers: its text, when it was held back, then the outcome."""
+        held_back = [TextDelta(edge_run.text, BackendKind.EDGE, None)] if not self.stream_draft and edge_run.text else []
+        return [*held_back, ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE, decision=decision,
+                                        finish_reason=edge_run.finish_reason)]
+
+    def discard_edge(self, edge: BackendCall, decision: Decision) -> list[ModeEvent]:
+        """The edge's answer is set aside for the cloud's: a draft, and the client is told if it saw it."""
+        edge.mark_discarded()
+        run = edge.run
+        if self.stream_draft and run is not None and run.text:
+            return [DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD, reason=decision.reason)]
+        return []
+
     def decision(self, ctx: ModeContext, verdict: Verdict, *, threshold_kind: str = "") -> Decision:
         score = verdict.score
         return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
@@ -140,14 +154,11 @@ class CascadeArbiter(ScoringArbiter):
             verdict = await self.judge(ctx, edge, always_escalate=self.always_escalate)
         decision = self.decision(ctx, verdict, threshold_kind="early" if stopped_at is not None else "")
         if verdict.keep:
-            if not self.stream_draft and edge_run.text:
-                yield TextDelta(edge_run.text, BackendKind.EDGE, None)
-            yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE, decision=decision,
-                              finish_reason=edge_run.finish_reason)
+            for event in self.serve_edge(edge_run, decision):
+                yield event
             return
-        edge.mark_discarded()
-        if self.stream_draft and edge_run.text:
-            yield DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD, reason=decision.reason)
+        for event in self.discard_edge(edge, decision):
+            yield event
         async with ctx.call(BackendKind.CLOUD) as cloud:
             async for delta in cloud.deltas():
                 yield delta

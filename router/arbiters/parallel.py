@@ -18,7 +18,7 @@ from typing import AsyncIterator, Optional, Union
 
 from router.arbiters.cascade import ScoringArbiter, Verdict
 from router.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
-from router.types import BackendKind, DraftDiscarded, TextDelta
+from router.types import BackendKind, TextDelta
 
 _END = object()  # the cloud's stream ended
 
@@ -84,15 +84,11 @@ class ParallelArbiter(ScoringArbiter):
                 decision = self.decision(ctx, verdict)
                 if verdict.keep:
                     await feed.stop()  # leaving the cloud's block below closes its stream: no more tokens
-                    if not self.stream_draft and edge_run.text:
-                        yield TextDelta(edge_run.text, BackendKind.EDGE, None)
-                    yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE, decision=decision,
-                                      finish_reason=edge_run.finish_reason)
+                    for event in self.serve_edge(edge_run, decision):
+                        yield event
                     return
-                edge.mark_discarded()
-                if self.stream_draft and edge_run.text:
-                    yield DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD,
-                                         reason=decision.reason)
+                for event in self.discard_edge(edge, decision):
+                    yield event
                 sent_cloud_text = False
                 try:
                     async for delta in feed.drain():

@@ -86,8 +86,10 @@ def test_shadow_serves_the_cloud_and_records_samples_and_verification_as_priced_
     features = result.decision.features
     assert features["has_verification"] == 1.0 and 0.0 <= features["verify_p_yes"] <= 1.0
     assert RunPurpose.VERIFY in purposes
-    if features["has_number"]:  # the 135M model's answer holds a number: two samples were drawn
-        assert purposes.count(RunPurpose.SAMPLE) == 2 and features["has_consistency"] == 1.0
+    # Samples are drawn exactly when the edge's answer holds a number (the 135M model's usually does).
+    expected_samples = 2 if features["has_number"] else 0
+    assert purposes.count(RunPurpose.SAMPLE) == expected_samples
+    assert features["has_consistency"] == features["has_number"]
     scorer_runs = [run for run in result.runs if run.purpose in (RunPurpose.SAMPLE, RunPurpose.VERIFY)]
     assert all(run.cost_usd > 0 and run.total_s > 0 for run in scorer_runs)
     assert result.edge_cost_usd == pytest.approx(sum(r.cost_usd for r in result.runs if r.backend == BackendKind.EDGE))
@@ -109,20 +111,24 @@ def test_a_scorer_that_fails_at_run_time_sends_the_request_to_the_cloud_and_says
     assert "scorer verify failed" in result.decision.reason and "the cloud answers" in result.decision.reason
 
 
+def ask_parallel_against(cloud: FaultInjectionOpenAIServer, *, threshold: str, **env: str):
+    """One request through a parallel-race daemon whose cloud is the fault-injection server."""
+    server = ServerThread(make_settings({
+        "HYBRID_ROUTER_ARBITRATION__ARBITER": "parallel", "HYBRID_ROUTER_ARBITRATION__SCORER": "logprob",
+        "HYBRID_ROUTER_ARBITRATION__FIXED_THRESHOLD": threshold, "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
+        "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-parallel", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model", **env}))
+    try:
+        with RouterClient(server.address) as client:
+            return client.generate(prompt="Name a colour.", mode="post", max_tokens=12)
+    finally:
+        server.stop()
+
+
 def test_parallel_keeps_the_edge_and_cancels_the_cloud_for_real(smollm_path) -> None:
     # The cloud sends two chunks, then stalls: the race can only end by cancelling it.
     with FaultInjectionOpenAIServer(hang_s=60) as cloud:
         cloud.inject(Fault.STALLED_STREAM)
-        server = ServerThread(make_settings({
-            "HYBRID_ROUTER_ARBITRATION__ARBITER": "parallel", "HYBRID_ROUTER_ARBITRATION__SCORER": "logprob",
-            "HYBRID_ROUTER_ARBITRATION__FIXED_THRESHOLD": "0", "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
-            "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-parallel", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
-            "HYBRID_ROUTER_CLOUD__TIMEOUT_S": "60"}))
-        try:
-            with RouterClient(server.address) as client:
-                result = client.generate(prompt="Name a colour.", mode="post", max_tokens=12)
-        finally:
-            server.stop()
+        result = ask_parallel_against(cloud, threshold="0", HYBRID_ROUTER_CLOUD__TIMEOUT_S="60")
     assert result.served_by == BackendKind.EDGE and result.decision.arbiter == "parallel"
     cloud_runs = [run for run in result.runs if run.backend == BackendKind.CLOUD]
     assert len(cloud_runs) == 1
@@ -153,16 +159,7 @@ def escalating_parallel_daemon(smollm_path) -> Iterator[ServerThread]:
 def test_parallel_serves_the_edge_when_the_cloud_fails_during_the_race(smollm_path) -> None:
     with FaultInjectionOpenAIServer() as cloud:
         cloud.inject(Fault.STATUS_500)
-        server = ServerThread(make_settings({
-            "HYBRID_ROUTER_ARBITRATION__ARBITER": "parallel", "HYBRID_ROUTER_ARBITRATION__SCORER": "logprob",
-            "HYBRID_ROUTER_ARBITRATION__FIXED_THRESHOLD": "1", "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
-            "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-parallel", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
-            "HYBRID_ROUTER_CLOUD__MAX_RETRIES": "0"}))
-        try:
-            with RouterClient(server.address) as client:
-                result = client.generate(prompt="Name a colour.", mode="post", max_tokens=12)
-        finally:
-            server.stop()
+        result = ask_parallel_against(cloud, threshold="1", HYBRID_ROUTER_CLOUD__MAX_RETRIES="0")
     assert result.served_by == BackendKind.EDGE
     assert "the cloud failed" in result.decision.reason and "the edge answers" in result.decision.reason
 
