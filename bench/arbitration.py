@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 
 from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, load_dataset, split_of
 from bench.runner import RESULTS_FILE, latest_records, load_records
-from router.arbiters.scorers import logprob_score, task_score_from_features
+from router.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
 from router.scoring import NUMERIC
 
 Row = Mapping[str, Any]
@@ -217,8 +217,7 @@ def export_lines(report: ExportReport, out: Path) -> list[str]:
 
 def consistency_score(row: Row) -> float:
     """As ConsistencyScorer: the agreement of the samples for a numeric answer, else the task score."""
-    features = row["features"]
-    return features["consistency_agree"] if features["has_consistency"] else task_score_from_features(features)
+    return consistency_score_from_features(row["features"])
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,14 @@ def task_score_from_features(features: Mapping[str, float]) -> float:
     return 0.5 * features["span_short"] + 0.25 * features["span_verbatim"] + 0.25 * logprob_score(features)
 
 
+def consistency_score_from_features(features: Mapping[str, float]) -> float:
+    """The samples' agreement for an answer that ends in a number, else the task score: the choice the
+    consistency scorer and the default rule make, also used to re-score a labelled corpus offline."""
+    if features["has_consistency"]:
+        return features["consistency_agree"]
+    return task_score_from_features(features)
+
+
 async def consistency(draft: Draft, calls: EdgeCalls, *, samples: int, max_tokens: int) -> dict[str, float]:
     greedy = answer_number(draft.text)
     if greedy is None:
@@ -149,9 +157,7 @@ class ConsistencyScorer:
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
         features = base_features(draft)
         features.update(await consistency(draft, calls, samples=self.samples, max_tokens=max_tokens))
-        if features["has_consistency"]:
-            return Score(features["consistency_agree"], features)
-        return Score(task_score(draft, features), features)
+        return Score(consistency_score_from_features(features), features)
 
 
 @dataclass(frozen=True)
@@ -177,9 +183,7 @@ class RuleScorer:
         features.update(await consistency(draft, calls, samples=self.samples, max_tokens=max_tokens))
         if self.verify:
             features.update(await verification(draft, calls))
-        if features["has_consistency"]:
-            return Score(features["consistency_agree"], features)
-        return Score(task_score(draft, features), features)
+        return Score(consistency_score_from_features(features), features)
 
 
 def build_scorer(name: str, *, samples: int = DEFAULT_SAMPLES) -> Scorer:
