@@ -30,10 +30,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, load_dataset, split_of
+from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, load_dataset, split_of, user_turn
 from bench.runner import RESULTS_FILE, latest_records, load_records
-from router.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
-from router.scoring import NUMERIC
+from router.core.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
+from router.domain.scoring import NUMERIC
 
 Row = Mapping[str, Any]
 
@@ -138,6 +138,8 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
         # GSM8K problems stand alone; a SQuAD article's questions share a passage and a split.
         "group": item.group or item.item_id,
         "split": split_of(item),
+        # What the daemon embeds for the learned scorer: the user turn the edge saw.
+        "text": user_turn(item),
         "edge_quality": edge_quality,
         "cloud_quality": cloud_quality,
         "features": {name: _significant(float(value)) for name, value in sorted(decision["features"].items())},

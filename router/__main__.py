@@ -1,5 +1,5 @@
 import sys
 
-from router.entry import main
+from router.doors.entry import main
 
 sys.exit(main())

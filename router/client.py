@@ -1,6 +1,6 @@
 """The SDK: `RouterClient` and `AsyncRouterClient`, with the same methods.
 
-gRPC status codes become the typed exceptions of router/errors.py, so callers catch, for example,
+gRPC status codes become the typed exceptions of router/domain/errors.py, so callers catch, for example,
 `InvalidRequestError` or `RateLimitedError` instead of inspecting status codes.
 
 `stream()` yields the answer's TextDeltas and ends with `stream.result`, the final answer. A mode may
@@ -17,10 +17,10 @@ from typing import AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from router import wire
-from router.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
+from router.doors import wire
+from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
                            error_from_status)
-from router.types import (ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
+from router.domain.types import (ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
                           StatsReport, TextDelta)
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc

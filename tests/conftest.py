@@ -14,8 +14,8 @@ from typing import Iterator, Mapping, Optional
 import pytest
 
 from edge.catalogue import ModelCache
-from router.config import Settings, load_settings
-from router.server import RouterServer
+from router.domain.config import Settings, load_settings
+from router.doors.server import RouterServer
 
 TEST_MODEL = "smollm2-135m"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from router.modes.base import ModeContext, ModeEvent, ModeOutcome
-from router.types import BackendKind, Decision, DraftDiscarded, Mode
+from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.domain.types import BackendKind, Decision, DraftDiscarded, Mode
 
 ARBITER_NAME = "draft-discarding-fault-injection"
 

@@ -9,7 +9,7 @@ import json
 import random
 from pathlib import Path
 
-from router.arbiters.features import FEATURE_NAMES
+from router.core.arbiters.features import FEATURE_NAMES
 
 
 def synthetic_row(index: int, rng: random.Random, split: str) -> dict:
@@ -18,6 +18,7 @@ def synthetic_row(index: int, rng: random.Random, split: str) -> dict:
     features["lp_exp_mean"] = confidence
     edge_quality = 1.0 if confidence > 0.5 else 0.0
     return {"dataset": "synthetic", "item_id": f"item-{index}", "group": f"g{index}", "split": split,
+            "text": f"Question item-{index}: what is the answer?",
             "edge_quality": edge_quality, "cloud_quality": 1.0, "features": features,
             "rule_score": confidence, "cloud_usd": 1e-5, "edge_answer_usd": 1e-6}
 
@@ -28,6 +29,3 @@ def write_synthetic_corpus(path: Path, *, train: int = 60, test: int = 30, seed:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
-
-def synthetic_question(row) -> str:
-    return f"Question {row.item_id}: what is the answer?"

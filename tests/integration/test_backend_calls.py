@@ -13,12 +13,12 @@ import pytest
 
 from edge.llama_backend import LlamaBackend
 from router.client import RouterClient
-from router.config import ServerSettings
-from router.core import Backends, Router
-from router.modes import builtin_modes
-from router.modes.base import ModeContext, ModeEvent, ModeOutcome
-from router.pricing import CostModel
-from router.types import BackendKind, ChatMessage, Decision, GenerateRequest, Mode, RunPurpose
+from router.domain.config import ServerSettings
+from router.core.engine import Backends, Router
+from router.core.modes import builtin_modes
+from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.domain.pricing import CostModel
+from router.domain.types import BackendKind, ChatMessage, Decision, GenerateRequest, Mode, RunPurpose
 from tests.conftest import ServerThread, make_settings
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from cloud.errors import CloudBadResponseError, CloudRejectedError, StandinStart
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
-from router.app import STANDIN_SERVER_MODULE
+from router.assembly.parts import STANDIN_SERVER_MODULE
 
 MODEL_PATH = models_dir() / "smollm2-135m.gguf"
 MODEL_ALIAS = "smollm2-135m-standin"

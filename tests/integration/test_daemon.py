@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from router.client import AsyncRouterClient, RouterClient
-from router.errors import BackendUnavailableError, InvalidRequestError, ModeNotImplementedError
-from router.types import BackendKind, ChatMessage, GenerateRequest, Mode
+from router.domain.errors import BackendUnavailableError, InvalidRequestError, ModeNotImplementedError
+from router.domain.types import BackendKind, ChatMessage, GenerateRequest, Mode
 from tests.conftest import ServerThread, make_settings
 
 QUESTION = "What is the capital of France? Answer in one word."

@@ -14,9 +14,9 @@ import pytest
 
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import RouterClient
-from router.errors import BackendTimeoutError, BackendUnavailableError, RateLimitedError
-from router.launcher import LocalDaemon
-from router.types import BackendKind
+from router.domain.errors import BackendTimeoutError, BackendUnavailableError, RateLimitedError
+from router.doors.launcher import LocalDaemon
+from router.domain.types import BackendKind
 from tests.conftest import ServerThread, make_settings, models_dir
 from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
 

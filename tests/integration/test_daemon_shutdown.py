@@ -17,8 +17,8 @@ import pytest
 
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import RouterClient
-from router.errors import BackendUnavailableError
-from router.launcher import LocalDaemon
+from router.domain.errors import BackendUnavailableError
+from router.doors.launcher import LocalDaemon
 from tests.conftest import models_dir
 
 GRACE_S = 1.0

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 import pytest
 
 from router.client import AsyncRouterClient, RouterClient
-from router.types import BackendKind, DraftDiscarded, GenerateResult, Mode, TextDelta
+from router.domain.types import BackendKind, DraftDiscarded, GenerateResult, Mode, TextDelta
 from tests.conftest import ServerThread
 from tests.draft_discarding_fault_injection import DraftDiscardingFaultInjectionMode
 from tests.integration.test_daemon_faults_and_lifecycle import grpcurl

@@ -9,13 +9,13 @@ import pytest
 
 from edge.catalogue import ModelCache
 from edge.encoder import EMBEDDING_DIM, ENCODER_MODEL, TextEncoder
-from router.arbiters import build_arbiter
-from router.arbiters.features import FEATURE_NAMES, as_vector
-from router.arbiters.learned import META_FILE, LearnedModel, gain_to_score
-from router.arbiters.training import train_arbiter
-from router.config import ArbitrationSettings, ConfigError
+from router.assembly.modes import build_arbiter
+from router.core.arbiters.features import FEATURE_NAMES, as_vector
+from router.core.arbiters.learned import META_FILE, LearnedModel, gain_to_score
+from router.core.arbiters.training import train_arbiter
+from router.domain.config import ArbitrationSettings, ConfigError
 from tests.conftest import models_dir
-from tests.learned_arbiter_corpus import synthetic_question, write_synthetic_corpus
+from tests.learned_arbiter_corpus import write_synthetic_corpus
 from tests.unit.test_learned_arbiter import REQUEST, post_router
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def encoder() -> TextEncoder:
 def artifact(encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = write_synthetic_corpus(tmp_path_factory.mktemp("corpus") / "arbitration.jsonl", train=40, test=20)
     return train_arbiter(corpus, tmp_path_factory.mktemp("models"), encode=lambda text: encoder.encode([text])[0],
-                         questions=synthetic_question, embedding_model=ENCODER_MODEL)
+                         embedding_model=ENCODER_MODEL)
 
 
 def test_the_artifact_takes_features_and_embedding(artifact: Path) -> None:

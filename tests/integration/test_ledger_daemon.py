@@ -18,11 +18,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud.standin import StandinServer
-from router.app import STANDIN_SERVER_MODULE
+from router.assembly.parts import STANDIN_SERVER_MODULE
 from router.client import RouterClient
-from router.errors import BackendUnavailableError, InvalidRequestError, NotFoundError
-from router.launcher import LocalDaemon
-from router.types import Mode
+from router.domain.errors import BackendUnavailableError, InvalidRequestError, NotFoundError
+from router.doors.launcher import LocalDaemon
+from router.domain.types import Mode
 from tests.conftest import ServerThread, make_settings, models_dir
 
 SECRET_KEY = "sk-live-DO-NOT-LEAK-7f3a9c2e5b1d4a6f8e0c"

@@ -12,7 +12,7 @@ import pytest
 
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import RouterClient
-from router.types import BackendKind, DraftDiscarded, Mode, RunPurpose, TextDelta
+from router.domain.types import BackendKind, DraftDiscarded, Mode, RunPurpose, TextDelta
 from tests.conftest import ServerThread, make_settings
 
 pytestmark = pytest.mark.integration

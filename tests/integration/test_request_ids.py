@@ -13,8 +13,8 @@ import pytest
 
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import AsyncRouterClient, RouterClient
-from router.errors import BackendUnavailableError, InvalidRequestError, RequestIdInUseError, RouterError
-from router.types import Mode
+from router.domain.errors import BackendUnavailableError, InvalidRequestError, RequestIdInUseError, RouterError
+from router.domain.types import Mode
 from tests.conftest import ServerThread, make_settings
 
 pytestmark = pytest.mark.integration

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from router.arbiters.features import (FEATURE_NAMES, Draft, as_vector, base_features, consistency_features,
+from router.core.arbiters.features import (FEATURE_NAMES, Draft, as_vector, base_features, consistency_features,
                                       has_passage, logprob_features)
-from router.arbiters.scorers import build_scorer, task_score, verification_messages
-from router.arbiters.thresholds import FixedThreshold, TargetShareThreshold
+from router.core.arbiters.scorers import build_scorer, task_score, verification_messages
+from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold
 
 PASSAGE = ("Super Bowl 50 was an American football game to determine the champion of the National Football "
            "League (NFL) for the 2015 season. The American Football Conference (AFC) champion Denver Broncos "
@@ -74,7 +74,7 @@ def test_the_verification_prompt_ends_with_the_question_and_the_answer() -> None
 
 
 def test_unknown_scorer_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown scorer"):
+    with pytest.raises(ValueError, match="cannot build 'oracle'"):
         build_scorer("oracle")
 
 

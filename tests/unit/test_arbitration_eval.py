@@ -24,8 +24,8 @@ from bench.arbitration import (
 )
 from bench.datasets import BenchItem, load_dataset, split_of
 from bench.summary import _cpt, _trapezoid_area
-from router.arbiters.features import Draft, base_features
-from router.arbiters.scorers import task_score, task_score_from_features
+from router.core.arbiters.features import Draft, base_features
+from router.core.arbiters.scorers import task_score, task_score_from_features
 
 ARTICLES = ("Alps", "Rhine", "Nile", "Danube", "Volga", "Seine", "Thames", "Loire")  # both splits among them
 QUESTIONS_PER_ARTICLE = 3

@@ -9,14 +9,14 @@ from typing import AsyncIterator, Optional
 
 import pytest
 
-from router.config import ServerSettings
-from router.core import Backends, Router
-from router.errors import BackendUnavailableError
-from router.fault_injection import FaultInjectionSink, FixedLatencyFaultInjectionBackend
-from router.modes import builtin_modes
-from router.modes.base import ModeContext, ModeEvent, ModeOutcome, UnknownCallParameterError
-from router.pricing import CostModel
-from router.types import (BackendKind, ChatMessage, Decision, GenerateRequest, GenerateResult, GenerationParams,
+from router.domain.config import ServerSettings
+from router.core.engine import Backends, Router
+from router.domain.errors import BackendUnavailableError
+from router.core.fault_injection import FaultInjectionSink, FixedLatencyFaultInjectionBackend
+from router.core.modes import builtin_modes
+from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome, UnknownCallParameterError
+from router.domain.pricing import CostModel
+from router.domain.types import (BackendKind, ChatMessage, Decision, GenerateRequest, GenerateResult, GenerationParams,
                           Mode, RunPurpose, TextDelta)
 
 COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)

@@ -5,8 +5,8 @@ import pytest
 
 from cloud import errors as cloud_errors
 from edge import errors as edge_errors
-from router import errors
-from router.backends import translate_backend_error
+from router.domain import errors
+from router.core.backends import translate_backend_error
 
 
 @pytest.mark.parametrize("backend_error, router_error", [

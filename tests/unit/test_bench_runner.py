@@ -7,8 +7,8 @@ from bench.datasets import BenchItem
 from bench.run_meta import RunMetaError
 from bench.runner import (_drop_torn_tail, latest_records, load_records, refuse_other_questions_under_the_same_ids,
                           request_id_for, rescore, write_records)
-from router.types import Mode
-from router.validation import validate_request_id
+from router.domain.types import Mode
+from router.domain.validation import validate_request_id
 
 
 def record(item_id, text="", correct=False, f1=None, error=None, dataset="gsm8k"):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, Settings, load_settings
+from router.domain.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_are_loopback_and_the_embedded_default() -> None:

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ServerSettings
-from router.core import Backends, Router
-from router.errors import BackendUnavailableError, NotReadyError, RequestIdInUseError
-from router.ledger import Ledger
-from router.fault_injection import MODEL_NAME, FixedLatencyFaultInjectionBackend
-from router.modes import builtin_modes
-from router.pricing import CostModel
-from router.types import BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode, TextDelta
+from router.domain.config import ServerSettings
+from router.core.engine import Backends, Router
+from router.domain.errors import BackendUnavailableError, NotReadyError, RequestIdInUseError
+from router.core.ledger import Ledger
+from router.core.fault_injection import MODEL_NAME, FixedLatencyFaultInjectionBackend
+from router.core.modes import builtin_modes
+from router.domain.pricing import CostModel
+from router.domain.types import BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode, TextDelta
 
 COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from router.doctor import Check, check_ledger, check_listen
+from router.doors.doctor import Check, check_ledger, check_listen
 from tests.conftest import make_settings
 
 

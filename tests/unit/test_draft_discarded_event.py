@@ -1,10 +1,10 @@
 """DraftDiscarded, the stream event that replaces a draft: on the wire and through the core."""
-from router import wire
-from router.config import ServerSettings
-from router.core import Backends, Router
-from router.fault_injection import FixedLatencyFaultInjectionBackend
-from router.pricing import CostModel
-from router.types import (BackendKind, BackendRun, ChatMessage, Decision, DraftDiscarded, GenerateRequest,
+from router.doors import wire
+from router.domain.config import ServerSettings
+from router.core.engine import Backends, Router
+from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+from router.domain.pricing import CostModel
+from router.domain.types import (BackendKind, BackendRun, ChatMessage, Decision, DraftDiscarded, GenerateRequest,
                           GenerateResult, Latency, Mode, RunPurpose, TextDelta)
 from router.v1 import router_pb2 as pb
 from tests.draft_discarding_fault_injection import DraftDiscardingFaultInjectionMode

@@ -1,7 +1,7 @@
 import pytest
 
-from router.judge import JUDGE_RUBRIC, judge_messages, parse_grade
-from router.types import ChatMessage, GenerateRequest
+from router.core.judge import JUDGE_RUBRIC, judge_messages, parse_grade
+from router.domain.types import ChatMessage, GenerateRequest
 
 
 @pytest.mark.parametrize("reply, grade", [("9", 1.0), ("0", 0.0), (" 3", 3 / 9), ("7.", 7 / 9),
@@ -19,17 +19,17 @@ def test_the_judge_sees_the_conversation_and_the_answer() -> None:
 
 
 async def test_a_garbage_reply_from_a_fault_injection_judge_is_ungraded_but_its_cost_counts(tmp_path) -> None:
-    from router.fault_injection import FixedLatencyFaultInjectionBackend
-    from router.judge import CloudJudge
-    from router.pricing import CostModel
-    from router.types import Mode
+    from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+    from router.core.judge import CloudJudge
+    from router.domain.pricing import CostModel
+    from router.domain.types import Mode
     from tests.unit.test_ledger_support import make_exchange, open_ledger
 
     ledger = open_ledger(tmp_path / "ledger.db")
     replies_ok_ok = FixedLatencyFaultInjectionBackend(latency_s=0.0, tokens=3)  # " ok ok ok": no digit
     costs = CostModel(cloud_input_usd_per_mtok=0.15, cloud_output_usd_per_mtok=0.6, edge_parameters=5e8,
                       edge_joules_per_flop=7e-10, usd_per_kwh=0.15)
-    judge = CloudJudge(cloud=lambda: replies_ok_ok, costs=lambda: costs, signals=ledger, sample_rate=1.0)
+    judge = CloudJudge(cloud=replies_ok_ok, costs=costs, signals=ledger, sample_rate=1.0)
     request, result = make_exchange("e1", edge="#### 7", mode=Mode.EDGE_ONLY)
     ledger.record(request, result)
     judge.record(request, result)
@@ -49,15 +49,15 @@ async def test_the_judge_grades_answers_only(tmp_path) -> None:
     the sinks for its spend only; and a verification run is no edge answer to grade."""
     import dataclasses
 
-    from router.fault_injection import FixedLatencyFaultInjectionBackend
-    from router.judge import CloudJudge
-    from router.pricing import CostModel
-    from router.types import BackendKind
+    from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+    from router.core.judge import CloudJudge
+    from router.domain.pricing import CostModel
+    from router.domain.types import BackendKind
     from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
     ledger = open_ledger(tmp_path / "ledger.db")
     costs = CostModel(0.15, 0.6, 5e8, 7e-10, 0.15)
-    judge = CloudJudge(cloud=lambda: FixedLatencyFaultInjectionBackend(latency_s=0.0), costs=lambda: costs,
+    judge = CloudJudge(cloud=FixedLatencyFaultInjectionBackend(latency_s=0.0), costs=costs,
                        signals=ledger, sample_rate=1.0)
     failed = make_unanswered("failed", [make_run(BackendKind.EDGE, "#### 7"),
                                         make_run(BackendKind.CLOUD, "", finish_reason="error")],

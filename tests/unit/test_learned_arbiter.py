@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 from edge.catalogue import ModelCache
-from router.arbiters import build_arbiter
-from router.arbiters.features import FEATURE_NAMES, as_vector
-from router.arbiters.learned import META_FILE, MODEL_FILE, LearnedModel, LearnedModelError, gain_to_score
-from router.arbiters.training import TrainingError, deferral_metrics, read_corpus, train_arbiter
-from router.cli import main as cli_main
-from router.config import ArbitrationSettings, ConfigError, ServerSettings, load_settings
-from router.core import Backends, Router
-from router.fault_injection import FixedLatencyFaultInjectionBackend
-from router.modes import builtin_modes
-from router.pricing import CostModel
-from router.types import ChatMessage, GenerateRequest, Mode
+from router.assembly.modes import build_arbiter
+from router.core.arbiters.features import FEATURE_NAMES, as_vector
+from router.core.arbiters.learned import META_FILE, MODEL_FILE, LearnedModel, LearnedModelError, gain_to_score
+from router.core.arbiters.training import TrainingError, deferral_metrics, read_corpus, train_arbiter
+from router.doors.cli import main as cli_main
+from router.domain.config import ArbitrationSettings, ConfigError, ServerSettings, load_settings
+from router.core.engine import Backends, Router
+from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+from router.assembly.modes import build_modes
+from router.domain.pricing import CostModel
+from router.domain.types import ChatMessage, GenerateRequest, Mode
 from tests.learned_arbiter_corpus import write_synthetic_corpus
 
 COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
@@ -126,8 +126,8 @@ def test_train_arbiter_cli_prints_the_new_directory(corpus: Path, tmp_path: Path
 
 
 def test_importing_the_cli_imports_neither_the_bench_nor_the_trainer() -> None:
-    probe = ("import sys, router.cli; loaded = [m for m in sys.modules if m == 'bench' or m.startswith("
-             "('bench.', 'sklearn', 'skl2onnx', 'router.arbiters.training'))]; print(loaded)")
+    probe = ("import sys, router.doors.cli; loaded = [m for m in sys.modules if m == 'bench' or m.startswith("
+             "('bench.', 'sklearn', 'skl2onnx', 'router.core.arbiters.training'))]; print(loaded)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -179,7 +179,7 @@ def test_the_out_directory_instead_of_a_version_is_explained(artifact: Path) -> 
 def post_router(settings: ArbitrationSettings, cache: ModelCache) -> Router:
     backends = Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0),
                         cloud=FixedLatencyFaultInjectionBackend(latency_s=0.0))
-    return Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(settings, model_cache=cache),
+    return Router(settings=ServerSettings(), costs=COSTS, modes=build_modes(settings, model_cache=cache),
                   backends=backends, ready=True)
 
 
@@ -240,19 +240,22 @@ def test_the_settings_accept_the_learned_scorer_from_the_environment(tmp_path: P
 
 def test_train_arbiter_cli_without_the_train_extra_says_how_to_install_it(corpus: Path, tmp_path: Path) -> None:
     # Fault injection: the [train] extra made unimportable.
-    probe = ("import sys; sys.modules['skl2onnx'] = None; from router.cli import main; "
+    probe = ("import sys; sys.modules['skl2onnx'] = None; from router.doors.cli import main; "
              f"sys.exit(main(['train-arbiter', '--corpus', {str(corpus)!r}, '--out', {str(tmp_path)!r}]))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 1 and "pip install -e '.[train]'" in done.stderr
     assert not any(tmp_path.iterdir())
 
 
-def test_train_arbiter_cli_names_features_only_when_the_questions_cannot_be_read(
+def test_train_arbiter_cli_names_features_only_when_the_corpus_has_no_texts(
         corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The synthetic corpus's data set is not one the bench knows, so its question texts are unreadable.
-    assert cli_main(["train-arbiter", "--corpus", str(corpus), "--out", str(tmp_path / "out")]) == 1
+    # A corpus exported before lines carried their text: nothing to embed, so nothing is trained.
+    untexted = tmp_path / "untexted.jsonl"
+    untexted.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "text"}) + "\n"
+                                for line in corpus.read_text().splitlines()))
+    assert cli_main(["train-arbiter", "--corpus", str(untexted), "--out", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
-    assert "'synthetic'" in error and "--features-only" in error
+    assert "synthetic:item-0" in error and "--features-only" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from router.errors import InvalidRequestError
-from router.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget, validation_path_for
-from router.types import BackendKind, Mode
+from router.domain.errors import InvalidRequestError
+from router.core.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget, validation_path_for
+from router.domain.types import BackendKind, Mode
 from tests.unit.test_ledger_support import SYSTEM, make_exchange, make_run, make_unanswered, open_ledger
 
 CLOUD, EDGE = BackendKind.CLOUD, BackendKind.EDGE

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from router.ledger import AccuracySignal, Ledger, LedgerNotFoundError, LedgerUnavailableError, SignalKind
-from router.ledger.redaction import ContentFilter, ContentPolicy
-from router.ledger.store import LedgerStore
-from router.ledger.writer import LedgerState, RecordJob, RecordPreparer
+from router.core.ledger import AccuracySignal, Ledger, LedgerNotFoundError, LedgerUnavailableError, SignalKind
+from router.core.ledger.redaction import ContentFilter, ContentPolicy
+from router.core.ledger.store import LedgerStore
+from router.core.ledger.writer import LedgerState, RecordJob, RecordPreparer
 from tests.unit.test_ledger_support import make_exchange, open_ledger
 
 
@@ -144,7 +144,7 @@ def test_a_scoring_failure_keeps_the_record_without_signals() -> None:
 
 def test_fault_injected_signal_row_failure_skips_that_signal_and_feedback_behind_it_still_answers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import router.ledger.writer as writer
+    import router.core.ledger.writer as writer
 
     real_signal_row = writer.signal_row
 
@@ -167,7 +167,7 @@ def test_fault_injected_signal_row_failure_skips_that_signal_and_feedback_behind
 
 def test_fault_injected_batch_failure_answers_the_feedback_waiting_in_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import router.ledger.writer as writer
+    import router.core.ledger.writer as writer
 
     def commit_that_fails(self, records, signals):  # the injected fault: a bug deep in a batch
         if records:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import InvalidRequestError
-from router.ledger import (AccuracySignal, Ledger, LedgerExportRefusedError, LedgerNotFoundError,
+from router.domain.errors import InvalidRequestError
+from router.core.ledger import (AccuracySignal, Ledger, LedgerExportRefusedError, LedgerNotFoundError,
                            LedgerUnavailableError, SignalKind, SignalTarget)
-from router.ledger.writer import LedgerWriter
-from router.types import BackendKind, ChatMessage, Mode
+from router.core.ledger.writer import LedgerWriter
+from router.domain.types import BackendKind, ChatMessage, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 

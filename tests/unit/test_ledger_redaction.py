@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from router.ledger.redaction import ContentFilter, ContentPolicy, luhn_valid, redact
+from router.core.ledger.redaction import ContentFilter, ContentPolicy, luhn_valid, redact
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from router.config import LedgerSettings
-from router.daemon_ledger import DaemonLedger
-from router.ledger import Ledger
-from router.ledger.store import LedgerStore
-from router.ledger.writer import LedgerWriter
+from router.domain.config import LedgerSettings
+from router.core.daemon_ledger import DaemonLedger
+from router.core.ledger import Ledger
+from router.core.ledger.store import LedgerStore
+from router.core.ledger.writer import LedgerWriter
 from tests.unit.test_ledger_support import make_exchange, open_ledger
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from router.ledger import SCHEMA_VERSION, Ledger
-from router.ledger.schema import MIGRATIONS, migrate, schema_version
-from router.types import BackendKind, Mode
+from router.core.ledger import SCHEMA_VERSION, Ledger
+from router.core.ledger.schema import MIGRATIONS, migrate, schema_version
+from router.domain.types import BackendKind, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 

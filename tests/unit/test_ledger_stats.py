@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.ledger import AccuracySignal, SignalKind
-from router.types import BackendKind, Mode
+from router.core.ledger import AccuracySignal, SignalKind
+from router.domain.types import BackendKind, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from router.ledger import Ledger
-from router.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
+from router.core.ledger import Ledger
+from router.domain.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
                           Latency, Mode)
 
 SYSTEM = ChatMessage("system", "You are a helpful assistant.")

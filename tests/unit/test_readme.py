@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from router.config import Settings
+from router.domain.config import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\| `(?P<key>[a-z_]+\.[a-z_]+)` \| `(?P<env>[A-Z_]+)` \| `(?P<default>[^`]*)` \|", re.M)

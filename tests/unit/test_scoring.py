@@ -1,7 +1,7 @@
-"""router.scoring on hand-made cases: GSM8K final numbers and SQuAD exact match / token F1."""
+"""router.domain.scoring on hand-made cases: GSM8K final numbers and SQuAD exact match / token F1."""
 import pytest
 
-from router.scoring import (
+from router.domain.scoring import (
     AnswerScore,
     exact_match,
     final_number,

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from router.app import LoadedBackends, _close_in_daemon_thread
-from router.errors import BackendUnavailableError
-from router.service import InFlightCalls
-from router.stop_request import STOP_SIGNALS, StopRequest
-from router.types import ModelInfo
+from router.assembly.parts import LoadedBackends, _close_in_daemon_thread
+from router.domain.errors import BackendUnavailableError
+from router.doors.service import InFlightCalls
+from router.doors.stop_request import STOP_SIGNALS, StopRequest
+from router.domain.types import ModelInfo
 
 SHUTTING_DOWN = BackendUnavailableError("the daemon is shutting down")
 

@@ -1,9 +1,9 @@
 import pytest
 
-from router.config import ServerSettings
-from router.errors import InvalidRequestError, ModeNotImplementedError
-from router.types import ChatMessage, GenerateRequest, Mode
-from router.validation import MAX_REQUEST_ID_CHARS, resolve_mode, validate_request
+from router.domain.config import ServerSettings
+from router.domain.errors import InvalidRequestError, ModeNotImplementedError
+from router.domain.types import ChatMessage, GenerateRequest, Mode
+from router.domain.validation import MAX_REQUEST_ID_CHARS, resolve_mode, validate_request
 
 LIMITS = ServerSettings(max_tokens_limit=100, default_max_tokens=10, default_temperature=0.2)
 USER = (ChatMessage("user", "hi"),)

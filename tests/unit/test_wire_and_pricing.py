@@ -2,11 +2,11 @@ import math
 
 import grpc
 
-from router import wire
-from router.errors import (ERROR_FOR_CODE, InvalidRequestError, RateLimitedError, RequestIdInUseError,
+from router.doors import wire
+from router.domain.errors import (ERROR_FOR_CODE, InvalidRequestError, RateLimitedError, RequestIdInUseError,
                            error_from_status)
-from router.pricing import CostModel
-from router.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
+from router.domain.pricing import CostModel
+from router.domain.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
                           Latency, Mode, RunPurpose, TextDelta)
 
 

@@ -1,0 +1,103 @@
+"""The composition root: the daemon's parts built from settings, with one life cycle for all of them.
+
+A door (the gRPC server now, an HTTP server later) owns a Daemon and adds only its transport:
+`open()` before it accepts calls, `load()` to become ready, `close(timeout_s)` after its last call.
+Nothing here knows about gRPC.
+
+    settings ──> Daemon ──> Router (core) with its modes (the arbiter, the learned scorer's files)
+                       ├──> DaemonLedger, the sink that records every result
+                       ├──> LoadedBackends (the edge model, the cloud client, the stand-in), at load()
+                       └──> CloudJudge, the sink that grades edge answers, at load(): it needs the cloud
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+from router.assembly.modes import build_modes
+from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
+                                   package_versions)
+from router.core.daemon_ledger import DaemonLedger
+from router.core.engine import Backends, Router
+from router.core.judge import CloudJudge
+from router.domain.config import ConfigError, Settings
+from router.domain.types import DaemonInfo, ModelInfo
+
+# A close step that waits on others' work (pending judge grades) gets at most this share of the
+# budget left at its turn, so the ledger's close and the backends' after it always get time.
+WAIT_SHARE_OF_BUDGET = 0.5
+
+
+class Daemon:
+    """Every part of a running router. Raises ConfigError at construction for settings that cannot
+    work (an unimplemented default mode, an unusable learned model), before anything is opened."""
+
+    def __init__(self, settings: Settings, *, logger: Optional[logging.Logger] = None) -> None:
+        self.settings = settings
+        self.logger = logger or logging.getLogger("hybrid_router.server")
+        self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
+        modes = build_modes(settings.arbitration, model_cache=model_cache(settings),
+                            logger=logging.getLogger("hybrid_router.arbiter"))
+        self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes)
+        if self.router.default_mode not in self.router.modes:
+            raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
+                              f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")
+        self.router.sinks = (self.ledger,)
+        self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
+        self.judge: Optional[CloudJudge] = None
+        self.backends: Optional[LoadedBackends] = None
+        self._packages = package_versions()
+        self._hardware = hardware_summary()
+
+    def open(self) -> None:
+        """Opens the ledger (blocking: call it in a thread)."""
+        self.ledger.open()
+
+    async def load(self) -> None:
+        """Loads the models and connects the cloud; the router is ready when it returns."""
+        self.backends = await load_backends(self.settings, self.logger)
+        edge = self.backends.edge
+        self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
+        self.ledger.set_edge_parameters(float(edge.n_params))
+        self.judge = CloudJudge(cloud=self.backends.cloud, costs=self.router.costs, signals=self.ledger,
+                                sample_rate=self.settings.ledger.judge_sample_rate)
+        # The one place where finished results leave the request path: the ledger, then the judge.
+        self.router.sinks = (self.ledger, self.judge)
+        self.router.backends = Backends(edge=edge, cloud=self.backends.cloud)
+        self.router.ready = True
+        self.logger.info("serving", extra={"fields": {
+            "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
+            "cloud_endpoint": self.backends.cloud_info.endpoint}})
+
+    def info(self) -> DaemonInfo:
+        loaded = self.backends
+        return DaemonInfo(
+            version=self._packages.get("hybrid-router", ""),
+            implemented_modes=self.router.implemented_modes, default_mode=self.router.default_mode,
+            edge=loaded.edge_info if loaded else ModelInfo(name=""),
+            cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
+            packages=self._packages, hardware=self._hardware,
+            max_tokens_limit=self.settings.server.max_tokens_limit)
+
+    async def close(self, timeout_s: float) -> bool:
+        """Closes every part within timeout_s, in this order. The request rows recorded so far come
+        first: they are what was served and paid for, where a judge grade lost is one sample fewer.
+        The judge's pending grades next, and the ledger closes after them, since they are written to
+        it. The stand-in and the edge keep nothing, so they come last (the stand-in is killed outright
+        when no time is left). Returns False when the edge model was still busy at the end (llama.cpp
+        cannot be interrupted in a prompt evaluation): the process may exit without waiting for it."""
+        self.router.ready = False
+        ends_at = time.monotonic() + timeout_s
+
+        def left() -> float:
+            return max(0.0, ends_at - time.monotonic())
+
+        await asyncio.to_thread(self.ledger.flush, left())
+        if self.judge is not None:
+            await self.judge.aclose(left() * WAIT_SHARE_OF_BUDGET)
+        await asyncio.to_thread(self.ledger.close, left())
+        if self.backends is None:
+            return True
+        return await self.backends.close(left())

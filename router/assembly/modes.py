@@ -1,0 +1,28 @@
+"""The modes as configured: the arbiter from `[arbitration]`, with the learned scorer's files loaded."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from edge.catalogue import ModelCache
+from router.core.arbiters import ScoringArbiter, build_arbiter as build_core_arbiter
+from router.core.modes import builtin_modes
+from router.core.modes.base import ModeHandler
+from router.domain.config import ArbitrationSettings
+from router.domain.types import Mode
+
+
+def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
+                  logger: Optional[logging.Logger] = None) -> ScoringArbiter:
+    """Raises ConfigError for a learned scorer whose model cannot be used (router/assembly/learned.py)."""
+    if settings.scorer == "learned" and settings.arbiter != "shadow":
+        # Imported here: onnxruntime loads only for a daemon that uses the learned scorer.
+        from router.assembly.learned import build_learned_scorer
+
+        return build_core_arbiter(settings, scorer=build_learned_scorer(settings, model_cache, logger))
+    return build_core_arbiter(settings)
+
+
+def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
+                logger: Optional[logging.Logger] = None) -> dict[Mode, ModeHandler]:
+    return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger))

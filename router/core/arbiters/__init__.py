@@ -1,0 +1,43 @@
+"""POST_ARBITRATION's arbiters, scorers and thresholds, built from `[arbitration]` settings.
+
+The `learned` scorer needs files and the text encoder, so the composition root
+(router/assembly/modes.py) builds it and hands it in; everything else is built here.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from router.core.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter
+from router.core.arbiters.parallel import ParallelArbiter
+from router.core.arbiters.scorers import Scorer, build_scorer
+from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
+from router.domain.config import ArbitrationSettings
+
+
+def build_threshold(settings: ArbitrationSettings) -> Threshold:
+    if settings.threshold == "target_share":
+        return TargetShareThreshold(share=settings.target_cloud_share, window=settings.window,
+                                    min_samples=settings.min_samples, initial=settings.fixed_threshold)
+    return FixedThreshold(settings.fixed_threshold)
+
+
+def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = None) -> ScoringArbiter:
+    """The arbiter `settings.arbiter` names, scoring with `scorer` (default: the one `settings.scorer`
+    names; `learned` has no default and must be given)."""
+    threshold = build_threshold(settings)
+    if settings.arbiter == "shadow":
+        # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
+        return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples), threshold=threshold,
+                              stream_draft=False, always_escalate=True, name="shadow")
+    if scorer is None:
+        scorer = build_scorer(settings.scorer, samples=settings.samples)
+    if settings.arbiter == "parallel":
+        return ParallelArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
+    if settings.arbiter == "early":
+        return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft, name="early",
+                              early=EarlyExit(settings.early_threshold, settings.early_window))
+    return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
+
+
+__all__ = ["CascadeArbiter", "EarlyExit", "ParallelArbiter", "ScoringArbiter", "Scorer", "Threshold", "build_arbiter",
+           "build_scorer", "build_threshold"]

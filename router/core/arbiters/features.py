@@ -1,0 +1,122 @@
+"""What an edge answer looks like, as numbers: the inputs of every scorer and of the learned model.
+
+Pure functions of the request and the edge's draft; no model, no I/O. A feature that does not
+apply (no passage, no number in the answer) is 0 with its `has_*` indicator at 0, never NaN, so the
+vector can go straight into an ONNX model.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from router.domain.scoring import final_number, normalize_answer
+
+# An input this long (characters, all messages) is taken to carry a passage to answer from.
+PASSAGE_MIN_CHARS = 600
+_PASSAGE_MARKER = re.compile(r"^(?:passage|context|document|text|article)\s*:", re.IGNORECASE | re.MULTILINE)
+# A short span: the measured F1 gap (0.55 against 0.33) opens above about 8 words.
+SHORT_SPAN_WORDS = 8
+# The tail of a chain of thought, where the final answer is: its confidence is read apart.
+TAIL_TOKENS = 16
+QUESTION_WORDS = ("what", "who", "when", "where", "which", "why", "how")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "lp_mean", "lp_min", "lp_p10", "lp_p25", "lp_p50", "lp_tail_mean", "lp_exp_mean",
+    "completion_tokens", "answer_words", "finished",
+    "input_chars", "has_passage", "question_digits", "question_word",
+    "has_number", "span_verbatim", "span_short",
+    "has_consistency", "consistency_agree", "consistency_distinct",
+    "has_verification", "verify_p_yes",
+)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The edge's answer as a scorer sees it."""
+
+    messages: Sequence[Mapping[str, str]]
+    text: str
+    token_logprobs: Sequence[float]
+    finish_reason: str
+
+    @property
+    def input_text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+    @property
+    def question(self) -> str:
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+def has_passage(draft: Draft) -> bool:
+    text = draft.input_text
+    return len(text) >= PASSAGE_MIN_CHARS or bool(_PASSAGE_MARKER.search(text))
+
+
+def logprob_features(token_logprobs: Sequence[float]) -> dict[str, float]:
+    if not token_logprobs:
+        return {"lp_mean": 0.0, "lp_min": 0.0, "lp_p10": 0.0, "lp_p25": 0.0, "lp_p50": 0.0,
+                "lp_tail_mean": 0.0, "lp_exp_mean": 0.0}
+    ordered = sorted(token_logprobs)
+    mean = math.fsum(token_logprobs) / len(token_logprobs)
+    tail = token_logprobs[-TAIL_TOKENS:]
+    return {"lp_mean": mean, "lp_min": ordered[0], "lp_p10": _quantile(ordered, 0.10),
+            "lp_p25": _quantile(ordered, 0.25), "lp_p50": _quantile(ordered, 0.50),
+            "lp_tail_mean": math.fsum(tail) / len(tail), "lp_exp_mean": math.exp(mean)}
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def span_features(draft: Draft) -> dict[str, float]:
+    """Whether the answer is a verbatim span of the input (SQuAD-style reading), and a short one."""
+    answer = normalize_answer(draft.text)
+    words = len(answer.split())
+    verbatim = bool(answer) and answer in normalize_answer(draft.input_text)
+    return {"answer_words": float(words), "span_verbatim": float(verbatim),
+            "span_short": float(verbatim and words <= SHORT_SPAN_WORDS)}
+
+
+def request_features(draft: Draft) -> dict[str, float]:
+    question = draft.question.lower()
+    first_words = question.split("question:")[-1].split()[:3]
+    return {"input_chars": float(len(draft.input_text)), "has_passage": float(has_passage(draft)),
+            "question_digits": float(sum(ch.isdigit() for ch in question)),
+            "question_word": float(any(word.strip("?,.") in QUESTION_WORDS for word in first_words))}
+
+
+def answer_number(text: str) -> Optional[float]:
+    return final_number(text)
+
+
+def consistency_features(greedy: Optional[float], samples: Sequence[Optional[float]]) -> dict[str, float]:
+    """Self-consistency of a numeric answer: the share of samples that reach the greedy answer's number."""
+    if greedy is None or not samples:
+        return {"has_consistency": 0.0, "consistency_agree": 0.0, "consistency_distinct": 0.0}
+    agree = sum(1 for value in samples if value is not None and math.isclose(value, greedy, rel_tol=1e-9, abs_tol=1e-9))
+    distinct = len({round(value, 6) for value in samples if value is not None} | {round(greedy, 6)})
+    return {"has_consistency": 1.0, "consistency_agree": agree / len(samples),
+            "consistency_distinct": float(distinct)}
+
+
+def base_features(draft: Draft) -> dict[str, float]:
+    """Every feature that needs no further model call."""
+    features = {**logprob_features(draft.token_logprobs), **request_features(draft), **span_features(draft)}
+    features["completion_tokens"] = float(len(draft.token_logprobs))
+    features["finished"] = float(draft.finish_reason == "stop")
+    features["has_number"] = float(answer_number(draft.text) is not None)
+    features.update(consistency_features(None, ()))
+    features.update(has_verification=0.0, verify_p_yes=0.0)
+    return features
+
+
+def as_vector(features: Mapping[str, float]) -> list[float]:
+    """The features in FEATURE_NAMES order (the learned model's input layout)."""
+    return [float(features.get(name, 0.0)) for name in FEATURE_NAMES]

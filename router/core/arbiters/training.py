@@ -1,0 +1,218 @@
+"""Training the learned deferral model from the labelled arbitration corpus (`hybrid-router train-arbiter`).
+
+Corpus: bench/corpus/arbitration.jsonl (bench/arbitration.py's export), one JSON object per item with
+dataset, item_id, split, text (the user turn the edge saw, which the daemon embeds), edge_quality,
+cloud_quality, features (the `all` scorer's) and rule_score.
+Target: cloud_quality - edge_quality, the gain of asking the cloud.
+
+Model: standardized inputs, then ridge regression (alpha picked by leave-one-out on the train split).
+A linear model because the corpus is small (hundreds of items, 534 inputs with the embedding): a
+boosted tree ensemble overfits it, and a linear model's ONNX export matches sklearn to float32
+precision. Inputs: the features, then the embedding of each row's text when the caller supplies an
+encoder, else the features alone; meta.json records which (`embedding_dim` 512 or 0).
+
+Trained on the train split; metrics on the test split, beside the same metrics for the default
+rule's score, so a new model is judged against what it replaces. Needs the `[train]` extra
+(scikit-learn, skl2onnx); nothing here is imported by the daemon.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+# The [train] extra: an ImportError here is what `hybrid-router train-arbiter` turns into the install hint.
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from router.core.arbiters.features import FEATURE_NAMES, as_vector
+from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, INPUT_NAME, META_FILE, MODEL_FILE,
+                                     LearnedModel)
+
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+CLOUD_SHARES = (0.3, 0.5)
+ONNX_TOLERANCE = 1e-4
+VERSION_PREFIX = "v"
+MAX_VERSION_ATTEMPTS = 100
+
+
+class TrainingError(Exception):
+    """Training refused or failed; the message says which input is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class CorpusRow:
+    dataset: str
+    item_id: str
+    split: str
+    edge_quality: float
+    cloud_quality: float
+    features: Mapping[str, float]
+    rule_score: float
+    text: str = ""
+
+    @property
+    def gain(self) -> float:
+        return self.cloud_quality - self.edge_quality
+
+
+def read_corpus(path: Path) -> list[CorpusRow]:
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise TrainingError(f"cannot read the corpus {path}: {exc}; write it with the bench's arbitration "
+                            "export (bench/arbitration.py)") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            rows.append(CorpusRow(dataset=str(record["dataset"]), item_id=str(record["item_id"]),
+                                  split=str(record["split"]), edge_quality=float(record["edge_quality"]),
+                                  cloud_quality=float(record["cloud_quality"]),
+                                  features={k: float(v) for k, v in record["features"].items()},
+                                  rule_score=float(record["rule_score"]), text=str(record.get("text") or "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TrainingError(f"{path}:{number}: not a corpus item ({type(exc).__name__}: {exc}); each line "
+                                "needs dataset, item_id, split, edge_quality, cloud_quality, features, "
+                                "rule_score") from None
+    return rows
+
+
+def deferral_metrics(escalation_priority: Sequence[float], edge_quality: Sequence[float],
+                     cloud_quality: Sequence[float]) -> dict[str, Optional[float]]:
+    """How well a ranking picks the requests to send to the cloud.
+
+    auc: of the priority for "cloud strictly better" (None with one class only). gap_recovered_at_S:
+    the cloud answers the share S with the highest priority; the share of the edge-to-cloud quality
+    gap this recovers (None when the cloud is not better on average: there is no gap).
+    """
+    priority = np.asarray(escalation_priority, dtype=np.float64)
+    edge = np.asarray(edge_quality, dtype=np.float64)
+    cloud = np.asarray(cloud_quality, dtype=np.float64)
+    better = cloud > edge
+    metrics: dict[str, Optional[float]] = {
+        "auc": float(roc_auc_score(better, priority)) if 0 < better.sum() < len(better) else None}
+    gap = cloud.mean() - edge.mean() if len(edge) else 0.0
+    order = np.argsort(-priority, kind="stable")
+    for share in CLOUD_SHARES:
+        escalated = np.zeros(len(edge), dtype=bool)
+        escalated[order[:round(share * len(edge))]] = True
+        routed = np.where(escalated, cloud, edge).mean() if len(edge) else 0.0
+        metrics[f"gap_recovered_at_{share}"] = float((routed - edge.mean()) / gap) if gap > 0 else None
+    return metrics
+
+
+def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], np.ndarray]] = None,
+                  embedding_model: Optional[str] = None) -> Path:
+    """Train, export, check and write a new versioned artifact under `out`; returns its directory.
+
+    With `encode`, each row's text is embedded and appended to its features.
+    """
+    rows = read_corpus(corpus)
+    if encode is not None:
+        untexted = [f"{row.dataset}:{row.item_id}" for row in rows if not row.text]
+        if untexted:
+            raise TrainingError(f"{len(untexted)} corpus item(s) have no text to embed (first: {untexted[0]}); "
+                                "export the corpus again (python -m bench.arbitration export), or train on the "
+                                "features only with --features-only")
+    train = [row for row in rows if row.split == "train"]
+    test = [row for row in rows if row.split == "test"]
+    if len(train) < 2:
+        raise TrainingError(f"{corpus} has {len(train)} train item(s); at least 2 are needed (label more items)")
+
+    def matrix(part: Sequence[CorpusRow]) -> np.ndarray:
+        features = np.asarray([as_vector(row.features) for row in part], dtype=np.float32).reshape(len(part), -1)
+        if encode is None:
+            return features
+        # One text at a time, as the daemon encodes: the quantized encoder pads a batch.
+        embedded = [np.asarray(encode(row.text), dtype=np.float32) for row in part]
+        return np.hstack([features, np.asarray(embedded, dtype=np.float32).reshape(len(part), -1)])
+
+    x_train, x_test = matrix(train), matrix(test)
+    y_train = np.asarray([row.gain for row in train])
+    width = x_train.shape[1]
+    embedding_dim = width - len(FEATURE_NAMES)
+
+    alpha = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x_train, y_train)[-1].alpha_
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x_train, y_train)
+    onnx_model = convert_sklearn(model, initial_types=[(INPUT_NAME, FloatTensorType([None, width]))])
+
+    check_rows = x_test if len(test) else x_train
+    sklearn_gain = model.predict(check_rows)
+    metrics = {"test_items": len(test), "train_items": len(train), "ridge_alpha": float(alpha),
+               "learned": None, "rule": None}
+    if len(test):
+        edge_q = [row.edge_quality for row in test]
+        cloud_q = [row.cloud_quality for row in test]
+        metrics["learned"] = deferral_metrics(sklearn_gain, edge_q, cloud_q)
+        # The rule keeps the edge when its score is high: its escalation priority is the score's negation.
+        metrics["rule"] = deferral_metrics([-row.rule_score for row in test], edge_q, cloud_q)
+        metrics["mean_abs_error"] = float(np.mean(np.abs(np.clip(sklearn_gain, -1, 1) -
+                                                         np.asarray([row.gain for row in test]))))
+
+    meta = {
+        "version": ARTIFACT_FORMAT_VERSION,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "feature_names": list(FEATURE_NAMES),
+        "embedding_dim": embedding_dim,
+        "embedding_model": embedding_model if embedding_dim else None,
+        "embedding_text": "the last user message (the prompt the edge saw)" if embedding_dim else
+                          "none: trained on the features only",
+        "target": "cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]",
+        "score": "(1 - gain) / 2 clipped to [0, 1]; higher keeps the edge",
+        "regressor": f"StandardScaler + Ridge(alpha={alpha:g}), alpha by leave-one-out over {list(RIDGE_ALPHAS)}",
+        "training_corpus": {"path": str(corpus), "lines": len(rows), "sha256": _sha256(corpus),
+                            "train_items": len(train), "test_items": len(test)},
+        "metrics": metrics,
+    }
+    directory = _claim_version_directory(out)
+    (directory / MODEL_FILE).write_bytes(onnx_model.SerializeToString())
+    _write_json_atomically(directory / META_FILE, meta)
+    # The check loads the written files as the daemon does: validation, float32 inputs, clipping.
+    onnx_gain = LearnedModel(directory, embedding_dims=(embedding_dim,)).predict_gain(check_rows)
+    difference = float(np.max(np.abs(onnx_gain - np.clip(sklearn_gain, -1, 1)))) if len(check_rows) else 0.0
+    if difference > ONNX_TOLERANCE:
+        (directory / META_FILE).unlink()  # without meta.json the artifact is refused on load
+        raise TrainingError(f"the ONNX export {directory / MODEL_FILE} differs from sklearn by {difference:.2e} "
+                            f"(> {ONNX_TOLERANCE}); the artifact was left without meta.json and will not load")
+    meta["onnx_max_abs_difference"] = difference
+    _write_json_atomically(directory / META_FILE, meta)
+    return directory
+
+
+def _claim_version_directory(out: Path) -> Path:
+    """A new `vNNNN` directory under `out`: mkdir is the claim, so two runs never share one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(MAX_VERSION_ATTEMPTS):
+        taken = [int(p.name[1:]) for p in out.iterdir()
+                 if p.name.startswith(VERSION_PREFIX) and p.name[1:].isdigit()]
+        directory = out / f"{VERSION_PREFIX}{max(taken, default=0) + 1:04d}"
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue  # another run claimed it between the listing and the mkdir
+        return directory
+    raise TrainingError(f"could not claim a new version directory under {out}")
+
+
+def _write_json_atomically(path: Path, value: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -1,0 +1,325 @@
+"""Synchronous SQLite access: connections, row types, batch writes and reads.
+
+One `LedgerStore` wraps one connection and is used by one thread at a time: the writer thread owns
+a store for all writes; each read (`get`, stats, export) opens a short-lived store of its own, which
+WAL lets run beside the writer without blocking it.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import grpc
+
+from router.domain.errors import NotFoundError, RouterError
+from router.core.ledger.schema import MIGRATIONS, Migration, migrate
+
+BUSY_TIMEOUT_MS = 5_000
+
+
+class LedgerNotFoundError(NotFoundError):
+    """No request with this id is in the ledger."""
+
+
+class LedgerUnavailableError(RouterError):
+    """The ledger cannot be used right now (it could not open its file, or writes are failing)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def format_time(moment: "datetime | float") -> str:
+    """ISO-8601 UTC with microseconds: the one format the ledger stores, so text order is time order.
+    A naive datetime is taken to be UTC."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, tz=timezone.utc)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def to_json(value: Any) -> str:
+    # default=str: a metadata value that is not JSON (a Path, an enum) is stored as its text
+    # rather than failing the whole row.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One `requests` row; field names are the column names."""
+
+    id: str
+    created_at: str
+    mode: str
+    arbiter: str
+    decision_score: Optional[float]
+    decision_reason: str
+    backends_run: str
+    served_by: str
+    edge_model: str
+    cloud_model: str
+    edge_parameters: Optional[float]
+    final_text: Optional[str]
+    messages_json: str
+    reference_answer: Optional[str]
+    metadata_json: str
+    total_cost_usd: float
+    edge_cost_usd: float
+    cloud_cost_usd: float
+    ttft_s: Optional[float]
+    total_s: Optional[float]
+    edge_s: Optional[float]
+    cloud_s: Optional[float]
+    finish_reason: str
+    content_hash: str
+    content_policy: str
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One `backend_runs` row, less its request id (the record it belongs to gives that)."""
+
+    ordinal: int
+    backend: str
+    model: str
+    text: Optional[str]
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: Optional[float]
+    ttft_s: Optional[float]
+    total_s: Optional[float]
+    cost_usd: float
+    finish_reason: str
+    usage_estimated: bool = False
+    purpose: str = "answer"
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    """One `signals` row, less its request id."""
+
+    kind: str
+    target: str
+    score: Optional[float]
+    correct: Optional[bool]
+    f1: Optional[float]
+    detail_json: str
+    source: str
+    created_at: str
+    thumbs_up: Optional[bool] = None
+    corrected_answer: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    request: RequestRow
+    runs: tuple[RunRow, ...] = ()
+    signals: tuple[SignalRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class PendingSignal:
+    request_id: str
+    signal: SignalRow
+
+
+@dataclass
+class BatchOutcome:
+    written: int = 0             # request rows inserted
+    signals_written: int = 0     # signal rows inserted (with their requests or on their own)
+    duplicates: int = 0          # records whose request id was already in the ledger: skipped
+    orphan_signals: int = 0      # signals for an id the ledger does not have: skipped
+    rejected: int = 0            # records that SQLite refused one by one (bad data), rolled back
+    errors: list[str] = field(default_factory=list)
+
+
+def _columns(row_type: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type))
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+_REQUEST_COLUMNS = _columns(RequestRow)
+_RUN_COLUMNS = ("request_id",) + _columns(RunRow)
+_SIGNAL_COLUMNS = ("request_id",) + _columns(SignalRow)
+_INSERT_REQUEST = _insert_sql("requests", _REQUEST_COLUMNS).replace("INSERT", "INSERT OR IGNORE", 1)
+_INSERT_RUN = _insert_sql("backend_runs", _RUN_COLUMNS)
+_INSERT_SIGNAL = _insert_sql("signals", _SIGNAL_COLUMNS)
+# An add_signal() for an id that never reached the ledger is skipped, not an error for the batch.
+_INSERT_SIGNAL_IF_REQUEST = (
+    f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
+    f"SELECT {', '.join('?' for _ in _SIGNAL_COLUMNS)} WHERE EXISTS (SELECT 1 FROM requests WHERE id = ?)")
+
+# Errors that belong to one row's data; anything else (disk full, I/O error, corruption, a lock
+# held too long) is the database's and fails the batch.
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.DataError, OverflowError, UnicodeError, ValueError, TypeError)
+
+
+def _values(row: Any) -> list[Any]:
+    return [getattr(row, name) for name in _columns(type(row))]
+
+
+def connect(path: Path, *, max_bytes: Optional[int] = None) -> sqlite3.Connection:
+    """Opens (creating if needed) the database file in WAL mode, autocommit, foreign keys on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        # journal_mode reads the file header: a junk file fails here with "file is not a database".
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        # NORMAL in WAL mode: a commit survives the process being killed; only an OS crash or power
+        # loss can take the last transactions back.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        if max_bytes is not None:
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page_size):d}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class LedgerStore:
+    """One connection to a ledger database, schema guaranteed current."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, max_bytes: Optional[int] = None,
+             migrations: Sequence[Migration] = MIGRATIONS) -> "LedgerStore":
+        conn = connect(path, max_bytes=max_bytes)
+        try:
+            migrate(conn, migrations)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    @classmethod
+    def open_reader(cls, path: Path) -> "LedgerStore":
+        """A connection for reads; `query_only` makes a stray write fail instead of competing
+        with the writer thread."""
+        if not path.is_file():
+            raise FileNotFoundError(f"no ledger database at {path}")
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        conn.row_factory = sqlite3.Row
+        return cls(conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "LedgerStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write_batch(self, records: Sequence[PreparedRecord],
+                    signals: Sequence[PendingSignal] = ()) -> BatchOutcome:
+        """Writes a batch in one transaction. A record SQLite refuses for its data is rolled back
+        alone (savepoint) and counted; a database-level error rolls back everything and raises."""
+        outcome = BatchOutcome()
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            for record in records:
+                self._insert_record(record, outcome)
+            for pending in signals:
+                values = [pending.request_id] + _values(pending.signal) + [pending.request_id]
+                try:
+                    cursor = conn.execute(_INSERT_SIGNAL_IF_REQUEST, values)
+                except _ROW_ERRORS as exc:
+                    outcome.rejected += 1
+                    outcome.errors.append(f"signal for {pending.request_id!r}: {exc}")
+                    continue
+                if cursor.rowcount == 1:
+                    outcome.signals_written += 1
+                else:
+                    outcome.orphan_signals += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcome
+
+    def _insert_record(self, record: PreparedRecord, outcome: BatchOutcome) -> None:
+        conn = self.conn
+        request_id = record.request.id
+        conn.execute("SAVEPOINT record")
+        try:
+            cursor = conn.execute(_INSERT_REQUEST, _values(record.request))
+            if cursor.rowcount == 0:
+                # The id is already there (a client reused it): keep the first, do not attach
+                # this record's runs and signals to it.
+                outcome.duplicates += 1
+            else:
+                conn.executemany(_INSERT_RUN, [[request_id] + _values(run) for run in record.runs])
+                conn.executemany(_INSERT_SIGNAL, [[request_id] + _values(sig) for sig in record.signals])
+                outcome.written += 1
+                outcome.signals_written += len(record.signals)
+            conn.execute("RELEASE record")
+        except _ROW_ERRORS as exc:
+            conn.execute("ROLLBACK TO record")
+            conn.execute("RELEASE record")
+            outcome.rejected += 1
+            outcome.errors.append(f"request {request_id!r}: {exc}")
+
+    def add_feedback(self, request_id: str, signal: SignalRow) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is None:
+                raise LedgerNotFoundError(f"no request {request_id!r} in the ledger")
+            conn.execute(_INSERT_SIGNAL, [request_id] + _values(signal))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def contains(self, request_id: str) -> bool:
+        """Whether a request with this id is stored (a primary-key lookup)."""
+        return self.conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is not None
+
+    def get(self, request_id: str) -> Optional[dict[str, Any]]:
+        """One request with its backend runs and signals, JSON columns decoded."""
+        conn = self.conn
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            return None
+        record = dict(row)
+        record["messages"] = json.loads(record.pop("messages_json"))
+        record["metadata"] = json.loads(record.pop("metadata_json"))
+        record["backends_run"] = [name for name in record["backends_run"].split(",") if name]
+        runs = conn.execute("SELECT * FROM backend_runs WHERE request_id = ? ORDER BY ordinal",
+                            (request_id,)).fetchall()
+        record["backend_runs"] = [{k: r[k] for k in r.keys() if k not in ("id", "request_id")} for r in runs]
+        record["signals"] = [decode_signal(s) for s in conn.execute(
+            "SELECT * FROM signals WHERE request_id = ? ORDER BY id", (request_id,)).fetchall()]
+        return record
+
+
+def decode_signal(row: sqlite3.Row) -> dict[str, Any]:
+    signal = {k: row[k] for k in row.keys() if k not in ("request_id", "detail_json")}
+    signal["detail"] = json.loads(row["detail_json"])
+    for flag in ("correct", "thumbs_up"):
+        if signal.get(flag) is not None:
+            signal[flag] = bool(signal[flag])
+    return signal

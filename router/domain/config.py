@@ -1,0 +1,224 @@
+"""Typed settings: one TOML file, then `HYBRID_ROUTER_*` environment variables, validated once at start-up.
+
+Every field's default and description here is mirrored in the README's configuration table.
+Environment variables name a nested key with a double underscore: `HYBRID_ROUTER_EDGE__N_THREADS=4`
+sets `[edge] n_threads`. The environment wins over the file. Nothing else in the project reads the
+environment: `load_settings` is handed it explicitly.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from router.domain.types import Mode
+
+ENV_PREFIX = "HYBRID_ROUTER_"
+CONFIG_FILE_ENV = "HYBRID_ROUTER_CONFIG"
+
+
+class ConfigError(Exception):
+    """Start-up refused: the message names the offending key and where it came from."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class ServerSettings(_Section):
+    listen: str = Field("127.0.0.1:50051", description="host:port, or unix:/path/to/socket. Loopback by default.")
+    grace_period_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+    shutdown_flush_s: float = Field(
+        5.0, gt=0, description="After the grace period, the time left to cancel what still runs, flush the "
+        "ledger and judge, and stop the stand-in and the edge: SIGTERM to exit takes at most "
+        "grace_period_s + shutdown_flush_s.")
+    max_request_bytes: int = Field(1_048_576, gt=0, description="Largest serialized request accepted.")
+    default_mode: str = Field("edge_only", description="Mode used when a request leaves mode unset.")
+    default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request leaves it unset.")
+    max_tokens_limit: int = Field(4096, gt=0, description="Largest max_tokens a request may ask for.")
+    default_temperature: float = Field(0.0, ge=0, description="temperature when a request leaves it unset.")
+    max_temperature: float = Field(2.0, ge=0, description="Largest temperature a request may ask for.")
+    max_messages: int = Field(256, gt=0, description="Most chat messages in one request.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServerSettings":
+        Mode.parse(self.default_mode)
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        if self.default_temperature > self.max_temperature:
+            raise ValueError("default_temperature must not exceed max_temperature")
+        return self
+
+
+class ModelsSettings(_Section):
+    cache_dir: Path = Field(Path("~/.cache/hybrid-router/models"),
+                            description="Where `models pull` keeps assembled, verified model files.")
+
+
+class EdgeSettings(_Section):
+    kind: Literal["llama", "fault-injection"] = Field(
+        "llama", description="llama: the llama.cpp model. fault-injection: a fixed-latency stand-in for benches.")
+    fault_injection_latency_s: float = Field(0.005, ge=0, description="Latency of the fault-injection edge.")
+    model: str = Field("qwen2.5-coder-0.5b", description="Catalogue name of the edge model.")
+    model_path: Optional[Path] = Field(None, description="A GGUF file to use instead of the catalogue model.")
+    n_ctx: int = Field(4096, gt=0, description="Edge context window in tokens (prompt + completion).")
+    n_threads: int = Field(2, gt=0, description="CPU threads for the edge model.")
+    n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
+    stream_flush_interval_s: float = Field(
+        0.1, ge=0, le=1, description="After the first token, streamed edge tokens reach the client at most "
+        "this often, merged into one delta (fewer wake-ups beside the decode threads); 0 sends every token.")
+    joules_per_flop: float = Field(7e-10, gt=0, description="Device energy per FLOP, for the edge cost estimate.")
+    usd_per_kwh: float = Field(0.15, ge=0, description="Price of electricity, for the edge cost estimate.")
+
+
+class CloudSettings(_Section):
+    base_url: Optional[str] = Field(None, description="OpenAI-compatible endpoint. Unset with no api_key: the local stand-in.")
+    api_key: Optional[SecretStr] = Field(None, description="Cloud API key. Never logged or stored.")
+    model: str = Field("gpt-4o-mini", description="Cloud model, and the model the stand-in is priced as.")
+    timeout_s: float = Field(120.0, gt=0, description="Longest wait for the cloud to connect or send the next bytes (not a cap on the whole answer).")
+    max_retries: int = Field(2, ge=0, description="Retries of a failed cloud request (backoff honours Retry-After).")
+    max_concurrency: int = Field(8, gt=0, description="Cloud requests in flight at once.")
+    input_usd_per_mtok: float = Field(0.15, ge=0, description="Price per million prompt tokens.")
+    output_usd_per_mtok: float = Field(0.60, ge=0, description="Price per million completion tokens.")
+
+    @property
+    def uses_standin(self) -> bool:
+        return self.base_url is None and self.api_key is None
+
+
+class StandinSettings(_Section):
+    model: str = Field("qwen2.5-coder-1.5b", description="Catalogue name of the local cloud stand-in's model.")
+    model_path: Optional[Path] = Field(None, description="A GGUF file to serve instead of the catalogue model.")
+    n_ctx: int = Field(4096, gt=0, description="Stand-in context window.")
+    n_threads: int = Field(2, gt=0, description="CPU threads for the stand-in.")
+    n_batch: int = Field(512, gt=0, description="Stand-in prompt batch size.")
+    startup_timeout_s: float = Field(180.0, gt=0, description="How long to wait for the stand-in to become healthy.")
+
+
+class LedgerSettings(_Section):
+    enabled: bool = Field(True, description="Record every request in the SQLite ledger.")
+    path: Path = Field(Path("~/.local/share/hybrid-router/ledger.db"), description="Ledger database file.")
+    log_content: Literal["full", "redacted", "none"] = Field("full", description="How much request text is stored.")
+    queue_size: int = Field(10_000, gt=0, description="Writes queued before new ones are dropped.")
+    batch_size: int = Field(256, gt=0, description="Rows per commit.")
+    flush_interval_s: float = Field(0.05, gt=0, description="Longest wait before a partial batch is committed.")
+    judge_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of edge answers the cloud grades.")
+
+
+# The one list of each: config validation, the builders (router/core/arbiters/) and the errors read these.
+ArbiterName = Literal["cascade", "parallel", "early", "shadow"]
+ScorerName = Literal["logprob", "task", "consistency", "verify", "rule", "all", "learned"]
+
+
+class ArbitrationSettings(_Section):
+    arbiter: ArbiterName = Field(
+        "cascade", description="POST_ARBITRATION's arbiter. cascade: the edge answers, the cloud when the score is "
+        "below the threshold. parallel: both start at once; the cloud is cancelled when the edge's answer is "
+        "kept. early: a cascade that stops the edge as soon as its running confidence falls below "
+        "early_threshold. shadow: the cloud answers every request and every scorer's features are recorded "
+        "(labelling).")
+    scorer: ScorerName = Field(
+        "rule", description="How the edge answer is scored (router/core/arbiters/scorers.py); rule is the default rule. "
+        "learned: the trained deferral model in model_dir (router/core/arbiters/learned.py).")
+    model_dir: Optional[Path] = Field(None, description="scorer = learned: the model directory that "
+                                      "`hybrid-router train-arbiter` wrote (a vNNNN directory with model.onnx and "
+                                      "meta.json).")
+    missing_model: Literal["error", "rule"] = Field(
+        "error", description="scorer = learned with model_dir unset, missing or invalid: error stops the daemon at "
+        "start-up; rule scores with the default rule, and every decision's scorer says why.")
+    threshold: Literal["fixed", "target_share"] = Field(
+        "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
+        "follows recent scores so that about target_cloud_share of requests reach the cloud.")
+    fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge answer is kept.")
+    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests the cloud should answer "
+                                      "(threshold = target_share).")
+    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
+    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
+                             "fixed_threshold applies.")
+    samples: int = Field(3, ge=1, le=16, description="Self-consistency samples (T=0.7) for answers that end in a number.")
+    early_threshold: float = Field(0.4, ge=0, le=1, description="early: the running confidence (geometric-mean "
+                                   "token probability over early_window tokens) below which the edge is stopped.")
+    early_window: int = Field(16, gt=0, description="early: how many recent tokens the running confidence covers.")
+    stream_draft: bool = Field(True, description="Stream the edge's draft; a DraftDiscarded event replaces it "
+                               "when the cloud answers.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArbitrationSettings":
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        return self
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["json", "text"] = Field("json", description="json: one object per line.")
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    models: ModelsSettings = ModelsSettings()
+    edge: EdgeSettings = EdgeSettings()
+    cloud: CloudSettings = CloudSettings()
+    standin: StandinSettings = StandinSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    arbitration: ArbitrationSettings = ArbitrationSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+SECTIONS = tuple(Settings.model_fields)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Nested dict from HYBRID_ROUTER_SECTION__KEY variables, and which variable set each key."""
+    overrides: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_ENV:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        if len(path) != 2 or path[0] not in SECTIONS:
+            raise ConfigError(f"environment variable {name}: expected HYBRID_ROUTER_<SECTION>__<KEY> "
+                              f"with SECTION one of {', '.join(SECTIONS)}")
+        overrides.setdefault(path[0], {})[path[1]] = value
+        origin[path] = name
+    return overrides, origin
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: Optional[Path], environ: Mapping[str, str]) -> Settings:
+    """Read the TOML file (if any), apply the environment, validate. Raises ConfigError."""
+    file_data: dict[str, Any] = {}
+    source = "defaults"
+    if config_file is None and environ.get(CONFIG_FILE_ENV):
+        config_file = Path(environ[CONFIG_FILE_ENV])
+    if config_file is not None:
+        source = str(config_file)
+        try:
+            file_data = tomllib.loads(Path(config_file).expanduser().read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    env_data, origin = _env_overrides(environ)
+    try:
+        return Settings.model_validate(_merge(file_data, env_data))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = tuple(str(part) for part in error["loc"])
+            where = origin.get(key[:2], source)
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or "api_key" in key else f" (got {value!r})"
+            problems.append(f"{'.'.join(key) or '<root>'}: {error['msg']}{shown} [from {where}]")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,264 @@
+"""The core's vocabulary: plain dataclasses, free of protobuf and of any transport.
+
+gRPC (router/doors/wire.py) and, later, the HTTP door translate to and from these types; routing
+logic, the ledger and the bench only ever see them.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence, Union
+
+
+class Mode(enum.IntEnum):
+    """Values match `router.v1.Mode` on the wire."""
+
+    UNSPECIFIED = 0
+    EDGE_ONLY = 1
+    CLOUD_ONLY = 2
+    POST_ARBITRATION = 3
+    PRE_ARBITRATION = 4
+    EDGE_RAG_CLOUD_INFO = 5
+    EDGE_AGENT_CLOUD_INFO = 6
+
+    @classmethod
+    def parse(cls, name: str) -> "Mode":
+        """Accepts `edge`, `edge_only`, `EDGE_ONLY`, `cloud`, `post_arbitration`, ..."""
+        key = name.strip().upper().replace("-", "_")
+        aliases = {"EDGE": "EDGE_ONLY", "CLOUD": "CLOUD_ONLY", "POST": "POST_ARBITRATION",
+                   "PRE": "PRE_ARBITRATION", "RAG": "EDGE_RAG_CLOUD_INFO",
+                   "AGENT": "EDGE_AGENT_CLOUD_INFO"}
+        key = aliases.get(key, key)
+        try:
+            return cls[key]
+        except KeyError:
+            known = ", ".join(m.name.lower() for m in cls if m is not cls.UNSPECIFIED)
+            raise ValueError(f"unknown mode {name!r}; known modes: {known}") from None
+
+
+class BackendKind(enum.IntEnum):
+    """Values match `router.v1.Backend` on the wire."""
+
+    UNSPECIFIED = 0
+    EDGE = 1
+    CLOUD = 2
+
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A request as the core sees it. None means "use the daemon's default"."""
+
+    messages: Sequence[ChatMessage]
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    stop: Sequence[str] = ()
+    mode: Union[Mode, int] = Mode.UNSPECIFIED  # an int that is no Mode is refused by validation
+    request_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    reference_answer: Optional[str] = None
+    seed: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """A validated request's sampling parameters, defaults filled in."""
+
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    seed: Optional[int]
+
+
+class RunPurpose(enum.StrEnum):
+    """Why a mode called a backend; one per BackendRun, carried on the wire and into the ledger.
+
+    Values are plain strings on the wire and in the ledger, so a newer purpose reaches an older
+    client as its text rather than as an error.
+    """
+
+    ANSWER = "answer"    # an answer to the request (the served one, or one still in the running)
+    DRAFT = "draft"      # an answer that was produced, then discarded for another backend's
+    SAMPLE = "sample"    # an extra sample of the same question (self-consistency)
+    VERIFY = "verify"    # a self-verification prompt about an answer, not an answer itself
+
+
+# The purposes whose text is an answer to the request, so scoring and judging may read it.
+ANSWERING_PURPOSES = frozenset({RunPurpose.ANSWER, RunPurpose.DRAFT})
+
+
+@dataclass(frozen=True)
+class BackendRun:
+    """One backend call made while serving a request, however it ended.
+
+    `finish_reason` is the backend's ("stop", "length"), or "cancelled" when the call was closed
+    before its end (its tokens so far are counted and priced), or "error" when the backend failed
+    after the call started. `purpose` says what the call was for (RunPurpose).
+    """
+
+    backend: BackendKind
+    model: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    cost_usd: float
+    finish_reason: str
+    mean_logprob: Optional[float] = None
+    usage_estimated: bool = False  # the backend sent no usage: tokens (and cost) are the router's count
+    purpose: str = RunPurpose.ANSWER  # a RunPurpose; a str so that an unknown one from the wire survives
+
+
+@dataclass(frozen=True)
+class Latency:
+    ttft_s: float
+    total_s: float
+    edge_s: float
+    cloud_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the answer came from where it did; each mode and arbiter fills it in."""
+
+    mode: Mode
+    arbiter: str = ""
+    score: Optional[float] = None  # the scorer's confidence in the edge answer, in [0, 1]; higher keeps it
+    reason: str = ""
+    scorer: str = ""  # which scorer produced `score` (router/core/arbiters/scorers.py)
+    threshold: Optional[float] = None  # the edge was kept when score >= threshold
+    threshold_kind: str = ""  # fixed | target_share
+    escalated: bool = False  # the cloud was asked after the edge's answer was scored
+    features: Mapping[str, float] = field(default_factory=dict)  # what the scorer computed (features.py)
+
+
+# finish_reason of a request (and of a run) that ended before its answer did.
+FINISH_CANCELLED = "cancelled"   # its client went away, or the daemon stopped it at shutdown
+FINISH_ERROR = "error"           # a backend failed after the request's first backend call
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """A request's outcome. An answered request names the backend that served it; one that ended
+    without an answer after backend calls ran (cancelled, or failed) is still made into a result for
+    the sinks, so that its spend is recorded: served_by UNSPECIFIED, finish_reason FINISH_CANCELLED or
+    FINISH_ERROR, text what its answer had so far. Clients only ever receive answered ones."""
+
+    request_id: str
+    text: str
+    served_by: BackendKind
+    edge_model: str
+    cloud_model: str
+    runs: tuple[BackendRun, ...]
+    cost_usd: float
+    edge_cost_usd: float
+    cloud_cost_usd: float
+    latency: Latency
+    decision: Decision
+    finish_reason: str
+
+    @property
+    def answered(self) -> bool:
+        return self.served_by != BackendKind.UNSPECIFIED
+
+    def run_for(self, backend: BackendKind) -> Optional[BackendRun]:
+        """The backend's first answer (served or discarded); samples and verifications are no answer."""
+        return next((run for run in self.runs
+                     if run.backend == backend and run.purpose in ANSWERING_PURPOSES), None)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    backend: BackendKind
+    logprob: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class DraftDiscarded:
+    """The text streamed so far from `discarded` is no longer the answer (a cascade streamed the edge's
+    draft, then chose the cloud); the answer follows from `next`, and the result holds it whole."""
+
+    discarded: BackendKind
+    next: BackendKind
+    reason: str = ""
+
+
+StreamEvent = Union[TextDelta, DraftDiscarded, GenerateResult]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    sha256: str = ""
+    endpoint: str = ""
+    local_standin: bool = False
+    priced_as: str = ""
+    n_ctx: int = 0
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """What a daemon serves: for clients choosing modes, and for reproducible bench reports."""
+
+    version: str
+    implemented_modes: tuple[Mode, ...]
+    default_mode: Mode
+    edge: ModelInfo
+    cloud: ModelInfo
+    packages: Mapping[str, str]
+    hardware: str
+    max_tokens_limit: int
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    enabled: bool
+    ok: bool
+    reason: str = ""
+    queue_depth: int = 0
+    written: int = 0
+    dropped_writes: int = 0
+    failed_writes: int = 0
+
+
+@dataclass(frozen=True)
+class SignalSummary:
+    kind: str
+    count: int
+    mean_score: Optional[float]
+    share_correct: Optional[float]
+
+
+@dataclass(frozen=True)
+class ModeSummary:
+    """Aggregates of one mode over the ledger: what `Stats` returns."""
+
+    mode: Union[Mode, int]
+    requests: int
+    accuracy: tuple[SignalSummary, ...]
+    cloud_share: float
+    usd_per_1k: float
+    cloud_usd_per_1k: float
+    edge_usd_per_1k: float
+    latency_p50_s: Optional[float]
+    latency_p95_s: Optional[float]
+    ttft_p50_s: Optional[float]
+    ttft_p95_s: Optional[float]
+    judge_usd_per_1k: float = 0.0   # the cloud judge's grading, already inside cloud_usd_per_1k
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    modes: tuple[ModeSummary, ...]
+    ledger: LedgerStatus

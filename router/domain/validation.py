@@ -1,0 +1,79 @@
+"""Request validation: every refusal names the field and says what to send instead."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Collection
+
+from router.domain.config import ServerSettings
+from router.domain.errors import InvalidRequestError, ModeNotImplementedError
+from router.domain.types import ROLES, GenerateRequest, GenerationParams, Mode
+
+MAX_STOP_SEQUENCES = 16
+SEED_MODULUS = 2**32  # llama.cpp seeds are 32-bit
+# A request id is a key in the ledger, the logs and exports: short, and safe in a file name or a URL.
+MAX_REQUEST_ID_CHARS = 128
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]+")
+
+
+def resolve_mode(request: GenerateRequest, default_mode: Mode, implemented: Collection[Mode]) -> Mode:
+    try:
+        mode = Mode(int(request.mode))
+    except ValueError:
+        known = ", ".join(m.name for m in Mode if m is not Mode.UNSPECIFIED)
+        raise InvalidRequestError(f"mode {int(request.mode)} is not a known mode; use one of: {known}") from None
+    if mode is Mode.UNSPECIFIED:
+        mode = default_mode
+    if mode not in implemented:
+        available = ", ".join(m.name for m in sorted(implemented))
+        raise ModeNotImplementedError(
+            f"mode {mode.name} is not implemented yet; this daemon implements: {available}")
+    return mode
+
+
+def validate_request_id(request_id: str) -> None:
+    """An id the client supplied ('' means none: the router makes one)."""
+    if not request_id:
+        return
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidRequestError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_CHARS} "
+                                  "are accepted (or omit it and the router assigns one)")
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        raise InvalidRequestError("request_id may hold only letters A-Z and a-z, digits and . _ : -, "
+                                  f"got {request_id!r} (or omit it and the router assigns one)")
+
+
+def validate_request(request: GenerateRequest, limits: ServerSettings) -> GenerationParams:
+    validate_request_id(request.request_id)
+    if not request.messages:
+        raise InvalidRequestError("messages is empty; send at least one message, e.g. "
+                                  "{role: 'user', content: 'your question'}")
+    if len(request.messages) > limits.max_messages:
+        raise InvalidRequestError(f"messages holds {len(request.messages)} messages; "
+                                  f"at most {limits.max_messages} are accepted")
+    for index, message in enumerate(request.messages):
+        if message.role not in ROLES:
+            raise InvalidRequestError(f"messages[{index}].role is {message.role!r}; "
+                                      f"use one of: {', '.join(ROLES)}")
+        if not message.content.strip():
+            raise InvalidRequestError(f"messages[{index}].content is empty; every message needs text")
+
+    max_tokens = limits.default_max_tokens if request.max_tokens is None else request.max_tokens
+    if not 1 <= max_tokens <= limits.max_tokens_limit:
+        raise InvalidRequestError(f"max_tokens must be between 1 and {limits.max_tokens_limit} "
+                                  f"(got {max_tokens})")
+
+    temperature = limits.default_temperature if request.temperature is None else request.temperature
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= limits.max_temperature):
+        raise InvalidRequestError(f"temperature must be between 0 and {limits.max_temperature} "
+                                  f"(got {temperature})")
+
+    stop = tuple(request.stop)
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(f"stop holds {len(stop)} sequences; at most {MAX_STOP_SEQUENCES} are accepted")
+    for index, sequence in enumerate(stop):
+        if not sequence:
+            raise InvalidRequestError(f"stop[{index}] is empty; remove it or give a non-empty string")
+
+    seed = None if request.seed is None else request.seed % SEED_MODULUS
+    return GenerationParams(max_tokens=max_tokens, temperature=float(temperature), stop=stop, seed=seed)

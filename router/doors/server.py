@@ -1,0 +1,213 @@
+"""The gRPC door over the Daemon (router/assembly/daemon.py): health, reflection, graceful shutdown on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from router.assembly.daemon import WAIT_SHARE_OF_BUDGET, Daemon
+from router.assembly.parts import LoadedBackends
+from router.core.engine import Router
+from router.domain.config import Settings
+from router.domain.errors import BackendUnavailableError
+from router.doors.service import InFlightCalls, RouterService
+from router.doors.stop_request import STOP_SIGNALS, StopRequest
+from router.v1 import router_pb2, router_pb2_grpc
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+# Health-service name whose status follows the ledger: SERVING when it writes, NOT_SERVING when degraded.
+LEDGER_HEALTH_NAME = "router.v1.Ledger"
+LEDGER_WATCH_INTERVAL_S = 1.0
+# gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
+# refuses oversized requests with INVALID_ARGUMENT and an actionable message.
+TRANSPORT_LIMIT_FACTOR = 8
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One point in time (time.monotonic) that several steps share: each gets what the ones before left."""
+
+    at: float
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+
+class RouterServer:
+    """Owns the grpc.aio server and the daemon's life: bind, load models, serve, drain, stop."""
+
+    def __init__(self, settings: Settings, *, logger: Optional[logging.Logger] = None) -> None:
+        self.settings = settings
+        self.logger = logger or logging.getLogger("hybrid_router.server")
+        self.daemon = Daemon(settings, logger=self.logger)
+        # False when a part overran the shutdown budget and is still running (the edge model in a
+        # prompt evaluation, which cannot be interrupted): `hybrid-router serve` then exits without it.
+        self.stopped_in_time = True
+        self._calls = InFlightCalls()
+        self.health = health.aio.HealthServicer()
+        limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
+        # so_reuseport off: a second daemon on a taken port must fail, not silently share it.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                                ("grpc.max_receive_message_length", limit),
+                                                ("grpc.max_send_message_length", 64 * 2**20)])
+        router_pb2_grpc.add_RouterServicer_to_server(
+            RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger,
+                          max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
+                          calls=self._calls), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self._server)
+        self.address = ""
+        self._stopping = asyncio.Event()
+        self._ledger_watch: Optional[asyncio.Task] = None
+
+    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def start(self, listen: Optional[str] = None) -> str:
+        """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
+        listen = listen or self.settings.server.listen
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Bind first: an address that cannot be had must fail before the ledger opens or a task starts.
+        port = self._server.add_insecure_port(listen)
+        if not listen.startswith("unix:"):
+            if port == 0:
+                raise RuntimeError(f"could not bind {listen}")
+            host = listen.rsplit(":", 1)[0]
+            listen = f"{host}:{port}"
+        await asyncio.to_thread(self.daemon.open)
+        self._ledger_watch = asyncio.create_task(self._watch_ledger())
+        await self._server.start()
+        self.address = listen
+        self.logger.info("listening", extra={"fields": {"address": listen}})
+        return listen
+
+    async def load(self) -> None:
+        await self.daemon.load()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    @property
+    def router(self) -> Router:
+        return self.daemon.router
+
+    @property
+    def backends(self) -> Optional[LoadedBackends]:
+        return self.daemon.backends
+
+    async def _watch_ledger(self) -> None:
+        """Mirrors the ledger's health on the health service under LEDGER_HEALTH_NAME; the reason is in Stats."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            status = self.daemon.ledger.status()
+            await self.health.set(LEDGER_HEALTH_NAME, serving if status.ok else not_serving)
+            await asyncio.sleep(LEDGER_WATCH_INTERVAL_S)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def _already_stopping(self, signum: int) -> None:
+        server = self.settings.server
+        self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
+                            extra={"fields": {"signal": signal.Signals(signum).name,
+                                              "grace_period_s": server.grace_period_s,
+                                              "shutdown_flush_s": server.shutdown_flush_s}})
+
+    async def run(self, early_stop: Optional[StopRequest] = None) -> int:
+        """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down.
+
+        The signal handlers are in place before loading starts, so a SIGTERM during a slow load stops
+        it cleanly (the stand-in and a half-loaded model included); `early_stop` carries a signal that
+        came even earlier, before the event loop could take it. Returns the process exit status.
+        """
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self.request_stop)
+        if early_stop is not None and early_stop.requested:  # checked after ours are in place: none is lost
+            self.request_stop()
+        try:
+            return await self._serve_until_stopped()
+        finally:
+            # A second SIGTERM or Ctrl-C must not cut the drain short: the ledger's flush and the
+            # stand-in's stop come at its end. SIGKILL remains for an operator who cannot wait.
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, self._already_stopping, signum)
+            try:
+                await self.stop()
+            finally:
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)  # which restores the default action: take it back
+                if early_stop is not None:
+                    early_stop.install()
+
+    async def _serve_until_stopped(self) -> int:
+        if self._stopping.is_set():
+            self._log_stopped_during_startup()
+            return 0
+        loading = asyncio.create_task(self.load())
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not loading.done():
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+                self._log_stopped_during_startup()
+                return 0
+            if loading.exception() is not None:
+                exc = loading.exception()
+                self.logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
+                return 1
+            await stopping
+            return 0
+        finally:
+            stopping.cancel()
+
+    def _log_stopped_during_startup(self) -> None:
+        self.logger.info("stopped during start-up: a stop was requested before the models were loaded")
+
+    async def stop(self) -> None:
+        """New requests are refused at once; in-flight ones get the grace period, and those still running
+        at its end are stopped with UNAVAILABLE; then the ledger, the judge, the stand-in and the edge
+        share one flush budget. So it returns within grace_period_s + shutdown_flush_s of being called.
+        """
+        server = self.settings.server
+        began = time.monotonic()
+        deadline = Deadline(began + server.grace_period_s + server.shutdown_flush_s)
+        self.logger.info("shutting down", extra={"fields": {"grace_period_s": server.grace_period_s,
+                                                            "shutdown_flush_s": server.shutdown_flush_s}})
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._stop_serving(server.grace_period_s, deadline)
+        if self._ledger_watch is not None:
+            self._ledger_watch.cancel()
+        self.stopped_in_time = await self.daemon.close(deadline.remaining())
+        if not self.stopped_in_time:
+            self.logger.warning("the edge model was still busy when the shutdown budget ran out; the process "
+                                "exits without waiting for it", extra={"fields": {
+                                    "shutdown_flush_s": self.settings.server.shutdown_flush_s}})
+        self.logger.info("stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - began, 3),
+                                                      "in_time": self.stopped_in_time}})
+
+    async def _stop_serving(self, grace_s: float, deadline: Deadline) -> None:
+        # gRPC refuses new calls from now on. Its own cut comes only at the deadline, as a backstop:
+        # it ends a stream with "Cancelling all calls", where ours says why and what to do.
+        transport = asyncio.create_task(self._server.stop(deadline.remaining()))
+        if not await self._calls.wait(grace_s):
+            stopped = self._calls.cut(BackendUnavailableError(
+                f"the daemon is shutting down: the request was still running when the grace period "
+                f"(server.grace_period_s = {grace_s:g} s) ended, so it was stopped; retry it"))
+            self.logger.warning("grace period over: stopping the requests still running",
+                                extra={"fields": {"requests": stopped}})
+        # Stopped requests end within a token; what is left then (one stuck in a prompt evaluation, a
+        # Health.Watch, a slow Stats) is cut by gRPC now rather than at the backstop.
+        settled = Deadline(time.monotonic() + deadline.remaining() * WAIT_SHARE_OF_BUDGET)
+        await self._calls.wait(settled.remaining())
+        cut_the_rest = asyncio.create_task(self._server.stop(None))
+        await asyncio.wait({transport, cut_the_rest}, timeout=settled.remaining())

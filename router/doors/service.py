@@ -1,0 +1,174 @@
+"""The gRPC servicer: protobuf <-> core types, and router errors -> status codes, at this one boundary."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Protocol, TypeVar
+
+import grpc
+
+from router.doors import wire
+from router.core.engine import Router
+from router.domain.errors import RETRY_AFTER_METADATA_KEY, InvalidRequestError, RouterError
+from router.domain.types import DaemonInfo, GenerateRequest, StatsReport
+from router.v1 import router_pb2 as pb
+from router.v1 import router_pb2_grpc
+
+MAX_UNIX_TIME_S = 253402300800.0  # 10000-01-01: beyond it datetime cannot represent a time
+T = TypeVar("T")
+
+
+class InFlightCall:
+    """One Generate or GenerateStream call, as a shutdown sees it.
+
+    A shutdown stops a call by cancelling its task, but only while the task awaits the router: there
+    the cancellation runs the router's own clean-up (the edge stops within a token, the cloud stream
+    closes) and comes back to the handler, which answers with `cut_error`. A task cancelled inside
+    gRPC's write of a message would never come back to the handler (gRPC swallows the cancellation
+    and sends no status), so a call caught there is only marked and stops before its next step.
+    """
+
+    def __init__(self, task: "asyncio.Task[object]", cut_error: Optional[RouterError]) -> None:
+        self.task = task
+        self.cut_error = cut_error
+        self._awaiting_router = False
+
+    async def run(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Awaits one step of router work; raises `cut_error` if the call is cut before or during it."""
+        if self.cut_error is not None:
+            raise self.cut_error
+        self._awaiting_router = True
+        try:
+            return await step()
+        except asyncio.CancelledError:
+            if self.cut_error is None:
+                raise  # the client went away, or gRPC itself cancels: nothing to answer
+            self.task.uncancel()  # this cancellation was ours, and it is handled here
+            raise self.cut_error from None
+        finally:
+            self._awaiting_router = False
+
+    def cut(self, error: RouterError) -> None:
+        self.cut_error = error
+        if self._awaiting_router:
+            self.task.cancel()
+
+
+class InFlightCalls:
+    """The Generate and GenerateStream calls now running, so that a shutdown can wait for them and then
+    stop the rest with an error that says why (gRPC's own cut says only "Cancelling all calls")."""
+
+    def __init__(self) -> None:
+        self._calls: set[InFlightCall] = set()
+        self._cut_error: Optional[RouterError] = None
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[InFlightCall]:
+        task = asyncio.current_task()
+        assert task is not None
+        call = InFlightCall(task, self._cut_error)  # a call that starts after the cut stops at once
+        self._calls.add(call)
+        try:
+            yield call
+        finally:
+            self._calls.discard(call)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Waits until every call has ended (its status sent), at most timeout_s. True when none is left."""
+        tasks = {call.task for call in self._calls}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return not self._calls
+
+    def cut(self, error: RouterError) -> int:
+        """Stops every call with `error`; returns how many there were."""
+        self._cut_error = error
+        for call in tuple(self._calls):
+            call.cut(error)
+        return len(self._calls)
+
+
+class LedgerAccess(Protocol):
+    """What the service needs of the daemon's ledger; blocking calls, run in a thread."""
+
+    def feedback(self, request_id: str, *, score: Optional[float], thumbs_up: Optional[bool],
+                 corrected_answer: Optional[str]) -> None: ...
+
+    def stats(self, since_unix_s: Optional[float]) -> StatsReport: ...
+
+
+class RouterService(router_pb2_grpc.RouterServicer):
+    def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
+                 max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None) -> None:
+        self._router = router
+        self.calls = calls if calls is not None else InFlightCalls()
+        self._info = info
+        self._ledger = ledger
+        self._max_request_bytes = max_request_bytes
+        self._logger = logger
+
+    def _decode(self, message: pb.GenerateRequest) -> GenerateRequest:
+        size = message.ByteSize()
+        if size > self._max_request_bytes:
+            raise InvalidRequestError(f"the request is {size} bytes; the limit is {self._max_request_bytes} "
+                                      "bytes (server.max_request_bytes); send a shorter conversation")
+        return wire.request_from_proto(message)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        if isinstance(exc, RouterError):
+            if exc.retry_after_s is not None:
+                context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{exc.retry_after_s:g}"),))
+            await context.abort(exc.code, exc.message)
+        self._logger.exception("unexpected error while serving a request", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the daemon log")
+
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResult:
+        with self.calls.track() as call:
+            try:
+                decoded = self._decode(request)
+                result = await call.run(lambda: self._router.generate(decoded))
+            except Exception as exc:  # every error leaves through _abort, typed
+                await self._abort(context, exc)
+                raise  # unreachable: abort raises
+        return wire.result_to_proto(result)
+
+    async def GenerateStream(self, request: pb.GenerateRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateStreamResponse]:
+        with self.calls.track() as call:
+            try:
+                async with contextlib.aclosing(self._router.stream(self._decode(request))) as events:
+                    while (event := await call.run(lambda: anext(events, None))) is not None:
+                        yield wire.stream_event_to_proto(event)  # text, a discarded draft, the result
+            except Exception as exc:
+                await self._abort(context, exc)
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        return wire.info_to_proto(self._info())
+
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        def optional(field: str) -> Optional[object]:
+            return getattr(request, field) if request.HasField(field) else None
+
+        try:
+            if not request.request_id:
+                raise InvalidRequestError("request_id is empty; give the id from the result you are rating")
+            await asyncio.to_thread(self._ledger.feedback, request.request_id, score=optional("score"),
+                                    thumbs_up=optional("thumbs_up"), corrected_answer=optional("corrected_answer"))
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.FeedbackResponse(request_id=request.request_id)
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        since = request.since_unix_s if request.HasField("since_unix_s") else None
+        try:
+            if since is not None and not 0 <= since < MAX_UNIX_TIME_S:
+                raise InvalidRequestError(f"since_unix_s must be a Unix time between 0 and {MAX_UNIX_TIME_S:.0f} "
+                                          f"(got {since})")
+            report = await asyncio.to_thread(self._ledger.stats, since)
+        except Exception as exc:
+            await self._abort(context, exc)
+        return wire.stats_to_proto(report)
