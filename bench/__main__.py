@@ -25,8 +25,8 @@ from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_reco
                           refuse_other_questions_under_the_same_ids, rescore, run, write_records)
 from bench.summary import write_summary
 from router.client import RouterClient
-from router.launcher import LocalDaemon
-from router.types import Mode
+from router.doors.launcher import LocalDaemon
+from router.domain.types import Mode
 
 
 DEMO_SPEC = "demo"  # how run.json names the built-in demo sample among the data sets

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
-from router.scoring import NUMERIC, TEXT, choose_method, gsm8k_gold, parse_number
+from router.domain.scoring import NUMERIC, TEXT, choose_method, gsm8k_gold, parse_number
 
 PathLike = Union[str, Path]
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from cloud.fault_injection_server import FaultInjectionOpenAIServer
 from router.client import RouterClient
-from router.launcher import LocalDaemon
-from router.ledger import Ledger
-from router.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
+from router.doors.launcher import LocalDaemon
+from router.core.ledger import Ledger
+from router.domain.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
                           Latency, Mode)
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from router.client import RouterClient
-from router.launcher import LocalDaemon
+from router.doors.launcher import LocalDaemon
 
 PROMPT = ({"role": "system", "content": "You are a helpful assistant."},
           {"role": "user", "content": "Write a detailed essay about the history of bridges."})

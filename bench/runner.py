@@ -23,12 +23,12 @@ from tqdm import tqdm
 from bench.datasets import BenchItem, build_messages
 from bench.run_meta import RunMetaError
 from router.client import AsyncRouterClient
-from router.errors import RouterError
-from router.scoring import score_answer
-from router.types import BackendKind, GenerateResult, Mode
+from router.domain.errors import RouterError
+from router.domain.scoring import score_answer
+from router.domain.types import BackendKind, GenerateResult, Mode
 
 RESULTS_FILE = "results.jsonl"
-# The daemon takes request ids of at most 128 characters from [A-Za-z0-9._:-] (router/validation.py).
+# The daemon takes request ids of at most 128 characters from [A-Za-z0-9._:-] (router/domain/validation.py).
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _REQUEST_ID_LABEL_CHARS = 64
 # New-token budgets by scoring method: worked maths needs room, short answers do not.

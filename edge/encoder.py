@@ -4,7 +4,7 @@ The model takes raw strings: its tokenizer is an onnxruntime-extensions custom o
 so that library's custom-ops library is registered before the session is built. The session is
 built once per TextEncoder and reused; `encode` is thread-safe (onnxruntime's `run` is).
 
-Used by the learned deferral model (router/arbiters/learned.py) to embed the question, and meant to
+Used by the learned deferral model (router/core/arbiters/learned.py) to embed the question, and meant to
 be reused by PRE_ARBITRATION.
 """
 from __future__ import annotations
