@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -34,6 +33,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
 from router.core.arbiters.features import FEATURE_NAMES, as_vector
 from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, INPUT_NAME, META_FILE, MODEL_FILE,
                                      LearnedModel)
@@ -43,50 +43,6 @@ CLOUD_SHARES = (0.3, 0.5)
 ONNX_TOLERANCE = 1e-4
 VERSION_PREFIX = "v"
 MAX_VERSION_ATTEMPTS = 100
-
-
-class TrainingError(Exception):
-    """Training refused or failed; the message says which input is wrong and how to fix it."""
-
-
-@dataclass(frozen=True)
-class CorpusRow:
-    dataset: str
-    item_id: str
-    split: str
-    edge_quality: float
-    cloud_quality: float
-    features: Mapping[str, float]
-    rule_score: float
-    text: str = ""
-
-    @property
-    def gain(self) -> float:
-        return self.cloud_quality - self.edge_quality
-
-
-def read_corpus(path: Path) -> list[CorpusRow]:
-    rows = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise TrainingError(f"cannot read the corpus {path}: {exc}; write it with the bench's arbitration "
-                            "export (bench/arbitration.py)") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            rows.append(CorpusRow(dataset=str(record["dataset"]), item_id=str(record["item_id"]),
-                                  split=str(record["split"]), edge_quality=float(record["edge_quality"]),
-                                  cloud_quality=float(record["cloud_quality"]),
-                                  features={k: float(v) for k, v in record["features"].items()},
-                                  rule_score=float(record["rule_score"]), text=str(record.get("text") or "")))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TrainingError(f"{path}:{number}: not a corpus item ({type(exc).__name__}: {exc}); each line "
-                                "needs dataset, item_id, split, edge_quality, cloud_quality, features, "
-                                "rule_score") from None
-    return rows
 
 
 def deferral_metrics(escalation_priority: Sequence[float], edge_quality: Sequence[float],
@@ -115,11 +71,21 @@ def deferral_metrics(escalation_priority: Sequence[float], edge_quality: Sequenc
 
 def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], np.ndarray]] = None,
                   embedding_model: Optional[str] = None) -> Path:
+    """Train on the labelled corpus file; see train_from_rows."""
+    rows = read_corpus(corpus)
+    provenance = {"path": str(corpus), "lines": len(rows), "sha256": _sha256(corpus)}
+    return train_from_rows(rows, out, provenance=provenance, encode=encode, embedding_model=embedding_model)
+
+
+def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[str, Any],
+                    encode: Optional[Callable[[str], np.ndarray]] = None,
+                    embedding_model: Optional[str] = None) -> Path:
     """Train, export, check and write a new versioned artifact under `out`; returns its directory.
 
-    With `encode`, each row's text is embedded and appended to its features.
+    `provenance` says where the rows came from (meta.json's training_corpus). With `encode`, each
+    row's text is embedded and appended to its features.
     """
-    rows = read_corpus(corpus)
+    source = provenance.get("path", "the training rows")
     if encode is not None:
         untexted = [f"{row.dataset}:{row.item_id}" for row in rows if not row.text]
         if untexted:
@@ -129,7 +95,7 @@ def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], n
     train = [row for row in rows if row.split == "train"]
     test = [row for row in rows if row.split == "test"]
     if len(train) < 2:
-        raise TrainingError(f"{corpus} has {len(train)} train item(s); at least 2 are needed (label more items)")
+        raise TrainingError(f"{source} has {len(train)} train item(s); at least 2 are needed (label more items)")
 
     def matrix(part: Sequence[CorpusRow]) -> np.ndarray:
         features = np.asarray([as_vector(row.features) for row in part], dtype=np.float32).reshape(len(part), -1)
@@ -172,8 +138,7 @@ def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], n
         "target": "cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]",
         "score": "(1 - gain) / 2 clipped to [0, 1]; higher keeps the edge",
         "regressor": f"StandardScaler + Ridge(alpha={alpha:g}), alpha by leave-one-out over {list(RIDGE_ALPHAS)}",
-        "training_corpus": {"path": str(corpus), "lines": len(rows), "sha256": _sha256(corpus),
-                            "train_items": len(train), "test_items": len(test)},
+        "training_corpus": {**provenance, "train_items": len(train), "test_items": len(test)},
         "metrics": metrics,
     }
     directory = _claim_version_directory(out)
