@@ -18,8 +18,8 @@ from router.domain.config import ServerSettings
 from router.domain.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
 from router.core.modes.base import ModeContext, ModeHandler, ModeOutcome
 from router.domain.pricing import CostModel
-from router.domain.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, Decision, GenerateRequest,
-                          GenerateResult, Latency, Mode, RunPurpose, StreamEvent, TextDelta)
+from router.domain.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, Decision, DraftDiscarded,
+                                 GenerateRequest, GenerateResult, Latency, Mode, RunPurpose, StreamEvent, TextDelta)
 from router.domain.validation import resolve_mode, validate_request
 
 
@@ -119,6 +119,10 @@ class Router:
                     else:  # a TextDelta or a DraftDiscarded: the client sees both, in order
                         if isinstance(event, TextDelta) and first_text_at is None:
                             first_text_at = time.perf_counter()  # ttft counts to text, not to any event
+                        elif isinstance(event, DraftDiscarded):
+                            # ttft is to the first text of the answer served: a discarded draft's text
+                            # was no answer, so an escalated request's ttft includes the edge's turn.
+                            first_text_at = None
                         yield event
             await ctx.close_calls()  # a call the mode left open still stops, and its run counts
             if outcome is None:

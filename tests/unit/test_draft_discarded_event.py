@@ -60,3 +60,11 @@ async def test_ttft_counts_to_the_first_text_not_to_the_event() -> None:
     result = events[-1]
     assert isinstance(result, GenerateResult) and result.latency.ttft_s >= 0.2
 
+
+async def test_ttft_is_to_the_served_answer_not_to_a_discarded_draft() -> None:
+    # The draft's text comes at once; the answer's only after the cloud's latency.
+    events = [event async for event in make_router(draft_tokens=2, cloud_latency_s=0.2).stream(REQUEST)]
+    assert isinstance(events[0], TextDelta) and events[0].backend == BackendKind.EDGE
+    result = events[-1]
+    assert isinstance(result, GenerateResult) and result.latency.ttft_s >= 0.2
+
