@@ -15,6 +15,7 @@ from edge.encoder import EMBEDDING_DIM, TextEncoder
 from edge.errors import EdgeError
 from router.core.arbiters.learned import LearnedModel, LearnedModelError, LearnedScorer, TRAIN_HINT
 from router.core.arbiters.scorers import RuleScorer, Scorer
+from router.core.arbiters.thresholds import FixedThreshold, TargetAccuracyThreshold, Threshold
 from router.domain.config import ArbitrationSettings, ConfigError
 
 
@@ -42,3 +43,32 @@ def _load(settings: ArbitrationSettings, cache: ModelCache) -> LearnedScorer:
     model = LearnedModel(settings.model_dir.expanduser(), embedding_dims=(0, EMBEDDING_DIM))
     encoder = TextEncoder.from_cache(cache) if model.meta.embedding_dim else None
     return LearnedScorer(model=model, encoder=encoder, samples=settings.samples)
+
+
+def build_target_accuracy_threshold(settings: ArbitrationSettings, scorer: Scorer,
+                                    logger: Optional[logging.Logger] = None) -> Threshold:
+    """The threshold that reaches settings.target_accuracy on the learned model's held-out split. A model
+    without a calibration table is refused like a missing model: a ConfigError, or with missing_model =
+    "rule" the fixed threshold, and the decision's threshold_kind says why."""
+    logger = logger or logging.getLogger("hybrid_router.arbiter")
+    if not isinstance(scorer, LearnedScorer):  # the rule stands in for a missing model: it has no table
+        return FixedThreshold(settings.fixed_threshold, name="fixed (no calibration: no learned model)")
+    try:
+        points = scorer.model.calibration()
+    except LearnedModelError as exc:
+        if settings.missing_model == "error":
+            raise ConfigError(f"arbitration.threshold = target_accuracy: {exc}; or set arbitration.threshold "
+                              "to fixed or target_share") from exc
+        logger.warning("no calibration table; the fixed threshold applies", extra={"fields": {"why": str(exc)}})
+        return FixedThreshold(settings.fixed_threshold, name=f"fixed (no calibration: {exc.problem})")
+    threshold = TargetAccuracyThreshold.from_calibration(settings.target_accuracy, points)
+    if threshold.expected is None:
+        logger.warning("arbitration.target_accuracy is above the quality every threshold reached on held-out "
+                       "items: every answer escalates", extra={"fields": {
+                           "target_accuracy": settings.target_accuracy,
+                           "best_quality": max(point.quality for point in points)}})
+    else:
+        logger.info("target_accuracy threshold", extra={"fields": {
+            "target_accuracy": settings.target_accuracy, "threshold": threshold.value,
+            "expected_cloud_share": threshold.expected.cloud_share, "expected_quality": threshold.expected.quality}})
+    return threshold

@@ -17,9 +17,13 @@ def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
     """Raises ConfigError for a learned scorer whose model cannot be used (router/assembly/learned.py)."""
     if settings.scorer == "learned" and settings.arbiter != "shadow":
         # Imported here: onnxruntime loads only for a daemon that uses the learned scorer.
-        from router.assembly.learned import build_learned_scorer
+        from router.assembly.learned import build_learned_scorer, build_target_accuracy_threshold
 
-        return build_core_arbiter(settings, scorer=build_learned_scorer(settings, model_cache, logger))
+        scorer = build_learned_scorer(settings, model_cache, logger)
+        threshold = None
+        if settings.threshold == "target_accuracy":
+            threshold = build_target_accuracy_threshold(settings, scorer, logger)
+        return build_core_arbiter(settings, scorer=scorer, threshold=threshold)
     return build_core_arbiter(settings)
 
 

@@ -128,12 +128,16 @@ class ArbitrationSettings(_Section):
     missing_model: Literal["error", "rule"] = Field(
         "error", description="scorer = learned with model_dir unset, missing or invalid: error stops the daemon at "
         "start-up; rule scores with the default rule, and every decision's scorer says why.")
-    threshold: Literal["fixed", "target_share"] = Field(
+    threshold: Literal["fixed", "target_share", "target_accuracy"] = Field(
         "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
-        "follows recent scores so that about target_cloud_share of requests reach the cloud.")
+        "follows recent scores so that about target_cloud_share of requests reach the cloud. target_accuracy "
+        "(scorer = learned): the lowest threshold whose quality served, on the model's held-out split, reaches "
+        "target_accuracy.")
     fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge answer is kept.")
     target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests the cloud should answer "
                                       "(threshold = target_share).")
+    target_accuracy: float = Field(0.6, gt=0, le=1, description="Mean quality of what is served (1/0 for "
+                                   "numeric answers, token F1 for text) that threshold = target_accuracy aims at.")
     window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
     min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
                              "fixed_threshold applies.")
@@ -148,6 +152,9 @@ class ArbitrationSettings(_Section):
     def _check(self) -> "ArbitrationSettings":
         if self.min_samples > self.window:
             raise ValueError("min_samples must not exceed window")
+        if self.threshold == "target_accuracy" and self.scorer != "learned" and self.arbiter != "shadow":
+            raise ValueError("threshold = target_accuracy needs scorer = learned: its calibration table, measured "
+                             "on held-out items, says which threshold reaches the accuracy")
         return self
 
 

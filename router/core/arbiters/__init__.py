@@ -15,16 +15,21 @@ from router.domain.config import ArbitrationSettings
 
 
 def build_threshold(settings: ArbitrationSettings) -> Threshold:
+    if settings.threshold == "target_accuracy" and settings.arbiter != "shadow":
+        raise ValueError("the target_accuracy threshold is built from a learned model's calibration "
+                         "(router/assembly/modes.py)")
     if settings.threshold == "target_share":
         return TargetShareThreshold(share=settings.target_cloud_share, window=settings.window,
                                     min_samples=settings.min_samples, initial=settings.fixed_threshold)
     return FixedThreshold(settings.fixed_threshold)
 
 
-def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = None) -> ScoringArbiter:
-    """The arbiter `settings.arbiter` names, scoring with `scorer` (default: the one `settings.scorer`
-    names; `learned` has no default and must be given)."""
-    threshold = build_threshold(settings)
+def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = None,
+                  threshold: Optional[Threshold] = None) -> ScoringArbiter:
+    """The arbiter `settings.arbiter` names, scoring with `scorer` against `threshold` (defaults: the
+    ones `settings` names; the learned scorer and the target_accuracy threshold read files, so
+    router/assembly/modes.py builds them and hands them in)."""
+    threshold = threshold or build_threshold(settings)
     if settings.arbiter == "shadow":
         # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
         return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples), threshold=threshold,

@@ -27,6 +27,7 @@ import numpy as np
 
 from router.core.arbiters.features import FEATURE_NAMES, Draft, as_vector
 from router.core.arbiters.scorers import DEFAULT_SAMPLES, EdgeCalls, RuleScorer, Score
+from router.core.arbiters.thresholds import CalibrationPoint
 
 ARTIFACT_FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -105,6 +106,22 @@ class LearnedModel:
     @property
     def input_width(self) -> int:
         return self.meta.input_width
+
+    def calibration(self) -> list[CalibrationPoint]:
+        """The held-out calibration table that threshold = target_accuracy reads (training.py writes it)."""
+        path = self.directory / META_FILE
+        table = self.meta.raw.get("calibration")
+        if not table:
+            raise LearnedModelError(path, "has no calibration table (trained without a test split, or by an "
+                                          "older version): train the model again to use threshold = "
+                                          "target_accuracy")
+        try:
+            points = [CalibrationPoint(float(t), float(c), float(q)) for t, c, q in table["points"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LearnedModelError(path, f"calibration table unreadable ({exc}); train the model again") from None
+        if not points or not all(0 <= p.cloud_share <= 1 and 0 <= p.quality <= 1 for p in points):
+            raise LearnedModelError(path, "calibration table empty or out of range; train the model again")
+        return points
 
     def predict_gain(self, rows: np.ndarray) -> np.ndarray:
         """(n, input_width) -> (n,) predicted gains, clipped to [-1, 1]."""

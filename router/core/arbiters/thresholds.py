@@ -1,6 +1,9 @@
 """Where the arbiter draws the line: the edge answer is kept when its score reaches the threshold.
 
 - `fixed`: one score, in [0, 1].
+- `target_accuracy`: the lowest threshold (the fewest requests sent to the cloud) whose measured
+  quality of what is served, on the learned model's held-out split, reaches the target: a fixed score,
+  chosen from the calibration table that `hybrid-router train-arbiter` writes beside the model.
 - `target_share`: the threshold is the `share` quantile of the last `window` scores, so that about
   that share of requests go to the cloud, re-calibrated as traffic drifts (RouteLLM's calibration,
   done online). Until `min_samples` scores are seen, `initial` applies. Scorers with few distinct
@@ -12,9 +15,10 @@ Scores are observed on the event loop's thread only; no locking.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Optional, Protocol, Sequence
 
 import random
 
@@ -86,3 +90,43 @@ class TargetShareThreshold:
 
     def observe(self, score: float) -> None:
         self._scores.append(score)
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """On held-out items: keeping the edge at score >= threshold sends cloud_share of them to the cloud
+    and serves answers of mean quality `quality`."""
+
+    threshold: float
+    cloud_share: float
+    quality: float
+
+
+@dataclass(frozen=True)
+class TargetAccuracyThreshold:
+    target: float
+    value: float
+    expected: Optional[CalibrationPoint]  # None: no threshold reaches the target; every answer escalates
+    name: str = "target_accuracy"
+
+    @classmethod
+    def from_calibration(cls, target: float, points: Sequence[CalibrationPoint]) -> "TargetAccuracyThreshold":
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"a target accuracy is a quality in (0, 1], got {target}")
+        if not points:
+            raise ValueError("target_accuracy needs a calibration table with at least one point")
+        reaching = [point for point in points if point.quality >= target]
+        if not reaching:
+            # Above what even the cloud reached on held-out items: the closest is to ask it every time.
+            return cls(target=target, value=math.nextafter(1.0, math.inf), expected=None)
+        best = min(reaching, key=lambda point: (point.cloud_share, point.threshold))
+        return cls(target=target, value=best.threshold, expected=best)
+
+    def current(self) -> float:
+        return self.value
+
+    def keeps(self, score: float, threshold: float) -> bool:
+        return score >= threshold
+
+    def observe(self, score: float) -> None:
+        return None

@@ -36,13 +36,32 @@ from sklearn.preprocessing import StandardScaler
 from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
 from router.core.arbiters.features import FEATURE_NAMES, as_vector
 from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, INPUT_NAME, META_FILE, MODEL_FILE,
-                                     LearnedModel)
+                                          LearnedModel, gain_to_score)
 
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 CLOUD_SHARES = (0.3, 0.5)
 ONNX_TOLERANCE = 1e-4
+CALIBRATION_POINTS = 101
+ABOVE_EVERY_SCORE = 1.000001  # scores are in [0, 1]: the threshold at which every answer escalates
 VERSION_PREFIX = "v"
 MAX_VERSION_ATTEMPTS = 100
+
+
+def calibration_points(scores: Sequence[float], edge_quality: Sequence[float], cloud_quality: Sequence[float],
+                       *, max_points: int = CALIBRATION_POINTS) -> list[list[float]]:
+    """[threshold, cloud share, mean quality served] for thresholds at the distinct scores (thinned to
+    max_points by quantile), plus one above every score: keeping the edge at score >= threshold."""
+    score = np.asarray(scores, dtype=np.float64)
+    edge, cloud = np.asarray(edge_quality, dtype=np.float64), np.asarray(cloud_quality, dtype=np.float64)
+    candidates = np.unique(score)
+    if len(candidates) > max_points:
+        candidates = np.unique(np.quantile(score, np.linspace(0, 1, max_points), method="lower"))
+    points = []
+    for threshold in [*candidates.tolist(), ABOVE_EVERY_SCORE]:
+        kept = score >= threshold
+        served = np.where(kept, edge, cloud)
+        points.append([round(float(threshold), 6), round(float(1 - kept.mean()), 6), round(float(served.mean()), 6)])
+    return points
 
 
 def deferral_metrics(escalation_priority: Sequence[float], edge_quality: Sequence[float],
@@ -126,6 +145,12 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         metrics["rule"] = deferral_metrics([-row.rule_score for row in test], edge_q, cloud_q)
         metrics["mean_abs_error"] = float(np.mean(np.abs(np.clip(sklearn_gain, -1, 1) -
                                                          np.asarray([row.gain for row in test]))))
+        scores = [gain_to_score(float(gain)) for gain in np.clip(sklearn_gain, -1, 1)]
+        calibration = {"split": "test", "items": len(test), "edge_quality": float(np.mean(edge_q)),
+                       "cloud_quality": float(np.mean(cloud_q)),
+                       "points": calibration_points(scores, edge_q, cloud_q)}
+    else:
+        calibration = None
 
     meta = {
         "version": ARTIFACT_FORMAT_VERSION,
@@ -140,6 +165,9 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         "regressor": f"StandardScaler + Ridge(alpha={alpha:g}), alpha by leave-one-out over {list(RIDGE_ALPHAS)}",
         "training_corpus": {**provenance, "train_items": len(train), "test_items": len(test)},
         "metrics": metrics,
+        # What threshold = target_accuracy chooses from: [threshold, cloud share, quality served] on the
+        # held-out split (router/core/arbiters/thresholds.py).
+        "calibration": calibration,
     }
     directory = _claim_version_directory(out)
     (directory / MODEL_FILE).write_bytes(onnx_model.SerializeToString())
