@@ -56,6 +56,7 @@ CURVES_PNG = "escalation_curves.png"
 COST_PNG = "quality_vs_cost.png"
 RANDOM = "random"
 ORACLE = "oracle"
+LEARNED = "learned"
 
 
 class CorpusError(ValueError):
@@ -548,8 +549,14 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "(q_cloud - q_edge), APGR its area over the cloud share c, CPT(p) the smallest share with PGR >= p",
         "- cost of a cascade: every request pays the edge's answer and the scorer's own runs (samples for "
         "consistency and rule, the verification for verify); escalated requests add the cloud",
-        "", f"**{summary['target']['text']}**", "",
     ]
+    learned = summary.get("learned_model")
+    if learned:
+        trained_on = learned.get("training_corpus") or {}
+        lines.append(f"- learned: `{learned['path']}` ({learned.get('regressor')}; embedding "
+                     f"{learned.get('embedding_dim')}-d; trained on {trained_on.get('train_items')} train items of "
+                     f"`{trained_on.get('path')}`), scored through onnxruntime as the daemon does")
+    lines += ["", f"**{summary['target']['text']}**", ""]
     for name in SUBSET_ORDER:
         lines += subset_markdown(summary["subsets"][name])
     lines += [f"Plots: `{CURVES_PNG}` (PGR against cloud share), `{COST_PNG}` (quality against $/1k requests).", ""]
@@ -615,15 +622,57 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def learned_score_function(model_dir: Path, rows: Sequence[Row], *, model_cache: Path) -> ScoreFunction:
+    """The learned deferral model of `model_dir`, as the daemon runs it: the features and, when it was
+    trained with them, the embedding of each row's text, through onnxruntime. It needs the `all`
+    scorer's features, so a cascade using it pays the samples and the verification."""
+    from edge.catalogue import ModelCache
+    from edge.encoder import TextEncoder
+    from router.core.arbiters.features import as_vector
+    from router.core.arbiters.learned import LearnedModel, LearnedModelError, gain_to_score
+
+    try:
+        model = LearnedModel(model_dir)
+    except LearnedModelError as exc:
+        raise CorpusError(str(exc)) from None
+    encoder = TextEncoder.from_cache(ModelCache(model_cache)) if model.meta.embedding_dim else None
+    untexted = [row["item_id"] for row in rows if encoder is not None and not row.get("text")]
+    if untexted:
+        raise CorpusError(f"{len(untexted)} corpus line(s) have no text for the model's embedding (first: "
+                          f"{untexted[0]}): export the corpus again")
+    scores: dict[tuple[str, str], float] = {}
+    for row in rows:
+        vector = np.asarray(as_vector(row["features"]), dtype=np.float32)
+        if encoder is not None:
+            vector = np.concatenate([vector, encoder.encode([row["text"]])[0]])
+        scores[(row["dataset"], row["item_id"])] = gain_to_score(float(model.predict_gain(vector[None, :])[0]))
+    return ScoreFunction(LEARNED, lambda row: scores[(row["dataset"], row["item_id"])], ("sample_usd", "verify_usd"))
+
+
 def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: int = 1000, seed: int = 0,
-                    command: str = "") -> dict[str, Any]:
-    """Evaluate every subset, write summary.json, summary.md and the two plots; returns the summary."""
+                    command: str = "", learned: Optional[Path] = None,
+                    model_cache: Path = Path("~/.cache/hybrid-router/models").expanduser()) -> dict[str, Any]:
+    """Evaluate every subset, write summary.json, summary.md and the two plots; returns the summary.
+
+    `learned`: a model directory from `hybrid-router train-arbiter`, scored beside the others. Evaluate
+    it on the split it was not trained on (it trains on `train`)."""
     rows, line_count = load_corpus(corpus)
-    subsets = build_subsets(split_rows(rows, split), seed=seed)
-    results = {name: evaluate_subset(subsets[name], resamples=resamples, seed=seed) for name in SUBSET_ORDER}
+    chosen = split_rows(rows, split)
+    functions = tuple(SCORE_FUNCTIONS)
+    learned_meta = None
+    if learned is not None:
+        function = learned_score_function(learned, chosen, model_cache=model_cache)
+        functions = functions[:-1] + (function, functions[-1])  # the oracle stays last
+        meta = json.loads((learned / "meta.json").read_text())
+        learned_meta = {"path": str(learned), "created_at": meta.get("created_at"),
+                        "embedding_dim": meta.get("embedding_dim"), "regressor": meta.get("regressor"),
+                        "training_corpus": meta.get("training_corpus")}
+    subsets = build_subsets(chosen, seed=seed)
+    results = {name: evaluate_subset(subsets[name], resamples=resamples, seed=seed, functions=functions)
+               for name in SUBSET_ORDER}
     summary = {
         "command": command, "corpus": {"path": str(corpus), "lines": line_count}, "split": split,
-        "seed": seed, "bootstrap": resamples, "subsets": results,
+        "seed": seed, "bootstrap": resamples, "learned_model": learned_meta, "subsets": results,
         "target": target_verdict(results[MIXED], split),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -670,6 +719,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     evaluate.add_argument("--split", choices=("test", "train", "all"), default="test")
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the intervals")
     evaluate.add_argument("--seed", type=int, default=0, help="draws the mixed subset and the resamples")
+    evaluate.add_argument("--learned", type=Path, default=None, metavar="MODEL_DIR",
+                          help="also score with this learned deferral model (hybrid-router train-arbiter's vNNNN)")
+    evaluate.add_argument("--model-cache", type=Path, default=Path("~/.cache/hybrid-router/models"),
+                          help="where the text encoder is, for a model trained with the embedding")
     return parser.parse_args(argv)
 
 
@@ -693,7 +746,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise CorpusError("--bootstrap must be at least 1")
             summary = evaluate_corpus(args.corpus, args.out, split=args.split, resamples=args.bootstrap,
                                       seed=args.seed, command=shlex.join(["python", "-m", "bench.arbitration",
-                                                                          *arguments]))
+                                                                          *arguments]),
+                                      learned=args.learned, model_cache=args.model_cache.expanduser())
             print("\n".join(evaluation_lines(summary)))
             print(f"wrote {args.out / SUMMARY_JSON}, {SUMMARY_MD}, {CURVES_PNG}, {COST_PNG}")
     except (CorpusError, ValueError, OSError) as exc:

@@ -28,7 +28,8 @@ def encoder() -> TextEncoder:
 
 @pytest.fixture(scope="module")
 def artifact(encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = write_synthetic_corpus(tmp_path_factory.mktemp("corpus") / "arbitration.jsonl", train=40, test=20)
+    corpus = write_synthetic_corpus(tmp_path_factory.mktemp("corpus") / "arbitration.jsonl", train=80, test=40,
+                                    signal_in_text=True)
     return train_arbiter(corpus, tmp_path_factory.mktemp("models"), encode=lambda text: encoder.encode([text])[0],
                          embedding_model=ENCODER_MODEL)
 
@@ -36,6 +37,8 @@ def artifact(encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_the_artifact_takes_features_and_embedding(artifact: Path) -> None:
     meta = json.loads((artifact / META_FILE).read_text())
     assert (meta["embedding_dim"], meta["embedding_model"]) == (EMBEDDING_DIM, ENCODER_MODEL)
+    # The signal is in the text only: cross-validation keeps some of the embedding, and it ranks.
+    assert meta["metrics"]["embedding_components"] > 0 and meta["metrics"]["learned"]["auc"] > 0.9
     assert LearnedModel(artifact).input_width == len(FEATURE_NAMES) + EMBEDDING_DIM
     assert meta["onnx_max_abs_difference"] <= 1e-4
 

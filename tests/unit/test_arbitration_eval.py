@@ -22,7 +22,7 @@ from bench.arbitration import (
     main,
     target_verdict,
 )
-from bench.datasets import BenchItem, load_dataset, split_of
+from bench.datasets import BenchItem, load_dataset, split_of, user_turn
 from bench.summary import _cpt, _trapezoid_area
 from router.core.arbiters.features import Draft, base_features
 from router.core.arbiters.scorers import task_score, task_score_from_features
@@ -283,6 +283,8 @@ def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_artic
     assert set().union(*splits_by_article.values()) == {"train", "test"}
     items = {i.item_id: i for i in load_dataset(f"squad_passage:{squad}") + load_dataset(f"gsm8k:{gsm8k}")}
     assert all(row["split"] == split_of(items[row["item_id"]]) for row in rows)
+    # Each line carries the user turn the edge saw: what the learned model embeds, no data set needed.
+    assert all(row["text"] == user_turn(items[row["item_id"]]) for row in rows)
     first = rows[0]
     assert first["features"]["lp_exp_mean"] == 0.123457 and first["rule_score"] == 0.25
     assert (first["edge_answer_usd"], first["sample_usd"], first["verify_usd"], first["cloud_usd"]) == \
@@ -309,3 +311,32 @@ def test_a_target_met_by_the_point_estimate_alone_says_the_interval_reaches_it()
     verdict = target_verdict(mixed, "test")
     assert verdict["met"] is True and verdict["best"] == "verify"
     assert "point estimate only" in verdict["text"] and "[0.300, 0.700]" in verdict["text"]
+
+
+def test_evaluate_scores_a_learned_model_beside_the_others(tmp_path) -> None:
+    from router.core.arbiters.training import train_arbiter
+    from tests.learned_arbiter_corpus import write_synthetic_corpus
+
+    # The synthetic corpus (the edge is right when lp_exp_mean > 0.5), its items dealt to both tasks.
+    synthetic = write_synthetic_corpus(tmp_path / "synthetic.jsonl", train=80, test=80)
+    rows = [json.loads(line) for line in synthetic.read_text().splitlines()]
+    for index, row in enumerate(rows):
+        row.update(dataset=GSM8K if index % 2 else SQUAD_PASSAGE, sample_usd=2e-6, verify_usd=1e-6)
+    corpus = tmp_path / "arbitration.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    model = train_arbiter(corpus, tmp_path / "models")  # the features only: no encoder needed
+    summary = evaluate_corpus(corpus, tmp_path / "out", split="test", resamples=50, seed=0, learned=model,
+                              model_cache=tmp_path / "no-cache")
+    scorers = {s["scorer"]: s for s in summary["subsets"][MIXED]["scorers"]}
+    # It learned the signal: as good as the oracle, where random is 0.5.
+    assert scorers["learned"]["apgr"] >= 0.95 * scorers["oracle"]["apgr"] > 0.6
+    assert summary["learned_model"]["path"] == str(model)
+    assert [s["scorer"] for s in summary["subsets"][MIXED]["scorers"]][-3:] == ["learned", "oracle", "random"]
+    assert "learned: `" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_evaluate_refuses_a_model_directory_that_holds_no_model(tmp_path) -> None:
+    corpus = tmp_path / "arbitration.jsonl"
+    corpus.write_text(json.dumps(corpus_row(GSM8K, "g-1", 0.0, 1.0, split="test")) + "\n")
+    assert main(["evaluate", "--corpus", str(corpus), "--out", str(tmp_path / "out"),
+                 "--learned", str(tmp_path / "absent")]) == 2

@@ -5,11 +5,12 @@ dataset, item_id, split, text (the user turn the edge saw, which the daemon embe
 cloud_quality, features (the `all` scorer's) and rule_score.
 Target: cloud_quality - edge_quality, the gain of asking the cloud.
 
-Model: standardized inputs, then ridge regression (alpha picked by leave-one-out on the train split).
-A linear model because the corpus is small (hundreds of items, 534 inputs with the embedding): a
-boosted tree ensemble overfits it, and a linear model's ONNX export matches sklearn to float32
-precision. Inputs: the features, then the embedding of each row's text when the caller supplies an
-encoder, else the features alone; meta.json records which (`embedding_dim` 512 or 0).
+Model: standardized features and, when an encoder is given, the text's embedding reduced to a few
+principal components, then ridge regression. The number of components (none, 8 or 32) and the ridge
+alpha are chosen by 5-fold cross-validation on the train split. A linear model because the corpus is
+small (hundreds to a few thousand items): a boosted tree ensemble overfits it, and the linear pipeline's
+ONNX export matches sklearn to float32 precision. When cross-validation keeps no component, the
+embedding is dropped and meta.json says `embedding_dim` 0, so the daemon needs no encoder for it.
 
 Trained on the train split; metrics on the test split, beside the same metrics for the default
 rule's score, so a new model is judged against what it replaces. Needs the `[train]` extra
@@ -21,6 +22,7 @@ import datetime
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -28,9 +30,12 @@ import numpy as np
 # The [train] extra: an ImportError here is what `hybrid-router train-arbiter` turns into the install hint.
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
@@ -39,12 +44,54 @@ from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, INPUT_NAME, M
                                           LearnedModel, gain_to_score)
 
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+EMBEDDING_COMPONENTS = (0, 8, 32)   # 0: the features alone
+CV_FOLDS = 5
 CLOUD_SHARES = (0.3, 0.5)
 ONNX_TOLERANCE = 1e-4
 CALIBRATION_POINTS = 101
 ABOVE_EVERY_SCORE = 1.000001  # scores are in [0, 1]: the threshold at which every answer escalates
 VERSION_PREFIX = "v"
 MAX_VERSION_ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    components: int                      # principal components kept of the embedding; 0: features only
+    alpha: float
+    candidates: tuple[int, ...]
+    scores: Mapping[str, float]          # mean cross-validated squared error of each candidate, at its best alpha
+
+
+def build_regressor(components: int, alpha: float, width: int) -> Pipeline:
+    """Standardized features and, with components > 0, the embedding reduced to that many principal
+    components (the corpus has hundreds of rows: 512 raw dimensions would drown the features), then ridge."""
+    if components == 0:
+        return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+    features = list(range(len(FEATURE_NAMES)))
+    # Column lists, not slices: skl2onnx exports only explicit indices.
+    columns = ColumnTransformer([("features", StandardScaler(), features),
+                                 ("embedding", make_pipeline(PCA(components, random_state=0), StandardScaler()),
+                                  list(range(len(FEATURE_NAMES), width)))])
+    return make_pipeline(columns, Ridge(alpha=alpha))
+
+
+def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool) -> ModelSelection:
+    """The embedding's size (none, or a few principal components) and the ridge alpha with the least
+    cross-validated squared error on the training rows."""
+    candidates = tuple(c for c in EMBEDDING_COMPONENTS if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1])))
+    folds = KFold(n_splits=min(CV_FOLDS, len(x)), shuffle=True, random_state=0)
+    best: Optional[tuple[float, int, float]] = None
+    scores = {}
+    for components in candidates:
+        data = x if components else x[:, :len(FEATURE_NAMES)]
+        for alpha in RIDGE_ALPHAS:
+            regressor = build_regressor(components, alpha, data.shape[1])
+            error = -float(np.mean(cross_val_score(regressor, data, y, cv=folds, scoring="neg_mean_squared_error")))
+            scores[f"components={components},alpha={alpha:g}"] = round(error, 6)
+            if best is None or error < best[0]:
+                best = (error, components, alpha)
+    assert best is not None
+    return ModelSelection(components=best[1], alpha=best[2], candidates=candidates, scores=scores)
 
 
 def calibration_points(scores: Sequence[float], edge_quality: Sequence[float], cloud_quality: Sequence[float],
@@ -126,16 +173,20 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
 
     x_train, x_test = matrix(train), matrix(test)
     y_train = np.asarray([row.gain for row in train])
+    selection = select_model(x_train, y_train, embedded=encode is not None)
+    if selection.components == 0 and encode is not None:
+        # Cross-validation found the embedding no help: drop it, and the daemon needs no encoder.
+        x_train, x_test = x_train[:, :len(FEATURE_NAMES)], x_test[:, :len(FEATURE_NAMES)]
     width = x_train.shape[1]
     embedding_dim = width - len(FEATURE_NAMES)
-
-    alpha = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x_train, y_train)[-1].alpha_
-    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x_train, y_train)
+    alpha = selection.alpha
+    model = build_regressor(selection.components, alpha, width).fit(x_train, y_train)
     onnx_model = convert_sklearn(model, initial_types=[(INPUT_NAME, FloatTensorType([None, width]))])
 
     check_rows = x_test if len(test) else x_train
     sklearn_gain = model.predict(check_rows)
     metrics = {"test_items": len(test), "train_items": len(train), "ridge_alpha": float(alpha),
+               "embedding_components": selection.components, "cv_mse": selection.scores,
                "learned": None, "rule": None}
     if len(test):
         edge_q = [row.edge_quality for row in test]
@@ -159,10 +210,14 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         "embedding_dim": embedding_dim,
         "embedding_model": embedding_model if embedding_dim else None,
         "embedding_text": "the last user message (the prompt the edge saw)" if embedding_dim else
-                          "none: trained on the features only",
+                          ("none: cross-validation dropped the embedding" if encode is not None
+                           else "none: trained on the features only"),
         "target": "cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]",
         "score": "(1 - gain) / 2 clipped to [0, 1]; higher keeps the edge",
-        "regressor": f"StandardScaler + Ridge(alpha={alpha:g}), alpha by leave-one-out over {list(RIDGE_ALPHAS)}",
+        "regressor": (f"StandardScaler(features)"
+                      + (f" + PCA({selection.components}) + StandardScaler(embedding)" if selection.components else "")
+                      + f" -> Ridge(alpha={alpha:g}); components and alpha by {CV_FOLDS}-fold cross-validation "
+                      f"over {list(selection.candidates)} x {list(RIDGE_ALPHAS)}"),
         "training_corpus": {**provenance, "train_items": len(train), "test_items": len(test)},
         "metrics": metrics,
         # What threshold = target_accuracy chooses from: [threshold, cloud share, quality served] on the
