@@ -244,6 +244,16 @@ class RouterClient:
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
+    def reload(self, model_dir: Optional[str] = None) -> tuple[str, str]:
+        """Loads PRE_ARBITRATION's router from `model_dir` (default: the daemon's routing.model_dir);
+        returns (previous, current) as decisions name them. InvalidRequestError for a model the
+        daemon refused; the router in use then stays."""
+        try:
+            reply = self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return reply.previous, reply.current
+
     def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
         try:
             return wire.stats_from_proto(self._stub.Stats(_stats_request(since_unix_s), timeout=self.timeout_s))
@@ -309,6 +319,13 @@ class AsyncRouterClient:
                                       timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
+
+    async def reload(self, model_dir: Optional[str] = None) -> tuple[str, str]:
+        try:
+            reply = await self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return reply.previous, reply.current
 
     async def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
         try:

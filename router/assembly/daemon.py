@@ -14,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Optional
 
 from router.assembly.modes import build_modes
+from router.assembly.routing import load_router_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
                                    package_versions)
 from router.core.daemon_ledger import DaemonLedger
 from router.core.engine import Backends, Router
 from router.core.judge import CloudJudge
 from router.domain.config import ConfigError, Settings
-from router.domain.types import DaemonInfo, ModelInfo
+from router.core.routing.mode import PreArbitrationMode
+from router.domain.types import DaemonInfo, Mode, ModelInfo
 
 # A close step that waits on others' work (pending judge grades) gets at most this share of the
 # budget left at its turn, so the ledger's close and the backends' after it always get time.
@@ -38,7 +41,8 @@ class Daemon:
         self.settings = settings
         self.logger = logger or logging.getLogger("hybrid_router.server")
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
-        modes = build_modes(settings.arbitration, model_cache=model_cache(settings),
+        self._model_cache = model_cache(settings)
+        modes = build_modes(settings.arbitration, model_cache=self._model_cache, routing=settings.routing,
                             logger=logging.getLogger("hybrid_router.arbiter"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes)
         if self.router.default_mode not in self.router.modes:
@@ -70,6 +74,25 @@ class Daemon:
         self.logger.info("serving", extra={"fields": {
             "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
             "cloud_endpoint": self.backends.cloud_info.endpoint}})
+
+    async def reload_router(self, model_dir: Optional[Path] = None) -> tuple[str, str]:
+        """PRE_ARBITRATION's router from `model_dir` (default: routing.model_dir), in place of the one in
+        use; requests in flight finish on the old one. Returns (previous name, new name). A model that
+        cannot be used raises RouterModelRefusedError and nothing changes."""
+        from router.assembly.routing import RouterModelRefusedError
+
+        directory = model_dir or self.settings.routing.model_dir
+        if directory is None:
+            raise RouterModelRefusedError("no router to load: give its directory (hybrid-router reload --model-dir "
+                                          "DIR), or set routing.model_dir")
+        handler = self.router.modes.get(Mode.PRE_ARBITRATION)
+        if not isinstance(handler, PreArbitrationMode):
+            raise RouterModelRefusedError("this daemon runs no PRE_ARBITRATION router to reload")
+        # The load (onnxruntime, the encoder) runs in a thread; only the swap is on the event loop.
+        new = await asyncio.to_thread(load_router_or_refuse, Path(directory), self._model_cache, handler.slot)
+        previous = handler.slot.swap(new)
+        self.logger.info("router reloaded", extra={"fields": {"previous": previous.name, "new": new.name}})
+        return previous.name, new.name
 
     def info(self) -> DaemonInfo:
         loaded = self.backends

@@ -158,6 +158,36 @@ class ArbitrationSettings(_Section):
         return self
 
 
+class RoutingSettings(_Section):
+    """PRE_ARBITRATION's router (router/core/routing/): it picks the edge or the cloud before generating."""
+
+    model_dir: Optional[Path] = Field(None, description="The trained router: a vNNNN directory that `hybrid-router "
+                                      "train-router` wrote. Unset: the default rule routes, and every decision's "
+                                      "scorer says so. Set but unusable: the daemon refuses to start, naming the file.")
+    threshold: Literal["fixed", "target_share", "target_accuracy"] = Field(
+        "target_share", description="fixed: the edge when score >= fixed_threshold. target_share: the threshold "
+        "follows recent scores so that about target_cloud_share of requests go to the cloud. target_accuracy (a "
+        "trained router): the lowest threshold whose quality, on the router's held-out split, reaches "
+        "target_accuracy.")
+    fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge is chosen.")
+    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests routed to the cloud "
+                                      "(threshold = target_share).")
+    target_accuracy: float = Field(0.6, gt=0, le=1, description="Mean quality served that threshold = "
+                                   "target_accuracy aims at.")
+    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
+    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
+                             "fixed_threshold applies.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RoutingSettings":
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        if self.threshold == "target_accuracy" and self.model_dir is None:
+            raise ValueError("threshold = target_accuracy needs model_dir (a trained router): its calibration "
+                             "table, measured on held-out items, says which threshold reaches the accuracy")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
@@ -171,6 +201,7 @@ class Settings(_Section):
     standin: StandinSettings = StandinSettings()
     ledger: LedgerSettings = LedgerSettings()
     arbitration: ArbitrationSettings = ArbitrationSettings()
+    routing: RoutingSettings = RoutingSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -234,6 +234,38 @@ def cmd_train_arbiter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_router(args: argparse.Namespace) -> int:
+    """Train PRE_ARBITRATION's router on the labelled corpus; writes a new version directory."""
+    try:
+        from router.core.arbiters.corpus import TrainingError, read_corpus
+        from router.core.routing.training import train_router
+    except ImportError as exc:  # scikit-learn / skl2onnx are the [train] extra, not daemon dependencies
+        print(f"hybrid-router: train-router needs the [train] extra ({exc}); run "
+              "`pip install -e '.[train]'`", file=sys.stderr)
+        return EXIT_ERROR
+    from edge.encoder import ENCODER_MODEL, TextEncoder
+
+    from router.assembly.parts import model_cache
+
+    corpus, out = Path(args.corpus), Path(args.out)
+    try:
+        rows = read_corpus(corpus)
+        provenance = {"path": str(corpus), "lines": len(rows)}
+        if args.features_only:
+            directory = train_router(rows, out, provenance=provenance)
+        else:
+            encoder = TextEncoder.from_cache(model_cache(_settings(args)))
+            directory = train_router(rows, out, provenance=provenance,
+                                     encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
+    except TrainingError as exc:
+        print(f"hybrid-router: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    meta = json.loads((directory / "meta.json").read_text())
+    print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
+    print(directory)
+    return 0
+
+
 DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
 
 
@@ -257,6 +289,18 @@ def parse_since(text: str, now: Optional[float] = None) -> float:
 
 def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Swap PRE_ARBITRATION's router in the running daemon; a refused model leaves the old one in use."""
+    from router.client import RouterClient
+
+    settings = _settings(args)
+    with RouterClient(args.target or settings.server.listen, timeout_s=120) as client:
+        previous, current = client.reload(model_dir=str(Path(args.model_dir).expanduser().resolve())
+                                          if args.model_dir else None)
+    print(f"router: {previous} -> {current}")
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -357,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=("pull", "list", "verify"))
     models.add_argument("names", nargs="*", help="catalogue names (default: the configured edge and stand-in)")
     models.set_defaults(func=cmd_models)
+    reload = commands.add_parser("reload", parents=[common],
+                                 help="load PRE_ARBITRATION's router anew in the running daemon, without a restart")
+    reload.add_argument("--model-dir", help="a version directory from train-router (default: routing.model_dir)")
+    reload.add_argument("--target", help="daemon address (default: server.listen)")
+    reload.set_defaults(func=cmd_reload)
+
     stats = commands.add_parser("stats", parents=[common], help="aggregates per mode from the daemon's ledger")
     stats.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
     stats.add_argument("--target", help="daemon address (default: server.listen)")
@@ -404,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--features-only", action="store_true",
                        help="no question embedding (the corpus's data sets need not be readable)")
     train.set_defaults(func=cmd_train_arbiter)
+
+    train_router = commands.add_parser("train-router", parents=[common],
+                                       help="train PRE_ARBITRATION's router (routing.model_dir); reload it with "
+                                            "`hybrid-router reload`")
+    train_router.add_argument("--corpus", required=True, help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
+    train_router.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
+    train_router.add_argument("--features-only", action="store_true", help="no embedding of the request")
+    train_router.set_defaults(func=cmd_train_router)
     return parser
 
 

@@ -60,7 +60,7 @@ class RouterServer:
         router_pb2_grpc.add_RouterServicer_to_server(
             RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger,
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
-                          calls=self._calls), self._server)
+                          calls=self._calls, reload=self.daemon.reload_router), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Protocol, TypeVar
 
 import grpc
@@ -103,8 +104,12 @@ class LedgerAccess(Protocol):
 
 class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
-                 max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None) -> None:
+                 max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None,
+                 reload: Optional[Callable[[Optional[Path]], Awaitable[tuple[str, str]]]] = None) -> None:
+        """`reload`: loads PRE_ARBITRATION's router from a directory (None: the configured one) and
+        returns (previous name, new name); see Daemon.reload_router."""
         self._router = router
+        self._reload = reload
         self.calls = calls if calls is not None else InFlightCalls()
         self._info = info
         self._ledger = ledger
@@ -161,6 +166,15 @@ class RouterService(router_pb2_grpc.RouterServicer):
         except Exception as exc:
             await self._abort(context, exc)
         return pb.FeedbackResponse(request_id=request.request_id)
+
+    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
+        try:
+            if self._reload is None:
+                raise InvalidRequestError("this daemon cannot reload its router")
+            previous, current = await self._reload(Path(request.model_dir) if request.model_dir else None)
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.ReloadResponse(previous=previous, current=current)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         since = request.since_unix_s if request.HasField("since_unix_s") else None

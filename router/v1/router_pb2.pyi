@@ -335,3 +335,17 @@ class StatsResponse(_message.Message):
     modes: _containers.RepeatedCompositeFieldContainer[ModeStats]
     ledger: LedgerStatus
     def __init__(self, modes: _Optional[_Iterable[_Union[ModeStats, _Mapping]]] = ..., ledger: _Optional[_Union[LedgerStatus, _Mapping]] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("model_dir",)
+    MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
+    model_dir: str
+    def __init__(self, model_dir: _Optional[str] = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("previous", "current")
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    previous: str
+    current: str
+    def __init__(self, previous: _Optional[str] = ..., current: _Optional[str] = ...) -> None: ...

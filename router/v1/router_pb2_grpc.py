@@ -59,6 +59,11 @@ class RouterStub:
                 request_serializer=router_dot_v1_dot_router__pb2.StatsRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_router__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/router.v1.Router/Reload',
+                request_serializer=router_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_router__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -94,6 +99,12 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=router_dot_v1_dot_router__pb2.StatsRequest.FromString,
                     response_serializer=router_dot_v1_dot_router__pb2.StatsResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=router_dot_v1_dot_router__pb2.ReloadRequest.FromString,
+                    response_serializer=router_dot_v1_dot_router__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Router:
             '/router.v1.Router/Stats',
             router_dot_v1_dot_router__pb2.StatsRequest.SerializeToString,
             router_dot_v1_dot_router__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.Router/Reload',
+            router_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
+            router_dot_v1_dot_router__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

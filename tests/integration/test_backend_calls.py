@@ -24,7 +24,7 @@ from tests.conftest import ServerThread, make_settings
 pytestmark = pytest.mark.integration
 
 EDGE = BackendKind.EDGE
-TEST_MODE = Mode.PRE_ARBITRATION  # the tests' own modes are registered under this mode's number
+TEST_MODE = Mode.EDGE_RAG_CLOUD_INFO  # the tests' own modes are registered under this mode's number
 COSTS = CostModel(0.15, 0.6, 1.35e8, 7e-10, 0.15)
 LONG_TASK = "Count from one to two hundred in words, separated by commas."
 LONG_MAX_TOKENS = 1000

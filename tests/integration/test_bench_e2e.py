@@ -79,9 +79,9 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     assert len((out / "results.jsonl").read_text().splitlines()) == 12
 
     # A mode the daemon does not implement yet is refused up front, not recorded as wrong answers.
-    unimplemented = run_bench(out, "--limit", "2", "--modes", "PRE_ARBITRATION")
+    unimplemented = run_bench(out, "--limit", "2", "--modes", "EDGE_RAG_CLOUD_INFO")
     assert unimplemented.returncode == 2
-    assert "does not implement PRE_ARBITRATION" in unimplemented.stderr and "EDGE_ONLY" in unimplemented.stderr
+    assert "does not implement EDGE_RAG_CLOUD_INFO" in unimplemented.stderr and "EDGE_ONLY" in unimplemented.stderr
     assert len((out / "results.jsonl").read_text().splitlines()) == 12
 
 

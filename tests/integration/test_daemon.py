@@ -153,8 +153,8 @@ def test_bad_input_on_the_stream_is_typed_too(client: RouterClient) -> None:
 
 
 def test_a_mode_not_built_yet_is_unimplemented(client: RouterClient) -> None:
-    with pytest.raises(ModeNotImplementedError, match="PRE_ARBITRATION is not implemented yet"):
-        client.generate(prompt=QUESTION, mode=Mode.PRE_ARBITRATION)
+    with pytest.raises(ModeNotImplementedError, match="EDGE_RAG_CLOUD_INFO is not implemented yet"):
+        client.generate(prompt=QUESTION, mode=Mode.EDGE_RAG_CLOUD_INFO)
 
 
 def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:

@@ -5,17 +5,18 @@ The `learned` scorer needs files and the text encoder, so the composition root
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from router.core.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter
 from router.core.arbiters.parallel import ParallelArbiter
 from router.core.arbiters.scorers import Scorer, build_scorer
 from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
-from router.domain.config import ArbitrationSettings
+from router.domain.config import ArbitrationSettings, RoutingSettings
 
 
-def build_threshold(settings: ArbitrationSettings) -> Threshold:
-    if settings.threshold == "target_accuracy" and settings.arbiter != "shadow":
+def build_threshold(settings: Union[ArbitrationSettings, RoutingSettings]) -> Threshold:
+    """From the threshold keys that [arbitration] and [routing] share."""
+    if settings.threshold == "target_accuracy" and getattr(settings, "arbiter", "") != "shadow":
         raise ValueError("the target_accuracy threshold is built from a learned model's calibration "
                          "(router/assembly/modes.py)")
     if settings.threshold == "target_share":

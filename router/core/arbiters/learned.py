@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -33,6 +33,9 @@ ARTIFACT_FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
 INPUT_NAME = "features"
+DEFERRAL_KIND = "deferral"   # an edge answer's features -> the gain of asking the cloud (POST_ARBITRATION)
+ROUTER_KIND = "router"       # the request's features -> the same gain, before anything is generated (PRE_ARBITRATION)
+TRAINERS = {DEFERRAL_KIND: "`hybrid-router train-arbiter`", ROUTER_KIND: "`hybrid-router train-router`"}
 TRAIN_HINT = ("train one with `hybrid-router train-arbiter --corpus bench/corpus/arbitration.jsonl --out DIR` "
               "and set arbitration.model_dir to the directory it prints")
 
@@ -60,8 +63,10 @@ class ArtifactMeta:
         return len(self.feature_names) + self.embedding_dim
 
 
-def read_meta(directory: Path, *, embedding_dims: tuple[int, ...]) -> ArtifactMeta:
-    """meta.json, checked against what this build of the router feeds the model."""
+def read_meta(directory: Path, *, embedding_dims: tuple[int, ...], feature_names: Sequence[str] = FEATURE_NAMES,
+              kind: str = DEFERRAL_KIND) -> ArtifactMeta:
+    """meta.json, checked against what this build of the router feeds the model: `kind` says which
+    model it must be (the deferral model reads an edge answer's features, the pre-router the request's)."""
     path = Path(directory) / META_FILE
     try:
         raw = json.loads(path.read_text())
@@ -80,10 +85,14 @@ def read_meta(directory: Path, *, embedding_dims: tuple[int, ...]) -> ArtifactMe
     if raw["version"] != ARTIFACT_FORMAT_VERSION:
         raise LearnedModelError(path, f"format version {raw['version']!r}; this router reads version "
                                       f"{ARTIFACT_FORMAT_VERSION}: train the model again with this version")
+    found_kind = raw.get("kind", DEFERRAL_KIND)  # artifacts from before the pre-router are deferral models
+    if found_kind != kind:
+        raise LearnedModelError(path, f"is a {found_kind!r} model where a {kind!r} model is needed: point the "
+                                      f"setting at a model trained by {TRAINERS.get(kind, 'its trainer')}")
     names = raw.get("feature_names")
-    if names != list(FEATURE_NAMES):
+    if names != list(feature_names):
         raise LearnedModelError(path, f"feature_names {names!r} differ from this router's features "
-                                      f"{list(FEATURE_NAMES)!r}: train the model again on a corpus recorded "
+                                      f"{list(feature_names)!r}: train the model again on a corpus recorded "
                                       "with this version")
     dim = raw.get("embedding_dim")
     if not isinstance(dim, int) or dim not in embedding_dims:
@@ -96,11 +105,12 @@ def read_meta(directory: Path, *, embedding_dims: tuple[int, ...]) -> ArtifactMe
 class LearnedModel:
     """The ONNX regressor of an artifact directory, validated against its meta.json on load."""
 
-    def __init__(self, directory: Path, *, embedding_dims: tuple[int, ...] = (0, 512)) -> None:
+    def __init__(self, directory: Path, *, embedding_dims: tuple[int, ...] = (0, 512),
+                 feature_names: Sequence[str] = FEATURE_NAMES, kind: str = DEFERRAL_KIND) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise LearnedModelError(self.directory, f"no such directory; {TRAIN_HINT}")
-        self.meta = read_meta(self.directory, embedding_dims=embedding_dims)
+        self.meta = read_meta(self.directory, embedding_dims=embedding_dims, feature_names=feature_names, kind=kind)
         self._session = _load_regressor(self.directory / MODEL_FILE, self.meta.input_width)
 
     @property

@@ -39,8 +39,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
-from router.core.arbiters.features import FEATURE_NAMES, as_vector
-from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, INPUT_NAME, META_FILE, MODEL_FILE,
+from router.core.arbiters.features import FEATURE_NAMES
+from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, DEFERRAL_KIND, INPUT_NAME, META_FILE, MODEL_FILE,
                                           LearnedModel, gain_to_score)
 
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -62,20 +62,36 @@ class ModelSelection:
     scores: Mapping[str, float]          # mean cross-validated squared error of each candidate, at its best alpha
 
 
-def build_regressor(components: int, alpha: float, width: int) -> Pipeline:
+@dataclass(frozen=True)
+class FeatureSet:
+    """What a model reads from a row, besides the text's embedding, and how the trained model is known."""
+
+    kind: str
+    names: tuple[str, ...]
+    of: Callable[[CorpusRow], Mapping[str, float]]
+    # The baseline a new model is compared with on the test split: higher keeps the edge.
+    baseline_name: str
+    baseline: Callable[[CorpusRow], float]
+
+
+DEFERRAL_FEATURES = FeatureSet(kind=DEFERRAL_KIND, names=FEATURE_NAMES, of=lambda row: row.features,
+                               baseline_name="rule", baseline=lambda row: row.rule_score)
+
+
+def build_regressor(components: int, alpha: float, width: int, feature_count: int) -> Pipeline:
     """Standardized features and, with components > 0, the embedding reduced to that many principal
     components (the corpus has hundreds of rows: 512 raw dimensions would drown the features), then ridge."""
     if components == 0:
         return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-    features = list(range(len(FEATURE_NAMES)))
+    features = list(range(feature_count))
     # Column lists, not slices: skl2onnx exports only explicit indices.
     columns = ColumnTransformer([("features", StandardScaler(), features),
                                  ("embedding", make_pipeline(PCA(components, random_state=0), StandardScaler()),
-                                  list(range(len(FEATURE_NAMES), width)))])
+                                  list(range(feature_count, width)))])
     return make_pipeline(columns, Ridge(alpha=alpha))
 
 
-def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool) -> ModelSelection:
+def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count: int) -> ModelSelection:
     """The embedding's size (none, or a few principal components) and the ridge alpha with the least
     cross-validated squared error on the training rows."""
     candidates = tuple(c for c in EMBEDDING_COMPONENTS if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1])))
@@ -83,9 +99,9 @@ def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool) -> ModelSelect
     best: Optional[tuple[float, int, float]] = None
     scores = {}
     for components in candidates:
-        data = x if components else x[:, :len(FEATURE_NAMES)]
+        data = x if components else x[:, :feature_count]
         for alpha in RIDGE_ALPHAS:
-            regressor = build_regressor(components, alpha, data.shape[1])
+            regressor = build_regressor(components, alpha, data.shape[1], feature_count)
             error = -float(np.mean(cross_val_score(regressor, data, y, cv=folds, scoring="neg_mean_squared_error")))
             scores[f"components={components},alpha={alpha:g}"] = round(error, 6)
             if best is None or error < best[0]:
@@ -145,13 +161,14 @@ def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], n
 
 def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[str, Any],
                     encode: Optional[Callable[[str], np.ndarray]] = None,
-                    embedding_model: Optional[str] = None) -> Path:
+                    embedding_model: Optional[str] = None, feature_set: FeatureSet = DEFERRAL_FEATURES) -> Path:
     """Train, export, check and write a new versioned artifact under `out`; returns its directory.
 
     `provenance` says where the rows came from (meta.json's training_corpus). With `encode`, each
     row's text is embedded and appended to its features.
     """
     source = provenance.get("path", "the training rows")
+    names = feature_set.names
     if encode is not None:
         untexted = [f"{row.dataset}:{row.item_id}" for row in rows if not row.text]
         if untexted:
@@ -164,7 +181,8 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         raise TrainingError(f"{source} has {len(train)} train item(s); at least 2 are needed (label more items)")
 
     def matrix(part: Sequence[CorpusRow]) -> np.ndarray:
-        features = np.asarray([as_vector(row.features) for row in part], dtype=np.float32).reshape(len(part), -1)
+        features = np.asarray([[float(feature_set.of(row).get(name, 0.0)) for name in names] for row in part],
+                              dtype=np.float32).reshape(len(part), len(names))
         if encode is None:
             return features
         # One text at a time, as the daemon encodes: the quantized encoder pads a batch.
@@ -173,27 +191,28 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
 
     x_train, x_test = matrix(train), matrix(test)
     y_train = np.asarray([row.gain for row in train])
-    selection = select_model(x_train, y_train, embedded=encode is not None)
+    selection = select_model(x_train, y_train, embedded=encode is not None, feature_count=len(names))
     if selection.components == 0 and encode is not None:
         # Cross-validation found the embedding no help: drop it, and the daemon needs no encoder.
-        x_train, x_test = x_train[:, :len(FEATURE_NAMES)], x_test[:, :len(FEATURE_NAMES)]
+        x_train, x_test = x_train[:, :len(names)], x_test[:, :len(names)]
     width = x_train.shape[1]
-    embedding_dim = width - len(FEATURE_NAMES)
+    embedding_dim = width - len(names)
     alpha = selection.alpha
-    model = build_regressor(selection.components, alpha, width).fit(x_train, y_train)
+    model = build_regressor(selection.components, alpha, width, len(names)).fit(x_train, y_train)
     onnx_model = convert_sklearn(model, initial_types=[(INPUT_NAME, FloatTensorType([None, width]))])
 
     check_rows = x_test if len(test) else x_train
     sklearn_gain = model.predict(check_rows)
     metrics = {"test_items": len(test), "train_items": len(train), "ridge_alpha": float(alpha),
                "embedding_components": selection.components, "cv_mse": selection.scores,
-               "learned": None, "rule": None}
+               "learned": None, feature_set.baseline_name: None}
     if len(test):
         edge_q = [row.edge_quality for row in test]
         cloud_q = [row.cloud_quality for row in test]
         metrics["learned"] = deferral_metrics(sklearn_gain, edge_q, cloud_q)
         # The rule keeps the edge when its score is high: its escalation priority is the score's negation.
-        metrics["rule"] = deferral_metrics([-row.rule_score for row in test], edge_q, cloud_q)
+        metrics[feature_set.baseline_name] = deferral_metrics([-feature_set.baseline(row) for row in test],
+                                                              edge_q, cloud_q)
         metrics["mean_abs_error"] = float(np.mean(np.abs(np.clip(sklearn_gain, -1, 1) -
                                                          np.asarray([row.gain for row in test]))))
         scores = [gain_to_score(float(gain)) for gain in np.clip(sklearn_gain, -1, 1)]
@@ -206,7 +225,8 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
     meta = {
         "version": ARTIFACT_FORMAT_VERSION,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "feature_names": list(FEATURE_NAMES),
+        "kind": feature_set.kind,
+        "feature_names": list(names),
         "embedding_dim": embedding_dim,
         "embedding_model": embedding_model if embedding_dim else None,
         "embedding_text": "the last user message (the prompt the edge saw)" if embedding_dim else
@@ -228,7 +248,8 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
     (directory / MODEL_FILE).write_bytes(onnx_model.SerializeToString())
     _write_json_atomically(directory / META_FILE, meta)
     # The check loads the written files as the daemon does: validation, float32 inputs, clipping.
-    onnx_gain = LearnedModel(directory, embedding_dims=(embedding_dim,)).predict_gain(check_rows)
+    onnx_gain = LearnedModel(directory, embedding_dims=(embedding_dim,), feature_names=names,
+                             kind=feature_set.kind).predict_gain(check_rows)
     difference = float(np.max(np.abs(onnx_gain - np.clip(sklearn_gain, -1, 1)))) if len(check_rows) else 0.0
     if difference > ONNX_TOLERANCE:
         (directory / META_FILE).unlink()  # without meta.json the artifact is refused on load

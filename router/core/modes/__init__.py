@@ -9,17 +9,25 @@ from router.core.modes.single import SingleBackendMode
 from router.domain.types import BackendKind, Mode
 
 
-def builtin_modes(arbiter: Optional[Arbiter] = None) -> dict[Mode, ModeHandler]:
-    """Every implemented mode, each given what it depends on: POST_ARBITRATION its arbiter (default:
-    the one default `[arbitration]` settings build; router/assembly/modes.py builds the configured one)."""
-    if arbiter is None:
-        from router.core.arbiters import build_arbiter
-        from router.domain.config import ArbitrationSettings
+def builtin_modes(arbiter: Optional[Arbiter] = None,
+                  pre_arbitration: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
+    """Every implemented mode, each given what it depends on: POST_ARBITRATION its arbiter,
+    PRE_ARBITRATION its router and threshold (defaults: what default settings build, the pre-router's
+    default rule included; router/assembly/modes.py builds the configured ones)."""
+    from router.core.arbiters import build_arbiter, build_threshold
+    from router.core.routing.mode import PreArbitrationMode
+    from router.core.routing.model import RouterSlot, RuleRouter
+    from router.domain.config import ArbitrationSettings, RoutingSettings
 
+    if arbiter is None:
         arbiter = build_arbiter(ArbitrationSettings())
+    if pre_arbitration is None:
+        pre_arbitration = PreArbitrationMode(RouterSlot(RuleRouter("routing.model_dir is unset")),
+                                             build_threshold(RoutingSettings()))
     handlers: list[ModeHandler] = [
         SingleBackendMode(Mode.EDGE_ONLY, BackendKind.EDGE),
         SingleBackendMode(Mode.CLOUD_ONLY, BackendKind.CLOUD),
         PostArbitrationMode(arbiter),
+        pre_arbitration,
     ]
     return {handler.mode: handler for handler in handlers}

@@ -1,0 +1,79 @@
+"""Start-up and reload of PRE_ARBITRATION's router: the trained model and its text encoder, or the
+default rule when none is configured. A configured model that cannot be used is refused, naming the
+key and the file: at start-up a ConfigError, at reload a RouterModelRefusedError (the old router stays)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from edge.catalogue import ModelCache
+from edge.encoder import EMBEDDING_DIM, TextEncoder
+from edge.errors import EdgeError
+from router.core.arbiters import build_threshold
+from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModelError
+from router.core.arbiters.thresholds import TargetAccuracyThreshold, Threshold
+from router.core.routing.features import ROUTER_FEATURE_NAMES
+from router.core.routing.mode import PreArbitrationMode
+from router.core.routing.model import LearnedRouter, RequestRouter, RouterSlot, RuleRouter
+from router.domain.config import ConfigError, RoutingSettings
+from router.domain.errors import InvalidRequestError
+
+ROUTER_TRAIN_HINT = ("train one with `hybrid-router train-router --corpus bench/corpus/arbitration.jsonl --out DIR` "
+                     "and set routing.model_dir to the version directory it prints")
+
+
+class RouterModelRefusedError(InvalidRequestError):
+    """A reload named a router model that cannot be used; the router in use stays."""
+
+
+def load_learned_router(model_dir: Path, cache: ModelCache) -> LearnedRouter:
+    """Raises LearnedModelError or EdgeError (the encoder file) for a model that cannot be used."""
+    model = LearnedModel(model_dir.expanduser(), embedding_dims=(0, EMBEDDING_DIM), feature_names=ROUTER_FEATURE_NAMES,
+                         kind=ROUTER_KIND)
+    encoder = TextEncoder.from_cache(cache) if model.meta.embedding_dim else None
+    return LearnedRouter(model=model, encoder=encoder)
+
+
+def build_request_router(settings: RoutingSettings, cache: ModelCache) -> RequestRouter:
+    if settings.model_dir is None:
+        return RuleRouter("routing.model_dir is unset")
+    try:
+        return load_learned_router(settings.model_dir, cache)
+    except (LearnedModelError, EdgeError) as exc:
+        raise ConfigError(f"routing.model_dir = {settings.model_dir}: {exc}; or unset routing.model_dir to route "
+                          "with the default rule") from exc
+
+
+def build_routing_threshold(settings: RoutingSettings, router: RequestRouter,
+                            logger: Optional[logging.Logger] = None) -> Threshold:
+    if settings.threshold != "target_accuracy":
+        return build_threshold(settings)
+    assert isinstance(router, LearnedRouter)  # the settings refuse target_accuracy without model_dir
+    try:
+        points = router.model.calibration()
+    except LearnedModelError as exc:
+        raise ConfigError(f"routing.threshold = target_accuracy: {exc}; or set routing.threshold to fixed or "
+                          "target_share") from exc
+    threshold = TargetAccuracyThreshold.from_calibration(settings.target_accuracy, points)
+    (logger or logging.getLogger("hybrid_router.routing")).info("target_accuracy threshold", extra={"fields": {
+        "target_accuracy": settings.target_accuracy, "threshold": threshold.value,
+        "expected_cloud_share": threshold.expected.cloud_share if threshold.expected else 1.0}})
+    return threshold
+
+
+def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
+                          logger: Optional[logging.Logger] = None) -> PreArbitrationMode:
+    """Raises ConfigError for a configured router that cannot be used."""
+    router = build_request_router(settings, cache)
+    return PreArbitrationMode(RouterSlot(router), build_routing_threshold(settings, router, logger))
+
+
+def load_router_or_refuse(model_dir: Path, cache: ModelCache, slot: RouterSlot) -> LearnedRouter:
+    """The router in `model_dir`, for a reload; RouterModelRefusedError (naming the router that stays)
+    for one that cannot be used. Blocking: it builds onnxruntime sessions."""
+    try:
+        return load_learned_router(model_dir, cache)
+    except (LearnedModelError, EdgeError) as exc:
+        raise RouterModelRefusedError(f"the router in {model_dir} was refused, and the router in use "
+                                      f"({slot.current.name}) stays: {exc}") from exc

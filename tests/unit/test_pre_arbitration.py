@@ -1,0 +1,191 @@
+"""PRE_ARBITRATION through the real router, with the fault-injection backend standing in for both
+models: the default rule, a trained router (trained for real on a small synthetic corpus), the decision
+record, reloading (atomic, in-flight requests keep their router, bad artifacts refused) and config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.catalogue import ModelCache
+from router.assembly.modes import build_modes
+from router.assembly.routing import RouterModelRefusedError, build_pre_arbitration, load_router_or_refuse
+from router.core.arbiters.corpus import read_corpus
+from router.core.arbiters.learned import META_FILE, MODEL_FILE
+from router.core.engine import Backends, Router
+from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
+from router.core.routing.model import RouterSlot, RuleRouter, rule_score
+from router.core.routing.training import train_router
+from router.doors.cli import main as cli_main
+from router.domain.config import ArbitrationSettings, ConfigError, RoutingSettings, ServerSettings, load_settings
+from router.domain.pricing import CostModel
+from router.domain.types import BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode
+from tests.learned_arbiter_corpus import write_synthetic_corpus
+from tests.unit.test_learned_arbiter import artifact as deferral_artifact  # noqa: F401
+from tests.unit.test_learned_arbiter import corpus  # noqa: F401
+
+COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
+MATHS = "Tom has 12 apples and buys 30 more at $2 each. How much did he spend in total?"
+READING = "Passage: The Amazon is the largest rainforest on Earth.\nQuestion: What is the largest rainforest?"
+CAPITAL = "What is the capital of France?"
+SUM = "Work out 47 plus 18 times 3, step by step."
+
+
+def request(text: str, *, max_tokens: int = 4) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage("system", "Be brief."), ChatMessage("user", text)),
+                           mode=Mode.PRE_ARBITRATION, max_tokens=max_tokens)
+
+
+def pre_router(routing: RoutingSettings, cache: ModelCache, *, latency_s: float = 0.0) -> Router:
+    backends = Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=latency_s),
+                        cloud=FixedLatencyFaultInjectionBackend(latency_s=latency_s))
+    return Router(settings=ServerSettings(), costs=COSTS, backends=backends, ready=True,
+                  modes=build_modes(ArbitrationSettings(), model_cache=cache, routing=routing))
+
+
+@pytest.fixture(scope="module")
+def router_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A router trained on questions whose kind decides the edge's quality (capitals right, sums wrong)."""
+    path = write_synthetic_corpus(tmp_path_factory.mktemp("corpus") / "c.jsonl", train=120, test=60,
+                                  signal_in_text=True)
+    return train_router(read_corpus(path), tmp_path_factory.mktemp("routers"), provenance={"path": str(path)})
+
+
+# -- the default rule --------------------------------------------------------------------------------
+
+
+def test_the_rule_sends_maths_to_the_cloud_and_reading_to_the_edge() -> None:
+    assert rule_score(router_features(MATHS)) < 0.5 < rule_score(router_features(READING))
+    assert rule_score(router_features(CAPITAL)) == 0.5
+
+
+def test_router_features_read_only_the_last_user_message() -> None:
+    assert set(router_features(MATHS)) == set(ROUTER_FEATURE_NAMES)
+    with_system = request(MATHS).messages
+    from router.core.routing.features import request_text
+    assert request_text([{"role": m.role, "content": m.content} for m in with_system]) == MATHS
+
+
+@pytest.mark.parametrize("text, served", [(MATHS, BackendKind.CLOUD), (READING, BackendKind.EDGE)])
+async def test_with_no_trained_router_the_rule_routes_and_the_decision_says_so(
+        tmp_path: Path, text: str, served: BackendKind) -> None:
+    routing = RoutingSettings(threshold="fixed", fixed_threshold=0.5)
+    result = await pre_router(routing, ModelCache(tmp_path)).generate(request(text))
+    decision = result.decision
+    assert result.served_by == served and [run.backend for run in result.runs] == [served]
+    assert decision.mode == Mode.PRE_ARBITRATION and decision.arbiter == "pre"
+    assert decision.scorer == "rule (no trained router: routing.model_dir is unset)"
+    assert decision.threshold == 0.5 and decision.threshold_kind == "fixed"
+    assert decision.escalated == (served == BackendKind.CLOUD)
+    assert decision.features["decide_ms"] >= 0 and "predicted_gain" in decision.features
+    assert set(ROUTER_FEATURE_NAMES) <= set(decision.features)
+
+
+# -- a trained router ----------------------------------------------------------------------------------
+
+
+def test_the_router_artifact_says_what_it_is(router_artifact: Path) -> None:
+    meta = json.loads((router_artifact / META_FILE).read_text())
+    assert meta["kind"] == "router" and meta["feature_names"] == list(ROUTER_FEATURE_NAMES)
+    assert meta["metrics"]["learned"]["auc"] > 0.9 and meta["calibration"]["items"] == 60
+
+
+async def test_a_trained_router_routes_by_what_it_learned(router_artifact: Path, tmp_path: Path) -> None:
+    routing = RoutingSettings(model_dir=router_artifact, threshold="fixed", fixed_threshold=0.5)
+    router = pre_router(routing, ModelCache(tmp_path))
+    knows = await router.generate(request("What is the capital of Peru?"))
+    fails = await router.generate(request("Work out 31 plus 77 times 4, step by step."))
+    assert knows.decision.scorer == fails.decision.scorer == f"router {router_artifact.name}"
+    assert knows.served_by == BackendKind.EDGE and fails.served_by == BackendKind.CLOUD
+    assert knows.decision.score > fails.decision.score
+
+
+async def test_target_accuracy_takes_the_routers_calibration(router_artifact: Path, tmp_path: Path) -> None:
+    routing = RoutingSettings(model_dir=router_artifact, threshold="target_accuracy", target_accuracy=0.95)
+    decision = (await pre_router(routing, ModelCache(tmp_path)).generate(request(CAPITAL))).decision
+    assert decision.threshold_kind == "target_accuracy" and 0.0 <= decision.threshold <= 1.0
+
+
+# -- reloading -----------------------------------------------------------------------------------------
+
+
+async def test_a_reload_is_atomic_and_a_request_in_flight_keeps_its_router(router_artifact: Path,
+                                                                           tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    router = pre_router(RoutingSettings(threshold="fixed"), cache, latency_s=0.05)
+    slot = router.modes[Mode.PRE_ARBITRATION].slot
+    stream = router.stream(request(CAPITAL, max_tokens=6))
+    first = await stream.__anext__()  # the request has decided and is generating
+    slot.swap(load_router_or_refuse(router_artifact, cache, slot))
+    events = [first] + [event async for event in stream]
+    in_flight = events[-1]
+    assert isinstance(in_flight, GenerateResult) and in_flight.decision.scorer.startswith("rule (")
+    after = await router.generate(request(CAPITAL))
+    assert after.decision.scorer == f"router {router_artifact.name}"
+
+
+def corrupt(artifact: Path, to: Path) -> Path:
+    to.mkdir()
+    (to / META_FILE).write_bytes((artifact / META_FILE).read_bytes())
+    (to / MODEL_FILE).write_bytes(b"not onnx")
+    return to
+
+
+def wrong_width(artifact: Path, to: Path) -> Path:
+    to.mkdir()
+    (to / MODEL_FILE).write_bytes((artifact / MODEL_FILE).read_bytes())
+    meta = json.loads((artifact / META_FILE).read_text())
+    meta["feature_names"] = meta["feature_names"][:-1]
+    (to / META_FILE).write_text(json.dumps(meta))
+    return to
+
+
+@pytest.mark.parametrize("make_bad, why", [
+    (lambda good, deferral, tmp: deferral, "is a 'deferral' model where a 'router' model is needed"),
+    (lambda good, deferral, tmp: corrupt(good, tmp / "corrupt"), "onnxruntime cannot load it"),
+    (lambda good, deferral, tmp: wrong_width(good, tmp / "narrow"), "feature_names"),
+    (lambda good, deferral, tmp: tmp / "absent", "no such directory"),
+])
+def test_a_bad_artifact_is_refused_and_the_router_in_use_stays(router_artifact: Path, deferral_artifact: Path,  # noqa: F811
+                                                               tmp_path: Path, make_bad, why: str) -> None:
+    slot = RouterSlot(RuleRouter("routing.model_dir is unset"))
+    bad = make_bad(router_artifact, deferral_artifact, tmp_path)
+    with pytest.raises(RouterModelRefusedError, match=why) as refused:
+        load_router_or_refuse(bad, ModelCache(tmp_path), slot)
+    assert "rule (no trained router" in str(refused.value) and str(bad) in str(refused.value)
+    assert slot.current.name.startswith("rule (")
+
+
+# -- configuration and training refusals -----------------------------------------------------------------
+
+
+def test_an_unusable_router_stops_start_up_naming_the_key_and_the_file(deferral_artifact: Path,  # noqa: F811
+                                                                       tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"routing.model_dir = {deferral_artifact}: .*{META_FILE}"):
+        build_pre_arbitration(RoutingSettings(model_dir=deferral_artifact), ModelCache(tmp_path))
+
+
+def test_target_accuracy_without_a_trained_router_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text('[routing]\nthreshold = "target_accuracy"\n')
+    with pytest.raises(ConfigError, match="routing.*target_accuracy needs model_dir"):
+        load_settings(config, {})
+
+
+def test_train_router_refuses_rows_without_text(corpus: Path, tmp_path: Path,  # noqa: F811
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    untexted = tmp_path / "untexted.jsonl"
+    untexted.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "text"}) + "\n"
+                                for line in corpus.read_text().splitlines()))
+    assert cli_main(["train-router", "--corpus", str(untexted), "--out", str(tmp_path / "out"),
+                     "--features-only"]) == 1
+    assert "no request text" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_train_router_cli_prints_the_new_version(corpus: Path, tmp_path: Path,  # noqa: F811
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["train-router", "--corpus", str(corpus), "--out", str(tmp_path), "--features-only"]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed == tmp_path / "v0001" and json.loads((printed / META_FILE).read_text())["kind"] == "router"
