@@ -57,6 +57,9 @@ COST_PNG = "quality_vs_cost.png"
 RANDOM = "random"
 ORACLE = "oracle"
 LEARNED = "learned"
+PRE_RULE = "pre:rule"       # PRE_ARBITRATION's default rule
+PRE_ROUTER = "pre:router"   # PRE_ARBITRATION's trained router
+ROUTER_SAVING = 2 / 3       # PRE_ARBITRATION's target: CPT(50%) at most this share of random's
 
 
 class CorpusError(ValueError):
@@ -231,6 +234,8 @@ class ScoreFunction:
     name: str
     score: Callable[[Row], float]
     extra_cost_keys: tuple[str, ...] = ()
+    # PRE_ARBITRATION: decided before generating, so a request sent to the cloud never pays the edge.
+    routes_before: bool = False
 
 
 SCORE_FUNCTIONS = (
@@ -394,8 +399,11 @@ def _rounded(values: Iterable[Optional[float]]) -> list[Optional[float]]:
 def scorer_result(function: ScoreFunction, rows: Sequence[Row], scores: np.ndarray,
                   draws: Mapping[str, list[float]]) -> dict[str, Any]:
     edge, cloud = _column(rows, "edge_quality"), _column(rows, "cloud_quality")
-    curve = escalation_curve(scores, edge, cloud, _column(rows, "cloud_usd"))
-    base_usd = float(np.mean(_column(rows, "edge_answer_usd")))
+    edge_usd = _column(rows, "edge_answer_usd")
+    # What sending an item to the cloud adds: its cloud call, less its edge answer when routed before.
+    marginal_usd = _column(rows, "cloud_usd") - (edge_usd if function.routes_before else 0.0)
+    curve = escalation_curve(scores, edge, cloud, marginal_usd)
+    base_usd = float(np.mean(edge_usd))
     extra_usd = sum(float(np.mean(_column(rows, key))) for key in function.extra_cost_keys)
     return {
         "scorer": function.name,
@@ -467,7 +475,9 @@ def target_verdict(mixed: Mapping[str, Any], split: str) -> dict[str, Any]:
     cpt_key = _cpt_key(TARGET_PGR)
     size = (f"n={mixed['n']}: " + " + ".join(f"{count} {name}" for name, count in mixed["counts"].items()))
     claim = f"CPT({TARGET_PGR:.0%}) < {TARGET_SHARE:.2f} on the mixed {split} split ({size})"
-    candidates = [s for s in mixed["scorers"] if s["scorer"] != ORACLE and s[cpt_key] is not None]
+    # POST_ARBITRATION's strategies: not the oracle, and not the pre-router (it has its own target).
+    candidates = [s for s in mixed["scorers"] if s["scorer"] != ORACLE and not s["scorer"].startswith("pre:")
+                  and s[cpt_key] is not None]
     if not candidates:
         reason = mixed["reason"] or "no scorer has a curve"
         return {"claim": claim, "met": None, "best": None, "cpt": None, "ci": None,
@@ -485,6 +495,26 @@ def target_verdict(mixed: Mapping[str, Any], split: str) -> dict[str, Any]:
         verdict = "met by the point estimate only: the 95% interval reaches the target"
     return {"claim": claim, "met": met, "best": best["scorer"], "cpt": value, "ci": interval,
             "text": f"target {claim}: {verdict}; best strategy {shown}"}
+
+
+def router_verdict(mixed: Mapping[str, Any], split: str) -> Optional[dict[str, Any]]:
+    """PRE_ARBITRATION's target: the trained router (else the default rule) reaches CPT(50%) at no more
+    than 2/3 of random's cloud share, a saving of at least 1.5x; None when no pre-router was scored."""
+    by_name = {s["scorer"]: s for s in mixed["scorers"]}
+    chosen = by_name.get(PRE_ROUTER) or by_name.get(PRE_RULE)
+    if chosen is None:
+        return None
+    limit = ROUTER_SAVING * by_name[RANDOM]["cpt_50"] if by_name.get(RANDOM, {}).get("cpt_50") else None
+    claim = f"{chosen['scorer']} CPT(50%) <= 2/3 of random's on the mixed {split} split (n={mixed['n']})"
+    value, interval = chosen.get("cpt_50"), chosen.get("cpt_50_ci")
+    if value is None or limit is None:
+        return {"claim": claim, "met": None, "text": f"target {claim}: not measurable ({mixed['reason']})"}
+    met = value <= limit
+    verdict = ("NOT met" if not met else "met, and the whole 95% interval is within it"
+               if interval and interval[1] <= limit else "met by the point estimate only")
+    shown = f"CPT(50%) = {value:.3f}" + (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return {"claim": claim, "met": met, "scorer": chosen["scorer"], "cpt": value, "ci": interval, "limit": limit,
+            "text": f"target {claim}: {verdict}; {shown} against {limit:.3f}"}
 
 
 # ================================================================ the report
@@ -556,7 +586,15 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(f"- learned: `{learned['path']}` ({learned.get('regressor')}; embedding "
                      f"{learned.get('embedding_dim')}-d; trained on {trained_on.get('train_items')} train items of "
                      f"`{trained_on.get('path')}`), scored through onnxruntime as the daemon does")
+    router = summary.get("router_model")
+    if router:
+        trained_on = router.get("training_corpus") or {}
+        lines.append(f"- pre:router: `{router['path']}` ({router.get('regressor')}; trained on "
+                     f"{trained_on.get('train_items')} train items); pre:rule is PRE_ARBITRATION's default rule. "
+                     "A pre-router's escalated requests pay the cloud only, never the edge")
     lines += ["", f"**{summary['target']['text']}**", ""]
+    if summary.get("router_target"):
+        lines += [f"**{summary['router_target']['text']}**", ""]
     for name in SUBSET_ORDER:
         lines += subset_markdown(summary["subsets"][name])
     lines += [f"Plots: `{CURVES_PNG}` (PGR against cloud share), `{COST_PNG}` (quality against $/1k requests).", ""]
@@ -649,8 +687,42 @@ def learned_score_function(model_dir: Path, rows: Sequence[Row], *, model_cache:
     return ScoreFunction(LEARNED, lambda row: scores[(row["dataset"], row["item_id"])], ("sample_usd", "verify_usd"))
 
 
+def router_score_functions(rows: Sequence[Row], model_dir: Optional[Path], *,
+                           model_cache: Path) -> tuple[ScoreFunction, ...]:
+    """PRE_ARBITRATION's default rule and, with `model_dir`, its trained router (hybrid-router
+    train-router), both reading each row's text as the daemon reads the request. None without texts."""
+    from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
+    from router.core.routing.model import rule_score
+
+    if not rows or any(not row.get("text") for row in rows):
+        if model_dir is not None:
+            raise CorpusError("the corpus lines have no text for the router: export the corpus again")
+        return ()
+    functions = [ScoreFunction(PRE_RULE, lambda row: rule_score(router_features(row["text"])), routes_before=True)]
+    if model_dir is not None:
+        from edge.catalogue import ModelCache
+        from edge.encoder import TextEncoder
+        from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModelError, gain_to_score
+
+        try:
+            model = LearnedModel(model_dir, feature_names=ROUTER_FEATURE_NAMES, kind=ROUTER_KIND)
+        except LearnedModelError as exc:
+            raise CorpusError(str(exc)) from None
+        encoder = TextEncoder.from_cache(ModelCache(model_cache)) if model.meta.embedding_dim else None
+        scores: dict[tuple[str, str], float] = {}
+        for row in rows:
+            features = router_features(row["text"])
+            vector = np.asarray([features[name] for name in ROUTER_FEATURE_NAMES], dtype=np.float32)
+            if encoder is not None:
+                vector = np.concatenate([vector, encoder.encode([row["text"]])[0]])
+            scores[(row["dataset"], row["item_id"])] = gain_to_score(float(model.predict_gain(vector[None, :])[0]))
+        functions.append(ScoreFunction(PRE_ROUTER, lambda row: scores[(row["dataset"], row["item_id"])],
+                                       routes_before=True))
+    return tuple(functions)
+
+
 def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: int = 1000, seed: int = 0,
-                    command: str = "", learned: Optional[Path] = None,
+                    command: str = "", learned: Optional[Path] = None, router: Optional[Path] = None,
                     model_cache: Path = Path("~/.cache/hybrid-router/models").expanduser()) -> dict[str, Any]:
     """Evaluate every subset, write summary.json, summary.md and the two plots; returns the summary.
 
@@ -667,13 +739,23 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
         learned_meta = {"path": str(learned), "created_at": meta.get("created_at"),
                         "embedding_dim": meta.get("embedding_dim"), "regressor": meta.get("regressor"),
                         "training_corpus": meta.get("training_corpus")}
+    pre = router_score_functions(chosen, router, model_cache=model_cache)
+    functions = functions[:-1] + pre + functions[-1:]
+    router_meta = None
+    if router is not None:
+        meta = json.loads((router / "meta.json").read_text())
+        router_meta = {"path": str(router), "created_at": meta.get("created_at"),
+                       "embedding_dim": meta.get("embedding_dim"), "regressor": meta.get("regressor"),
+                       "training_corpus": meta.get("training_corpus")}
     subsets = build_subsets(chosen, seed=seed)
     results = {name: evaluate_subset(subsets[name], resamples=resamples, seed=seed, functions=functions)
                for name in SUBSET_ORDER}
     summary = {
         "command": command, "corpus": {"path": str(corpus), "lines": line_count}, "split": split,
-        "seed": seed, "bootstrap": resamples, "learned_model": learned_meta, "subsets": results,
+        "seed": seed, "bootstrap": resamples, "learned_model": learned_meta, "router_model": router_meta,
+        "subsets": results,
         "target": target_verdict(results[MIXED], split),
+        "router_target": router_verdict(results[MIXED], split),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
@@ -697,7 +779,8 @@ def evaluation_lines(summary: Mapping[str, Any]) -> list[str]:
         for scorer in result["scorers"]:
             lines.append(f"  {scorer['scorer']:<12} " + "  ".join(
                 f"{key.upper().replace('_', ' ')} {_with_interval(scorer, key)}" for key in METRIC_KEYS))
-    return lines + [summary["target"]["text"]]
+    return lines + [summary["target"]["text"]] + ([summary["router_target"]["text"]]
+                                                  if summary.get("router_target") else [])
 
 
 # ================================================================ command line
@@ -721,6 +804,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     evaluate.add_argument("--seed", type=int, default=0, help="draws the mixed subset and the resamples")
     evaluate.add_argument("--learned", type=Path, default=None, metavar="MODEL_DIR",
                           help="also score with this learned deferral model (hybrid-router train-arbiter's vNNNN)")
+    evaluate.add_argument("--router", type=Path, default=None, metavar="MODEL_DIR",
+                          help="also score PRE_ARBITRATION's trained router (hybrid-router train-router's vNNNN)")
     evaluate.add_argument("--model-cache", type=Path, default=Path("~/.cache/hybrid-router/models"),
                           help="where the text encoder is, for a model trained with the embedding")
     return parser.parse_args(argv)
@@ -747,7 +832,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = evaluate_corpus(args.corpus, args.out, split=args.split, resamples=args.bootstrap,
                                       seed=args.seed, command=shlex.join(["python", "-m", "bench.arbitration",
                                                                           *arguments]),
-                                      learned=args.learned, model_cache=args.model_cache.expanduser())
+                                      learned=args.learned, router=args.router,
+                                      model_cache=args.model_cache.expanduser())
             print("\n".join(evaluation_lines(summary)))
             print(f"wrote {args.out / SUMMARY_JSON}, {SUMMARY_MD}, {CURVES_PNG}, {COST_PNG}")
     except (CorpusError, ValueError, OSError) as exc:
