@@ -46,7 +46,7 @@ class LearnedModelError(Exception):
     def __init__(self, path: Path, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"learned arbiter model {self.path}: {problem}")
+        super().__init__(f"learned model {self.path}: {problem}")
 
 
 @dataclass(frozen=True)
