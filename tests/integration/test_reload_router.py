@@ -62,3 +62,32 @@ def test_reload_without_a_directory_names_the_setting(rule_daemon: ServerThread)
     with RouterClient(rule_daemon.address, timeout_s=60) as client, \
             pytest.raises(InvalidRequestError, match="routing.model_dir"):
         client.reload()
+
+
+def test_a_router_that_takes_the_embedding_is_refused_without_the_encoder_file(tmp_path: Path) -> None:
+    from edge.catalogue import ModelCache
+    from edge.encoder import ENCODER_MODEL, TextEncoder
+    from router.assembly.routing import RouterModelRefusedError, load_router_or_refuse
+    from router.core.routing.model import RouterSlot, RuleRouter
+    from tests.conftest import models_dir
+
+    # The signal is in the meaning alone (animals right, chemistry wrong), not in any text feature.
+    rows = [json.loads(line) for line in write_synthetic_corpus(tmp_path / "c.jsonl", train=100, test=40)
+            .read_text().splitlines()]
+    animals = ("cat", "horse", "eagle", "dolphin", "tiger", "rabbit", "wolf", "owl")
+    elements = ("sodium", "argon", "cobalt", "iodine", "boron", "xenon", "nickel", "radon")
+    for index, row in enumerate(rows):
+        knows = index % 2 == 0
+        row.update(text=f"Tell me about the {(animals if knows else elements)[index // 2 % 8]}.",
+                   edge_quality=1.0 if knows else 0.0, cloud_quality=1.0)
+    corpus = tmp_path / "semantic.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    encoder = TextEncoder.from_cache(ModelCache(models_dir()))
+    directory = train_router(read_corpus(corpus), tmp_path / "routers", provenance={"path": str(corpus)},
+                             encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
+    assert json.loads((directory / "meta.json").read_text())["embedding_dim"] == 512
+    slot = RouterSlot(RuleRouter("routing.model_dir is unset"))
+    with pytest.raises(RouterModelRefusedError, match=f"hybrid-router models pull {ENCODER_MODEL}"):
+        load_router_or_refuse(directory, ModelCache(tmp_path / "empty-cache"), slot)
+    assert slot.current.name.startswith("rule (")
+    assert load_router_or_refuse(directory, ModelCache(models_dir()), slot).name == "router v0001"
