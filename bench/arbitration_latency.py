@@ -606,6 +606,10 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"target {t['target']}: {_verdict(t['met'])}. On the {both['n']} items both escalated: "
                      f"{_s(both['early_p50_s'])} vs {_s(both['cascade_p50_s'])}, ratio "
                      f"{_x(both['ratio'], both['ratio_ci95'])}")
+        paired = both.get("ratio_ci95")
+        if t["met"] and paired and paired[1] >= 1:
+            lines.append("  - but the paired 95% interval includes 1: on these items early shows no real cut "
+                         "against cascade (check whether its confidence ever fell below arbitration.early_threshold)")
     if not found:
         lines.append("- none measured: run parallel for the first, cascade and early for the second")
     lines += ["", "Medians over few requests; the 95% intervals are percentile bootstraps over the items "
