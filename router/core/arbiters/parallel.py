@@ -5,6 +5,11 @@ stream closed, the tokens it had streamed recorded and priced). If not, the clou
 what the cloud has sent so far was buffered and goes out at once, the rest as it comes. So an
 escalated request costs about the cloud's own latency instead of the edge's plus the cloud's.
 
+If the cloud's whole answer is in before the edge's has been judged (a long chain of thought, a
+scorer that samples), the cloud's answer is served at once and the edge is stopped: the cloud is paid
+for in full by then, so keeping the edge's answer would save nothing, and waiting would only add the
+edge's remaining time to the request's. The decision says so.
+
 A cloud that fails before any of its answer has gone out does not fail the request: the edge's
 answer is served (sent again after the DraftDiscarded, when the draft was streamed), and the decision
 says so. A cloud that fails after part of its answer went out fails the request, typed.
@@ -13,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
-from typing import AsyncIterator, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Optional, Union
 
 from router.core.arbiters.cascade import ScoringArbiter, Verdict
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
 from router.domain.types import BackendKind, TextDelta
 
 _END = object()  # the cloud's stream ended
+_CLOUD_FIRST = object()  # the cloud's whole answer came before the edge's verdict
 
 
 @dataclass
@@ -31,6 +37,7 @@ class _CloudFeed:
     queue: "asyncio.Queue[Union[TextDelta, BaseException, object]]"
     task: Optional["asyncio.Task[None]"] = None
     error: Optional[BaseException] = None  # why the cloud's stream broke, once it has
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # the whole answer is in, without error
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._read(), name="parallel-cloud-feed")
@@ -44,6 +51,7 @@ class _CloudFeed:
             self.queue.put_nowait(exc)
         else:
             self.queue.put_nowait(_END)
+            self.finished.set()
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():
@@ -64,49 +72,105 @@ class _CloudFeed:
 class ParallelArbiter(ScoringArbiter):
     name: str = "parallel"
 
+    async def _edge_side(self, ctx: ModeContext, out: "asyncio.Queue[Any]", box: dict[str, BackendCall]) -> None:
+        """The edge's answer and then its verdict, into `out`, in a task the race can stop."""
+        try:
+            async with ctx.call(BackendKind.EDGE) as edge:
+                box["edge"] = edge
+                async for delta in edge.deltas():
+                    out.put_nowait(delta)
+            out.put_nowait(await self.judge(ctx, edge))
+        except Exception as exc:  # handed to the race, which raises it on the mode's side
+            out.put_nowait(exc)
+
+    @staticmethod
+    async def _next(out: "asyncio.Queue[Any]", feed: _CloudFeed) -> Any:
+        """The edge side's next item, or _CLOUD_FIRST when the cloud's whole answer is in first."""
+        if not out.empty():
+            return out.get_nowait()
+        getting = asyncio.ensure_future(out.get())
+        finished = asyncio.ensure_future(feed.finished.wait())
+        try:
+            await asyncio.wait({getting, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+            if not getting.done():
+                getting.cancel()
+        if getting.done() and not getting.cancelled():
+            return getting.result()  # both at once: the edge's item first, the cloud is seen next time
+        return _CLOUD_FIRST
+
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
         async with ctx.call(BackendKind.CLOUD) as cloud:
             feed = _CloudFeed(cloud, asyncio.Queue())
             feed.start()
+            edge_side: "asyncio.Queue[Any]" = asyncio.Queue()
+            box: dict[str, BackendCall] = {}
+            racing = asyncio.get_running_loop().create_task(self._edge_side(ctx, edge_side, box), name="parallel-edge")
             try:
-                async with ctx.call(BackendKind.EDGE) as edge:
-                    async for delta in edge.deltas():
+                verdict: Optional[Verdict] = None
+                while verdict is None:
+                    item = await self._next(edge_side, feed)
+                    if item is _CLOUD_FIRST:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, TextDelta):
                         if self.stream_draft:
-                            yield delta
-                edge_run = edge.run
-                assert edge_run is not None
-                verdict = await self.judge(ctx, edge)
-                cloud_failure = feed.error
-                if not verdict.keep and cloud_failure is not None:
-                    verdict = Verdict(True, verdict.score, verdict.threshold,
-                                      f"{verdict.reason}, but the cloud failed ({type(cloud_failure).__name__}: "
-                                      f"{cloud_failure}): the edge answers")
-                decision = self.decision(ctx, verdict)
-                if verdict.keep:
-                    await feed.stop()  # leaving the cloud's block below closes its stream: no more tokens
-                    for event in self.serve_edge(edge_run, decision):
-                        yield event
-                    return
-                for event in self.discard_edge(edge, decision):
-                    yield event
-                sent_cloud_text = False
-                try:
+                            yield item
+                        continue
+                    verdict = item
+                if verdict is None:
+                    # The cloud's answer is whole while the edge is still going: stop the edge (its call
+                    # closes, its tokens recorded) and serve the cloud.
+                    racing.cancel()
+                    await asyncio.gather(racing, return_exceptions=True)
+                    decision = self.decision(ctx, Verdict(
+                        False, None, self.threshold.current(),
+                        "the cloud's whole answer came before the edge's was judged: the cloud answers"))
+                    if "edge" in box:
+                        for event in self.discard_edge(box["edge"], decision):
+                            yield event
                     async for delta in feed.drain():
-                        sent_cloud_text = sent_cloud_text or bool(delta.text)
                         yield delta
-                except Exception as exc:
-                    if sent_cloud_text:
-                        raise  # part of the cloud's answer is out: the client must hear it failed
-                    # The cloud failed before a word of its answer went out: the edge's answer is whole.
-                    reason = (f"{decision.reason}, but the cloud failed ({type(exc).__name__}: {exc}) "
-                              "before answering: the edge answers")
-                    if edge_run.text:
-                        yield TextDelta(edge_run.text, BackendKind.EDGE, None)
-                    yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE,
-                                      decision=dataclasses.replace(decision, reason=reason, escalated=False),
-                                      finish_reason=edge_run.finish_reason)
-                    return
+                else:
+                    edge = box["edge"]
+                    edge_run = edge.run
+                    assert edge_run is not None
+                    cloud_failure = feed.error
+                    if not verdict.keep and cloud_failure is not None:
+                        verdict = Verdict(True, verdict.score, verdict.threshold,
+                                          f"{verdict.reason}, but the cloud failed ({type(cloud_failure).__name__}: "
+                                          f"{cloud_failure}): the edge answers")
+                    decision = self.decision(ctx, verdict)
+                    if verdict.keep:
+                        await feed.stop()  # leaving the cloud's block below closes its stream: no more tokens
+                        for event in self.serve_edge(edge_run, decision):
+                            yield event
+                        return
+                    for event in self.discard_edge(edge, decision):
+                        yield event
+                    sent_cloud_text = False
+                    try:
+                        async for delta in feed.drain():
+                            sent_cloud_text = sent_cloud_text or bool(delta.text)
+                            yield delta
+                    except Exception as exc:
+                        if sent_cloud_text:
+                            raise  # part of the cloud's answer is out: the client must hear it failed
+                        # The cloud failed before a word of its answer went out: the edge's answer is whole.
+                        reason = (f"{decision.reason}, but the cloud failed ({type(exc).__name__}: {exc}) "
+                                  "before answering: the edge answers")
+                        if edge_run.text:
+                            yield TextDelta(edge_run.text, BackendKind.EDGE, None)
+                        yield ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE,
+                                          decision=dataclasses.replace(decision, reason=reason, escalated=False),
+                                          finish_reason=edge_run.finish_reason)
+                        return
             finally:
+                if not racing.done():
+                    racing.cancel()
+                await asyncio.gather(racing, return_exceptions=True)
                 await feed.stop()
         cloud_run = cloud.run
         assert cloud_run is not None
