@@ -112,7 +112,32 @@ ArbiterName = Literal["cascade", "parallel", "early", "shadow"]
 ScorerName = Literal["logprob", "task", "consistency", "verify", "rule", "all", "learned"]
 
 
-class ArbitrationSettings(_Section):
+ThresholdKind = Literal["fixed", "target_share", "target_accuracy"]
+
+
+class _ThresholdKeys(_Section):
+    """The threshold's keys, the same in [arbitration] and [routing] (router/core/arbiters/thresholds.py);
+    each section adds `threshold`, its kind, with its own default."""
+
+    fixed_threshold: float = Field(0.5, ge=0, le=1, description="threshold = fixed: the score at which the edge "
+                                   "is kept (arbitration) or chosen (routing).")
+    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="threshold = target_share: the share of "
+                                      "requests the cloud should answer.")
+    target_accuracy: float = Field(0.6, gt=0, le=1, description="threshold = target_accuracy: the mean quality "
+                                   "served (1/0 for numeric answers, token F1 for text) to reach.")
+    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
+    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
+                             "fixed_threshold applies.")
+
+    def _check_thresholds(self, has_calibration: bool, needs: str) -> None:
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        if getattr(self, "threshold") == "target_accuracy" and not has_calibration:
+            raise ValueError(f"threshold = target_accuracy needs {needs}: its calibration table, measured on "
+                             "held-out items, says which threshold reaches the accuracy")
+
+
+class ArbitrationSettings(_ThresholdKeys):
     arbiter: ArbiterName = Field(
         "cascade", description="POST_ARBITRATION's arbiter. cascade: the edge answers, the cloud when the score is "
         "below the threshold. parallel: both start at once; the cloud is cancelled when the edge's answer is "
@@ -128,19 +153,11 @@ class ArbitrationSettings(_Section):
     missing_model: Literal["error", "rule"] = Field(
         "error", description="scorer = learned with model_dir unset, missing or invalid: error stops the daemon at "
         "start-up; rule scores with the default rule, and every decision's scorer says why.")
-    threshold: Literal["fixed", "target_share", "target_accuracy"] = Field(
+    threshold: ThresholdKind = Field(
         "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
         "follows recent scores so that about target_cloud_share of requests reach the cloud. target_accuracy "
         "(scorer = learned): the lowest threshold whose quality served, on the model's held-out split, reaches "
         "target_accuracy.")
-    fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge answer is kept.")
-    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests the cloud should answer "
-                                      "(threshold = target_share).")
-    target_accuracy: float = Field(0.6, gt=0, le=1, description="Mean quality of what is served (1/0 for "
-                                   "numeric answers, token F1 for text) that threshold = target_accuracy aims at.")
-    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
-    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
-                             "fixed_threshold applies.")
     samples: int = Field(3, ge=1, le=16, description="Self-consistency samples (T=0.7) for answers that end in a number.")
     early_threshold: float = Field(0.4, ge=0, le=1, description="early: the running confidence (geometric-mean "
                                    "token probability over early_window tokens) below which the edge is stopped.")
@@ -150,41 +167,25 @@ class ArbitrationSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ArbitrationSettings":
-        if self.min_samples > self.window:
-            raise ValueError("min_samples must not exceed window")
-        if self.threshold == "target_accuracy" and self.scorer != "learned" and self.arbiter != "shadow":
-            raise ValueError("threshold = target_accuracy needs scorer = learned: its calibration table, measured "
-                             "on held-out items, says which threshold reaches the accuracy")
+        self._check_thresholds(self.scorer == "learned" or self.arbiter == "shadow", "scorer = learned")
         return self
 
 
-class RoutingSettings(_Section):
+class RoutingSettings(_ThresholdKeys):
     """PRE_ARBITRATION's router (router/core/routing/): it picks the edge or the cloud before generating."""
 
     model_dir: Optional[Path] = Field(None, description="The trained router: a vNNNN directory that `hybrid-router "
                                       "train-router` wrote. Unset: the default rule routes, and every decision's "
                                       "scorer says so. Set but unusable: the daemon refuses to start, naming the file.")
-    threshold: Literal["fixed", "target_share", "target_accuracy"] = Field(
+    threshold: ThresholdKind = Field(
         "target_share", description="fixed: the edge when score >= fixed_threshold. target_share: the threshold "
         "follows recent scores so that about target_cloud_share of requests go to the cloud. target_accuracy (a "
         "trained router): the lowest threshold whose quality, on the router's held-out split, reaches "
         "target_accuracy.")
-    fixed_threshold: float = Field(0.5, ge=0, le=1, description="The score at which the edge is chosen.")
-    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="Share of requests routed to the cloud "
-                                      "(threshold = target_share).")
-    target_accuracy: float = Field(0.6, gt=0, le=1, description="Mean quality served that threshold = "
-                                   "target_accuracy aims at.")
-    window: int = Field(500, gt=0, description="Recent scores the target_share threshold is calibrated on.")
-    min_samples: int = Field(20, gt=0, description="Scores seen before target_share calibrates; until then "
-                             "fixed_threshold applies.")
 
     @model_validator(mode="after")
     def _check(self) -> "RoutingSettings":
-        if self.min_samples > self.window:
-            raise ValueError("min_samples must not exceed window")
-        if self.threshold == "target_accuracy" and self.model_dir is None:
-            raise ValueError("threshold = target_accuracy needs model_dir (a trained router): its calibration "
-                             "table, measured on held-out items, says which threshold reaches the accuracy")
+        self._check_thresholds(self.model_dir is not None, "model_dir (a trained router)")
         return self
 
 
