@@ -206,57 +206,46 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_train_arbiter(args: argparse.Namespace) -> int:
-    """Train the learned deferral model on the labelled corpus; writes a new version directory."""
-    try:
-        from router.core.arbiters.training import TrainingError, train_arbiter
-    except ImportError as exc:  # scikit-learn / skl2onnx are the [train] extra, not daemon dependencies
-        print(f"hybrid-router: train-arbiter needs the [train] extra ({exc}); run "
-              "`pip install -e '.[train]'`", file=sys.stderr)
-        return EXIT_ERROR
-    from edge.encoder import ENCODER_MODEL, TextEncoder
-
-    from router.assembly.parts import model_cache
-
-    corpus, out = Path(args.corpus), Path(args.out)
-    try:
-        if args.features_only:
-            directory = train_arbiter(corpus, out)
-        else:
-            encoder = TextEncoder.from_cache(model_cache(_settings(args)))
-            directory = train_arbiter(corpus, out, encode=lambda text: encoder.encode([text])[0],
-                                      embedding_model=ENCODER_MODEL)
-    except TrainingError as exc:
-        print(f"hybrid-router: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    meta = json.loads((directory / "meta.json").read_text())
-    print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
-    print(directory)
-    return 0
+    """Train the learned deferral model on the labelled corpus and/or the ledger; writes a new version directory."""
+    return _train(args, "train-arbiter", "router.core.arbiters.training", "train_from_rows")
 
 
 def cmd_train_router(args: argparse.Namespace) -> int:
-    """Train PRE_ARBITRATION's router on the labelled corpus; writes a new version directory."""
+    """Train PRE_ARBITRATION's router on the labelled corpus and/or the ledger; writes a new version directory."""
+    return _train(args, "train-router", "router.core.routing.training", "train_router")
+
+
+def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> int:
+    """The two trainers' shared command: rows from --corpus and/or --ledger, the encoder unless
+    --features-only, a new version directory printed on stdout and its metrics on stderr."""
+    if not args.corpus and not args.ledger:
+        print(f"hybrid-router {verb}: give --corpus FILE (the labelled corpus, bench/corpus/arbitration.jsonl), "
+              "--ledger FILE (the daemon's ledger.path), or both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.since is not None and not args.ledger:
+        print(f"hybrid-router {verb}: --since selects ledger requests; give --ledger FILE too", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        from router.core.arbiters.corpus import TrainingError, read_corpus
-        from router.core.routing.training import train_router
+        import importlib
+
+        train = getattr(importlib.import_module(module), function)
     except ImportError as exc:  # scikit-learn / skl2onnx are the [train] extra, not daemon dependencies
-        print(f"hybrid-router: train-router needs the [train] extra ({exc}); run "
-              "`pip install -e '.[train]'`", file=sys.stderr)
+        print(f"hybrid-router: {verb} needs the [train] extra ({exc}); run `pip install -e '.[train]'`",
+              file=sys.stderr)
         return EXIT_ERROR
     from edge.encoder import ENCODER_MODEL, TextEncoder
 
     from router.assembly.parts import model_cache
+    from router.core.arbiters.corpus import TrainingError
 
-    corpus, out = Path(args.corpus), Path(args.out)
     try:
-        rows = read_corpus(corpus)
-        provenance = {"path": str(corpus), "lines": len(rows)}
+        rows, provenance = _training_rows(args)
         if args.features_only:
-            directory = train_router(rows, out, provenance=provenance)
+            directory = train(rows, Path(args.out), provenance=provenance)
         else:
             encoder = TextEncoder.from_cache(model_cache(_settings(args)))
-            directory = train_router(rows, out, provenance=provenance,
-                                     encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
+            directory = train(rows, Path(args.out), provenance=provenance,
+                              encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
     except TrainingError as exc:
         print(f"hybrid-router: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -264,6 +253,49 @@ def cmd_train_router(args: argparse.Namespace) -> int:
     print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
     print(directory)
     return 0
+
+
+def _training_rows(args: argparse.Namespace) -> tuple[list, dict[str, object]]:
+    """The rows of --corpus and --ledger, and meta.json's training_corpus (one entry per source)."""
+    from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
+    from router.core.ledger.deferral import DATASET as LEDGER_DATASET, deferral_rows
+    from router.core.ledger.store import format_time
+
+    rows: list[CorpusRow] = []
+    sources: dict[str, dict[str, object]] = {}
+    if args.corpus:
+        corpus = Path(args.corpus)
+        corpus_rows = read_corpus(corpus)
+        rows.extend(corpus_rows)
+        sources["corpus"] = {"path": str(corpus), "lines": len(corpus_rows), "sha256": _sha256(corpus)}
+    if args.ledger:
+        ledger = Path(args.ledger).expanduser()
+        since = format_time(args.since) if args.since is not None else None
+        # With a corpus beside it, a ledger with nothing labelled yet only adds no rows.
+        ledger_rows, skipped = deferral_rows(ledger, since=since, require_rows=not args.corpus)
+        rows.extend(ledger_rows)
+        sources["ledger"] = {"path": str(ledger), "rows": len(ledger_rows), "since": since,
+                             "skipped": dict(sorted(skipped.items()))}
+        print(f"ledger {ledger}: {len(ledger_rows)} row(s); skipped "
+              + (", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "none"),
+              file=sys.stderr)
+    untexted = sum(1 for row in rows if row.dataset == LEDGER_DATASET and not row.text)
+    if untexted and not args.features_only:
+        raise TrainingError(f"{untexted} ledger row(s) have no text to embed (stored under ledger.log_content = "
+                            "none, which keeps hashes only); train on the features only with --features-only")
+    # `path`, `lines` (and `sha256` for a corpus alone) as a corpus-only run always wrote them.
+    provenance: dict[str, object] = {"path": " + ".join(str(source["path"]) for source in sources.values()),
+                                     "lines": len(rows), **sources}
+    if list(sources) == ["corpus"]:
+        provenance["sha256"] = sources["corpus"]["sha256"]
+    return rows, provenance
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
@@ -447,21 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="one short decode of the test model in a child process")
     selftest.set_defaults(func=cmd_selftest)
 
-    train = commands.add_parser("train-arbiter", parents=[common],
-                                help="train the learned deferral model (arbitration.scorer = learned)")
-    train.add_argument("--corpus", required=True, help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
-    train.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
-    train.add_argument("--features-only", action="store_true",
-                       help="no question embedding (the corpus's data sets need not be readable)")
-    train.set_defaults(func=cmd_train_arbiter)
-
-    train_router = commands.add_parser("train-router", parents=[common],
-                                       help="train PRE_ARBITRATION's router (routing.model_dir); reload it with "
-                                            "`hybrid-router reload`")
-    train_router.add_argument("--corpus", required=True, help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
-    train_router.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
-    train_router.add_argument("--features-only", action="store_true", help="no embedding of the request")
-    train_router.set_defaults(func=cmd_train_router)
+    for verb, helps, func in (
+            ("train-arbiter", ("train the learned deferral model (arbitration.scorer = learned)",
+                               "no question embedding"), cmd_train_arbiter),
+            ("train-router", ("train PRE_ARBITRATION's router (routing.model_dir); load it into a running daemon "
+                              "with `hybrid-router reload`", "no embedding of the request"), cmd_train_router)):
+        train = commands.add_parser(verb, parents=[common], help=helps[0])
+        train.add_argument("--corpus", help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
+        train.add_argument("--ledger", help="a ledger database (ledger.path): its labelled POST_ARBITRATION "
+                                            "requests (read-only; with --corpus, the rows of both)")
+        train.add_argument("--since", type=parse_since,
+                           help="with --ledger: only requests since 30m, 2h, 7d or an ISO date/time")
+        train.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
+        train.add_argument("--features-only", action="store_true", help=helps[1])
+        train.set_defaults(func=func)
     return parser
 
 

@@ -1,6 +1,7 @@
 """Ledger schema: fresh creation, migration of an older file, refusal of a newer one."""
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from router.core.ledger import SCHEMA_VERSION, Ledger
 from router.core.ledger.schema import MIGRATIONS, migrate, schema_version
-from router.domain.types import BackendKind, Mode
+from router.domain.types import BackendKind, Decision, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 
@@ -47,11 +48,13 @@ def test_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     ledger.record(*make_exchange("new-1", edge="7"))
     assert ledger.flush()
     assert ledger.get("old-1")["mode"] == "EDGE_ONLY"
-    assert ledger.get("new-1") is not None
+    assert ledger.get("old-1")["decision"] == {}  # v5: rows from before it hold an empty decision
+    assert ledger.get("new-1")["decision"]["arbiter"] == "test-arbiter"
     ledger.close()
     with sqlite3.connect(path) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION
+        assert schema_version(conn) == SCHEMA_VERSION == 5
         assert "requests_by_mode_time" in _indexes(conn)
+        assert "decision_json" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
 
 
 def test_newer_database_is_refused_clearly_and_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -127,4 +130,73 @@ def test_v3_runs_gain_purpose_answer_and_new_rows_keep_theirs(tmp_path: Path) ->
     assert ledger.flush()
     assert [run["purpose"] for run in ledger.get("v3-1")["backend_runs"]] == ["answer"]
     assert [run["purpose"] for run in ledger.get("v4-1")["backend_runs"]] == ["sample", "answer"]
+    ledger.close()
+
+
+def test_v4_requests_gain_an_empty_decision_and_new_rows_keep_theirs(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        migrate(conn, MIGRATIONS[:4])
+        conn.execute(
+            "INSERT INTO requests (id, created_at, mode, arbiter, decision_score, served_by, messages_json, "
+            "content_hash, content_policy) VALUES ('v4-1', '2024-01-01T00:00:00.000000+00:00', "
+            "'POST_ARBITRATION', 'cascade', 0.4, 'CLOUD', '[]', 'abc', 'full')")
+    conn.close()
+
+    ledger = open_ledger(path)
+    ledger.record(*_post_arbitration("v5-1"))
+    assert ledger.flush()
+    old = ledger.get("v4-1")
+    assert (old["arbiter"], old["decision_score"], old["decision"]) == ("cascade", 0.4, {})
+    assert ledger.get("v5-1")["decision"]["features"] == FEATURES
+    ledger.close()
+
+
+FEATURES = {"lp_mean": -0.25, "lp_exp_mean": 0.7788, "has_passage": 0.0, "consistency_agree": 0.6}
+
+
+def _post_arbitration(request_id: str, **decision: object):
+    request, result = make_exchange(request_id, edge="I think 8. #### 8", cloud="3 + 4 = 7. #### 7",
+                                    served_by=BackendKind.CLOUD, mode=Mode.POST_ARBITRATION, reference="7")
+    fields: dict = dict(mode=Mode.POST_ARBITRATION, arbiter="cascade", score=0.31,
+                        reason="score 0.310 < threshold 0.500", scorer="rule (no learned model: model_dir is unset)",
+                        threshold=0.5, threshold_kind="fixed", escalated=True, features=FEATURES)
+    fields.update(decision)
+    return request, dataclasses.replace(result, decision=Decision(**fields))
+
+
+@pytest.mark.parametrize("log_content", ["full", "redacted", "none"])
+def test_a_post_arbitration_decision_round_trips_whole_under_every_content_policy(
+        tmp_path: Path, log_content: str) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(path, log_content=log_content)
+    ledger.record(*_post_arbitration("post-1"))
+    ledger.record(*_post_arbitration("post-2", score=None, threshold=None, escalated=False, features={},
+                                     scorer="learned v0003", threshold_kind="target_share"))
+    assert ledger.flush()
+    stored = ledger.get("post-1")
+    # Features are numbers, not content: kept even where every text is a hash.
+    assert stored["decision"] == {
+        "arbiter": "cascade", "scorer": "rule (no learned model: model_dir is unset)", "score": 0.31,
+        "threshold": 0.5, "threshold_kind": "fixed", "escalated": True,
+        "reason": "score 0.310 < threshold 0.500", "features": FEATURES}
+    assert (stored["arbiter"], stored["decision_score"]) == ("cascade", 0.31)
+    assert ledger.get("post-2")["decision"] == {
+        "arbiter": "cascade", "scorer": "learned v0003", "score": None, "threshold": None,
+        "threshold_kind": "target_share", "escalated": False, "reason": "score 0.310 < threshold 0.500",
+        "features": {}}
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        (raw,) = conn.execute("SELECT decision_json FROM requests WHERE id = 'post-1'").fetchone()
+    conn.close()
+    assert '"lp_exp_mean":0.7788' in raw
+
+
+def test_a_feature_that_is_not_a_finite_number_is_stored_as_null_not_lost_with_its_record(tmp_path: Path) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db")
+    ledger.record(*_post_arbitration("odd", features={"lp_min": float("-inf"), "lp_mean": float("nan"),
+                                                      "lp_p10": -1.5}))
+    assert ledger.flush()
+    assert ledger.get("odd")["decision"]["features"] == {"lp_min": None, "lp_mean": None, "lp_p10": -1.5}
+    assert ledger.metrics.failed_writes == 0
     ledger.close()

@@ -101,7 +101,17 @@ _V4_RUN_PURPOSE: Migration = (
     "ALTER TABLE backend_runs ADD COLUMN purpose TEXT NOT NULL DEFAULT 'answer'",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE, _V4_RUN_PURPOSE)
+# The whole decision, not only its arbiter, score and reason: the scorer (which says "rule (no learned
+# model: ...)" when a learned model was missing), the threshold and its kind, whether the cloud was asked,
+# and every feature the scorer computed, as one JSON object. Features are numbers, not content: they are
+# kept under every log_content policy, so a hashed-only ledger can still train the deferral model
+# (router/core/ledger/deferral.py). Rows written before v5 read '{}'.
+_V5_DECISION_JSON: Migration = (
+    "ALTER TABLE requests ADD COLUMN decision_json TEXT NOT NULL DEFAULT '{}'",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE, _V4_RUN_PURPOSE,
+                                     _V5_DECISION_JSON)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -76,6 +76,7 @@ class RequestRow:
     finish_reason: str
     content_hash: str
     content_policy: str
+    decision_json: str = "{}"   # the whole Decision (writer.decision_record); schema v5
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,8 @@ class LedgerStore:
         return self.conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is not None
 
     def get(self, request_id: str) -> Optional[dict[str, Any]]:
-        """One request with its backend runs and signals, JSON columns decoded."""
+        """One request with its backend runs and signals, JSON columns decoded (`decision_json` as
+        `decision`)."""
         conn = self.conn
         conn.row_factory = sqlite3.Row
         row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
@@ -307,6 +309,7 @@ class LedgerStore:
         record = dict(row)
         record["messages"] = json.loads(record.pop("messages_json"))
         record["metadata"] = json.loads(record.pop("metadata_json"))
+        record["decision"] = json.loads(record.pop("decision_json", None) or "{}")
         record["backends_run"] = [name for name in record["backends_run"].split(",") if name]
         runs = conn.execute("SELECT * FROM backend_runs WHERE request_id = ? ORDER BY ordinal",
                             (request_id,)).fetchall()

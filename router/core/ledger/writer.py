@@ -19,18 +19,19 @@ import collections
 import concurrent.futures
 import hashlib
 import logging
+import math
 import queue
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from router.core.ledger.redaction import ContentFilter
 from router.core.ledger.signals import AccuracySignal, compute_signals
 from router.core.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUnavailableError, PendingSignal,
                                  PreparedRecord, RequestRow, RunRow, SignalRow, format_time, to_json)
-from router.domain.types import BackendKind, GenerateRequest, GenerateResult
+from router.domain.types import BackendKind, Decision, GenerateRequest, GenerateResult
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,26 @@ def content_hash(request: GenerateRequest, result: GenerateResult) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _number(value: object) -> Optional[float]:
+    """A finite float, else None: NaN and infinities are not JSON, and a value that is no number at all
+    must not cost the record."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    """The whole decision as stored in `requests.decision_json`. Not filtered by log_content: the
+    features are numbers computed from the answer, not content, and the rest names the arbiter, the
+    scorer and the threshold (the reason is stored unfiltered in decision_reason already)."""
+    return {"arbiter": decision.arbiter, "scorer": decision.scorer, "score": _number(decision.score),
+            "threshold": _number(decision.threshold), "threshold_kind": decision.threshold_kind,
+            "escalated": bool(decision.escalated), "reason": decision.reason,
+            "features": {str(name): _number(value) for name, value in decision.features.items()}}
+
+
 def signal_row(signal: AccuracySignal, content: ContentFilter, created_at: str) -> SignalRow:
     return SignalRow(kind=signal.kind.value, target=signal.target.value, score=signal.score,
                      correct=signal.correct, f1=signal.f1,
@@ -262,6 +283,7 @@ class RecordPreparer:
             finish_reason=result.finish_reason,
             content_hash=content_hash(request, result),
             content_policy=content.policy.value,
+            decision_json=to_json(decision_record(decision)),
         )
         runs = tuple(RunRow(
             ordinal=index, backend=BackendKind(run.backend).name, model=run.model,
