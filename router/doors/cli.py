@@ -225,6 +225,10 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> i
     if args.since is not None and not args.ledger:
         print(f"hybrid-router {verb}: --since selects ledger requests; give --ledger FILE too", file=sys.stderr)
         return EXIT_USAGE
+    if args.features_only and args.embedding_components:
+        print(f"hybrid-router {verb}: --embedding-components keeps part of the embedding, which --features-only "
+              "leaves out; give one of them", file=sys.stderr)
+        return EXIT_USAGE
     try:
         import importlib
 
@@ -244,7 +248,7 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> i
             directory = train(rows, Path(args.out), provenance=provenance)
         else:
             encoder = TextEncoder.from_cache(model_cache(_settings(args)))
-            directory = train(rows, Path(args.out), provenance=provenance,
+            directory = train(rows, Path(args.out), provenance=provenance, components=args.embedding_components,
                               encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
     except TrainingError as exc:
         print(f"hybrid-router: {exc}", file=sys.stderr)
@@ -492,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="with --ledger: only requests since 30m, 2h, 7d or an ISO date/time")
         train.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
         train.add_argument("--features-only", action="store_true", help=helps[1])
+        train.add_argument("--embedding-components", type=int, default=None, metavar="N",
+                           help="keep N principal components of the embedding (0: none) instead of letting "
+                                "cross-validation choose among 0, 8 and 32")
         train.set_defaults(func=func)
     return parser
 

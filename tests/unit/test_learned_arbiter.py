@@ -262,3 +262,16 @@ def test_train_arbiter_cli_names_features_only_when_the_corpus_has_no_texts(
 @pytest.mark.parametrize("gain, score", [(0.0, 0.5), (1.0, 0.0), (-1.0, 1.0), (0.5, 0.25), (3.0, 0.0), (-3.0, 1.0)])
 def test_a_gain_becomes_a_score_that_keeps_the_edge_when_high(gain: float, score: float) -> None:
     assert gain_to_score(gain) == pytest.approx(score)
+
+
+def test_a_fixed_number_of_components_needs_an_encoder_and_is_refused_with_features_only(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from router.core.arbiters.training import select_model
+
+    x, y = np.zeros((40, len(FEATURE_NAMES))), np.zeros(40)
+    with pytest.raises(TrainingError, match="cannot keep 8 principal components .*no encoder"):
+        select_model(x, y, embedded=False, feature_count=len(FEATURE_NAMES), components=8)
+    assert select_model(x, y, embedded=False, feature_count=len(FEATURE_NAMES), components=0).components == 0
+    assert cli_main(["train-arbiter", "--corpus", str(corpus), "--out", str(tmp_path), "--features-only",
+                     "--embedding-components", "8"]) == 2
+    assert "--features-only" in capsys.readouterr().err and not (tmp_path / "v0001").exists()

@@ -91,10 +91,18 @@ def build_regressor(components: int, alpha: float, width: int, feature_count: in
     return make_pipeline(columns, Ridge(alpha=alpha))
 
 
-def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count: int) -> ModelSelection:
+def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count: int,
+                 components: Optional[int] = None) -> ModelSelection:
     """The embedding's size (none, or a few principal components) and the ridge alpha with the least
     cross-validated squared error on the training rows."""
-    candidates = tuple(c for c in EMBEDDING_COMPONENTS if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1])))
+    if components is not None:  # the caller's choice; only alpha is cross-validated
+        if components and (not embedded or components >= min(len(x) // 2, x.shape[1])):
+            raise TrainingError(f"cannot keep {components} principal components of the embedding "
+                                f"({'no encoder' if not embedded else f'{len(x)} training rows'})")
+        candidates: tuple[int, ...] = (components,)
+    else:
+        candidates = tuple(c for c in EMBEDDING_COMPONENTS
+                           if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1])))
     folds = KFold(n_splits=min(CV_FOLDS, len(x)), shuffle=True, random_state=0)
     best: Optional[tuple[float, int, float]] = None
     scores = {}
@@ -161,7 +169,8 @@ def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], n
 
 def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[str, Any],
                     encode: Optional[Callable[[str], np.ndarray]] = None,
-                    embedding_model: Optional[str] = None, feature_set: FeatureSet = DEFERRAL_FEATURES) -> Path:
+                    embedding_model: Optional[str] = None, feature_set: FeatureSet = DEFERRAL_FEATURES,
+                    components: Optional[int] = None) -> Path:
     """Train, export, check and write a new versioned artifact under `out`; returns its directory.
 
     `provenance` says where the rows came from (meta.json's training_corpus). With `encode`, each
@@ -191,7 +200,8 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
 
     x_train, x_test = matrix(train), matrix(test)
     y_train = np.asarray([row.gain for row in train])
-    selection = select_model(x_train, y_train, embedded=encode is not None, feature_count=len(names))
+    selection = select_model(x_train, y_train, embedded=encode is not None, feature_count=len(names),
+                             components=components)
     if selection.components == 0 and encode is not None:
         # Cross-validation found the embedding no help: drop it, and the daemon needs no encoder.
         x_train, x_test = x_train[:, :len(names)], x_test[:, :len(names)]

@@ -20,7 +20,8 @@ ROUTER_FEATURES = FeatureSet(kind=ROUTER_KIND, names=ROUTER_FEATURE_NAMES, of=la
 
 
 def train_router(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[str, Any],
-                 encode: Optional[Callable[[str], np.ndarray]] = None, embedding_model: Optional[str] = None) -> Path:
+                 encode: Optional[Callable[[str], np.ndarray]] = None, embedding_model: Optional[str] = None,
+                 components: Optional[int] = None) -> Path:
     """A new versioned router artifact under `out`; its features come from each row's text, so every
     row needs one (a ledger kept under log_content = none has none to give)."""
     untexted = [f"{row.dataset}:{row.item_id}" for row in rows if not row.text]
@@ -29,4 +30,4 @@ def train_router(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[st
                             "reads the request alone, so export the corpus again, or leave out a ledger kept "
                             "under log_content = none")
     return train_from_rows(rows, out, provenance=provenance, encode=encode, embedding_model=embedding_model,
-                           feature_set=ROUTER_FEATURES)
+                           feature_set=ROUTER_FEATURES, components=components)
