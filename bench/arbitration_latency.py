@@ -38,6 +38,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ N_CTX = 4096
 N_BATCH = 512
 # The calls to the stand-in are priced like any cloud call: its reported tokens times cloud.*_usd_per_mtok.
 # These are the configuration's defaults, gpt-4o-mini's list prices, written out so the setup says them.
-CLOUD_USD_PER_MTOK = {"input": 0.15, "output": 0.60}
+CLOUD_USD_PER_MTOK = MappingProxyType({"input": 0.15, "output": 0.60})
 STANDIN_API_KEY = "local-standin"  # the stand-in checks no key; the OpenAI client wants one
 PARALLEL_TARGET = 1.1  # parallel p50 <= 1.1 x CLOUD_ONLY p50
 BOOTSTRAP_RESAMPLES = 2000
@@ -468,7 +469,7 @@ def run_arbiter(args: argparse.Namespace, arbiter: str, *, with_cloud_only: bool
     settings = load_settings(config_path, {})
     setup = {"arbitration": settings.arbitration.model_dump(mode="json"), "edge_core": args.edge_core,
              "cloud_core": args.cloud_core, "threads": THREADS, "edge_model": EDGE_MODEL, "cloud_model": CLOUD_MODEL,
-             "seed": args.seed, "settle": args.settle, "cloud_usd_per_mtok": CLOUD_USD_PER_MTOK}
+             "seed": args.seed, "settle": args.settle, "cloud_usd_per_mtok": dict(CLOUD_USD_PER_MTOK)}
     guard_work_dir(arbiter_dir, setup, args.fresh)
     target = f"unix:{tmp}/{arbiter}.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_ROUTER_")}  # the TOML alone decides
@@ -504,6 +505,7 @@ def run_arbiter(args: argparse.Namespace, arbiter: str, *, with_cloud_only: bool
             "models": {"edge": {"name": info.edge.name, "sha256": info.edge.sha256, "n_ctx": info.edge.n_ctx},
                        "cloud": {"name": info.cloud.name, "endpoint": info.cloud.endpoint,
                                  "priced_as": info.cloud.priced_as, "local_standin": info.cloud.local_standin}},
+            "machine": info.hardware, "packages": dict(info.packages),
             "settle_waits": {"n": len(waits), "total_s": float(sum(waits)),
                              "over_1s": sum(w > 1.0 for w in waits), "max_s": max(waits, default=0.0)},
             "config": config_path.read_text()}
@@ -647,7 +649,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from bench.runner import DEFAULT_MAX_TOKENS
     from edge.catalogue import CATALOGUE, ModelCache
     from edge.errors import ModelFileError
-    from router.assembly.parts import hardware_summary, package_versions
     from router.domain.config import ArbitrationSettings, ConfigError, load_settings
 
     reproduce = shlex.join([".venv/bin/python", "bench/arbitration_latency.py",
@@ -710,7 +711,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                    *(sys.argv[1:] if argv is None else argv)]),
         "reproduce": reproduce, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - started, "git": git_state(),
-        "machine": hardware_summary(), "packages": package_versions(),
+        # As the daemon reports them (Info): the bench talks to the router only through the SDK.
+        "machine": runs[first]["machine"], "packages": runs[first]["packages"],
         "load_average": {"start": load_start, "end": os.getloadavg()[0]},
         "setup": {
             "cloud": {"model": CLOUD_MODEL, "sha256": CATALOGUE[CLOUD_MODEL].sha256, "core": args.cloud_core,

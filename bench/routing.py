@@ -21,7 +21,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from router.assembly.parts import hardware_summary, package_versions
 from router.client import RouterClient
 from router.doors.launcher import LocalDaemon
 from router.domain.types import Mode
@@ -69,6 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["HYBRID_ROUTER_ROUTING__MODEL_DIR"] = str(args.router.resolve())
     decisions = []
     with LocalDaemon(env=env) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
+        info = client.info()
         for row in requests:
             result = client.generate(prompt=row["text"], mode=Mode.PRE_ARBITRATION, max_tokens=1)
             decisions.append({"dataset": row["dataset"], "item_id": row["item_id"],
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = summarize(decisions, share=args.share, min_samples=args.min_samples)
     summary.update(router=decisions[0]["scorer"], corpus=str(args.corpus), seed=args.seed,
                    command=" ".join(["python", "bench/routing.py", *sys.argv[1:]]),
-                   hardware=hardware_summary(), packages=package_versions())
+                   hardware=info.hardware, packages=dict(info.packages))
     return summary
 
 
@@ -96,7 +96,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| {d['p50']:.2f} ms | {d['p90']:.2f} ms | {d['p99']:.2f} ms | {d['max']:.2f} ms | "
         f"{'met' if summary['decide_target_met'] else 'NOT met'} |", "",
         f"Cloud share asked: {summary['requested_cloud_share']:.2f}; after calibration "
-        f"({summary['calibrated_requests']} requests): {summary['cloud_share_after_calibration']:.3f}; "
+        f"({summary['calibrated_requests']} requests): "
+        + ("none calibrated (raise --limit above --min-samples)" if summary["cloud_share_after_calibration"] is None
+           else f"{summary['cloud_share_after_calibration']:.3f}") + "; "
         f"by data set: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["by_dataset"].items()), "",
     ])
 

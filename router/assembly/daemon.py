@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from router.assembly.modes import build_modes
-from router.assembly.routing import load_router_or_refuse
+from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
                                    package_versions)
 from router.core.daemon_ledger import DaemonLedger
@@ -51,6 +51,7 @@ class Daemon:
         self.router.sinks = (self.ledger,)
         self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
         self.judge: Optional[CloudJudge] = None
+        self._reloading = asyncio.Lock()
         self.backends: Optional[LoadedBackends] = None
         self._packages = package_versions()
         self._hardware = hardware_summary()
@@ -76,11 +77,10 @@ class Daemon:
             "cloud_endpoint": self.backends.cloud_info.endpoint}})
 
     async def reload_router(self, model_dir: Optional[Path] = None) -> tuple[str, str]:
-        """PRE_ARBITRATION's router from `model_dir` (default: routing.model_dir), in place of the one in
-        use; requests in flight finish on the old one. Returns (previous name, new name). A model that
+        """PRE_ARBITRATION's router from `model_dir` (default: routing.model_dir), with its own threshold,
+        in place of the one in use; requests in flight finish on the old one. Reloads run one at a time,
+        so the last asked for is the one that stays. Returns (previous name, new name). A model that
         cannot be used raises RouterModelRefusedError and nothing changes."""
-        from router.assembly.routing import RouterModelRefusedError
-
         directory = model_dir or self.settings.routing.model_dir
         if directory is None:
             raise RouterModelRefusedError("no router to load: give its directory (hybrid-router reload --model-dir "
@@ -88,11 +88,14 @@ class Daemon:
         handler = self.router.modes.get(Mode.PRE_ARBITRATION)
         if not isinstance(handler, PreArbitrationMode):
             raise RouterModelRefusedError("this daemon runs no PRE_ARBITRATION router to reload")
-        # The load (onnxruntime, the encoder) runs in a thread; only the swap is on the event loop.
-        new = await asyncio.to_thread(load_router_or_refuse, Path(directory), self._model_cache, handler.slot)
-        previous = handler.slot.swap(new)
-        self.logger.info("router reloaded", extra={"fields": {"previous": previous.name, "new": new.name}})
-        return previous.name, new.name
+        async with self._reloading:
+            # The load (onnxruntime, the encoder) runs in a thread; only the swap is on the event loop.
+            new = await asyncio.to_thread(load_routing_or_refuse, Path(directory), self.settings.routing,
+                                          self._model_cache, handler.slot.current.router)
+            previous = handler.slot.swap(new)
+        self.logger.info("router reloaded", extra={"fields": {"previous": previous.router.name,
+                                                               "new": new.router.name}})
+        return previous.router.name, new.router.name
 
     def info(self) -> DaemonInfo:
         loaded = self.backends

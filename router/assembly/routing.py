@@ -15,13 +15,9 @@ from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModel
 from router.core.arbiters.thresholds import TargetAccuracyThreshold, Threshold
 from router.core.routing.features import ROUTER_FEATURE_NAMES
 from router.core.routing.mode import PreArbitrationMode
-from router.core.routing.model import LearnedRouter, RequestRouter, RouterSlot, RuleRouter
+from router.core.routing.model import LearnedRouter, RequestRouter, RouterSlot, Routing, RuleRouter
 from router.domain.config import ConfigError, RoutingSettings
 from router.domain.errors import InvalidRequestError
-
-ROUTER_TRAIN_HINT = ("train one with `hybrid-router train-router --corpus bench/corpus/arbitration.jsonl --out DIR` "
-                     "and set routing.model_dir to the version directory it prints")
-
 
 class RouterModelRefusedError(InvalidRequestError):
     """A reload named a router model that cannot be used; the router in use stays."""
@@ -66,14 +62,21 @@ def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
                           logger: Optional[logging.Logger] = None) -> PreArbitrationMode:
     """Raises ConfigError for a configured router that cannot be used."""
     router = build_request_router(settings, cache)
-    return PreArbitrationMode(RouterSlot(router), build_routing_threshold(settings, router, logger))
+    return PreArbitrationMode(RouterSlot(Routing(router, build_routing_threshold(settings, router, logger))))
 
 
-def load_router_or_refuse(model_dir: Path, cache: ModelCache, slot: RouterSlot) -> LearnedRouter:
-    """The router in `model_dir`, for a reload; RouterModelRefusedError (naming the router that stays)
-    for one that cannot be used. Blocking: it builds onnxruntime sessions."""
+def load_routing_or_refuse(model_dir: Path, settings: RoutingSettings, cache: ModelCache,
+                           in_use: RequestRouter) -> Routing:
+    """The router in `model_dir` with its threshold (built as at start-up: under target_accuracy from
+    its own calibration), for a reload; RouterModelRefusedError, naming the router that stays, for one
+    that cannot be used. Blocking: it builds onnxruntime sessions."""
+    if not model_dir.is_absolute():
+        raise RouterModelRefusedError(f"the router directory {model_dir} is relative: give an absolute path (the "
+                                      f"daemon's working directory is not yours); the router in use "
+                                      f"({in_use.name}) stays")
     try:
-        return load_learned_router(model_dir, cache)
-    except (LearnedModelError, EdgeError) as exc:
+        router = load_learned_router(model_dir, cache)
+        return Routing(router, build_routing_threshold(settings, router))
+    except (LearnedModelError, EdgeError, ConfigError, OSError, RuntimeError, ValueError) as exc:
         raise RouterModelRefusedError(f"the router in {model_dir} was refused, and the router in use "
-                                      f"({slot.current.name}) stays: {exc}") from exc
+                                      f"({in_use.name}) stays: {exc}") from exc

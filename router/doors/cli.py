@@ -207,15 +207,18 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 def cmd_train_arbiter(args: argparse.Namespace) -> int:
     """Train the learned deferral model on the labelled corpus and/or the ledger; writes a new version directory."""
-    return _train(args, "train-arbiter", "router.core.arbiters.training", "train_from_rows")
+    from router.core.arbiters.features import FEATURE_NAMES
+
+    return _train(args, "train-arbiter", "router.core.arbiters.training", "train_from_rows",
+                  need_features=FEATURE_NAMES)
 
 
 def cmd_train_router(args: argparse.Namespace) -> int:
     """Train PRE_ARBITRATION's router on the labelled corpus and/or the ledger; writes a new version directory."""
-    return _train(args, "train-router", "router.core.routing.training", "train_router")
+    return _train(args, "train-router", "router.core.routing.training", "train_router", need_features=())
 
 
-def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> int:
+def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, need_features: Sequence[str]) -> int:
     """The two trainers' shared command: rows from --corpus and/or --ledger, the encoder unless
     --features-only, a new version directory printed on stdout and its metrics on stderr."""
     if not args.corpus and not args.ledger:
@@ -243,7 +246,7 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> i
     from router.core.arbiters.corpus import TrainingError
 
     try:
-        rows, provenance = _training_rows(args)
+        rows, provenance = _training_rows(args, need_features)
         if args.features_only:
             directory = train(rows, Path(args.out), provenance=provenance)
         else:
@@ -259,8 +262,9 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str) -> i
     return 0
 
 
-def _training_rows(args: argparse.Namespace) -> tuple[list, dict[str, object]]:
-    """The rows of --corpus and --ledger, and meta.json's training_corpus (one entry per source)."""
+def _training_rows(args: argparse.Namespace, need_features: Sequence[str]) -> tuple[list, dict[str, object]]:
+    """The rows of --corpus and --ledger (ledger requests whose decisions recorded every one of
+    `need_features`), and meta.json's training_corpus (one entry per source)."""
     from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
     from router.core.ledger.deferral import DATASET as LEDGER_DATASET, deferral_rows
     from router.core.ledger.store import format_time
@@ -276,7 +280,8 @@ def _training_rows(args: argparse.Namespace) -> tuple[list, dict[str, object]]:
         ledger = Path(args.ledger).expanduser()
         since = format_time(args.since) if args.since is not None else None
         # With a corpus beside it, a ledger with nothing labelled yet only adds no rows.
-        ledger_rows, skipped = deferral_rows(ledger, since=since, require_rows=not args.corpus)
+        ledger_rows, skipped = deferral_rows(ledger, since=since, require_rows=not args.corpus,
+                                             need_features=need_features)
         rows.extend(ledger_rows)
         sources["ledger"] = {"path": str(ledger), "rows": len(ledger_rows), "since": since,
                              "skipped": dict(sorted(skipped.items()))}
@@ -293,6 +298,13 @@ def _training_rows(args: argparse.Namespace) -> tuple[list, dict[str, object]]:
     if list(sources) == ["corpus"]:
         provenance["sha256"] = sources["corpus"]["sha256"]
     return rows, provenance
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def _sha256(path: Path) -> str:
@@ -496,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="with --ledger: only requests since 30m, 2h, 7d or an ISO date/time")
         train.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
         train.add_argument("--features-only", action="store_true", help=helps[1])
-        train.add_argument("--embedding-components", type=int, default=None, metavar="N",
+        train.add_argument("--embedding-components", type=_non_negative_int, default=None, metavar="N",
                            help="keep N principal components of the embedding (0: none) instead of letting "
                                 "cross-validation choose among 0, 8 and 32")
         train.set_defaults(func=func)

@@ -67,8 +67,9 @@ def test_reload_without_a_directory_names_the_setting(rule_daemon: ServerThread)
 def test_a_router_that_takes_the_embedding_is_refused_without_the_encoder_file(tmp_path: Path) -> None:
     from edge.catalogue import ModelCache
     from edge.encoder import ENCODER_MODEL, TextEncoder
-    from router.assembly.routing import RouterModelRefusedError, load_router_or_refuse
-    from router.core.routing.model import RouterSlot, RuleRouter
+    from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
+    from router.core.routing.model import RuleRouter
+    from router.domain.config import RoutingSettings
     from tests.conftest import models_dir
 
     # The signal is in the meaning alone (animals right, chemistry wrong), not in any text feature.
@@ -86,8 +87,8 @@ def test_a_router_that_takes_the_embedding_is_refused_without_the_encoder_file(t
     directory = train_router(read_corpus(corpus), tmp_path / "routers", provenance={"path": str(corpus)},
                              encode=lambda text: encoder.encode([text])[0], embedding_model=ENCODER_MODEL)
     assert json.loads((directory / "meta.json").read_text())["embedding_dim"] == 512
-    slot = RouterSlot(RuleRouter("routing.model_dir is unset"))
+    in_use = RuleRouter("routing.model_dir is unset")
     with pytest.raises(RouterModelRefusedError, match=f"hybrid-router models pull {ENCODER_MODEL}"):
-        load_router_or_refuse(directory, ModelCache(tmp_path / "empty-cache"), slot)
-    assert slot.current.name.startswith("rule (")
-    assert load_router_or_refuse(directory, ModelCache(models_dir()), slot).name == "router v0001"
+        load_routing_or_refuse(directory, RoutingSettings(), ModelCache(tmp_path / "empty-cache"), in_use)
+    routing = load_routing_or_refuse(directory, RoutingSettings(), ModelCache(models_dir()), in_use)
+    assert routing.router.name == "router v0001"

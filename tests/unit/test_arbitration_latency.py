@@ -221,7 +221,9 @@ def test_work_dir_results_resume_only_under_the_same_setup(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ processes
 
-class FakeProcess:
+class ScriptedCpuFaultInjectionProcess:
+    """Stands in for a PinnedProcess whose CPU time follows a script: what wait_idle reads."""
+
     def __init__(self, usage):
         self.usage = iter(usage)
 
@@ -230,14 +232,13 @@ class FakeProcess:
 
 
 def test_wait_idle_waits_while_a_process_still_uses_cpu():
-    busy_then_idle = FakeProcess([0.0, 0.5, 0.5, 1.0, 1.0, 1.0])  # busy in two windows, idle in the third
-    idle = FakeProcess([0.0] * 6)
+    busy_then_idle = ScriptedCpuFaultInjectionProcess([0.0, 0.5, 0.5, 1.0, 1.0, 1.0])  # busy in two windows, idle in the third
+    idle = ScriptedCpuFaultInjectionProcess([0.0] * 6)
     wait_idle([busy_then_idle, idle], window_s=0.0)
     assert next(busy_then_idle.usage, "exhausted") == "exhausted"  # it took all three windows
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 1,
-                    reason="needs taskset (util-linux)")
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 def test_a_pinned_child_runs_on_its_core_alone_and_stops_with_its_group(tmp_path):
     core = min(os.sched_getaffinity(0))
     child = PinnedProcess("sleeper", [sys.executable, "-c", "import threading, time; "
@@ -251,7 +252,6 @@ def test_a_pinned_child_runs_on_its_core_alone_and_stops_with_its_group(tmp_path
                 break
             __import__("time").sleep(0.05)
         assert affinity == {"threads": 2, "cpus_allowed": [str(core)]}
-        assert child.cpu_seconds() >= 0.0
     finally:
         child.stop(timeout_s=5.0)
     assert child.exited() is not None

@@ -336,10 +336,21 @@ def test_train_router_from_the_ledger_reads_the_requests_text(tmp_path: Path,
     out = tmp_path / "routers"
     assert cli_main(["train-router", "--ledger", str(ledger), "--out", str(out), "--features-only"]) == 0
     meta = json.loads((out / "v0001" / "meta.json").read_text())
-    assert meta["kind"] == "router" and meta["training_corpus"]["ledger"]["rows"] == 40
+    # The request without decision features is a row too: the router reads the text alone.
+    assert meta["kind"] == "router" and meta["training_corpus"]["ledger"]["rows"] == 41
     hashed = tmp_path / "hashed.db"
     for i in range(4):
         _write_with_signals(hashed, _post(f"hashed-{i}"), [_judge(0.2, EDGE), _judge(0.9, CLOUD)], policy="none")
     # The router reads the request alone: a ledger kept as hashes has nothing to give it, even features-only.
     assert cli_main(["train-router", "--ledger", str(hashed), "--out", str(tmp_path / "none"), "--features-only"]) == 1
     assert "no request text" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_a_decision_with_only_some_features_trains_the_router_not_the_arbiter(tmp_path: Path) -> None:
+    # The rule scorer records no verification: reading its absence as verify_p_yes = 0 would be a claim.
+    path = tmp_path / "ledger.db"
+    partial = {name: 0.5 for name in FEATURE_NAMES if not name.startswith(("verify", "has_verification"))}
+    _write_with_signals(path, _post("partial", features=partial), [_judge(0.2, EDGE), _judge(0.9, CLOUD)])
+    assert deferral_rows(path, require_rows=False) == ([], collections.Counter(partial_features=1))
+    rows, skipped = deferral_rows(path, need_features=())
+    assert [row.item_id for row in rows] == ["partial"] and not skipped

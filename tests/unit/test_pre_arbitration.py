@@ -10,14 +10,15 @@ import pytest
 
 from edge.catalogue import ModelCache
 from router.assembly.modes import build_modes
-from router.assembly.routing import RouterModelRefusedError, build_pre_arbitration, load_router_or_refuse
+from router.assembly.routing import RouterModelRefusedError, build_pre_arbitration, load_routing_or_refuse
 from router.core.arbiters.corpus import read_corpus
 from router.core.arbiters.learned import META_FILE, MODEL_FILE
 from router.core.engine import Backends, Router
 from router.core.fault_injection import FixedLatencyFaultInjectionBackend
 from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
-from router.core.routing.model import RouterSlot, RuleRouter, rule_score
+from router.core.routing.model import RuleRouter, rule_score
 from router.core.routing.training import train_router
+from router.core.arbiters.thresholds import TargetAccuracyThreshold
 from router.doors.cli import main as cli_main
 from router.domain.config import ArbitrationSettings, ConfigError, RoutingSettings, ServerSettings, load_settings
 from router.domain.pricing import CostModel
@@ -105,7 +106,11 @@ async def test_a_trained_router_routes_by_what_it_learned(router_artifact: Path,
 async def test_target_accuracy_takes_the_routers_calibration(router_artifact: Path, tmp_path: Path) -> None:
     routing = RoutingSettings(model_dir=router_artifact, threshold="target_accuracy", target_accuracy=0.95)
     decision = (await pre_router(routing, ModelCache(tmp_path)).generate(request(CAPITAL))).decision
-    assert decision.threshold_kind == "target_accuracy" and 0.0 <= decision.threshold <= 1.0
+    from router.core.arbiters.learned import LearnedModel
+    from router.core.arbiters.learned import ROUTER_KIND
+    model = LearnedModel(router_artifact, feature_names=ROUTER_FEATURE_NAMES, kind=ROUTER_KIND)
+    expected = TargetAccuracyThreshold.from_calibration(0.95, model.calibration())
+    assert decision.threshold_kind == "target_accuracy" and decision.threshold == expected.value
 
 
 # -- reloading -----------------------------------------------------------------------------------------
@@ -118,7 +123,7 @@ async def test_a_reload_is_atomic_and_a_request_in_flight_keeps_its_router(route
     slot = router.modes[Mode.PRE_ARBITRATION].slot
     stream = router.stream(request(CAPITAL, max_tokens=6))
     first = await stream.__anext__()  # the request has decided and is generating
-    slot.swap(load_router_or_refuse(router_artifact, cache, slot))
+    slot.swap(load_routing_or_refuse(router_artifact, RoutingSettings(threshold="fixed"), cache, slot.current.router))
     events = [first] + [event async for event in stream]
     in_flight = events[-1]
     assert isinstance(in_flight, GenerateResult) and in_flight.decision.scorer.startswith("rule (")
@@ -150,12 +155,35 @@ def wrong_width(artifact: Path, to: Path) -> Path:
 ])
 def test_a_bad_artifact_is_refused_and_the_router_in_use_stays(router_artifact: Path, deferral_artifact: Path,  # noqa: F811
                                                                tmp_path: Path, make_bad, why: str) -> None:
-    slot = RouterSlot(RuleRouter("routing.model_dir is unset"))
+    in_use = RuleRouter("routing.model_dir is unset")
     bad = make_bad(router_artifact, deferral_artifact, tmp_path)
     with pytest.raises(RouterModelRefusedError, match=why) as refused:
-        load_router_or_refuse(bad, ModelCache(tmp_path), slot)
+        load_routing_or_refuse(bad, RoutingSettings(), ModelCache(tmp_path), in_use)
     assert "rule (no trained router" in str(refused.value) and str(bad) in str(refused.value)
-    assert slot.current.name.startswith("rule (")
+
+
+@pytest.mark.parametrize("directory, why", [("relative/v0001", "is relative: give an absolute path"),
+                                            ("~nosuchuser/v0001", "is relative")])
+def test_a_directory_the_daemon_cannot_resolve_is_refused_not_an_internal_error(tmp_path: Path, directory: str,
+                                                                              why: str) -> None:
+    with pytest.raises(RouterModelRefusedError, match=why):
+        load_routing_or_refuse(Path(directory), RoutingSettings(), ModelCache(tmp_path), RuleRouter("unset"))
+
+
+def test_a_reload_under_target_accuracy_brings_the_new_models_calibration(router_artifact: Path,
+                                                                          tmp_path: Path) -> None:
+    settings = RoutingSettings(model_dir=router_artifact, threshold="target_accuracy", target_accuracy=0.9)
+    routing = load_routing_or_refuse(router_artifact, settings, ModelCache(tmp_path), RuleRouter("unset"))
+    expected = TargetAccuracyThreshold.from_calibration(0.9, routing.router.model.calibration())
+    assert routing.threshold.name == "target_accuracy" and routing.threshold.current() == expected.value
+    uncalibrated = tmp_path / "old"
+    uncalibrated.mkdir()
+    (uncalibrated / MODEL_FILE).write_bytes((router_artifact / MODEL_FILE).read_bytes())
+    meta = json.loads((router_artifact / META_FILE).read_text())
+    meta.pop("calibration")
+    (uncalibrated / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(RouterModelRefusedError, match="calibration"):
+        load_routing_or_refuse(uncalibrated, settings, ModelCache(tmp_path), routing.router)
 
 
 # -- configuration and training refusals -----------------------------------------------------------------

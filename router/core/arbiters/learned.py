@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -35,9 +36,12 @@ META_FILE = "meta.json"
 INPUT_NAME = "features"
 DEFERRAL_KIND = "deferral"   # an edge answer's features -> the gain of asking the cloud (POST_ARBITRATION)
 ROUTER_KIND = "router"       # the request's features -> the same gain, before anything is generated (PRE_ARBITRATION)
-TRAINERS = {DEFERRAL_KIND: "`hybrid-router train-arbiter`", ROUTER_KIND: "`hybrid-router train-router`"}
+TRAINERS = MappingProxyType({DEFERRAL_KIND: "`hybrid-router train-arbiter`", ROUTER_KIND: "`hybrid-router train-router`"})
 TRAIN_HINT = ("train one with `hybrid-router train-arbiter --corpus bench/corpus/arbitration.jsonl --out DIR` "
               "and set arbitration.model_dir to the directory it prints")
+ROUTER_TRAIN_HINT = ("train one with `hybrid-router train-router --corpus bench/corpus/arbitration.jsonl --out DIR` "
+                     "and set routing.model_dir to the directory it prints")
+TRAIN_HINTS = MappingProxyType({DEFERRAL_KIND: TRAIN_HINT, ROUTER_KIND: ROUTER_TRAIN_HINT})
 
 
 class LearnedModelError(Exception):
@@ -74,8 +78,9 @@ def read_meta(directory: Path, *, embedding_dims: tuple[int, ...], feature_names
         versions = sorted(p.name for p in Path(directory).glob("v[0-9]*") if (p / META_FILE).is_file())
         if versions:  # the --out directory of train-arbiter, not one of the versions it holds
             raise LearnedModelError(path, f"missing; {directory} holds trained versions: point "
-                                          f"arbitration.model_dir at one of them, e.g. {versions[-1]}") from None
-        raise LearnedModelError(path, f"missing; {TRAIN_HINT}") from None
+                                          f"{'routing' if kind == ROUTER_KIND else 'arbitration'}.model_dir at one of them, "
+                                          f"e.g. {versions[-1]}") from None
+        raise LearnedModelError(path, f"missing; {TRAIN_HINTS.get(kind, TRAIN_HINT)}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LearnedModelError(path, f"not readable JSON ({exc}); train the model again") from None
     if not isinstance(raw, dict):
@@ -109,9 +114,10 @@ class LearnedModel:
                  feature_names: Sequence[str] = FEATURE_NAMES, kind: str = DEFERRAL_KIND) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise LearnedModelError(self.directory, f"no such directory; {TRAIN_HINT}")
+            raise LearnedModelError(self.directory, f"no such directory; {TRAIN_HINTS.get(kind, TRAIN_HINT)}")
         self.meta = read_meta(self.directory, embedding_dims=embedding_dims, feature_names=feature_names, kind=kind)
-        self._session = _load_regressor(self.directory / MODEL_FILE, self.meta.input_width)
+        self._session = _load_regressor(self.directory / MODEL_FILE, self.meta.input_width,
+                                        TRAIN_HINTS.get(kind, TRAIN_HINT))
 
     @property
     def input_width(self) -> int:
@@ -142,11 +148,11 @@ class LearnedModel:
         return np.clip(np.asarray(output, dtype=np.float64).reshape(len(rows)), -1.0, 1.0)
 
 
-def _load_regressor(path: Path, width: int):  # -> onnxruntime.InferenceSession
+def _load_regressor(path: Path, width: int, hint: str):  # -> onnxruntime.InferenceSession
     import onnxruntime
 
     if not path.is_file():
-        raise LearnedModelError(path, f"missing; {TRAIN_HINT}")
+        raise LearnedModelError(path, f"missing; {hint}")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # a linear model: threads would only contend with the edge's
     try:

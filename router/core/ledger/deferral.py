@@ -32,9 +32,10 @@ import json
 import math
 import sqlite3
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError
+from router.core.arbiters.features import FEATURE_NAMES
 
 DATASET = "ledger"
 TEST_SHARE = 0.25
@@ -46,6 +47,7 @@ _UNANSWERED = "UNSPECIFIED"
 # Skip reasons, in the order they are checked: a request is counted under the first that applies.
 NOT_ANSWERED = "not_answered"        # served by no one (cancelled, failed)
 OTHER_MODE = "other_mode"            # not POST_ARBITRATION: its features (if any) are not the arbiter's
+PARTIAL_FEATURES = "partial_features"  # recorded by a scorer that computes only some of them (rule, logprob)
 NO_FEATURES = "no_features"          # no decision features (or a ledger older than schema v5)
 NO_EDGE_ANSWER = "no_edge_answer"    # the edge gave no finished answer
 NO_CLOUD_ANSWER = "no_cloud_answer"  # the cloud was not asked (the edge's answer was kept), or was cut short
@@ -170,17 +172,20 @@ def _last_user_text(messages_json: str, policy: str) -> str:
     return str(users[-1]) if users else ""
 
 
-def deferral_rows(path: Path, *, since: Optional[str] = None,
-                  require_rows: bool = True) -> tuple[list[CorpusRow], collections.Counter[str]]:
+def deferral_rows(path: Path, *, since: Optional[str] = None, require_rows: bool = True,
+                  need_features: Sequence[str] = FEATURE_NAMES) -> tuple[list[CorpusRow], collections.Counter[str]]:
     """The training rows the ledger at `path` holds (requests created at or after `since`, ISO-8601 UTC
-    text as the ledger stores it), and how many requests were skipped, by reason. Raises TrainingError
-    when the file cannot be read, or (with `require_rows`) gives no row."""
+    text as the ledger stores it), and how many requests were skipped, by reason. A request whose
+    decision lacks any of `need_features` is skipped (`partial_features`): a missing feature would be
+    read as 0, which is a claim (no sample agreed, the verifier said no), not an absence. The pre-router
+    reads the text alone and needs none. Raises TrainingError when the file cannot be read, or (with
+    `require_rows`) gives no row."""
     path = Path(path)
     conn = _open_read_only(path)
     skipped: collections.Counter[str] = collections.Counter()
     rows: list[CorpusRow] = []
     try:
-        rows = _read(conn, since or "", skipped)
+        rows = _read(conn, since or "", skipped, need_features)
     except sqlite3.Error as exc:
         raise TrainingError(f"cannot read the ledger {path}: {exc}") from None
     finally:
@@ -197,7 +202,8 @@ def deferral_rows(path: Path, *, since: Optional[str] = None,
     return rows, skipped
 
 
-def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str]) -> list[CorpusRow]:
+def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str],
+          need_features: Sequence[str]) -> list[CorpusRow]:
     request_columns = _columns(conn, "requests")
     decision = "decision_json" if "decision_json" in request_columns else "'{}'"
     purpose = "b.purpose" if "purpose" in _columns(conn, "backend_runs") else "'answer'"
@@ -230,8 +236,10 @@ def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str
             reason = NOT_ANSWERED
         elif mode != MODE:
             reason = OTHER_MODE
-        elif not features:
+        elif need_features and not features:
             reason = NO_FEATURES
+        elif any(name not in features for name in need_features):
+            reason = PARTIAL_FEATURES
         elif "EDGE" not in answered:
             reason = NO_EDGE_ANSWER
         elif "CLOUD" not in answered:

@@ -16,14 +16,14 @@ def builtin_modes(arbiter: Optional[Arbiter] = None,
     default rule included; router/assembly/modes.py builds the configured ones)."""
     from router.core.arbiters import build_arbiter, build_threshold
     from router.core.routing.mode import PreArbitrationMode
-    from router.core.routing.model import RouterSlot, RuleRouter
+    from router.core.routing.model import RouterSlot, Routing, RuleRouter
     from router.domain.config import ArbitrationSettings, RoutingSettings
 
     if arbiter is None:
         arbiter = build_arbiter(ArbitrationSettings())
     if pre_arbitration is None:
-        pre_arbitration = PreArbitrationMode(RouterSlot(RuleRouter("routing.model_dir is unset")),
-                                             build_threshold(RoutingSettings()))
+        pre_arbitration = PreArbitrationMode(RouterSlot(Routing(RuleRouter("routing.model_dir is unset"),
+                                                                build_threshold(RoutingSettings()))))
     handlers: list[ModeHandler] = [
         SingleBackendMode(Mode.EDGE_ONLY, BackendKind.EDGE),
         SingleBackendMode(Mode.CLOUD_ONLY, BackendKind.CLOUD),

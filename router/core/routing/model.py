@@ -93,14 +93,23 @@ class LearnedRouter:
                              decide_s=time.perf_counter() - began)
 
 
+@dataclass(frozen=True)
+class Routing:
+    """A router and the threshold it is judged against: they change together (a new model brings its
+    own scores, and under target_accuracy its own calibration)."""
+
+    router: RequestRouter
+    threshold: Any  # router.core.arbiters.thresholds.Threshold
+
+
 class RouterSlot:
-    """The router in use. `current` is read once per request, so a request in flight keeps the
-    router it started with; `swap` replaces it for the requests after (one reference assignment:
-    atomic on the event loop)."""
+    """The routing in use. `current` is read once per request, so a request in flight keeps the router
+    it started with; `swap` replaces it for the requests after (one reference assignment: atomic on
+    the event loop)."""
 
-    def __init__(self, router: RequestRouter) -> None:
-        self.current = router
+    def __init__(self, routing: Routing) -> None:
+        self.current = routing
 
-    def swap(self, router: RequestRouter) -> RequestRouter:
-        previous, self.current = self.current, router
+    def swap(self, routing: Routing) -> Routing:
+        previous, self.current = self.current, routing
         return previous
