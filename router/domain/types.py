@@ -133,13 +133,14 @@ class Decision:
 
     mode: Mode
     arbiter: str = ""
-    score: Optional[float] = None  # the scorer's confidence in the edge answer, in [0, 1]; higher keeps it
+    # The scorer's (or the pre-router's) confidence in the edge, in [0, 1]; higher keeps (or picks) it.
+    score: Optional[float] = None
     reason: str = ""
-    scorer: str = ""  # which scorer produced `score` (router/core/arbiters/scorers.py)
-    threshold: Optional[float] = None  # the edge was kept when score >= threshold
-    threshold_kind: str = ""  # fixed | target_share
-    escalated: bool = False  # the cloud was asked after the edge's answer was scored
-    features: Mapping[str, float] = field(default_factory=dict)  # what the scorer computed (features.py)
+    scorer: str = ""  # what produced `score`: a scorer (router/core/arbiters/scorers.py), "router v0003", a rule
+    threshold: Optional[float] = None  # the edge was kept (or picked) when score >= threshold
+    threshold_kind: str = ""  # fixed | target_share | target_accuracy | early, or "fixed (no calibration: ...)"
+    escalated: bool = False  # the cloud answers: after scoring the edge, or picked before generating (pre)
+    features: Mapping[str, float] = field(default_factory=dict)  # what the scorer or router computed
 
 
 # finish_reason of a request (and of a run) that ended before its answer did.
