@@ -702,20 +702,18 @@ def router_score_functions(rows: Sequence[Row], model_dir: Optional[Path], *,
     if model_dir is not None:
         from edge.catalogue import ModelCache
         from edge.encoder import TextEncoder
-        from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModelError, gain_to_score
+        from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModelError
+        from router.core.routing.model import LearnedRouter
 
         try:
             model = LearnedModel(model_dir, feature_names=ROUTER_FEATURE_NAMES, kind=ROUTER_KIND)
         except LearnedModelError as exc:
             raise CorpusError(str(exc)) from None
         encoder = TextEncoder.from_cache(ModelCache(model_cache)) if model.meta.embedding_dim else None
-        scores: dict[tuple[str, str], float] = {}
-        for row in rows:
-            features = router_features(row["text"])
-            vector = np.asarray([features[name] for name in ROUTER_FEATURE_NAMES], dtype=np.float32)
-            if encoder is not None:
-                vector = np.concatenate([vector, encoder.encode([row["text"]])[0]])
-            scores[(row["dataset"], row["item_id"])] = gain_to_score(float(model.predict_gain(vector[None, :])[0]))
+        # As the daemon decides: the same object, the row's text as the request's last user message.
+        router = LearnedRouter(model=model, encoder=encoder)
+        scores = {(row["dataset"], row["item_id"]): router.decide([{"role": "user", "content": row["text"]}]).score
+                  for row in rows}
         functions.append(ScoreFunction(PRE_ROUTER, lambda row: scores[(row["dataset"], row["item_id"])],
                                        routes_before=True))
     return tuple(functions)

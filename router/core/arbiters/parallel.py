@@ -8,7 +8,8 @@ escalated request costs about the cloud's own latency instead of the edge's plus
 If the cloud's whole answer is in before the edge's has been judged (a long chain of thought, a
 scorer that samples), the cloud's answer is served at once and the edge is stopped: the cloud is paid
 for in full by then, so keeping the edge's answer would save nothing, and waiting would only add the
-edge's remaining time to the request's. The decision says so.
+edge's remaining time to the request's. The decision says so; it has no edge score, so it adds
+nothing to a target_share threshold's window (the share it calibrates is of the requests judged).
 
 A cloud that fails before any of its answer has gone out does not fail the request: the edge's
 answer is served (sent again after the DraftDiscarded, when the draft was streamed), and the decision
