@@ -494,11 +494,14 @@ def run_arbiter(args: argparse.Namespace, arbiter: str, *, with_cloud_only: bool
             if not args.settle:
                 run_bench(target, plan, plan.limit, modes, out_dir, args.seed, log_path)
                 continue
-            for k in range(1, sizes[plan.slug] + 1):
-                for mode in modes:
+            # One mode over every item, then the next: run item by item, a POST_ARBITRATION cloud call
+            # would find its prompt still in the stand-in's cache from CLOUD_ONLY's call just before, a
+            # head start no real cloud gives.
+            for mode in modes:
+                for k in range(1, sizes[plan.slug] + 1):
                     waits.append(wait_idle([standin, daemon]))
                     run_bench(target, plan, k, [mode], out_dir, args.seed, log_path)
-                print(f"[{arbiter}] {plan.spec}: {k}/{sizes[plan.slug]} items", file=sys.stderr)
+                print(f"[{arbiter}] {plan.spec}: {mode} on {sizes[plan.slug]} items", file=sys.stderr)
     finally:
         daemon.stop()
     return {"affinity": affinity, "wall_s": time.monotonic() - started, "modes": modes,
