@@ -29,23 +29,27 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     out = tmp_path / "run"
     first = run_bench(out, "--limit", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert len((out / "results.jsonl").read_text().splitlines()) == 6  # 2 data sets x 1 item x 3 modes
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8  # 2 data sets x 1 item x 4 modes
 
     second = run_bench(out, "--limit", "2")  # the first item of each set is done already
     assert second.returncode == 0, second.stderr[-3000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     keys = [(r["dataset"], r["item_id"], r["mode"]) for r in records]
-    assert len(keys) == 12 and len(set(keys)) == 12, "a finished request was repeated"
+    assert len(keys) == 16 and len(set(keys)) == 16, "a finished request was repeated"
     for record in records:
         assert record["error"] is None
         assert set(record) >= {"dataset", "item_id", "mode", "question", "gold", "text", "served_by", "correct",
                                "f1", "cost_usd", "cloud_cost_usd", "edge_cost_usd", "ttft_s", "latency_s",
                                "cloud_calls", "edge_tokens", "cloud_tokens", "decision"}
-        expected_calls = {"CLOUD_ONLY": (1,), "EDGE_ONLY": (0,), "POST_ARBITRATION": (0, 1)}[record["mode"]]
+        expected_calls = {"CLOUD_ONLY": (1,), "EDGE_ONLY": (0,), "POST_ARBITRATION": (0, 1),
+                          "PRE_ARBITRATION": (0, 1)}[record["mode"]]
         assert record["cloud_calls"] in expected_calls
         if record["mode"] == "POST_ARBITRATION":
             assert record["decision"]["arbiter"] == "cascade" and record["decision"]["features"]
             assert record["edge_text"] is not None
+        if record["mode"] == "PRE_ARBITRATION":  # one model answers, the one the router picked
+            assert record["decision"]["arbiter"] == "pre" and record["decision"]["scorer"].startswith("rule (")
+            assert (record["cloud_calls"] == 1) == record["decision"]["escalated"]
 
     summary = json.loads((out / "summary.json").read_text())
     assert "--limit 2" in summary["meta"]["command"]
@@ -62,27 +66,28 @@ def test_tiny_bench_runs_resumes_and_writes_its_summary(tmp_path: Path, smollm_p
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert sorted((r["dataset"], r["mode"], r["n"]) for r in rows) == [
         ("gsm8k", "CLOUD_ONLY", 2), ("gsm8k", "EDGE_ONLY", 2), ("gsm8k", "POST_ARBITRATION", 2),
-        ("squad", "CLOUD_ONLY", 2), ("squad", "EDGE_ONLY", 2), ("squad", "POST_ARBITRATION", 2)]
-    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+        ("gsm8k", "PRE_ARBITRATION", 2), ("squad", "CLOUD_ONLY", 2), ("squad", "EDGE_ONLY", 2),
+        ("squad", "POST_ARBITRATION", 2), ("squad", "PRE_ARBITRATION", 2)]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 16
 
     # A report over part of what was run: no daemon, no requests, only the records asked for.
     report = run_bench(out, "--limit", "1", "--report-only", "--target", "unix:/nowhere")
     assert report.returncode == 0, report.stderr[-3000:]
     partial = json.loads((out / "summary.json").read_text())["meta"]
-    assert partial["planned_requests"] == partial["recorded_requests"] == 6
-    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    assert partial["planned_requests"] == partial["recorded_requests"] == 8
+    assert len((out / "results.jsonl").read_text().splitlines()) == 16
 
     # Other decoding settings must not add to these results: the run is refused before any request.
     other = run_bench(out, "--limit", "3", "--max-tokens", "30")
     assert other.returncode == 2
     assert "different max_tokens" in other.stderr and "new --out" in other.stderr
-    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    assert len((out / "results.jsonl").read_text().splitlines()) == 16
 
     # A mode the daemon does not implement yet is refused up front, not recorded as wrong answers.
     unimplemented = run_bench(out, "--limit", "2", "--modes", "EDGE_RAG_CLOUD_INFO")
     assert unimplemented.returncode == 2
     assert "does not implement EDGE_RAG_CLOUD_INFO" in unimplemented.stderr and "EDGE_ONLY" in unimplemented.stderr
-    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    assert len((out / "results.jsonl").read_text().splitlines()) == 16
 
 
 def test_report_only_on_an_empty_directory_says_there_is_nothing_to_report(tmp_path: Path) -> None:
