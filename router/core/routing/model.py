@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from router.core.arbiters.learned import LearnedModel, gain_to_score
-from router.core.routing.features import ROUTER_FEATURE_NAMES, request_text, router_features
+from router.core.routing.features import ROUTER_FEATURE_NAMES, embedding_text, request_text, router_features
 
 RULE_BASE, RULE_STEP = 0.5, 0.25
 
@@ -85,7 +85,7 @@ class LearnedRouter:
         features = router_features(text)
         row = np.asarray([features[name] for name in ROUTER_FEATURE_NAMES], dtype=np.float32)
         if self.encoder is not None:
-            row = np.concatenate([row, self.encoder.encode([text])[0]])
+            row = np.concatenate([row, self.encoder.encode([embedding_text(text)])[0]])
         gain = float(self.model.predict_gain(row[None, :])[0])
         if not np.isfinite(gain):
             raise ValueError(f"the router model {self.model.directory} predicted {gain}")

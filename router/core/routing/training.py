@@ -12,7 +12,7 @@ import numpy as np
 from router.core.arbiters.corpus import CorpusRow, TrainingError
 from router.core.arbiters.learned import ROUTER_KIND
 from router.core.arbiters.training import FeatureSet, train_from_rows
-from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
+from router.core.routing.features import ROUTER_FEATURE_NAMES, embedding_text, router_features
 from router.core.routing.model import rule_score
 
 ROUTER_FEATURES = FeatureSet(kind=ROUTER_KIND, names=ROUTER_FEATURE_NAMES, of=lambda row: router_features(row.text),
@@ -29,5 +29,7 @@ def train_router(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[st
         raise TrainingError(f"{len(untexted)} row(s) have no request text (first: {untexted[0]}); the router "
                             "reads the request alone, so export the corpus again, or leave out a ledger kept "
                             "under log_content = none")
-    return train_from_rows(rows, out, provenance=provenance, encode=encode, embedding_model=embedding_model,
+    # The daemon embeds only the text's end (routing/features.py): so does training.
+    embed = None if encode is None else (lambda text: encode(embedding_text(text)))
+    return train_from_rows(rows, out, provenance=provenance, encode=embed, embedding_model=embedding_model,
                            feature_set=ROUTER_FEATURES, components=components)
