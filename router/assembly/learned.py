@@ -8,14 +8,14 @@ the learned model's when it was not.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 from edge.catalogue import ModelCache
 from edge.encoder import EMBEDDING_DIM, TextEncoder
 from edge.errors import EdgeError
 from router.core.arbiters.learned import LearnedModel, LearnedModelError, LearnedScorer, TRAIN_HINT
 from router.core.arbiters.scorers import RuleScorer, Scorer
-from router.core.arbiters.thresholds import FixedThreshold, TargetAccuracyThreshold, Threshold
+from router.core.arbiters.thresholds import CalibrationPoint, FixedThreshold, TargetAccuracyThreshold, Threshold
 from router.domain.config import ArbitrationSettings, ConfigError
 
 
@@ -61,14 +61,20 @@ def build_target_accuracy_threshold(settings: ArbitrationSettings, scorer: Score
                               "to fixed or target_share") from exc
         logger.warning("no calibration table; the fixed threshold applies", extra={"fields": {"why": str(exc)}})
         return FixedThreshold(settings.fixed_threshold, name=f"fixed (no calibration: {exc.problem})")
-    threshold = TargetAccuracyThreshold.from_calibration(settings.target_accuracy, points)
+    return calibrated_threshold(settings.target_accuracy, points, logger, key="arbitration.target_accuracy")
+
+
+def calibrated_threshold(target: float, points: Sequence[CalibrationPoint], logger: logging.Logger, *,
+                         key: str) -> TargetAccuracyThreshold:
+    """The target_accuracy threshold from a model's calibration table, with the cloud share it expects
+    in the log (or a warning that no threshold reaches the target: every answer goes to the cloud)."""
+    threshold = TargetAccuracyThreshold.from_calibration(target, points)
     if threshold.expected is None:
-        logger.warning("arbitration.target_accuracy is above the quality every threshold reached on held-out "
-                       "items: every answer escalates", extra={"fields": {
-                           "target_accuracy": settings.target_accuracy,
-                           "best_quality": max(point.quality for point in points)}})
+        logger.warning(f"{key} is above the quality every threshold reached on held-out items: every request "
+                       "goes to the cloud", extra={"fields": {
+                           "target_accuracy": target, "best_quality": max(point.quality for point in points)}})
     else:
         logger.info("target_accuracy threshold", extra={"fields": {
-            "target_accuracy": settings.target_accuracy, "threshold": threshold.value,
+            "target_accuracy": target, "threshold": threshold.value,
             "expected_cloud_share": threshold.expected.cloud_share, "expected_quality": threshold.expected.quality}})
     return threshold

@@ -12,7 +12,8 @@ from edge.encoder import EMBEDDING_DIM, TextEncoder
 from edge.errors import EdgeError
 from router.core.arbiters import build_threshold
 from router.core.arbiters.learned import ROUTER_KIND, LearnedModel, LearnedModelError
-from router.core.arbiters.thresholds import TargetAccuracyThreshold, Threshold
+from router.assembly.learned import calibrated_threshold
+from router.core.arbiters.thresholds import Threshold
 from router.core.routing.features import ROUTER_FEATURE_NAMES
 from router.core.routing.mode import PreArbitrationMode
 from router.core.routing.model import LearnedRouter, RequestRouter, RouterSlot, Routing, RuleRouter
@@ -51,11 +52,8 @@ def build_routing_threshold(settings: RoutingSettings, router: RequestRouter,
     except LearnedModelError as exc:
         raise ConfigError(f"routing.threshold = target_accuracy: {exc}; or set routing.threshold to fixed or "
                           "target_share") from exc
-    threshold = TargetAccuracyThreshold.from_calibration(settings.target_accuracy, points)
-    (logger or logging.getLogger("hybrid_router.routing")).info("target_accuracy threshold", extra={"fields": {
-        "target_accuracy": settings.target_accuracy, "threshold": threshold.value,
-        "expected_cloud_share": threshold.expected.cloud_share if threshold.expected else 1.0}})
-    return threshold
+    logger = logger or logging.getLogger("hybrid_router.routing")
+    return calibrated_threshold(settings.target_accuracy, points, logger, key="routing.target_accuracy")
 
 
 def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
