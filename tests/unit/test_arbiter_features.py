@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from router.core.arbiters.features import (FEATURE_NAMES, Draft, as_vector, base_features, consistency_features,
-                                      has_passage, logprob_features)
+from router.core.arbiters.features import (EARLY_LEVELS, FEATURE_NAMES, Draft, as_vector, base_features,
+                                           consistency_features, early_feature_name, early_features, has_passage,
+                                           logprob_features)
 from router.core.arbiters.scorers import build_scorer, task_score, verification_messages
 from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold
 
@@ -120,3 +121,22 @@ def test_target_share_never_escalates_above_the_threshold_nor_keeps_below_it() -
         threshold.observe(value / 100)
     current = threshold.current()
     assert threshold.keeps(current + 0.01, current) and not threshold.keeps(current - 0.01, current)
+
+
+def test_early_features_find_where_the_running_confidence_first_falls_below_each_level() -> None:
+    confident = [math.log(0.95)] * 20
+    doubtful = [math.log(0.3)] * 16
+    features = early_features(confident + doubtful, window=16)
+    # The window's mean falls as doubtful tokens replace confident ones; it crosses 0.8 first.
+    crossings = [features[early_feature_name(level)] for level in EARLY_LEVELS]
+    assert all(c > 20 for c in crossings), crossings
+    assert crossings == sorted(crossings, reverse=True)  # lower levels are crossed later
+    assert features["early_window_min"] == pytest.approx(0.3)
+    assert set(FEATURE_NAMES).isdisjoint(features)  # diagnostics only: no model reads them
+
+
+def test_early_features_of_a_short_or_confident_draft_record_no_crossing() -> None:
+    for logprobs in ([math.log(0.1)] * 15, [math.log(0.99)] * 40):
+        features = early_features(logprobs, window=16)
+        assert all(features[early_feature_name(level)] == 0.0 for level in EARLY_LEVELS)
+    assert early_features([math.log(0.1)] * 15)["early_window_min"] == 1.0

@@ -106,9 +106,44 @@ def consistency_features(greedy: Optional[float], samples: Sequence[Optional[flo
             "consistency_distinct": float(distinct)}
 
 
+# Early escalation's running confidence, read over the whole draft: not model inputs (FEATURE_NAMES), but
+# recorded beside them so that early_threshold can be chosen offline from the corpus
+# (bench/arbitration_early.py): where the draft's confidence first fell below each level, in tokens.
+EARLY_WINDOW = 16
+EARLY_LEVELS: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def early_feature_name(level: float) -> str:
+    return f"early_first_below_{round(level * 100):03d}"
+
+
+def running_confidences(token_logprobs: Sequence[float], window: int = EARLY_WINDOW) -> list[float]:
+    """The geometric-mean token probability of every `window`-token stretch, in order of its last token."""
+    if len(token_logprobs) < window:
+        return []
+    total = math.fsum(token_logprobs[:window])
+    values = [math.exp(total / window)]
+    for end in range(window, len(token_logprobs)):
+        total += token_logprobs[end] - token_logprobs[end - window]
+        values.append(math.exp(total / window))
+    return values
+
+
+def early_features(token_logprobs: Sequence[float], window: int = EARLY_WINDOW) -> dict[str, float]:
+    """The lowest running confidence, and for each level the tokens generated when it first fell below it
+    (0 when it never did)."""
+    values = running_confidences(token_logprobs, window)
+    features = {"early_window_min": min(values) if values else 1.0}
+    for level in EARLY_LEVELS:
+        first = next((index for index, value in enumerate(values) if value < level), None)
+        features[early_feature_name(level)] = 0.0 if first is None else float(first + window)
+    return features
+
+
 def base_features(draft: Draft) -> dict[str, float]:
     """Every feature that needs no further model call."""
-    features = {**logprob_features(draft.token_logprobs), **request_features(draft), **span_features(draft)}
+    features = {**logprob_features(draft.token_logprobs), **request_features(draft), **span_features(draft),
+                **early_features(draft.token_logprobs)}
     features["completion_tokens"] = float(len(draft.token_logprobs))
     features["finished"] = float(draft.finish_reason == "stop")
     features["has_number"] = float(answer_number(draft.text) is not None)
