@@ -231,6 +231,16 @@ class LlamaBackend:
         )
         return EdgeStream(self, request)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone, as it would be tokenised inside a prompt (special-token text
+        included). Reads only the vocabulary, so it is safe beside a running generation."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def count_prompt_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
+        """Tokens of the whole prompt these messages render to (chat template included)."""
+        return len(self._prepare(_Request(messages=tuple(dict(m) for m in messages), max_tokens=1,
+                                          temperature=0.0, stop=(), seed=None)).tokens)
+
     def close(self) -> None:
         """Stop any running generation, then free the model."""
         if self._closed:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence
 
 from router.core.backends import Backend, translate_backend_error
+from router.core.info import InfoSource
 from router.domain.config import ServerSettings
 from router.domain.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
 from router.core.modes.base import ModeContext, ModeHandler, ModeOutcome
@@ -65,6 +66,7 @@ class Router:
     costs: CostModel
     modes: Mapping[Mode, ModeHandler]
     backends: Backends = field(default_factory=Backends)
+    info: Optional[InfoSource] = None  # the Info service, for the modes that retrieve
     sinks: Sequence[ResultSink] = ()
     # A client-supplied request_id must be new: in flight here or recorded there, it is refused, so
     # that no answer (and no cloud spend) is left out of the ledger as a duplicate.
@@ -110,7 +112,7 @@ class Router:
                 claimed_id = True
                 await self._refuse_if_recorded(request_id)
             ctx = ModeContext(request=request, mode=mode, params=params,
-                              backends=self.backends.as_dict(), costs=self.costs)
+                              backends=self.backends.as_dict(), costs=self.costs, info=self.info)
             outcome: Optional[ModeOutcome] = None
             async with contextlib.aclosing(self.modes[mode].run(ctx)) as events:
                 async for event in events:
@@ -183,7 +185,8 @@ class Router:
             await ctx.close_calls()
         finally:
             runs = ctx.runs
-            spent = any(run.prompt_tokens + run.completion_tokens > 0 for run in runs)
+            spent = (any(run.prompt_tokens + run.completion_tokens > 0 for run in runs)
+                     or any(call.cost_usd > 0 for call in ctx.info_calls))
             result = self._unanswered_result(request_id, ctx, finish_reason, reason, received, first_text_at)
             if spent:
                 self._hand_to_sinks(request, result)
@@ -204,7 +207,8 @@ class Router:
         runs = with_discarded_answers_as_drafts(ctx.runs, outcome.served_by)
         return self._assemble(request_id, ctx, runs, text=outcome.text, served_by=outcome.served_by,
                               decision=outcome.decision, finish_reason=outcome.finish_reason,
-                              received=received, first_text_at=first_text_at, done=done)
+                              received=received, first_text_at=first_text_at, done=done,
+                              citations=outcome.citations)
 
     def _unanswered_result(self, request_id: str, ctx: ModeContext, finish_reason: str, reason: str,
                            received: float, first_text_at: Optional[float]) -> GenerateResult:
@@ -218,22 +222,26 @@ class Router:
 
     def _assemble(self, request_id: str, ctx: ModeContext, runs: tuple[BackendRun, ...], *, text: str,
                   served_by: BackendKind, decision: Decision, finish_reason: str, received: float,
-                  first_text_at: Optional[float], done: float) -> GenerateResult:
+                  first_text_at: Optional[float], done: float, citations: tuple[str, ...] = ()) -> GenerateResult:
         """A result priced from every run the request made, whatever each was for and however it ended."""
         edge_cost = sum(r.cost_usd for r in runs if r.backend == BackendKind.EDGE)
         cloud_cost = sum(r.cost_usd for r in runs if r.backend == BackendKind.CLOUD)
+        info_calls = tuple(ctx.info_calls)
+        info_cost = sum(call.cost_usd for call in info_calls)
         total = done - received
         edge = self.backends.edge
         cloud = self.backends.cloud
         return GenerateResult(
             request_id=request_id, text=text, served_by=served_by,
             edge_model=edge.name if edge else "", cloud_model=cloud.name if cloud else "",
-            runs=runs, cost_usd=edge_cost + cloud_cost, edge_cost_usd=edge_cost,
+            runs=runs, cost_usd=edge_cost + cloud_cost + info_cost, edge_cost_usd=edge_cost,
             cloud_cost_usd=cloud_cost,
             latency=Latency(ttft_s=(first_text_at - received) if first_text_at else total, total_s=total,
                             edge_s=ctx.backend_seconds.get(BackendKind.EDGE, 0.0),
-                            cloud_s=ctx.backend_seconds.get(BackendKind.CLOUD, 0.0)),
-            decision=decision, finish_reason=finish_reason)
+                            cloud_s=ctx.backend_seconds.get(BackendKind.CLOUD, 0.0),
+                            info_s=sum(call.latency_s for call in info_calls)),
+            decision=decision, finish_reason=finish_reason, info_calls=info_calls, info_cost_usd=info_cost,
+            citations=citations)
 
     def _log(self, request_id: str, mode: Optional[Mode], status: str,
              result: Optional[GenerateResult], elapsed_s: float) -> None:

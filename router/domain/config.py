@@ -189,6 +189,40 @@ class RoutingSettings(_ThresholdKeys):
         return self
 
 
+class InfoSettings(_Section):
+    """The Info service (cloud side, `cloud/info/`): passages for EDGE_RAG_CLOUD_INFO and the agent's search."""
+
+    service: Literal["in_process", "remote", "off"] = Field(
+        "in_process", description="in_process: the daemon hosts the Info service on its own port and talks to it "
+        "through the same gRPC client as a remote one. remote: `hybrid-router info serve` at address. off: no "
+        "Info service; the modes that need one answer from the edge alone, marked degraded.")
+    address: str = Field("", description="service = remote: host:port of the Info service.")
+    index_dir: Path = Field(Path("~/.local/share/hybrid-router/info"),
+                            description="Where the Info service keeps its index (reloaded at start-up).")
+    encoder: str = Field("use-multilingual-512", description="Catalogue name of the dense text encoder.")
+    timeout_s: float = Field(2.0, gt=0, description="Longest wait for one retrieval; past it the mode answers "
+                             "without passages, marked degraded.")
+    price_per_retrieval_usd: float = Field(0.0001, ge=0, description="What one retrieval call costs (recorded "
+                                           "in the result and the ledger).")
+    k: int = Field(3, ge=1, le=50, description="Passages retrieved per request.")
+    chunk_tokens: int = Field(200, ge=16, le=4096, description="Largest chunk, in tokens (words and punctuation).")
+    chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
+    bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    dense_weight: float = Field(0.5, ge=0, description="Weight of the dense (encoder) ranking in the fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion's k: 1 / (k + rank).")
+    rerank: bool = Field(False, description="Re-rank the fused candidates (cloud/info/rerank.py).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "InfoSettings":
+        if self.service == "remote" and not self.address:
+            raise ValueError("service = remote needs address (host:port of `hybrid-router info serve`)")
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        if self.bm25_weight == 0 and self.dense_weight == 0:
+            raise ValueError("bm25_weight and dense_weight cannot both be 0")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
@@ -203,6 +237,7 @@ class Settings(_Section):
     ledger: LedgerSettings = LedgerSettings()
     arbitration: ArbitrationSettings = ArbitrationSettings()
     routing: RoutingSettings = RoutingSettings()
+    info: InfoSettings = InfoSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -54,6 +54,15 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who asks: the Info service returns only passages of documents open to one of `groups` (a document
+    with no groups is open to every caller)."""
+
+    user: str = ""
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     """A request as the core sees it. None means "use the daemon's default"."""
 
@@ -66,6 +75,7 @@ class GenerateRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     reference_answer: Optional[str] = None
     seed: Optional[int] = None
+    caller: Caller = Caller()  # whose documents retrieval may read (EDGE_RAG_CLOUD_INFO, the agent's search)
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class Latency:
     total_s: float
     edge_s: float
     cloud_s: float
+    info_s: float = 0.0  # waiting for the Info service, summed over its calls
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,51 @@ class Decision:
     threshold_kind: str = ""  # fixed | target_share | target_accuracy | early, or "fixed (no calibration: ...)"
     escalated: bool = False  # the cloud answers: after scoring the edge, or picked before generating (pre)
     features: Mapping[str, float] = field(default_factory=dict)  # what the scorer or router computed
+    # Answered without what the mode needed (the Info service down or slow: the edge alone answered).
+    degraded: bool = False
+    steps: tuple[AgentStep, ...] = ()  # EDGE_AGENT_CLOUD_INFO's trace
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved piece of a document; `start`/`end` are character offsets in the document's text."""
+
+    passage_id: str
+    document_id: str
+    text: str
+    score: float
+    start: int = 0
+    end: int = 0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InfoCall:
+    """One call to the Info service made while serving a request, however it ended: priced and timed
+    like a backend run (a call that failed after it was sent is priced too). `error` is empty when it
+    answered."""
+
+    operation: str  # "retrieve" (EDGE_RAG_CLOUD_INFO), or the agent's tool ("search")
+    query: str
+    passage_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    latency_s: float
+    cost_usd: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AgentStep:
+    """One step of EDGE_AGENT_CLOUD_INFO's tool loop, as the decision record keeps it."""
+
+    index: int
+    thought: str
+    tool: str  # search | ask_cloud | calculate | answer, or "" when the step did not parse
+    arguments: str  # the tool's input, as the edge wrote it
+    observation: str  # what the tool returned (trimmed), or why it failed
+    cost_usd: float = 0.0  # the tool's own cost (a search, a cloud call); the edge's tokens are in runs
+    latency_s: float = 0.0
+    error: str = ""
 
 
 # finish_reason of a request (and of a run) that ended before its answer did.
@@ -167,6 +223,9 @@ class GenerateResult:
     latency: Latency
     decision: Decision
     finish_reason: str
+    info_calls: tuple[InfoCall, ...] = ()
+    info_cost_usd: float = 0.0
+    citations: tuple[str, ...] = ()  # the passage ids the answer cites
 
     @property
     def answered(self) -> bool:

@@ -1,4 +1,4 @@
-"""`hybrid-router`: serve, ask, stats, feedback, export, models, demo, doctor, selftest, train-arbiter.
+"""`hybrid-router`: serve, ask, stats, feedback, export, models, demo, doctor, selftest, train-arbiter, info.
 
 The bench is not a verb here: it sits above the router and talks to it through the SDK (`python -m bench`)."""
 from __future__ import annotations
@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = commands.add_parser("selftest", parents=[common],
                                    help="one short decode of the test model in a child process")
     selftest.set_defaults(func=cmd_selftest)
+    from router.doors import info_cli  # here, not at the top: info_cli imports this module
+
+    info_cli.add_parser(commands, common)  # `info serve|ingest|retrieve|delete|stats`, dispatched by its run()
 
     for verb, helps, func in (
             ("train-arbiter", ("train the learned deferral model (arbitration.scorer = learned)",

@@ -10,24 +10,31 @@ from router.domain.types import BackendKind, Mode
 
 
 def builtin_modes(arbiter: Optional[Arbiter] = None,
-                  pre_arbitration: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
+                  pre_arbitration: Optional[ModeHandler] = None,
+                  rag: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
     """Every implemented mode, each given what it depends on: POST_ARBITRATION its arbiter,
-    PRE_ARBITRATION its router and threshold (defaults: what default settings build, the pre-router's
-    default rule included; router/assembly/modes.py builds the configured ones)."""
+    PRE_ARBITRATION its router and threshold, EDGE_RAG_CLOUD_INFO its retrieval settings (the Info
+    service itself reaches it through the ModeContext). Defaults: what default settings build, the
+    pre-router's default rule included; router/assembly/modes.py builds the configured ones."""
     from router.core.arbiters import build_arbiter, build_threshold
     from router.core.routing.mode import PreArbitrationMode
     from router.core.routing.model import RouterSlot, Routing, RuleRouter
-    from router.domain.config import ArbitrationSettings, RoutingSettings
+    from router.core.modes.rag import EdgeRagMode
+    from router.domain.config import ArbitrationSettings, InfoSettings, RoutingSettings
 
     if arbiter is None:
         arbiter = build_arbiter(ArbitrationSettings())
     if pre_arbitration is None:
         pre_arbitration = PreArbitrationMode(RouterSlot(Routing(RuleRouter("routing.model_dir is unset"),
                                                                 build_threshold(RoutingSettings()))))
+    if rag is None:
+        info = InfoSettings()
+        rag = EdgeRagMode(k=info.k, timeout_s=info.timeout_s)
     handlers: list[ModeHandler] = [
         SingleBackendMode(Mode.EDGE_ONLY, BackendKind.EDGE),
         SingleBackendMode(Mode.CLOUD_ONLY, BackendKind.CLOUD),
         PostArbitrationMode(arbiter),
         pre_arbitration,
+        rag,
     ]
     return {handler.mode: handler for handler in handlers}

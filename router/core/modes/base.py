@@ -13,16 +13,19 @@ text is the answer and who served it.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Sequence, Union
 
 from router.core.backends import Backend, BackendStream, Completion, Delta
+from router.core.info import InfoError, InfoSource
 from router.domain.errors import BackendUnavailableError
 from router.domain.pricing import CostModel
 from router.domain.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, ChatMessage, Decision,
-                          DraftDiscarded, GenerateRequest, GenerationParams, Mode, RunPurpose, TextDelta)
+                                 DraftDiscarded, GenerateRequest, GenerationParams, InfoCall, Mode, Passage,
+                                 RunPurpose, TextDelta)
 
 # What ctx.call() may override per call; everything else about a call is the request's.
 OVERRIDABLE_PARAMS = frozenset(f.name for f in dataclasses.fields(GenerationParams))
@@ -44,6 +47,7 @@ class ModeOutcome:
     served_by: BackendKind
     decision: Decision
     finish_reason: str
+    citations: tuple[str, ...] = ()  # the passage ids the answer cites (EDGE_RAG_CLOUD_INFO)
 
 
 # A mode streams TextDeltas, may send DraftDiscarded when text it streamed is no longer the answer, and
@@ -59,7 +63,33 @@ class ModeContext:
     backends: dict[BackendKind, Backend]
     costs: CostModel
     backend_seconds: dict[BackendKind, float] = field(default_factory=dict)  # summed over every call
+    info: Optional[InfoSource] = None
+    info_calls: list[InfoCall] = field(default_factory=list)  # every retrieval, however it ended
     _calls: list["BackendCall"] = field(default_factory=list, init=False, repr=False)
+
+    async def retrieve(self, query: str, *, k: int, operation: str = "retrieve",
+                       filters: Optional[Mapping[str, str]] = None,
+                       timeout_s: Optional[float] = None) -> tuple[Passage, ...]:
+        """The k best passages the request's caller may read, recorded as an InfoCall however the call
+        ends (a failed call keeps the cost the client put on it). Raises InfoError: the mode decides
+        whether to answer without passages."""
+        if self.info is None:
+            self.info_calls.append(InfoCall(operation, query, (), (), 0.0, 0.0, "no Info service is configured"))
+            raise InfoError("no Info service is configured (info.service = off)")
+        started = time.perf_counter()
+        try:
+            retrieval = await self.info.retrieve(query, k=k, caller=self.request.caller, filters=filters,
+                                                 timeout_s=timeout_s)
+        except BaseException as exc:  # cancelled or failed: the call was made, so it is recorded
+            latency = getattr(exc, "latency_s", time.perf_counter() - started)
+            reason = exc.reason if isinstance(exc, InfoError) else ("cancelled" if isinstance(
+                exc, asyncio.CancelledError) else f"{type(exc).__name__}: {exc}")
+            self.info_calls.append(InfoCall(operation, query, (), (), latency, getattr(exc, "cost_usd", 0.0), reason))
+            raise
+        self.info_calls.append(InfoCall(operation, query, tuple(p.passage_id for p in retrieval.passages),
+                                        tuple(p.score for p in retrieval.passages), retrieval.latency_s,
+                                        retrieval.cost_usd))
+        return retrieval.passages
 
     @property
     def messages(self) -> list[dict[str, str]]:

@@ -1,0 +1,220 @@
+"""`hybrid-router info`: serve the Info service, and ingest, retrieve, delete and stats against a running one.
+
+The address, unless --address gives it: info.address when info.service = remote, else the daemon's
+server.listen (info.service = in_process hosts the Info service on the daemon's port). Errors print one
+line and exit non-zero, as the other commands do. Imported by router/doors/cli.py when it builds its
+parser, so this module imports only the standard library at the top; grpc and the index load per verb.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+
+from router.doors.cli import EXIT_ERROR, EXIT_USAGE, result_as_json
+
+if TYPE_CHECKING:
+    from cloud.info import Document
+    from router.domain.config import Settings
+
+FORMATS = ("auto", "text", "markdown", "jsonl", "squad")
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class InfoUsageError(Exception):
+    """A command line that cannot run as given (exit status 2); the message says what to give."""
+
+
+def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+               common: argparse.ArgumentParser) -> None:
+    """Registers `info` and its verbs on the `hybrid-router` command's subparsers."""
+    info = commands.add_parser("info", parents=[common], help="the Info service (retrieval for RAG): serve it, "
+                               "ingest documents, retrieve passages, delete documents, index stats")
+    verbs = info.add_subparsers(dest="info_command", required=True)
+    address_help = ("Info service address (default: info.address when info.service = remote, else the "
+                    "daemon's server.listen)")
+
+    serve = verbs.add_parser("serve", parents=[common], help="run the Info service alone (info.service = remote)")
+    serve.add_argument("--listen", help="host:port or unix:PATH (default: info.address)")
+    serve.set_defaults(info_func=cmd_serve)
+
+    ingest = verbs.add_parser("ingest", parents=[common], help="add documents from files (replacing same ids)")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="a file, or a directory read recursively")
+    ingest.add_argument("--format", choices=FORMATS, default="auto",
+                        help="auto: by suffix (.txt text, .md markdown, .jsonl jsonl, .json squad)")
+    ingest.add_argument("--groups", help="g1,g2: only callers in one of these groups may read the documents "
+                        "(replaces groups a JSONL line gives); default: the file's, else every caller")
+    ingest.add_argument("--batch-size", type=int, default=256, help="documents per message (1..1000)")
+    ingest.add_argument("--address", help=address_help)
+    ingest.set_defaults(info_func=cmd_ingest)
+
+    retrieve = verbs.add_parser("retrieve", parents=[common], help="the passages a caller gets for a query")
+    retrieve.add_argument("query")
+    retrieve.add_argument("--k", type=int, default=0, help="passages wanted (default: the service's info.k)")
+    retrieve.add_argument("--user", default="", help="who asks (for the service's log)")
+    retrieve.add_argument("--groups", help="g1,g2: the caller's groups (default: none, so only open documents)")
+    retrieve.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                          help="only documents whose metadata has KEY = VALUE (repeatable)")
+    retrieve.add_argument("--json", action="store_true", help="print the passages, latency and cost as one object")
+    retrieve.add_argument("--address", help=address_help)
+    retrieve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    retrieve.set_defaults(info_func=cmd_retrieve)
+
+    delete = verbs.add_parser("delete", parents=[common], help="remove documents by id")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("--address", help=address_help)
+    delete.set_defaults(info_func=cmd_delete)
+
+    stats = verbs.add_parser("stats", parents=[common], help="what the index holds")
+    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--address", help=address_help)
+    stats.set_defaults(info_func=cmd_stats)
+    info.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs one verb; the Info service's and the documents' errors become one line on stderr."""
+    from cloud.info import InfoIndexError
+    from router.core.info import InfoError
+
+    try:
+        return args.info_func(args)
+    except InfoUsageError as exc:
+        print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfoError as exc:
+        print(f"hybrid-router info {args.info_command}: {exc.reason}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (InfoIndexError, OSError) as exc:  # a file that is missing, unreadable or not documents
+        print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _settings(args: argparse.Namespace) -> "Settings":
+    from router.domain.config import load_settings
+
+    return load_settings(Path(args.config) if args.config else None, os.environ)
+
+
+def service_address(settings: "Settings", given: Optional[str]) -> str:
+    if given:
+        return given
+    if settings.info.service == "remote":
+        return settings.info.address
+    if settings.info.service == "off":
+        raise InfoUsageError("info.service = off: no daemon hosts the Info service; give --address HOST:PORT "
+                             "of `hybrid-router info serve`, or set info.service")
+    return settings.server.listen
+
+
+def _groups(text: Optional[str]) -> tuple[str, ...]:
+    return tuple(group.strip() for group in (text or "").split(",") if group.strip())
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, str]:
+    filters = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise InfoUsageError(f"--filter {pair!r}: write KEY=VALUE, for example --filter title=Tides")
+        filters[key] = value
+    return filters
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.doors.stop_request import StopRequest
+
+    # Taken before the slow imports and the encoder's load: a SIGTERM from now on stops it cleanly.
+    early_stop = StopRequest()
+    early_stop.install()
+    settings = _settings(args)
+    import logging
+
+    from router.doors.info_server import InfoServer
+    from router.doors.logs import configure_logging
+
+    configure_logging(settings.logging)
+    logger = logging.getLogger("hybrid_router.info")
+
+    async def serve() -> int:
+        server = InfoServer(settings, logger=logger)
+        try:
+            await server.start(args.listen)
+        except RuntimeError as exc:  # no address, or grpc cannot bind it
+            logger.error("cannot listen", extra={"fields": {"address": args.listen or settings.info.address,
+                                                             "error": str(exc)}})
+            return EXIT_ERROR
+        return await server.run(early_stop)
+
+    return asyncio.run(serve())
+
+
+def _client(args: argparse.Namespace, settings: "Settings", timeout_s: float = DEFAULT_TIMEOUT_S):
+    from router.assembly.info_client import InfoClient
+
+    return InfoClient(service_address(settings, args.address), timeout_s=timeout_s,
+                      price_per_retrieval_usd=settings.info.price_per_retrieval_usd)
+
+
+def _documents(paths: Sequence[Path], fmt: str, groups: tuple[str, ...]) -> Iterator["Document"]:
+    """The documents of every path, read lazily; --groups, when given, replaces each one's groups."""
+    from dataclasses import replace
+
+    from cloud.info import detect_format, read_documents
+
+    for path in paths:
+        for document in read_documents(path, detect_format(path) if fmt == "auto" else fmt):
+            yield replace(document, groups=groups) if groups else document
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    paths = [Path(p).expanduser() for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise InfoUsageError(f"no such file or directory: {', '.join(missing)}")
+    settings = _settings(args)
+    with _client(args, settings) as client:
+        counts = client.ingest(_documents(paths, args.format, _groups(args.groups)), batch_size=args.batch_size)
+    print(f"ingested {counts.documents} document(s) as {counts.chunks} passage(s); "
+          f"{counts.replaced} replaced an earlier version")
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from router.domain.types import Caller
+
+    settings = _settings(args)
+    caller = Caller(user=args.user, groups=_groups(args.groups))
+    filters = _filters(args.filter)
+    with _client(args, settings, args.timeout) as client:
+        retrieval = client.retrieve(args.query, k=args.k, caller=caller, filters=filters)
+    if args.json:
+        print(result_as_json(retrieval))
+        return 0
+    for rank, passage in enumerate(retrieval.passages, start=1):
+        print(f"{rank}. {passage.document_id} [{passage.start}:{passage.end}] score {passage.score:.4f}")
+        print("   " + " ".join(passage.text.split()))
+    print(f"[{len(retrieval.passages)} passage(s) latency={retrieval.latency_s * 1000:.1f}ms "
+          f"cost=${retrieval.cost_usd:.6f}]", file=sys.stderr)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args, _settings(args)) as client:
+        deleted = client.delete(args.ids)
+    print(f"deleted {deleted} of {len(args.ids)} document(s)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _client(args, _settings(args)) as client:
+        stats = client.stats()
+    if args.json:
+        print(result_as_json(stats))
+        return 0
+    print(f"index:     {stats.index_dir}\ndocuments: {stats.documents}\npassages:  {stats.chunks}\n"
+          f"groups:    {stats.groups}\ndim:       {stats.dim}\non disk:   {stats.bytes_on_disk / 2**20:.1f} MiB")
+    return 0

@@ -1,0 +1,131 @@
+"""`hybrid-router info serve`: the Info service alone on a grpc.aio server (health, reflection, graceful
+SIGTERM), for info.service = remote. The daemon hosts the same InfoHost on its own port otherwise.
+
+Life: bind and start answering at once (health NOT_SERVING, calls UNAVAILABLE), load the encoder and the
+index, SERVING; on SIGTERM or SIGINT, NOT_SERVING, in-flight calls get server.grace_period_s, then the
+index is closed. Like the daemon, a signal during loading stops it cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edge.encoder import TextEncoder
+from router.assembly.parts import model_cache
+from router.domain.config import Settings
+from router.doors.info_service import SERVICE_NAME, TRANSPORT_RECEIVE_BYTES, InfoHost
+from router.doors.stop_request import STOP_SIGNALS, StopRequest
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class InfoServer:
+    def __init__(self, settings: Settings, *, logger: Optional[logging.Logger] = None,
+                 encoder: Optional[TextEncoder] = None) -> None:
+        """`encoder`: one already loaded in this process, to share (tests run several servers)."""
+        self.settings = settings
+        self.logger = logger or logging.getLogger("hybrid_router.info")
+        self.host = InfoHost(settings.info, model_cache(settings), logger=self.logger, encoder=encoder)
+        self.health = health.aio.HealthServicer()
+        # so_reuseport off: a second server on a taken port must fail, not silently share it.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                                ("grpc.max_receive_message_length", TRANSPORT_RECEIVE_BYTES),
+                                                ("grpc.max_send_message_length", TRANSPORT_RECEIVE_BYTES)])
+        self.host.add_to(self._server, self.health)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME),
+                                            self._server)
+        self.address = ""
+        self._stopping = asyncio.Event()
+
+    async def _set_health(self) -> None:
+        await self.host.publish_health()
+        serving = health_pb2.HealthCheckResponse.SERVING if self.host.is_open else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", serving)
+
+    async def start(self, listen: Optional[str] = None) -> str:
+        """Binds `listen` (default: info.address) and starts answering (NOT_SERVING until `load` ends);
+        returns the bound address."""
+        listen = listen or self.settings.info.address
+        if not listen:
+            raise RuntimeError("no address to listen on: give --listen HOST:PORT or set info.address")
+        await self._set_health()
+        port = self._server.add_insecure_port(listen)
+        if not listen.startswith("unix:"):
+            if port == 0:
+                raise RuntimeError(f"could not bind {listen}")
+            listen = f"{listen.rsplit(':', 1)[0]}:{port}"
+        await self._server.start()
+        self.address = listen
+        self.logger.info("info service listening", extra={"fields": {"address": listen}})
+        return listen
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.host.open)
+        await self._set_health()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, early_stop: Optional[StopRequest] = None) -> int:
+        """Loads and serves until SIGTERM/SIGINT (or request_stop), then stops; returns the exit status."""
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self.request_stop)
+        if early_stop is not None and early_stop.requested:  # checked after ours are in place: none is lost
+            self.request_stop()
+        try:
+            return await self._serve_until_stopped()
+        finally:
+            for signum in STOP_SIGNALS:  # a second signal must not cut the drain short
+                loop.add_signal_handler(signum, self._already_stopping, signum)
+            try:
+                await self.stop()
+            finally:
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)
+                if early_stop is not None:
+                    early_stop.install()
+
+    def _already_stopping(self, signum: int) -> None:
+        self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
+                            extra={"fields": {"signal": signal.Signals(signum).name}})
+
+    async def _serve_until_stopped(self) -> int:
+        if self._stopping.is_set():
+            return 0
+        loading = asyncio.create_task(self.load())
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not loading.done():
+                # The load runs in a thread that cannot be interrupted: stop() closes what it opens.
+                self.logger.info("stopped during start-up: a stop was requested before the index was open")
+                return 0
+            if loading.exception() is not None:
+                exc = loading.exception()
+                self.logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
+                return 1
+            await stopping
+            return 0
+        finally:
+            stopping.cancel()
+
+    async def stop(self) -> None:
+        """New calls are refused at once; in-flight ones get server.grace_period_s; then the index closes
+        (waiting for a load still in progress to end first)."""
+        grace_s = self.settings.server.grace_period_s
+        began = time.monotonic()
+        self.logger.info("info service shutting down", extra={"fields": {"grace_period_s": grace_s}})
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.stop(grace_s)
+        await asyncio.to_thread(self.host.close)
+        self.logger.info("info service stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - began, 3)}})

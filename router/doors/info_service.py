@@ -1,0 +1,237 @@
+"""The Info service's gRPC door: protobuf <-> cloud/info types, and index errors -> status codes, at this
+one boundary; and `InfoHost`, which owns the encoder, the index and the servicer for whichever server hosts
+them (the daemon on its own port, or `hybrid-router info serve` on another host).
+
+Status codes: a document or query the index refuses, and an Ingest stream that is empty or has a message
+over the batch limits, get INVALID_ARGUMENT with a message that says what to change; an index that cannot
+be read gets FAILED_PRECONDITION; calls before the index is open or after it is closed get UNAVAILABLE;
+anything else gets INTERNAL and is logged. The service keeps serving after each.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+
+from cloud.info import (Caller, Document, IndexCorruptError, IndexSettings, InfoIndex, InvalidDocumentError,
+                        InvalidQueryError)
+from edge.catalogue import ModelCache
+from edge.encoder import TextEncoder
+from router.domain.config import InfoSettings
+from router.v1 import info_pb2 as pb
+from router.v1 import info_pb2_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Info"].full_name
+# One Ingest message at most: larger batches are refused with a message that says to split them, so
+# that one message never holds more than this in memory at once. The transport's own cap must sit above
+# MAX_BATCH_BYTES (TRANSPORT_RECEIVE_BYTES) so that the service, not gRPC, answers with that message.
+MAX_BATCH_DOCUMENTS = 1000
+MAX_BATCH_BYTES = 32 * 2**20
+TRANSPORT_RECEIVE_BYTES = 2 * MAX_BATCH_BYTES
+# Retrieve's k is the index's to bound (1..100); the wire's int32 holds anything in that range.
+NOT_OPEN = "the Info service is loading its index; retry in a few seconds"
+CLOSED = "the Info service is shutting down; retry against a running one"
+
+
+class InfoRequestError(ValueError):
+    """A request the service refuses before it reaches the index (INVALID_ARGUMENT); the message says why."""
+
+
+class InfoNotOpenError(Exception):
+    """The index is not open, or no longer (UNAVAILABLE)."""
+
+
+def document_from_proto(message: pb.Document) -> Document:
+    return Document(id=message.id, text=message.text, metadata=dict(message.metadata), groups=tuple(message.groups))
+
+
+class InfoService(info_pb2_grpc.InfoServicer):
+    """The servicer. It answers UNAVAILABLE until `attach` hands it an open index, and again after `detach`."""
+
+    def __init__(self, *, index_dir: Path, default_k: int, logger: logging.Logger,
+                 max_batch_documents: int = MAX_BATCH_DOCUMENTS, max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+        self._index: Optional[InfoIndex] = None
+        self._max_batch_documents = max_batch_documents
+        self._max_batch_bytes = max_batch_bytes
+        self._not_open_reason = NOT_OPEN
+        self._index_dir = index_dir
+        self._default_k = default_k
+        self._logger = logger
+
+    def attach(self, index: InfoIndex) -> None:
+        self._index = index
+
+    def detach(self) -> None:
+        self._index = None
+        self._not_open_reason = CLOSED
+
+    def _open_index(self) -> InfoIndex:
+        index = self._index
+        if index is None:
+            raise InfoNotOpenError(self._not_open_reason)
+        return index
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException, refused_note: str = "") -> None:
+        """Ends the call with exc's status code; `refused_note` is added to an INVALID_ARGUMENT message."""
+        if isinstance(exc, (InvalidDocumentError, InvalidQueryError, InfoRequestError)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}{refused_note}")
+        if isinstance(exc, IndexCorruptError):
+            self._logger.error("the Info index cannot be read", extra={"fields": {"error": str(exc)}})
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{exc} (index {self._index_dir}: delete it and ingest the documents again)")
+        if isinstance(exc, InfoNotOpenError):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        self._logger.exception("unexpected error in the Info service", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL,
+                            f"internal error ({type(exc).__name__}); see the Info service's log")
+
+    async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
+                     context: grpc.aio.ServicerContext) -> pb.IngestResponse:
+        # Each batch is ingested as it arrives, so a large corpus never sits in memory whole; a refused
+        # batch therefore leaves the batches before it ingested, and its message says how many.
+        totals = pb.IngestResponse()
+        batches = 0
+        try:
+            async for message in request_iterator:
+                batches += 1
+                if not message.documents:
+                    continue  # an empty message adds nothing; only an empty stream is refused
+                documents = self._decode_batch(message, batches)
+                report = await asyncio.to_thread(self._open_index().ingest, documents)
+                totals.documents += report.documents
+                totals.chunks += report.chunks
+                totals.replaced += report.replaced
+            if totals.documents == 0:
+                raise InfoRequestError("the Ingest stream held no documents; send at least one Document "
+                                       "(with `hybrid-router info ingest`, check that the files hold some)")
+        except Exception as exc:
+            note = (f" (message {batches} of the stream was refused whole; the {totals.documents} documents of "
+                    "the messages before it are ingested)") if totals.documents else ""
+            await self._abort(context, exc, note)
+        return totals
+
+    def _decode_batch(self, message: pb.IngestRequest, number: int) -> list[Document]:
+        count, size = len(message.documents), message.ByteSize()
+        if count > self._max_batch_documents or size > self._max_batch_bytes:
+            raise InfoRequestError(
+                f"Ingest message {number} holds {count} documents in {size} bytes; the limits are "
+                f"{self._max_batch_documents} documents and {self._max_batch_bytes} bytes per message: split "
+                "the batch into smaller messages (`hybrid-router info ingest --batch-size`)")
+        try:
+            return [document_from_proto(document) for document in message.documents]
+        except (TypeError, ValueError) as exc:  # a Document the library's constructor refuses
+            raise InvalidDocumentError(str(exc)) from None
+
+    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
+        caller = Caller(user=request.caller.user, groups=tuple(request.caller.groups))
+        k = request.k or self._default_k
+        filters = dict(request.filters) or None
+        try:
+            index = self._open_index()
+            began = time.perf_counter()
+            passages = await asyncio.to_thread(index.retrieve, request.query, k=k, caller=caller, filters=filters)
+            took_ms = (time.perf_counter() - began) * 1000
+        except Exception as exc:
+            await self._abort(context, exc)
+        self._logger.debug("retrieved", extra={"fields": {"user": caller.user, "k": k, "passages": len(passages),
+                                                          "took_ms": round(took_ms, 3)}})
+        return pb.RetrieveResponse(took_ms=took_ms, passages=[
+            pb.Passage(passage_id=p.passage_id, document_id=p.document_id, text=p.text, score=p.score,
+                       start=p.start, end=p.end, metadata=dict(p.metadata)) for p in passages])
+
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        try:
+            if not request.document_ids:
+                raise InfoRequestError("document_ids is empty; give the ids of the documents to delete")
+            deleted = await asyncio.to_thread(self._open_index().delete, list(request.document_ids))
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.DeleteResponse(deleted=deleted)
+
+    async def Stats(self, request: pb.IndexStatsRequest, context: grpc.aio.ServicerContext) -> pb.IndexStatsResponse:
+        try:
+            stats = await asyncio.to_thread(self._open_index().stats)
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.IndexStatsResponse(documents=stats.documents, chunks=stats.chunks, groups=stats.groups,
+                                     dim=stats.dim, bytes_on_disk=stats.bytes_on_disk, index_dir=str(self._index_dir))
+
+
+def index_settings(settings: InfoSettings) -> IndexSettings:
+    """The index's settings from `[info]`; those `[info]` does not name keep the library's defaults."""
+    return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap_tokens=settings.chunk_overlap_tokens,
+                         bm25_weight=settings.bm25_weight, dense_weight=settings.dense_weight,
+                         rrf_k=settings.rrf_k, rerank=settings.rerank)
+
+
+class InfoHost:
+    """The encoder, the index and the servicer, built from `[info]`, for one gRPC server to host.
+
+    Order of use: `add_to(server, health)` before the server starts (calls get UNAVAILABLE until the
+    index is open), `open()` in a thread, `await publish_health()`, and at shutdown, once the server has
+    stopped, `close()` (and `await publish_health()` before, so that health says NOT_SERVING).
+    `encoder`: a TextEncoder already loaded elsewhere in the process (the daemon's), to share it.
+    """
+
+    def __init__(self, settings: InfoSettings, cache: ModelCache, *, logger: Optional[logging.Logger] = None,
+                 encoder: Optional[TextEncoder] = None) -> None:
+        self.settings = settings
+        self.index_dir = settings.index_dir.expanduser()
+        self._cache = cache
+        self._encoder = encoder
+        self._logger = logger or logging.getLogger("hybrid_router.info")
+        self.service = InfoService(index_dir=self.index_dir, default_k=settings.k, logger=self._logger)
+        self._index: Optional[InfoIndex] = None
+        self._closed = False
+        # open() runs in a worker thread and cannot be interrupted: a close() that comes meanwhile (a
+        # SIGTERM during start-up) waits for it, then closes what it opened.
+        self._lock = threading.Lock()
+        self._health: Optional[health.aio.HealthServicer] = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._index is not None
+
+    def add_to(self, server: grpc.aio.Server, health_servicer: Optional[health.aio.HealthServicer] = None) -> None:
+        """Registers the Info servicer on `server` (before it starts) and remembers the server's health
+        servicer, on which `publish_health` reports SERVICE_NAME. Reflection is the server's: list
+        SERVICE_NAME among its services."""
+        info_pb2_grpc.add_InfoServicer_to_server(self.service, server)
+        self._health = health_servicer
+
+    def open(self) -> None:
+        """Loads the encoder and opens (or creates) the index; blocking. Raises the encoder's EdgeError
+        (a missing model names the pull command) or the index's InfoIndexError."""
+        with self._lock:
+            if self._closed or self._index is not None:
+                return
+            began = time.monotonic()
+            encoder = self._encoder or TextEncoder.from_cache(self._cache, name=self.settings.encoder)
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            self._index = InfoIndex.open(self.index_dir, embedder=encoder, settings=index_settings(self.settings))
+            self.service.attach(self._index)
+            stats = self._index.stats()
+        self._logger.info("info index open", extra={"fields": {
+            "index_dir": str(self.index_dir), "documents": stats.documents, "chunks": stats.chunks,
+            "encoder": self.settings.encoder, "open_s": round(time.monotonic() - began, 3)}})
+
+    async def publish_health(self) -> None:
+        """SERVING under SERVICE_NAME while the index is open, NOT_SERVING otherwise (no-op without health)."""
+        if self._health is not None:
+            serving = health_pb2.HealthCheckResponse.SERVING if self.is_open else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self._health.set(SERVICE_NAME, serving)
+
+    def close(self) -> None:
+        """Stops answering (UNAVAILABLE from now on) and closes the index; blocking, idempotent."""
+        with self._lock:
+            self._closed = True
+            self.service.detach()
+            index, self._index = self._index, None
+        if index is not None:
+            index.close()
