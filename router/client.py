@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from router.doors import wire
 from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
                            error_from_status)
-from router.domain.types import (ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
+from router.domain.types import (Caller, ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
                           StatsReport, TextDelta)
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
@@ -32,8 +32,10 @@ def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional
                   messages: Optional[MessagesLike] = None, mode: Union[Mode, str, int] = Mode.UNSPECIFIED,
                   max_tokens: Optional[int] = None, temperature: Optional[float] = None,
                   stop: Sequence[str] = (), request_id: str = "", metadata: Optional[Mapping[str, str]] = None,
-                  reference_answer: Optional[str] = None, seed: Optional[int] = None) -> GenerateRequest:
-    """One request from either a ready GenerateRequest, a prompt, or chat messages."""
+                  reference_answer: Optional[str] = None, seed: Optional[int] = None,
+                  caller: Optional[Caller] = None) -> GenerateRequest:
+    """One request from either a ready GenerateRequest, a prompt, or chat messages. `caller`: whose
+    documents retrieval may read (EDGE_RAG_CLOUD_INFO, the agent's search); unset, public ones only."""
     if request is not None:
         return request
     if (prompt is None) == (messages is None):
@@ -47,7 +49,8 @@ def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional
             tuple(m if isinstance(m, ChatMessage) else ChatMessage(m["role"], m["content"]) for m in messages))
     return GenerateRequest(messages=chat, max_tokens=max_tokens, temperature=temperature, stop=tuple(stop),
                            mode=mode, request_id=request_id,
-                           metadata=dict(metadata or {}), reference_answer=reference_answer, seed=seed)
+                           metadata=dict(metadata or {}), reference_answer=reference_answer, seed=seed,
+                           caller=caller or Caller())
 
 
 def encode_request(request: Optional[GenerateRequest], fields: Mapping[str, object]) -> pb.GenerateRequest:

@@ -7,7 +7,7 @@ from typing import Collection
 
 from router.domain.config import ServerSettings
 from router.domain.errors import InvalidRequestError, ModeNotImplementedError
-from router.domain.types import ROLES, GenerateRequest, GenerationParams, Mode
+from router.domain.types import ROLES, Caller, GenerateRequest, GenerationParams, Mode
 
 MAX_STOP_SEQUENCES = 16
 SEED_MODULUS = 2**32  # llama.cpp seeds are 32-bit
@@ -43,6 +43,23 @@ def validate_request_id(request_id: str) -> None:
                                   f"got {request_id!r} (or omit it and the router assigns one)")
 
 
+MAX_CALLER_USER_CHARS = 256
+MAX_CALLER_GROUPS = 64
+MAX_GROUP_CHARS = 128
+
+
+def validate_caller(caller: Caller) -> None:
+    if len(caller.user) > MAX_CALLER_USER_CHARS:
+        raise InvalidRequestError(f"caller.user is {len(caller.user)} characters; at most {MAX_CALLER_USER_CHARS}")
+    if len(caller.groups) > MAX_CALLER_GROUPS:
+        raise InvalidRequestError(f"caller.groups holds {len(caller.groups)} groups; at most {MAX_CALLER_GROUPS}")
+    for index, group in enumerate(caller.groups):
+        if not group.strip():
+            raise InvalidRequestError(f"caller.groups[{index}] is empty; remove it or name the group")
+        if len(group) > MAX_GROUP_CHARS:
+            raise InvalidRequestError(f"caller.groups[{index}] is {len(group)} characters; at most {MAX_GROUP_CHARS}")
+
+
 def validate_request(request: GenerateRequest, limits: ServerSettings) -> GenerationParams:
     validate_request_id(request.request_id)
     if not request.messages:
@@ -75,5 +92,6 @@ def validate_request(request: GenerateRequest, limits: ServerSettings) -> Genera
         if not sequence:
             raise InvalidRequestError(f"stop[{index}] is empty; remove it or give a non-empty string")
 
+    validate_caller(request.caller)
     seed = None if request.seed is None else request.seed % SEED_MODULUS
     return GenerationParams(max_tokens=max_tokens, temperature=float(temperature), stop=stop, seed=seed)

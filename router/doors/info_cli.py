@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except InfoError as exc:
-        print(f"hybrid-router info {args.info_command}: {exc.reason}: {exc}", file=sys.stderr)
+        print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (InfoIndexError, OSError) as exc:  # a file that is missing, unreadable or not documents
         print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from router.domain.types import (BackendKind, BackendRun, ChatMessage, DaemonInfo, Decision, DraftDiscarded, GenerateRequest,
-                          GenerateResult, Latency, LedgerStatus, Mode, ModelInfo, ModeSummary, RunPurpose,
-                          SignalSummary, StatsReport, StreamEvent, TextDelta)
+from router.domain.types import (AgentStep, BackendKind, BackendRun, Caller, ChatMessage, DaemonInfo, Decision,
+                                 DraftDiscarded, GenerateRequest, GenerateResult, InfoCall, Latency, LedgerStatus,
+                                 Mode, ModelInfo, ModeSummary, RunPurpose, SignalSummary, StatsReport, StreamEvent,
+                                 TextDelta)
+from router.v1 import info_pb2
 from router.v1 import router_pb2 as pb
 
 
@@ -31,6 +33,8 @@ def request_to_proto(request: GenerateRequest) -> pb.GenerateRequest:
         messages=[pb.ChatMessage(role=m.role, content=m.content) for m in request.messages],
         stop=list(request.stop), mode=int(request.mode), request_id=request.request_id,
         metadata=dict(request.metadata))
+    if request.caller != Caller():
+        message.caller.CopyFrom(info_pb2.Caller(user=request.caller.user, groups=list(request.caller.groups)))
     if request.max_tokens is not None:
         message.max_tokens = request.max_tokens
     if request.temperature is not None:
@@ -51,7 +55,7 @@ def request_from_proto(message: pb.GenerateRequest) -> GenerateRequest:
         max_tokens=optional("max_tokens"), temperature=optional("temperature"),
         stop=tuple(message.stop), mode=_mode(message.mode), request_id=message.request_id,
         metadata=dict(message.metadata), reference_answer=optional("reference_answer"),
-        seed=optional("seed"))
+        seed=optional("seed"), caller=Caller(user=message.caller.user, groups=tuple(message.caller.groups)))
 
 
 def _run_to_proto(run: BackendRun) -> pb.BackendRun:
@@ -83,8 +87,13 @@ def result_to_proto(result: GenerateResult) -> pb.GenerateResult:
         runs=[_run_to_proto(run) for run in result.runs], cost_usd=result.cost_usd,
         edge_cost_usd=result.edge_cost_usd, cloud_cost_usd=result.cloud_cost_usd,
         latency=pb.Latency(ttft_s=result.latency.ttft_s, total_s=result.latency.total_s,
-                           edge_s=result.latency.edge_s, cloud_s=result.latency.cloud_s),
-        decision=decision, finish_reason=result.finish_reason)
+                           edge_s=result.latency.edge_s, cloud_s=result.latency.cloud_s,
+                           info_s=result.latency.info_s),
+        decision=decision, finish_reason=result.finish_reason, info_cost_usd=result.info_cost_usd,
+        info_calls=[pb.InfoCall(operation=c.operation, query=c.query, passage_ids=list(c.passage_ids),
+                                scores=list(c.scores), latency_s=c.latency_s, cost_usd=c.cost_usd, error=c.error)
+                    for c in result.info_calls],
+        citations=list(result.citations))
 
 
 def result_from_proto(message: pb.GenerateResult) -> GenerateResult:
@@ -95,9 +104,14 @@ def result_from_proto(message: pb.GenerateResult) -> GenerateResult:
         runs=tuple(_run_from_proto(run) for run in message.runs), cost_usd=message.cost_usd,
         edge_cost_usd=message.edge_cost_usd, cloud_cost_usd=message.cloud_cost_usd,
         latency=Latency(ttft_s=message.latency.ttft_s, total_s=message.latency.total_s,
-                        edge_s=message.latency.edge_s, cloud_s=message.latency.cloud_s),
+                        edge_s=message.latency.edge_s, cloud_s=message.latency.cloud_s,
+                        info_s=message.latency.info_s),
         decision=_decision_from_proto(d),
-        finish_reason=message.finish_reason)
+        finish_reason=message.finish_reason, info_cost_usd=message.info_cost_usd,
+        info_calls=tuple(InfoCall(operation=c.operation, query=c.query, passage_ids=tuple(c.passage_ids),
+                                  scores=tuple(c.scores), latency_s=c.latency_s, cost_usd=c.cost_usd, error=c.error)
+                         for c in message.info_calls),
+        citations=tuple(message.citations))
 
 
 def delta_to_proto(delta: TextDelta) -> pb.GenerateStreamResponse:
@@ -212,7 +226,12 @@ def stats_from_proto(message: pb.StatsResponse) -> StatsReport:
 def _decision_to_proto(decision: Decision) -> pb.Decision:
     message = pb.Decision(mode=int(decision.mode), arbiter=decision.arbiter, reason=decision.reason,
                           scorer=decision.scorer, threshold_kind=decision.threshold_kind,
-                          escalated=decision.escalated, features=dict(decision.features))
+                          escalated=decision.escalated, features=dict(decision.features),
+                          degraded=decision.degraded,
+                          steps=[pb.AgentStep(index=step.index, thought=step.thought, tool=step.tool,
+                                              arguments=step.arguments, observation=step.observation,
+                                              cost_usd=step.cost_usd, latency_s=step.latency_s, error=step.error)
+                                 for step in decision.steps])
     if decision.score is not None:
         message.score = decision.score
     if decision.threshold is not None:
@@ -226,4 +245,7 @@ def _decision_from_proto(message: pb.Decision) -> Decision:
                     scorer=message.scorer,
                     threshold=message.threshold if message.HasField("threshold") else None,
                     threshold_kind=message.threshold_kind, escalated=message.escalated,
-                    features=dict(message.features))
+                    features=dict(message.features), degraded=message.degraded,
+                    steps=tuple(AgentStep(index=s.index, thought=s.thought, tool=s.tool, arguments=s.arguments,
+                                          observation=s.observation, cost_usd=s.cost_usd, latency_s=s.latency_s,
+                                          error=s.error) for s in message.steps))

@@ -1,3 +1,4 @@
+from router.v1 import info_pb2 as _info_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -42,7 +43,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "max_tokens", "temperature", "stop", "mode", "request_id", "metadata", "reference_answer", "seed")
+    __slots__ = ("messages", "max_tokens", "temperature", "stop", "mode", "request_id", "metadata", "reference_answer", "seed", "caller")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +60,7 @@ class GenerateRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ANSWER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     max_tokens: int
     temperature: float
@@ -68,7 +70,8 @@ class GenerateRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     reference_answer: str
     seed: int
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    caller: _info_pb2.Caller
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ..., caller: _Optional[_Union[_info_pb2.Caller, _Mapping]] = ...) -> None: ...
 
 class BackendRun(_message.Message):
     __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob", "usage_estimated", "purpose")
@@ -101,19 +104,21 @@ class BackendRun(_message.Message):
     def __init__(self, backend: _Optional[_Union[Backend, str]] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., finish_reason: _Optional[str] = ..., mean_logprob: _Optional[float] = ..., usage_estimated: _Optional[bool] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class Latency(_message.Message):
-    __slots__ = ("ttft_s", "total_s", "edge_s", "cloud_s")
+    __slots__ = ("ttft_s", "total_s", "edge_s", "cloud_s", "info_s")
     TTFT_S_FIELD_NUMBER: _ClassVar[int]
     TOTAL_S_FIELD_NUMBER: _ClassVar[int]
     EDGE_S_FIELD_NUMBER: _ClassVar[int]
     CLOUD_S_FIELD_NUMBER: _ClassVar[int]
+    INFO_S_FIELD_NUMBER: _ClassVar[int]
     ttft_s: float
     total_s: float
     edge_s: float
     cloud_s: float
-    def __init__(self, ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., edge_s: _Optional[float] = ..., cloud_s: _Optional[float] = ...) -> None: ...
+    info_s: float
+    def __init__(self, ttft_s: _Optional[float] = ..., total_s: _Optional[float] = ..., edge_s: _Optional[float] = ..., cloud_s: _Optional[float] = ..., info_s: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("mode", "arbiter", "score", "reason", "scorer", "threshold", "threshold_kind", "escalated", "features")
+    __slots__ = ("mode", "arbiter", "score", "reason", "scorer", "threshold", "threshold_kind", "escalated", "features", "degraded", "steps")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +135,8 @@ class Decision(_message.Message):
     THRESHOLD_KIND_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     arbiter: str
     score: float
@@ -139,10 +146,50 @@ class Decision(_message.Message):
     threshold_kind: str
     escalated: bool
     features: _containers.ScalarMap[str, float]
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., arbiter: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., scorer: _Optional[str] = ..., threshold: _Optional[float] = ..., threshold_kind: _Optional[str] = ..., escalated: _Optional[bool] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    degraded: bool
+    steps: _containers.RepeatedCompositeFieldContainer[AgentStep]
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., arbiter: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., scorer: _Optional[str] = ..., threshold: _Optional[float] = ..., threshold_kind: _Optional[str] = ..., escalated: _Optional[bool] = ..., features: _Optional[_Mapping[str, float]] = ..., degraded: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[AgentStep, _Mapping]]] = ...) -> None: ...
+
+class AgentStep(_message.Message):
+    __slots__ = ("index", "thought", "tool", "arguments", "observation", "cost_usd", "latency_s", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    THOUGHT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    thought: str
+    tool: str
+    arguments: str
+    observation: str
+    cost_usd: float
+    latency_s: float
+    error: str
+    def __init__(self, index: _Optional[int] = ..., thought: _Optional[str] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., observation: _Optional[str] = ..., cost_usd: _Optional[float] = ..., latency_s: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class InfoCall(_message.Message):
+    __slots__ = ("operation", "query", "passage_ids", "scores", "latency_s", "cost_usd", "error")
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    operation: str
+    query: str
+    passage_ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    latency_s: float
+    cost_usd: float
+    error: str
+    def __init__(self, operation: _Optional[str] = ..., query: _Optional[str] = ..., passage_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., latency_s: _Optional[float] = ..., cost_usd: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GenerateResult(_message.Message):
-    __slots__ = ("request_id", "text", "served_by", "edge_model", "cloud_model", "runs", "cost_usd", "edge_cost_usd", "cloud_cost_usd", "latency", "decision", "finish_reason")
+    __slots__ = ("request_id", "text", "served_by", "edge_model", "cloud_model", "runs", "cost_usd", "edge_cost_usd", "cloud_cost_usd", "latency", "decision", "finish_reason", "info_cost_usd", "info_calls", "citations")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +202,9 @@ class GenerateResult(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    INFO_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    INFO_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     served_by: Backend
@@ -167,7 +217,10 @@ class GenerateResult(_message.Message):
     latency: Latency
     decision: Decision
     finish_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., served_by: _Optional[_Union[Backend, str]] = ..., edge_model: _Optional[str] = ..., cloud_model: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[BackendRun, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., edge_cost_usd: _Optional[float] = ..., cloud_cost_usd: _Optional[float] = ..., latency: _Optional[_Union[Latency, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    info_cost_usd: float
+    info_calls: _containers.RepeatedCompositeFieldContainer[InfoCall]
+    citations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., served_by: _Optional[_Union[Backend, str]] = ..., edge_model: _Optional[str] = ..., cloud_model: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[BackendRun, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., edge_cost_usd: _Optional[float] = ..., cloud_cost_usd: _Optional[float] = ..., latency: _Optional[_Union[Latency, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., finish_reason: _Optional[str] = ..., info_cost_usd: _Optional[float] = ..., info_calls: _Optional[_Iterable[_Union[InfoCall, _Mapping]]] = ..., citations: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text", "backend", "logprob")

@@ -9,7 +9,7 @@ import pytest
 
 from router.core.ledger import SCHEMA_VERSION, Ledger
 from router.core.ledger.schema import MIGRATIONS, migrate, schema_version
-from router.domain.types import BackendKind, Decision, Mode
+from router.domain.types import AgentStep, BackendKind, Decision, InfoCall, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
 
 
@@ -52,7 +52,7 @@ def test_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     assert ledger.get("new-1")["decision"]["arbiter"] == "test-arbiter"
     ledger.close()
     with sqlite3.connect(path) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 5
+        assert schema_version(conn) == SCHEMA_VERSION == 6
         assert "requests_by_mode_time" in _indexes(conn)
         assert "decision_json" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
 
@@ -179,12 +179,12 @@ def test_a_post_arbitration_decision_round_trips_whole_under_every_content_polic
     assert stored["decision"] == {
         "arbiter": "cascade", "scorer": "rule (no learned model: model_dir is unset)", "score": 0.31,
         "threshold": 0.5, "threshold_kind": "fixed", "escalated": True,
-        "reason": "score 0.310 < threshold 0.500", "features": FEATURES}
+        "reason": "score 0.310 < threshold 0.500", "degraded": False, "features": FEATURES}
     assert (stored["arbiter"], stored["decision_score"]) == ("cascade", 0.31)
     assert ledger.get("post-2")["decision"] == {
         "arbiter": "cascade", "scorer": "learned v0003", "score": None, "threshold": None,
         "threshold_kind": "target_share", "escalated": False, "reason": "score 0.310 < threshold 0.500",
-        "features": {}}
+        "degraded": False, "features": {}}
     ledger.close()
     with sqlite3.connect(path) as conn:
         (raw,) = conn.execute("SELECT decision_json FROM requests WHERE id = 'post-1'").fetchone()
@@ -200,3 +200,47 @@ def test_a_feature_that_is_not_a_finite_number_is_stored_as_null_not_lost_with_i
     assert ledger.get("odd")["decision"]["features"] == {"lp_min": None, "lp_mean": None, "lp_p10": -1.5}
     assert ledger.metrics.failed_writes == 0
     ledger.close()
+
+
+def _rag_exchange(request_id: str):
+    request, result = make_exchange(request_id, edge="Denver Broncos", mode=Mode.EDGE_RAG_CLOUD_INFO,
+                                    reference="Denver Broncos")
+    calls = (InfoCall("retrieve", "Who won Super Bowl 50? mail bob@example.com", ("sb50-000#0", "sb50-001#0"), (0.031, 0.016), 0.004,
+                      0.0001),
+             InfoCall("search", "secret plans", (), (), 2.0, 0.0001, "info service timed out"))
+    steps = (AgentStep(0, "I should search; bob@example.com asked.", "search", "Super Bowl 50 winner", "sb50-000#0: The Denver Broncos ...",
+                       cost_usd=0.0001, latency_s=0.004),)
+    decision = Decision(mode=Mode.EDGE_RAG_CLOUD_INFO, reason="rag", degraded=True, steps=steps)
+    return request, dataclasses.replace(result, info_calls=calls, info_cost_usd=0.0002, citations=("sb50-000#0",),
+                                        cost_usd=result.cost_usd + 0.0002, decision=decision,
+                                        latency=dataclasses.replace(result.latency, info_s=2.004))
+
+
+@pytest.mark.parametrize("log_content", ["full", "redacted", "none"])
+def test_info_calls_citations_and_agent_steps_are_recorded_with_content_filtered(tmp_path: Path,
+                                                                                 log_content: str) -> None:
+    ledger = open_ledger(tmp_path / "ledger.db", log_content=log_content)
+    request, result = _rag_exchange("rag-1")
+    ledger.record(request, result)
+    assert ledger.flush()
+    stored = ledger.get("rag-1")
+    assert stored["info_cost_usd"] == pytest.approx(0.0002) and stored["info_s"] == pytest.approx(2.004)
+    assert stored["total_cost_usd"] == pytest.approx(result.cost_usd)
+    assert stored["citations"] == ["sb50-000#0"]
+    calls = stored["info_calls"]
+    assert [(c["operation"], c["passage_ids"], c["error"]) for c in calls] == [
+        ("retrieve", ["sb50-000#0", "sb50-001#0"], ""), ("search", [], "info service timed out")]
+    assert sum(c["cost_usd"] for c in calls) == pytest.approx(0.0002)  # the failed call is priced too
+    assert stored["decision"]["degraded"] is True
+    step = stored["decision"]["steps"][0]
+    assert (step["tool"], step["cost_usd"]) == ("search", 0.0001)
+    # Queries and the agent's words are content, filtered like any request text.
+    if log_content == "full":
+        assert calls[0]["query"] == "Who won Super Bowl 50? mail bob@example.com"
+        assert step["thought"] == "I should search; bob@example.com asked."
+    elif log_content == "redacted":
+        assert calls[0]["query"] == "Who won Super Bowl 50? mail [EMAIL]"
+        assert step["thought"] == "I should search; [EMAIL] asked."
+    else:
+        assert calls[0]["query"].startswith("sha256:") and step["thought"].startswith("sha256:")
+        assert step["observation"].startswith("sha256:") and step["arguments"].startswith("sha256:")

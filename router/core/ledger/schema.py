@@ -110,8 +110,32 @@ _V5_DECISION_JSON: Migration = (
     "ALTER TABLE requests ADD COLUMN decision_json TEXT NOT NULL DEFAULT '{}'",
 )
 
+# The Info service (EDGE_RAG_CLOUD_INFO, the agent's search): every call, however it ended, priced and
+# timed like a backend run, and the request's share of it; the passage ids the answer cites. Rows
+# written before v6 read 0, NULL and '[]'. total_cost_usd includes info_cost_usd.
+_V6_INFO_CALLS: Migration = (
+    "ALTER TABLE requests ADD COLUMN info_cost_usd REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE requests ADD COLUMN info_s REAL",
+    "ALTER TABLE requests ADD COLUMN citations_json TEXT NOT NULL DEFAULT '[]'",
+    """
+    CREATE TABLE info_calls (
+        id                INTEGER PRIMARY KEY,
+        request_id        TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+        ordinal           INTEGER NOT NULL,            -- position in GenerateResult.info_calls
+        operation         TEXT NOT NULL,               -- retrieve | search
+        query             TEXT,                        -- filtered by log_content like any request text
+        passage_ids_json  TEXT NOT NULL DEFAULT '[]',
+        scores_json       TEXT NOT NULL DEFAULT '[]',
+        latency_s         REAL,
+        cost_usd          REAL NOT NULL DEFAULT 0,
+        error             TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX info_calls_by_request ON info_calls (request_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE, _V4_RUN_PURPOSE,
-                                     _V5_DECISION_JSON)
+                                     _V5_DECISION_JSON, _V6_INFO_CALLS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

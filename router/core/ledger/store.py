@@ -77,6 +77,23 @@ class RequestRow:
     content_hash: str
     content_policy: str
     decision_json: str = "{}"   # the whole Decision (writer.decision_record); schema v5
+    info_cost_usd: float = 0.0  # schema v6: the Info service's calls (total_cost_usd includes them)
+    info_s: Optional[float] = None
+    citations_json: str = "[]"
+
+
+@dataclass(frozen=True)
+class InfoCallRow:
+    """One `info_calls` row, less its request id."""
+
+    ordinal: int
+    operation: str
+    query: Optional[str]
+    passage_ids_json: str
+    scores_json: str
+    latency_s: Optional[float]
+    cost_usd: float
+    error: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,7 @@ class PreparedRecord:
     request: RequestRow
     runs: tuple[RunRow, ...] = ()
     signals: tuple[SignalRow, ...] = ()
+    info_calls: tuple[InfoCallRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,9 +166,11 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 _REQUEST_COLUMNS = _columns(RequestRow)
 _RUN_COLUMNS = ("request_id",) + _columns(RunRow)
 _SIGNAL_COLUMNS = ("request_id",) + _columns(SignalRow)
+_INFO_CALL_COLUMNS = ("request_id",) + _columns(InfoCallRow)
 _INSERT_REQUEST = _insert_sql("requests", _REQUEST_COLUMNS).replace("INSERT", "INSERT OR IGNORE", 1)
 _INSERT_RUN = _insert_sql("backend_runs", _RUN_COLUMNS)
 _INSERT_SIGNAL = _insert_sql("signals", _SIGNAL_COLUMNS)
+_INSERT_INFO_CALL = _insert_sql("info_calls", _INFO_CALL_COLUMNS)
 # An add_signal() for an id that never reached the ledger is skipped, not an error for the batch.
 _INSERT_SIGNAL_IF_REQUEST = (
     f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
@@ -270,6 +290,7 @@ class LedgerStore:
             else:
                 conn.executemany(_INSERT_RUN, [[request_id] + _values(run) for run in record.runs])
                 conn.executemany(_INSERT_SIGNAL, [[request_id] + _values(sig) for sig in record.signals])
+                conn.executemany(_INSERT_INFO_CALL, [[request_id] + _values(call) for call in record.info_calls])
                 outcome.written += 1
                 outcome.signals_written += len(record.signals)
             conn.execute("RELEASE record")
@@ -310,12 +331,19 @@ class LedgerStore:
         record["messages"] = json.loads(record.pop("messages_json"))
         record["metadata"] = json.loads(record.pop("metadata_json"))
         record["decision"] = json.loads(record.pop("decision_json", None) or "{}")
+        record["citations"] = json.loads(record.pop("citations_json", None) or "[]")
         record["backends_run"] = [name for name in record["backends_run"].split(",") if name]
         runs = conn.execute("SELECT * FROM backend_runs WHERE request_id = ? ORDER BY ordinal",
                             (request_id,)).fetchall()
         record["backend_runs"] = [{k: r[k] for k in r.keys() if k not in ("id", "request_id")} for r in runs]
         record["signals"] = [decode_signal(s) for s in conn.execute(
             "SELECT * FROM signals WHERE request_id = ? ORDER BY id", (request_id,)).fetchall()]
+        record["info_calls"] = [
+            {"operation": c["operation"], "query": c["query"], "passage_ids": json.loads(c["passage_ids_json"]),
+             "scores": json.loads(c["scores_json"]), "latency_s": c["latency_s"], "cost_usd": c["cost_usd"],
+             "error": c["error"]}
+            for c in conn.execute("SELECT * FROM info_calls WHERE request_id = ? ORDER BY ordinal",
+                                  (request_id,)).fetchall()]
         return record
 
 

@@ -29,8 +29,9 @@ from typing import Any, Callable, Optional, Union
 
 from router.core.ledger.redaction import ContentFilter
 from router.core.ledger.signals import AccuracySignal, compute_signals
-from router.core.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUnavailableError, PendingSignal,
-                                 PreparedRecord, RequestRow, RunRow, SignalRow, format_time, to_json)
+from router.core.ledger.store import (InfoCallRow, LedgerNotFoundError, LedgerStore, LedgerUnavailableError,
+                                      PendingSignal, PreparedRecord, RequestRow, RunRow, SignalRow, format_time,
+                                      to_json)
 from router.domain.types import BackendKind, Decision, GenerateRequest, GenerateResult
 
 
@@ -216,14 +217,23 @@ def _number(value: object) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
-def decision_record(decision: Decision) -> dict[str, Any]:
-    """The whole decision as stored in `requests.decision_json`. Not filtered by log_content: the
-    features are numbers computed from the answer, not content, and the rest names the arbiter, the
-    scorer and the threshold (the reason is stored unfiltered in decision_reason already)."""
-    return {"arbiter": decision.arbiter, "scorer": decision.scorer, "score": _number(decision.score),
-            "threshold": _number(decision.threshold), "threshold_kind": decision.threshold_kind,
-            "escalated": bool(decision.escalated), "reason": decision.reason,
-            "features": {str(name): _number(value) for name, value in decision.features.items()}}
+def decision_record(decision: Decision, content: Optional[ContentFilter] = None) -> dict[str, Any]:
+    """The whole decision as stored in `requests.decision_json`. The features are numbers computed from
+    the answer, not content, and the rest names the arbiter, the scorer and the threshold (the reason is
+    stored unfiltered in decision_reason already), so those are kept under every log_content policy.
+    The agent's steps hold content (thoughts, tool inputs and results): `content` filters them."""
+    record: dict[str, Any] = {
+        "arbiter": decision.arbiter, "scorer": decision.scorer, "score": _number(decision.score),
+        "threshold": _number(decision.threshold), "threshold_kind": decision.threshold_kind,
+        "escalated": bool(decision.escalated), "reason": decision.reason, "degraded": bool(decision.degraded),
+        "features": {str(name): _number(value) for name, value in decision.features.items()}}
+    if decision.steps:
+        text = content.text if content is not None else (lambda value: value)
+        record["steps"] = [{"index": step.index, "thought": text(step.thought), "tool": step.tool,
+                            "arguments": text(step.arguments), "observation": text(step.observation),
+                            "cost_usd": _number(step.cost_usd), "latency_s": _number(step.latency_s),
+                            "error": step.error} for step in decision.steps]
+    return record
 
 
 def signal_row(signal: AccuracySignal, content: ContentFilter, created_at: str) -> SignalRow:
@@ -283,7 +293,10 @@ class RecordPreparer:
             finish_reason=result.finish_reason,
             content_hash=content_hash(request, result),
             content_policy=content.policy.value,
-            decision_json=to_json(decision_record(decision)),
+            decision_json=to_json(decision_record(decision, content)),
+            info_cost_usd=result.info_cost_usd,
+            info_s=latency.info_s if result.info_calls else None,
+            citations_json=to_json(list(result.citations)),
         )
         runs = tuple(RunRow(
             ordinal=index, backend=BackendKind(run.backend).name, model=run.model,
@@ -292,7 +305,12 @@ class RecordPreparer:
             total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
             usage_estimated=run.usage_estimated, purpose=str(run.purpose))
             for index, run in enumerate(result.runs))
-        return PreparedRecord(request=row, runs=runs,
+        info_calls = tuple(InfoCallRow(
+            ordinal=index, operation=call.operation, query=content.text(call.query),
+            passage_ids_json=to_json(list(call.passage_ids)), scores_json=to_json([_number(s) for s in call.scores]),
+            latency_s=call.latency_s, cost_usd=call.cost_usd, error=call.error)
+            for index, call in enumerate(result.info_calls))
+        return PreparedRecord(request=row, runs=runs, info_calls=info_calls,
                               signals=tuple(signal_row(s, content, created_at) for s in signals))
 
 
