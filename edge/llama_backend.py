@@ -134,6 +134,7 @@ class _Request:
     temperature: float
     stop: tuple[str, ...]
     seed: int | None
+    grammar: str | None = None  # GBNF the output must follow (llama.cpp grammar sampling)
 
 
 @dataclass
@@ -215,7 +216,10 @@ class LlamaBackend:
         temperature: float,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        grammar: str | None = None,
     ) -> EdgeStream:
+        """`grammar`: a GBNF grammar the completion must follow (llama.cpp's grammar sampler), for
+        callers that need parseable output (the agent's tool calls); None samples freely."""
         if self._closed:
             raise EdgeGenerationError(f"edge backend {self.name} is closed")
         if max_tokens < 1:
@@ -228,6 +232,7 @@ class LlamaBackend:
             temperature=temperature,
             stop=tuple(stop),
             seed=seed,
+            grammar=grammar or None,
         )
         return EdgeStream(self, request)
 
@@ -317,6 +322,7 @@ class LlamaBackend:
             min_p=_MIN_P,
             repeat_penalty=1.0,
             reset=True,
+            grammar=llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False) if request.grammar else None,
         )
         try:
             for token in tokens:

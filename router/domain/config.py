@@ -223,6 +223,21 @@ class InfoSettings(_Section):
         return self
 
 
+class AgentSettings(_Section):
+    """EDGE_AGENT_CLOUD_INFO: the edge runs a bounded tool loop (search, ask_cloud, calculate)."""
+
+    max_steps: int = Field(4, ge=1, le=32, description="Most tool-loop steps (edge generations) per request.")
+    max_tokens: int = Field(1024, ge=16, description="Most edge tokens the loop may generate, over all its steps.")
+    max_usd: float = Field(0.01, gt=0, description="Most dollars a request's loop may spend (cloud calls, "
+                           "retrievals, edge energy); the step that crosses it is the last.")
+    max_wall_s: float = Field(120.0, gt=0, description="Longest a request's loop may run; no step starts after it.")
+    step_max_tokens: int = Field(256, ge=16, description="Most tokens of one step (a thought and a tool call).")
+    ask_cloud_max_tokens: int = Field(256, ge=1, description="Most tokens of one ask_cloud answer.")
+    search_k: int = Field(3, ge=1, le=20, description="Passages one search returns.")
+    observation_max_chars: int = Field(1500, ge=100, description="Longest tool result shown to the edge; "
+                                       "longer ones are cut.")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
@@ -238,6 +253,7 @@ class Settings(_Section):
     arbitration: ArbitrationSettings = ArbitrationSettings()
     routing: RoutingSettings = RoutingSettings()
     info: InfoSettings = InfoSettings()
+    agent: AgentSettings = AgentSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -99,6 +99,8 @@ class RunPurpose(enum.StrEnum):
     DRAFT = "draft"      # an answer that was produced, then discarded for another backend's
     SAMPLE = "sample"    # an extra sample of the same question (self-consistency)
     VERIFY = "verify"    # a self-verification prompt about an answer, not an answer itself
+    AGENT_STEP = "agent_step"  # one step of the agent's tool loop on the edge (a thought and a tool call)
+    TOOL = "tool"        # a backend called as the agent's tool (ask_cloud)
 
 
 # The purposes whose text is an answer to the request, so scoring and judging may read it.

@@ -102,13 +102,14 @@ class ModeContext:
             raise BackendUnavailableError(f"the {kind.name.lower()} backend is not loaded") from None
 
     def call(self, kind: BackendKind, messages: Optional[Sequence[Union[ChatMessage, Mapping[str, str]]]] = None,
-             purpose: str = RunPurpose.ANSWER, **overrides: Any) -> "BackendCall":
+             purpose: str = RunPurpose.ANSWER, grammar: Optional[str] = None, **overrides: Any) -> "BackendCall":
         """A call to `kind`, to open with `async with`. `messages` default to the request's; `overrides`
         replace the request's max_tokens, temperature, seed or stop for this call only. `purpose` is a
         RunPurpose; a discarded answer becomes a draft by `call.mark_discarded()`, or by itself when
-        another backend serves the request (see Router)."""
+        another backend serves the request (see Router). `grammar`: a GBNF grammar the output must
+        follow, for a backend that takes one (the edge)."""
         call = BackendCall(self, kind, messages=self._as_dicts(messages), purpose=RunPurpose(purpose),
-                           params=self._params_with(overrides))
+                           params=self._params_with(overrides), grammar=grammar)
         self._calls.append(call)
         return call
 
@@ -178,8 +179,9 @@ class BackendCall:
     """
 
     def __init__(self, ctx: ModeContext, kind: BackendKind, *, messages: list[dict[str, str]],
-                 purpose: RunPurpose, params: GenerationParams) -> None:
+                 purpose: RunPurpose, params: GenerationParams, grammar: Optional[str] = None) -> None:
         self._ctx = ctx
+        self.grammar = grammar
         self.kind = kind
         self.purpose = purpose
         self.params = params
@@ -201,8 +203,10 @@ class BackendCall:
         backend = self._ctx.backend(self.kind)
         params = self.params
         self._opened_at = time.perf_counter()
+        # Only a call that needs a grammar passes one, so backends without grammars keep their contract.
+        extra = {"grammar": self.grammar} if self.grammar else {}
         self._stream = backend.stream(self._messages, max_tokens=params.max_tokens,
-                                      temperature=params.temperature, stop=params.stop, seed=params.seed)
+                                      temperature=params.temperature, stop=params.stop, seed=params.seed, **extra)
         self._deltas = self._stream.__aiter__()
         return self
 
