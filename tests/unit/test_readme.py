@@ -5,7 +5,7 @@ from pathlib import Path
 from router.domain.config import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-ROW = re.compile(r"^\| `(?P<key>[a-z_]+\.[a-z_]+)` \| `(?P<env>[A-Z_]+)` \| `(?P<default>[^`]*)` \|", re.M)
+ROW = re.compile(r"^\| `(?P<key>[a-z_]+\.[a-z_0-9]+)` \| `(?P<env>[A-Z_0-9]+)` \| `(?P<default>[^`]*)` \|", re.M)
 
 
 def shown(value: object) -> str:
