@@ -45,6 +45,8 @@ def make_settings(overrides: Optional[Mapping[str, str]] = None, config_file: Op
         "HYBRID_ROUTER_STANDIN__N_THREADS": "1",
         "HYBRID_ROUTER_EDGE__N_THREADS": "1",
         "HYBRID_ROUTER_LEDGER__ENABLED": "false",
+        # Tests that need the Info service turn it on with their own index_dir (never the user's).
+        "HYBRID_ROUTER_INFO__SERVICE": "off",
         "HYBRID_ROUTER_LOGGING__LEVEL": "WARNING",
     }
     env.update(overrides or {})

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from router.assembly.info_client import GrpcInfoClient
 from router.assembly.modes import build_modes
 from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
@@ -52,6 +53,7 @@ class Daemon:
         self.router.sinks = (self.ledger,)
         self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
         self.judge: Optional[CloudJudge] = None
+        self.info_client: Optional[GrpcInfoClient] = None
         self._reloading = asyncio.Lock()
         self.backends: Optional[LoadedBackends] = None
         self._packages = package_versions()
@@ -61,9 +63,17 @@ class Daemon:
         """Opens the ledger (blocking: call it in a thread)."""
         self.ledger.open()
 
-    async def load(self) -> None:
-        """Loads the models and connects the cloud; the router is ready when it returns."""
+    async def load(self, *, info_target: Optional[str] = None) -> None:
+        """Loads the models and connects the cloud and the Info service; the router is ready when it
+        returns. `info_target`: where the door hosts the Info service (info.service = in_process);
+        for info.service = remote, info.address."""
         self.backends = await load_backends(self.settings, self.logger)
+        info = self.settings.info
+        target = info_target or (info.address if info.service == "remote" else None)
+        if target:
+            self.info_client = GrpcInfoClient(target, timeout_s=info.timeout_s,
+                                              price_per_retrieval_usd=info.price_per_retrieval_usd)
+            self.router.info = self.info_client
         edge = self.backends.edge
         self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
         self.ledger.set_edge_parameters(float(edge.n_params))
@@ -125,6 +135,9 @@ class Daemon:
         if self.judge is not None:
             await self.judge.aclose(left() * WAIT_SHARE_OF_BUDGET)
         await asyncio.to_thread(self.ledger.close, left())
+        if self.info_client is not None:
+            self.router.info = None
+            await self.info_client.aclose()
         if self.backends is None:
             return True
         return await self.backends.close(left())

@@ -56,7 +56,7 @@ class IngestCounts:
 class InfoIndexStats:
     documents: int
     chunks: int
-    groups: int         # distinct access groups among the documents
+    groups: tuple[str, ...]  # the access groups the documents name, sorted
     dim: int            # the encoder's embedding dimension
     bytes_on_disk: int
     index_dir: str      # on the host that runs the service
@@ -154,7 +154,7 @@ def counts_from_proto(reply: pb.IngestResponse) -> IngestCounts:
 
 
 def stats_from_proto(reply: pb.IndexStatsResponse) -> InfoIndexStats:
-    return InfoIndexStats(documents=reply.documents, chunks=reply.chunks, groups=reply.groups, dim=reply.dim,
+    return InfoIndexStats(documents=reply.documents, chunks=reply.chunks, groups=tuple(reply.groups), dim=reply.dim,
                           bytes_on_disk=reply.bytes_on_disk, index_dir=reply.index_dir)
 
 
@@ -163,7 +163,7 @@ def _channel_options() -> list[tuple[str, int]]:
             ("grpc.max_send_message_length", CHANNEL_MESSAGE_BYTES)]
 
 
-class _Pricing:
+class _InfoClientBase:
     """What both clients share: the target, the timeouts, the price, and the priced failure."""
 
     def __init__(self, target: str, timeout_s: Optional[float], price_per_retrieval_usd: float) -> None:
@@ -191,7 +191,7 @@ class _Pricing:
             raise self._unsent(exc) from None
 
 
-class GrpcInfoClient(_Pricing):
+class GrpcInfoClient(_InfoClientBase):
     """Async; satisfies router.core.info.InfoSource. Build it inside the event loop that uses it.
 
     `timeout_s`: the deadline of retrieve, delete and stats unless a call gives its own; ingest has none
@@ -257,7 +257,7 @@ class GrpcInfoClient(_Pricing):
         await self.aclose()
 
 
-class InfoClient(_Pricing):
+class InfoClient(_InfoClientBase):
     """The synchronous mirror of GrpcInfoClient, for the CLI and scripts."""
 
     def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float) -> None:

@@ -143,8 +143,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             state = "verified" if status.verified else ("present" if status.present else "missing")
             print(f"{status.name:24} {state:9} {status.spec.size / 1e6:8.1f} MB  {status.path}")
         return 0
-    names = args.names or ([settings.edge.model, settings.standin.model] if args.action == "pull"
-                           else [s.name for s in cache.list() if s.present])
+    # By default, what this configuration runs: the edge, the stand-in, and the in-process Info
+    # service's encoder.
+    defaults = [settings.edge.model, settings.standin.model]
+    if settings.info.service == "in_process":
+        defaults.append(settings.info.encoder)
+    names = args.names or (defaults if args.action == "pull" else [s.name for s in cache.list() if s.present])
     unknown = [name for name in names if name not in CATALOGUE]
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(CATALOGUE)}", file=sys.stderr)

@@ -216,5 +216,5 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(result_as_json(stats))
         return 0
     print(f"index:     {stats.index_dir}\ndocuments: {stats.documents}\npassages:  {stats.chunks}\n"
-          f"groups:    {stats.groups}\ndim:       {stats.dim}\non disk:   {stats.bytes_on_disk / 2**20:.1f} MiB")
+          f"groups:    {', '.join(stats.groups) or '(none: every document is open to all)'}\ndim:       {stats.dim}\non disk:   {stats.bytes_on_disk:,} bytes")
     return 0

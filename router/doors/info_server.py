@@ -125,7 +125,7 @@ class InfoServer:
         began = time.monotonic()
         self.logger.info("info service shutting down", extra={"fields": {"grace_period_s": grace_s}})
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.host.publish_health(serving=False)
         await self._server.stop(grace_s)
         await asyncio.to_thread(self.host.close)
         self.logger.info("info service stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - began, 3)}})

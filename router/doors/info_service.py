@@ -19,8 +19,8 @@ from typing import AsyncIterator, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from cloud.info import (Caller, Document, IndexCorruptError, IndexSettings, InfoIndex, InvalidDocumentError,
-                        InvalidQueryError)
+from cloud.info import (Caller, Document, IndexCorruptError, IndexSettings, InfoIndex, InfoIndexError,
+                        InvalidDocumentError, InvalidQueryError)
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
 from router.domain.config import InfoSettings
@@ -34,7 +34,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Info"].full_name
 MAX_BATCH_DOCUMENTS = 1000
 MAX_BATCH_BYTES = 32 * 2**20
 TRANSPORT_RECEIVE_BYTES = 2 * MAX_BATCH_BYTES
-# Retrieve's k is the index's to bound (1..100); the wire's int32 holds anything in that range.
 NOT_OPEN = "the Info service is loading its index; retry in a few seconds"
 CLOSED = "the Info service is shutting down; retry against a running one"
 
@@ -81,12 +80,14 @@ class InfoService(info_pb2_grpc.InfoServicer):
         """Ends the call with exc's status code; `refused_note` is added to an INVALID_ARGUMENT message."""
         if isinstance(exc, (InvalidDocumentError, InvalidQueryError, InfoRequestError)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}{refused_note}")
-        if isinstance(exc, IndexCorruptError):
+        if isinstance(exc, IndexCorruptError):  # its message names the directory and what to do
             self._logger.error("the Info index cannot be read", extra={"fields": {"error": str(exc)}})
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"{exc} (index {self._index_dir}: delete it and ingest the documents again)")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         if isinstance(exc, InfoNotOpenError):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if isinstance(exc, InfoIndexError) and self._index is None:
+            # A call that took the index just before close(): the index says it is closed.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self._not_open_reason)
         self._logger.exception("unexpected error in the Info service", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL,
                             f"internal error ({type(exc).__name__}); see the Info service's log")
@@ -123,10 +124,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
                 f"Ingest message {number} holds {count} documents in {size} bytes; the limits are "
                 f"{self._max_batch_documents} documents and {self._max_batch_bytes} bytes per message: split "
                 "the batch into smaller messages (`hybrid-router info ingest --batch-size`)")
-        try:
-            return [document_from_proto(document) for document in message.documents]
-        except (TypeError, ValueError) as exc:  # a Document the library's constructor refuses
-            raise InvalidDocumentError(str(exc)) from None
+        return [document_from_proto(document) for document in message.documents]  # the index validates them
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
         caller = Caller(user=request.caller.user, groups=tuple(request.caller.groups))
@@ -159,7 +157,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
             stats = await asyncio.to_thread(self._open_index().stats)
         except Exception as exc:
             await self._abort(context, exc)
-        return pb.IndexStatsResponse(documents=stats.documents, chunks=stats.chunks, groups=stats.groups,
+        return pb.IndexStatsResponse(documents=stats.documents, chunks=stats.chunks, groups=list(stats.groups),
                                      dim=stats.dim, bytes_on_disk=stats.bytes_on_disk, index_dir=str(self._index_dir))
 
 
@@ -174,8 +172,8 @@ class InfoHost:
     """The encoder, the index and the servicer, built from `[info]`, for one gRPC server to host.
 
     Order of use: `add_to(server, health)` before the server starts (calls get UNAVAILABLE until the
-    index is open), `open()` in a thread, `await publish_health()`, and at shutdown, once the server has
-    stopped, `close()` (and `await publish_health()` before, so that health says NOT_SERVING).
+    index is open); `open()` in a thread, then `await publish_health()` (SERVING). At shutdown:
+    `await publish_health(serving=False)`, stop the server, then `close()` in a thread.
     `encoder`: a TextEncoder already loaded elsewhere in the process (the daemon's), to share it.
     """
 
@@ -213,7 +211,8 @@ class InfoHost:
                 return
             began = time.monotonic()
             encoder = self._encoder or TextEncoder.from_cache(self._cache, name=self.settings.encoder)
-            self.index_dir.mkdir(parents=True, exist_ok=True)
+            if self._closed:  # closed while the encoder loaded: leave the index unopened
+                return
             self._index = InfoIndex.open(self.index_dir, embedder=encoder, settings=index_settings(self.settings))
             self.service.attach(self._index)
             stats = self._index.stats()
@@ -221,16 +220,19 @@ class InfoHost:
             "index_dir": str(self.index_dir), "documents": stats.documents, "chunks": stats.chunks,
             "encoder": self.settings.encoder, "open_s": round(time.monotonic() - began, 3)}})
 
-    async def publish_health(self) -> None:
-        """SERVING under SERVICE_NAME while the index is open, NOT_SERVING otherwise (no-op without health)."""
-        if self._health is not None:
-            serving = health_pb2.HealthCheckResponse.SERVING if self.is_open else health_pb2.HealthCheckResponse.NOT_SERVING
-            await self._health.set(SERVICE_NAME, serving)
+    async def publish_health(self, serving: Optional[bool] = None) -> None:
+        """Sets SERVICE_NAME on the health servicer given to add_to (if any): `serving`, or by default
+        SERVING while the index is open and NOT_SERVING otherwise."""
+        if self._health is None:
+            return
+        serving = self.is_open if serving is None else serving
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if serving
+                               else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def close(self) -> None:
         """Stops answering (UNAVAILABLE from now on) and closes the index; blocking, idempotent."""
+        self._closed = True  # before the lock: an open() in progress sees it and stops short
         with self._lock:
-            self._closed = True
             self.service.detach()
             index, self._index = self._index, None
         if index is not None:

@@ -13,10 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router.assembly.daemon import WAIT_SHARE_OF_BUDGET, Daemon
-from router.assembly.parts import LoadedBackends
+from router.assembly.parts import LoadedBackends, model_cache
 from router.core.engine import Router
 from router.domain.config import Settings
 from router.domain.errors import BackendUnavailableError
+from router.doors.info_service import SERVICE_NAME as INFO_SERVICE_NAME
+from router.doors.info_service import InfoHost
 from router.doors.service import InFlightCalls, RouterService
 from router.doors.stop_request import STOP_SIGNALS, StopRequest
 from router.v1 import router_pb2, router_pb2_grpc
@@ -28,6 +30,16 @@ LEDGER_WATCH_INTERVAL_S = 1.0
 # gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
 # refuses oversized requests with INVALID_ARGUMENT and an actionable message.
 TRANSPORT_LIMIT_FACTOR = 8
+
+
+def loopback(address: str) -> str:
+    """Where this process reaches its own server: a wildcard host becomes the loopback address."""
+    if address.startswith("unix:"):
+        return address
+    host, port = address.rsplit(":", 1)
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -62,9 +74,15 @@ class RouterServer:
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
                           calls=self._calls, reload=self.daemon.reload_router), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self._server)
+        # info.service = in_process: this server hosts the Info service too, and the router reaches it
+        # through the same gRPC client as a remote one (router/assembly/info_client.py).
+        self.info_host: Optional[InfoHost] = None
+        services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        if settings.info.service == "in_process":
+            self.info_host = InfoHost(settings.info, model_cache(settings), logger=logging.getLogger("hybrid_router.info"))
+            self.info_host.add_to(self._server, self.health)
+            services.append(INFO_SERVICE_NAME)
+        reflection.enable_server_reflection(services, self._server)
         self.address = ""
         self._stopping = asyncio.Event()
         self._ledger_watch: Optional[asyncio.Task] = None
@@ -92,7 +110,12 @@ class RouterServer:
         return listen
 
     async def load(self) -> None:
-        await self.daemon.load()
+        info_target = None
+        if self.info_host is not None:
+            await asyncio.to_thread(self.info_host.open)
+            await self.info_host.publish_health()
+            info_target = loopback(self.address)
+        await self.daemon.load(info_target=info_target)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     @property
@@ -184,10 +207,14 @@ class RouterServer:
         self.logger.info("shutting down", extra={"fields": {"grace_period_s": server.grace_period_s,
                                                             "shutdown_flush_s": server.shutdown_flush_s}})
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.info_host is not None:
+            await self.info_host.publish_health(serving=False)
         await self._stop_serving(server.grace_period_s, deadline)
         if self._ledger_watch is not None:
             self._ledger_watch.cancel()
         self.stopped_in_time = await self.daemon.close(deadline.remaining())
+        if self.info_host is not None:
+            await asyncio.to_thread(self.info_host.close)
         if not self.stopped_in_time:
             self.logger.warning("the edge model was still busy when the shutdown budget ran out; the process "
                                 "exits without waiting for it", extra={"fields": {

@@ -127,8 +127,8 @@ class IndexStatsResponse(_message.Message):
     INDEX_DIR_FIELD_NUMBER: _ClassVar[int]
     documents: int
     chunks: int
-    groups: int
+    groups: _containers.RepeatedScalarFieldContainer[str]
     dim: int
     bytes_on_disk: int
     index_dir: str
-    def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., groups: _Optional[int] = ..., dim: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., index_dir: _Optional[str] = ...) -> None: ...
+    def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., groups: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., index_dir: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,316 @@
+"""EDGE_AGENT_CLOUD_INFO: the edge runs a bounded tool loop, and calls the cloud and the Info service as tools.
+
+Each step is one edge generation under a GBNF grammar (agent_prompt.py): a JSON object with a
+thought, a tool and its input. The tools (agent_tools.py): `search` (the Info service), `ask_cloud`
+(one bounded cloud call), `calculate` (arithmetic), and `answer`, which ends the loop. Each tool's
+result goes back to the edge as the next turn, trimmed; a failed tool is an "error: ..." observation
+and the loop goes on. The answer reaches the client as one delta at the end: the steps are JSON for
+the trace (Decision.steps), not text for the client.
+
+Caps, all from [agent]: steps (edge generations, a retried step included), edge tokens over the loop,
+dollars (every run's and every retrieval's cost so far), wall time, and the edge's context window.
+
+Before each step the loop checks whether a step may start at all, then whether it is the last one a
+cap allows; that step is generated under the answer-only grammar, so the edge itself writes the
+answer from everything it has seen:
+  - the step cap: the last step it allows is forced to answer (max_steps is never exceeded);
+  - the token cap and the context window: a step whose token budget they cut below step_max_tokens is
+    forced to answer (max_tokens of a step is also bounded by the tokens left, so the loop never
+    generates more than max_tokens);
+  - the dollar cap: once spending reaches it, no tool runs again, but one edge step forced to answer
+    may still run (it costs only edge energy, and can spend nothing through a tool);
+  - the wall-time cap: no step starts after it, and a step is forced to answer when less time is left
+    than the mean step has taken, so the loop ends within about one step of the cap. A tool gets
+    only the time left (search and ask_cloud are cut off at the cap; a tool is not called past it).
+When no step may start (no time, fewer than MIN_STEP_TOKENS tokens, a full context), the loop serves the
+best answer so far, in this order: the latest ask_cloud answer (served by the cloud), else the latest
+calculate result, else the latest thought (served by the edge), else nothing. The same rule serves a
+loop that ends on two unparseable steps in a row. The decision's reason names what ended the loop.
+
+A search that fails marks the decision degraded, as EDGE_RAG_CLOUD_INFO does.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Mapping, Optional, Sequence
+
+from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NOTE, TOOLS, ParsedStep,
+                                            StepParseError, agent_messages, observation_turn, parse_step,
+                                            repeated_observation, step_grammar, trim, with_note)
+from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
+from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.domain.config import AgentSettings
+from router.domain.types import AgentStep, BackendKind, Decision, Mode, RunPurpose, TextDelta
+
+# Fewer tokens than this cannot hold a step (the JSON's fixed part alone is about 15 tokens).
+MIN_STEP_TOKENS = 24
+# Left free in the edge's context beyond the counted prompt and a step: end-of-turn tokens, rounding.
+CONTEXT_MARGIN_TOKENS = 16
+FALLBACK_N_CTX = 4096  # for an edge that does not say its context size
+# A loop that ends with an answer; one that a cap or unparseable steps cut short.
+FINISH_ANSWERED = "stop"
+FINISH_CUT_SHORT = "length"
+
+STEP_GRAMMAR = step_grammar(TOOLS)
+ANSWER_GRAMMAR = step_grammar((ANSWER,))
+
+
+def _utf8_bytes(text: str) -> int:
+    """An upper bound on a byte-level tokenizer's count, for an edge that cannot count."""
+    return len(text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Cap:
+    """Why a step is the last, or why none may start: a name for the features, words for the reason."""
+
+    name: str  # steps | tokens | usd | wall | context | unparseable
+    words: str
+
+
+@dataclass(frozen=True)
+class Ending:
+    text: str
+    served_by: BackendKind
+    finish_reason: str
+    how: str  # the reason's last clause: who answered, or which best-so-far answer was served
+
+
+@dataclass(frozen=True)
+class EdgeAgentMode:
+    settings: AgentSettings
+    mode: Mode = Mode.EDGE_AGENT_CLOUD_INFO
+
+    async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
+        loop = _ToolLoop(ctx, self.settings)
+        ending = await loop.run()
+        if ending.text:
+            yield TextDelta(ending.text, ending.served_by, None)
+        yield ModeOutcome(text=ending.text, served_by=ending.served_by, finish_reason=ending.finish_reason,
+                          decision=loop.decision(self.mode, ending))
+
+
+@dataclass
+class _ToolLoop:
+    """One request's loop: its conversation, its trace and what it has spent."""
+
+    ctx: ModeContext
+    settings: AgentSettings
+    started: float = field(default_factory=time.monotonic)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    steps: list[AgentStep] = field(default_factory=list)
+    tool_calls: Counter[str] = field(default_factory=Counter)
+    edge_tokens: int = 0
+    step_seconds: list[float] = field(default_factory=list)
+    parse_failures: int = 0
+    repeated_calls: int = 0  # calls the edge repeated, answered from the trace instead of the tool
+    search_failures: list[str] = field(default_factory=list)
+    tool_errors: int = 0
+    best_cloud: tuple[int, str] = (0, "")  # (step, text) of the latest ask_cloud answer
+    best_result: tuple[int, str] = (0, "")  # of the latest calculate result
+    best_thought: tuple[int, str] = (0, "")  # of the latest thought
+    cap: Optional[Cap] = None  # what ended (or forced the end of) the loop
+
+    def __post_init__(self) -> None:
+        self.messages = agent_messages(self.ctx.messages)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> Ending:
+        retrying = False
+        while True:
+            stop, room = await self._stop_before_step()
+            if stop is not None:
+                self.cap = stop
+                return self._best_so_far(f"{stop.words} ended the loop before step {len(self.steps) + 1}")
+            forced = self._forced_by(room)
+            text, step_started = await self._generate(forced, room, retrying)
+            try:
+                step = parse_step(text, (ANSWER,) if forced else TOOLS)
+            except StepParseError as exc:
+                self._record_unparseable(text, str(exc), step_started)
+                if retrying:
+                    self.cap = Cap("unparseable", "two unparseable steps in a row")
+                    return self._best_so_far(f"steps {len(self.steps) - 1} and {len(self.steps)} could not "
+                                             f"be parsed")
+                retrying = True
+                continue
+            retrying = False
+            if step.thought:
+                self.best_thought = (len(self.steps) + 1, step.thought)
+            if step.tool == ANSWER:
+                return self._answered(step, forced, step_started)
+            await self._use_tool(step, step_started)
+
+    async def _generate(self, forced: Optional[Cap], room: int, retrying: bool) -> tuple[str, float]:
+        """One step's text from the edge, under the grammar (the answer-only one when `forced`)."""
+        messages = self.messages
+        notes = [note for note, wanted in ((RETRY_NOTE, retrying), (FORCED_ANSWER_NOTE, forced)) if wanted]
+        if notes:
+            messages = with_note(messages, " ".join(notes))
+        step_started = time.monotonic()
+        async with self.ctx.call(BackendKind.EDGE, messages=messages, purpose=RunPurpose.AGENT_STEP,
+                                 grammar=ANSWER_GRAMMAR if forced else STEP_GRAMMAR, max_tokens=room,
+                                 temperature=0.0, stop=()) as call:
+            async for _delta in call.deltas():
+                pass
+        run = call.run
+        assert run is not None
+        self.edge_tokens += run.completion_tokens
+        if forced is not None:
+            self.cap = forced
+        return run.text, step_started
+
+    async def _use_tool(self, step: ParsedStep, step_started: float) -> None:
+        index = len(self.steps) + 1
+        earlier = self._same_call_before(step)
+        if earlier is not None:
+            # The same call again would give the same result (and spend again): the edge is looping.
+            self.repeated_calls += 1
+            result = ToolResult(repeated_observation(earlier.observation, step.tool, earlier.index))
+        else:
+            result = await self._call_tool(step)
+            self.tool_calls[step.tool] += 1
+        if result.error:
+            self.tool_errors += 1
+            if step.tool == "search":
+                self.search_failures.append(result.error)
+        elif step.tool == "ask_cloud" and result.answer:
+            self.best_cloud = (index, result.answer)
+        elif step.tool == "calculate" and result.answer:
+            self.best_result = (index, result.answer)
+        observation = trim(result.observation, self.settings.observation_max_chars)
+        self.steps.append(AgentStep(index=index, thought=step.thought, tool=step.tool, arguments=step.input,
+                                    observation=observation, cost_usd=result.cost_usd,
+                                    latency_s=result.latency_s, error=result.error))
+        self.messages += [{"role": "assistant", "content": step.as_json()}, observation_turn(observation)]
+        self.step_seconds.append(time.monotonic() - step_started)
+
+    def _same_call_before(self, step: ParsedStep) -> Optional[AgentStep]:
+        """The first earlier step that called the same tool with the same input and did not fail."""
+        return next((earlier for earlier in self.steps if earlier.tool == step.tool
+                     and earlier.arguments == step.input and not earlier.error), None)
+
+    async def _call_tool(self, step: ParsedStep) -> ToolResult:
+        if step.tool == "calculate":
+            return calculate(step.input)
+        time_left = self._time_left()
+        if time_left <= 0:
+            return no_time_left(step.tool)
+        settings = self.settings
+        if step.tool == "search":
+            return await search(self.ctx, step.input, k=settings.search_k, max_chars=settings.observation_max_chars,
+                                timeout_s=time_left)
+        return await ask_cloud(self.ctx, step.input, max_tokens=settings.ask_cloud_max_tokens,
+                               max_chars=settings.observation_max_chars, timeout_s=time_left)
+
+    # -- caps -------------------------------------------------------------------------------------
+
+    def _time_left(self) -> float:
+        return self.settings.max_wall_s - (time.monotonic() - self.started)
+
+    def spent_usd(self) -> float:
+        return sum(run.cost_usd for run in self.ctx.runs) + sum(call.cost_usd for call in self.ctx.info_calls)
+
+    async def _stop_before_step(self) -> tuple[Optional[Cap], int]:
+        """Why no step may start now (or None), and how many tokens the next step may generate."""
+        settings = self.settings
+        if self._time_left() <= 0:
+            return Cap("wall", f"the wall-time cap (max_wall_s={settings.max_wall_s:g})"), 0
+        if len(self.steps) >= settings.max_steps:
+            return Cap("steps", f"the step cap (max_steps={settings.max_steps})"), 0
+        tokens_left = settings.max_tokens - self.edge_tokens
+        if tokens_left < MIN_STEP_TOKENS:
+            return Cap("tokens", f"the token cap (max_tokens={settings.max_tokens} edge tokens)"), 0
+        budget = min(settings.step_max_tokens, tokens_left)
+        if not self.steps:
+            # Only the request has grown the prompt so far: if it does not fit, the edge refuses it with
+            # its own error (prompt too long), as in every other mode.
+            return None, budget
+        context_room = await self._context_room()
+        if context_room < MIN_STEP_TOKENS:
+            return Cap("context", f"the edge's context window ({max(context_room, 0)} tokens left)"), 0
+        return None, min(budget, context_room)
+
+    def _forced_by(self, room: int) -> Optional[Cap]:
+        """The cap that makes the coming step the last one, so it must answer (None: a free step)."""
+        settings = self.settings
+        if len(self.steps) + 1 >= settings.max_steps:
+            return Cap("steps", f"the step cap (max_steps={settings.max_steps})")
+        if self.spent_usd() >= settings.max_usd:
+            return Cap("usd", f"the dollar cap (max_usd=${settings.max_usd:g})")
+        if room < settings.step_max_tokens:
+            if settings.max_tokens - self.edge_tokens <= room:
+                return Cap("tokens", f"the token cap (max_tokens={settings.max_tokens} edge tokens)")
+            return Cap("context", f"the edge's context window ({room} tokens left for a step)")
+        if self.step_seconds and self._time_left() < sum(self.step_seconds) / len(self.step_seconds):
+            return Cap("wall", f"the wall-time cap (max_wall_s={settings.max_wall_s:g})")
+        return None
+
+    async def _context_room(self) -> int:
+        """Tokens the edge's context has left for the next step's output (counting is blocking: a thread)."""
+        edge = self.ctx.backend(BackendKind.EDGE)
+        count: Callable[[Sequence[Mapping[str, str]]], int] = getattr(
+            edge, "count_prompt_tokens", lambda msgs: sum(_utf8_bytes(m["content"]) + 8 for m in msgs))
+        n_ctx = int(getattr(edge, "n_ctx", 0) or FALLBACK_N_CTX)
+        # The longest prompt a step can have: the notes of a retried, forced step included.
+        prompt = with_note(self.messages, f"{RETRY_NOTE} {FORCED_ANSWER_NOTE}")
+        return n_ctx - await asyncio.to_thread(count, prompt) - CONTEXT_MARGIN_TOKENS
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def _record_unparseable(self, text: str, error: str, step_started: float) -> None:
+        self.parse_failures += 1
+        self.steps.append(AgentStep(index=len(self.steps) + 1, thought="", tool="", arguments="",
+                                    observation="", error=f"unparseable step: {error}; it read {trim(text, 200)!r}"))
+        self.step_seconds.append(time.monotonic() - step_started)
+
+    def _answered(self, step: ParsedStep, forced: Optional[Cap], step_started: float) -> Ending:
+        index = len(self.steps) + 1
+        self.tool_calls[ANSWER] += 1
+        self.steps.append(AgentStep(index=index, thought=step.thought, tool=ANSWER, arguments=step.input,
+                                    observation=""))
+        self.step_seconds.append(time.monotonic() - step_started)
+        if forced is not None:
+            how = f"{forced.words} forced step {index} to answer; the edge answered"
+        else:
+            how = f"the edge answered at step {index}"
+        return Ending(step.input, BackendKind.EDGE, FINISH_ANSWERED, how)
+
+    def _best_so_far(self, why: str) -> Ending:
+        cloud_step, cloud_text = self.best_cloud
+        if cloud_text:
+            return Ending(cloud_text, BackendKind.CLOUD, FINISH_CUT_SHORT,
+                          f"{why}; served the latest ask_cloud answer (step {cloud_step})")
+        result_step, result = self.best_result
+        if result:
+            return Ending(result, BackendKind.EDGE, FINISH_CUT_SHORT,
+                          f"{why}; served the latest calculate result (step {result_step})")
+        thought_step, thought = self.best_thought
+        if thought:
+            return Ending(thought, BackendKind.EDGE, FINISH_CUT_SHORT,
+                          f"{why}; served the latest thought (step {thought_step})")
+        return Ending("", BackendKind.EDGE, FINISH_CUT_SHORT, f"{why}; no answer so far, so none was served")
+
+    def decision(self, mode: Mode, ending: Ending) -> Decision:
+        reason = f"EDGE_AGENT_CLOUD_INFO: {ending.how}"
+        tools = ", ".join(f"{tool} x{count}" for tool, count in sorted(self.tool_calls.items()))
+        reason += f" ({len(self.steps)} step{'s' if len(self.steps) != 1 else ''}: {tools or 'no tool called'})"
+        if self.search_failures:
+            reason += f"; degraded: search failed ({self.search_failures[-1]})"
+        features: dict[str, float] = {
+            "steps": float(len(self.steps)), "edge_tokens": float(self.edge_tokens),
+            "parse_failures": float(self.parse_failures), "repeated_calls": float(self.repeated_calls),
+            "tool_errors": float(self.tool_errors),
+            "search_failures": float(len(self.search_failures)), "spent_usd": self.spent_usd(),
+            "loop_s": time.monotonic() - self.started,
+            **{f"tool_{tool}": float(self.tool_calls[tool]) for tool in TOOLS},
+        }
+        if self.cap is not None:
+            features[f"cap_{self.cap.name}"] = 1.0
+        return Decision(mode=mode, arbiter="agent", reason=reason, degraded=bool(self.search_failures),
+                        escalated=ending.served_by == BackendKind.CLOUD, features=features,
+                        steps=tuple(self.steps))

@@ -1,0 +1,136 @@
+"""EDGE_RAG_CLOUD_INFO through the real daemon: the Info service hosted in-process on the daemon's own port,
+the real encoder, llama.cpp with the 135M model, documents ingested through the Info client."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from router.assembly.info_client import InfoClient
+from router.client import RouterClient
+from router.domain.types import Caller, Mode
+from router.v1 import info_pb2_grpc
+from tests.conftest import ServerThread, make_settings
+
+PRICE = 0.0002
+DOCUMENTS = [
+    {"id": "broncos", "text": "Super Bowl 50 was won by the Denver Broncos, who beat the Carolina Panthers 24-10 "
+                              "at Levi's Stadium in Santa Clara, California, on February 7, 2016."},
+    {"id": "payroll", "text": "Confidential payroll: the Broncos' kicker earns a salary of 4 million dollars.",
+     "groups": ["hr"]},
+    {"id": "weather", "text": "Santa Clara has a Mediterranean climate with warm, dry summers."},
+]
+
+
+class Doc:
+    def __init__(self, id: str, text: str, groups=(), metadata=None) -> None:
+        self.id, self.text, self.groups, self.metadata = id, text, tuple(groups), dict(metadata or {})
+
+
+@pytest.fixture(scope="module")
+def rag_daemon(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    root = tmp_path_factory.mktemp("rag")
+    server = ServerThread(make_settings({
+        "HYBRID_ROUTER_INFO__SERVICE": "in_process", "HYBRID_ROUTER_INFO__INDEX_DIR": str(root / "index"),
+        "HYBRID_ROUTER_INFO__PRICE_PER_RETRIEVAL_USD": str(PRICE), "HYBRID_ROUTER_INFO__K": "2",
+        "HYBRID_ROUTER_LEDGER__ENABLED": "true", "HYBRID_ROUTER_LEDGER__PATH": str(root / "ledger.db")}))
+    with InfoClient(server.address, timeout_s=30, price_per_retrieval_usd=0) as info:
+        info.ingest([Doc(**d) for d in DOCUMENTS])
+    yield server
+    server.stop()
+
+
+def ask(address: str, question: str, **kwargs):
+    with RouterClient(address) as client:
+        return client.generate(prompt=question, mode="rag", max_tokens=16, **kwargs)
+
+
+def test_the_edge_answers_from_retrieved_passages_priced_timed_and_recorded(rag_daemon: ServerThread) -> None:
+    result = ask(rag_daemon.address, "Question: Who won Super Bowl 50?")
+    assert result.decision.mode == Mode.EDGE_RAG_CLOUD_INFO and not result.decision.degraded
+    (call,) = result.info_calls
+    assert call.operation == "retrieve" and call.query == "Who won Super Bowl 50?" and call.error == ""
+    assert call.passage_ids[0].startswith("broncos") and len(call.passage_ids) <= 2
+    assert "payroll" not in " ".join(call.passage_ids)  # the anonymous caller reads public documents only
+    assert result.info_cost_usd == pytest.approx(PRICE) and call.cost_usd == pytest.approx(PRICE)
+    assert result.cost_usd == pytest.approx(result.edge_cost_usd + result.cloud_cost_usd + PRICE)
+    assert result.latency.info_s > 0 and result.latency.info_s == pytest.approx(call.latency_s)
+    assert set(result.citations) <= set(call.passage_ids)
+    assert result.decision.features["passages_used"] >= 1
+    assert "passages" in result.decision.reason and [r.backend.name for r in result.runs] == ["EDGE"]
+    ledger = rag_daemon.server.daemon.ledger
+    assert ledger.flush(30)
+    row = ledger.ledger.get(result.request_id)
+    assert row["info_cost_usd"] == pytest.approx(PRICE) and row["info_calls"][0]["passage_ids"] == list(call.passage_ids)
+    assert row["citations"] == list(result.citations) and row["decision"]["degraded"] is False
+
+
+def test_a_caller_reads_only_the_documents_open_to_its_groups(rag_daemon: ServerThread) -> None:
+    question = "Question: What salary does the Broncos' kicker earn?"
+    outsider = ask(rag_daemon.address, question, caller=Caller(user="eve", groups=("sales",)))
+    insider = ask(rag_daemon.address, question, caller=Caller(user="hal", groups=("hr",)))
+    assert not any(pid.startswith("payroll") for pid in outsider.info_calls[0].passage_ids)
+    assert insider.info_calls[0].passage_ids[0].startswith("payroll")
+
+
+def test_a_bad_caller_is_refused_with_invalid_argument(rag_daemon: ServerThread) -> None:
+    from router.domain.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=r"caller.groups\[0\] is empty"):
+        ask(rag_daemon.address, "Question: Who won?", caller=Caller(groups=("",)))
+    assert ask(rag_daemon.address, "Question: Who won Super Bowl 50?").text  # and it keeps serving
+
+
+class HangingInfoServiceFaultInjection(info_pb2_grpc.InfoServicer):
+    """An Info service that accepts every Retrieve and never answers: the router must not hang."""
+
+    async def Retrieve(self, request, context):
+        await asyncio.sleep(3600)
+
+
+@pytest.fixture(scope="module")
+def hanging_info_address() -> Iterator[str]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        info_pb2_grpc.add_InfoServicer_to_server(HangingInfoServiceFaultInjection(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    yield f"127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.mark.parametrize("where", ["hanging", "down"])
+def test_retrieval_that_fails_degrades_to_the_edge_alone_and_never_hangs(
+        smollm_path: Path, hanging_info_address: str, where: str) -> None:
+    address = hanging_info_address if where == "hanging" else "127.0.0.1:1"
+    server = ServerThread(make_settings({"HYBRID_ROUTER_INFO__SERVICE": "remote", "HYBRID_ROUTER_INFO__ADDRESS": address,
+                                         "HYBRID_ROUTER_INFO__TIMEOUT_S": "0.5"}))
+    try:
+        began = time.monotonic()
+        result = ask(server.address, "Question: Who won Super Bowl 50?")
+        assert time.monotonic() - began < 60  # bounded, not a speed target: a hang would wait forever
+        assert result.decision.degraded and result.text
+        assert "degraded" in result.decision.reason and "without passages" in result.decision.reason
+        (call,) = result.info_calls
+        assert call.error and call.passage_ids == ()
+        if where == "hanging":  # sent and waited for: it is paid for
+            assert "timed out" in call.error and call.cost_usd > 0 and call.latency_s >= 0.5
+        else:
+            assert "unavailable" in call.error
+        assert result.citations == ()
+    finally:
+        server.stop()
+
