@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bench.ingest import ingest
 from bench.datasets import PROMPTS, BenchItem, DatasetError, demo_items, load_dataset, sample
 from bench.plots import write_plots
 from bench.run_meta import RunMetaError, merge_run_meta
@@ -49,6 +50,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/out/latest"))
     parser.add_argument("--target", help="a running daemon (host:port or unix:PATH); default: start one")
     parser.add_argument("--config", type=Path, help="config file for the daemon the bench starts")
+    parser.add_argument("--ingest", action="append", default=[],
+                        help="before the run, ingest documents into the daemon's Info service (repeatable): squad "
+                             "(SQuAD part A's 913 passages), demo (the demo sample's passages), or PATH[:FORMAT] "
+                             "(text, markdown, jsonl, squad). Ids replace, so re-ingesting is safe")
     parser.add_argument("--report-only", action="store_true",
                         help="send nothing: summarise and plot what --out already holds (a partial run too)")
     parser.add_argument("--rescore", action="store_true",
@@ -95,6 +100,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
         with RouterClient(args.target or daemon.target) as client:
             client.wait_ready(timeout_s=600)
             info = client.info()
+        ingested = ingest(args.ingest, args.target or daemon.target) if args.ingest else None
         implemented = list(info.implemented_modes)
         missing = [mode.name for mode in chosen_modes or [] if mode not in implemented]
         if missing:
@@ -109,6 +115,8 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
             "hardware": info.hardware, "packages": dict(sorted(info.packages.items())), "prompts": dict(PROMPTS),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if ingested is not None:
+            meta["ingested"] = ingested.report
         if args.dataset:  # the demo sample is fixed: a demo-only run says nothing about the data sets' limit
             meta["limit"] = args.limit
         if previous_meta is not None:
@@ -116,7 +124,8 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
         args.out.mkdir(parents=True, exist_ok=True)
         _write_meta(meta_path, meta)
         asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
-                                max_tokens=args.max_tokens), args.target or daemon.target))
+                                max_tokens=args.max_tokens, ids_by_text=ingested.ids_by_text if ingested else {}),
+                        args.target or daemon.target))
         return meta
     finally:
         if daemon is not None:

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from tqdm import tqdm
 
 from bench.datasets import BenchItem, build_messages
+from bench.ingest import gold_document_id, rank_of_document
 from bench.run_meta import RunMetaError
 from router.client import AsyncRouterClient
 from router.domain.errors import RouterError
@@ -43,6 +44,9 @@ class RunPlan:
     concurrency: int = 1
     max_tokens: Optional[int] = None
     request_timeout_s: float = 900.0
+    # Document text -> id of what this run ingested into the Info service (bench/ingest.py): lets a
+    # record say where retrieval ranked the item's own passage.
+    ids_by_text: Mapping[str, str] = field(default_factory=dict)
 
 
 def record_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -124,7 +128,8 @@ def write_records(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     os.replace(partial, path)
 
 
-def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, Any]:
+def to_record(item: BenchItem, mode: Mode, result: GenerateResult,
+              ids_by_text: Mapping[str, str] = MappingProxyType({})) -> dict[str, Any]:
     score = score_answer(result.text, item.golds, method=item.scoring)
     edge = result.run_for(BackendKind.EDGE)
     cloud_runs = [run for run in result.runs if run.backend == BackendKind.CLOUD]
@@ -149,7 +154,24 @@ def to_record(item: BenchItem, mode: Mode, result: GenerateResult) -> dict[str, 
                   "cost_usd": run.cost_usd, "total_s": run.total_s, "finish_reason": run.finish_reason}
                  for run in result.runs],
         "finish_reason": result.finish_reason, "request_id": result.request_id, "error": None,
+        # The Info service's part (EDGE_RAG_CLOUD_INFO, the agent's search): what it cost and took, what
+        # came back (passage ids "<document id>#<chunk>", best first) and what the answer cites.
+        "info_cost_usd": result.info_cost_usd, "info_s": result.latency.info_s,
+        "info_calls": len(result.info_calls),
+        "retrieved_ids": list(result.info_calls[0].passage_ids) if result.info_calls else [],
+        "citations": list(result.citations), "degraded": result.decision.degraded,
+        **_gold_passage(item, result, ids_by_text),
+        "agent_steps": len(result.decision.steps),
     }
+
+
+def _gold_passage(item: BenchItem, result: GenerateResult, ids_by_text: Mapping[str, str]) -> dict[str, Any]:
+    """Where retrieval put the item's own passage (recall@k from the result's passage ids), when this run
+    ingested it."""
+    if not result.info_calls or not ids_by_text:
+        return {}
+    gold = gold_document_id(item, ids_by_text)
+    return {"gold_document_id": gold, "gold_rank": rank_of_document(result.info_calls[0].passage_ids, gold)}
 
 
 def answer_scores(item: BenchItem, result: GenerateResult) -> dict[str, Any]:
@@ -222,7 +244,7 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
                             temperature=0.0, reference_answer=item.golds[0],
                             request_id=request_id_for(item, mode, run_token),
                             metadata={"bench_dataset": item.dataset, "bench_item": item.item_id})
-                        record = to_record(item, mode, result)
+                        record = to_record(item, mode, result, plan.ids_by_text)
                     except RouterError as exc:
                         record = error_record(item, mode, exc)
                 # When it finished: lets a reader drop records taken while the machine was busy.

@@ -130,6 +130,24 @@ class ModeRow:
     # Requests whose cloud server streamed no usage, so their cloud tokens (and dollars) are the router's
     # count: completion tokens one per streamed chunk, prompt tokens estimated from characters.
     cloud_usage_estimated: int = 0
+    # The Info service (EDGE_RAG_CLOUD_INFO, the agent): its dollars (inside usd_per_1k_requests), requests
+    # answered degraded (retrieval failed), and where the item's own passage ranked among those retrieved.
+    info_usd_per_1k_requests: float = 0.0
+    degraded: int = 0
+    gold_recall_at_1: Optional[float] = None
+    gold_recall_at_k: Optional[float] = None
+    retrieved_k: Optional[int] = None
+
+
+def _gold_recall(records: Sequence[Record]) -> tuple[Optional[float], Optional[float], Optional[int]]:
+    """Recall@1 and @k of the item's own passage over the records that retrieved with a known gold passage."""
+    ranked = [r for r in records if r.get("gold_document_id")]
+    if not ranked:
+        return None, None, None
+    k = max(len(r.get("retrieved_ids") or []) for r in ranked)
+    ranks = [r.get("gold_rank") for r in ranked]
+    return (sum(rank == 1 for rank in ranks) / len(ranked),
+            sum(rank is not None for rank in ranks) / len(ranked), k)
 
 
 def _per_1k(records: Sequence[Record], key: str) -> float:
@@ -172,6 +190,9 @@ def mode_row(dataset: str, mode: str, records: Sequence[Record], *, seed: int) -
         mean_cloud_tokens=_mean(numeric_values(records, "cloud_tokens")),
         errors=sum(has_error(r) for r in records),
         cloud_usage_estimated=sum(bool(r.get("cloud_usage_estimated")) for r in records),
+        info_usd_per_1k_requests=_per_1k(records, "info_cost_usd"),
+        degraded=sum(bool(r.get("degraded")) for r in records),
+        **dict(zip(("gold_recall_at_1", "gold_recall_at_k", "retrieved_k"), _gold_recall(records))),
     )
 
 
@@ -508,6 +529,20 @@ def _rows_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     )
 
 
+def _retrieval_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Info service's part, for the modes that used it."""
+    used = [r for r in rows if r.get("info_usd_per_1k_requests") or r.get("gold_recall_at_k") is not None]
+    if not used:
+        return []
+    return ["", "## Retrieval (the Info service)", "",
+            "Recall: the share of requests whose own passage (the item's SQuAD paragraph) came back, at rank 1 "
+            "and within the k retrieved. Degraded: answered without passages because retrieval failed.", "",
+            *_table(["dataset", "mode", "n", "k", "recall@1", "recall@k", "info $/1k", "degraded"],
+                    ([r["dataset"], r["mode"], r["n"], r.get("retrieved_k") or "–", _fmt(r.get("gold_recall_at_1"), ".3f"),
+                      _fmt(r.get("gold_recall_at_k"), ".3f"), fmt_usd(r.get("info_usd_per_1k_requests", 0.0)),
+                      r.get("degraded", 0)] for r in used))]
+
+
 def _study_markdown(study: Sequence[Mapping[str, Any]]) -> list[str]:
     headings = ["mode", "study row"]
     for _, heading in STUDY_COLUMNS:
@@ -568,6 +603,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
               "requests; \"reached cloud\" is the share of requests with at least one cloud call.",
               ""]
     lines += _rows_markdown(summary["rows"])
+    lines += _retrieval_markdown(summary["rows"])
     lines += _estimated_usage_markdown(summary["rows"])
     lines += ["", "## The design study's claims beside our measurements", ""]
     lines += _study_markdown(summary["study"])
