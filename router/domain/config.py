@@ -202,15 +202,20 @@ class InfoSettings(_Section):
     encoder: str = Field("use-multilingual-512", description="Catalogue name of the dense text encoder.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for one retrieval; past it the mode answers "
                              "without passages, marked degraded.")
-    price_per_retrieval_usd: float = Field(0.0001, ge=0, description="What one retrieval call costs (recorded "
-                                           "in the result and the ledger).")
+    price_per_retrieval_usd: float = Field(
+        0.000002, ge=0, description="What one retrieval call costs, recorded in the result and the ledger. The "
+        "default prices a self-hosted index: a query takes ~2 ms of CPU (bench/results/retrieval_tuning.md), about "
+        "$2e-8 on a $0.04/h vCPU, and the default allows 100 times that for the host's memory, disk and idle "
+        "time. A managed vector database charges more (often $0.00005 to $0.0001 a query): set its price.")
     k: int = Field(3, ge=1, le=50, description="Passages retrieved per request.")
     chunk_tokens: int = Field(200, ge=16, le=4096, description="Largest chunk, in tokens (words and punctuation).")
     chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
-    dense_weight: float = Field(0.5, ge=0, description="Weight of the dense (encoder) ranking in the fusion.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion's k: 1 / (k + rank).")
-    rerank: bool = Field(False, description="Re-rank the fused candidates (cloud/info/rerank.py).")
+    dense_weight: float = Field(0.3, ge=0, description="Weight of the dense (encoder) ranking in the fusion.")
+    rrf_k: int = Field(5, ge=1, description="Reciprocal rank fusion's k: weight / (k + rank). 5 (tuned on SQuAD, "
+                       "bench/results/retrieval_tuning.md) lets the top ranks count far more than 60 would.")
+    rerank: bool = Field(True, description="Re-rank the fused candidates by query-term coverage, bigrams and "
+                         "sentence-level similarity (cloud/info/ranking.py).")
 
     @model_validator(mode="after")
     def _check(self) -> "InfoSettings":
