@@ -14,7 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 run: models selftest
 	$(HR) demo
-	$(BIN)/python -m bench --demo --out bench/out/demo
+	$(BIN)/python -m bench --demo --ingest demo --out bench/out/demo
 
 test: check-stubs selftest
 	$(BIN)/python -m pytest -q -rs

@@ -44,7 +44,7 @@ class Daemon:
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
         self._model_cache = model_cache(settings)
         modes = build_modes(settings.arbitration, model_cache=self._model_cache, routing=settings.routing,
-                            info=settings.info, edge_n_ctx=settings.edge.n_ctx,
+                            info=settings.info, agent=settings.agent, edge_n_ctx=settings.edge.n_ctx,
                             logger=logging.getLogger("hybrid_router.arbiter"))
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes)
         if self.router.default_mode not in self.router.modes:

@@ -8,8 +8,9 @@ from edge.catalogue import ModelCache
 from router.core.arbiters import ScoringArbiter, build_arbiter as build_core_arbiter
 from router.core.modes import builtin_modes
 from router.core.modes.base import ModeHandler
+from router.core.modes.agent import EdgeAgentMode
 from router.core.modes.rag import EdgeRagMode
-from router.domain.config import ArbitrationSettings, InfoSettings, RoutingSettings
+from router.domain.config import AgentSettings, ArbitrationSettings, InfoSettings, RoutingSettings
 from router.domain.types import Mode
 
 
@@ -30,11 +31,12 @@ def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
 
 def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
                 routing: Optional[RoutingSettings] = None, info: Optional[InfoSettings] = None,
-                edge_n_ctx: int = 4096, logger: Optional[logging.Logger] = None) -> dict[Mode, ModeHandler]:
+                agent: Optional[AgentSettings] = None, edge_n_ctx: int = 4096, logger: Optional[logging.Logger] = None) -> dict[Mode, ModeHandler]:
     """Raises ConfigError for a learned model (deferral or router) that cannot be used."""
     from router.assembly.routing import build_pre_arbitration
 
     info = info or InfoSettings()
     return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger),
                          build_pre_arbitration(routing or RoutingSettings(), model_cache, logger),
-                         EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx))
+                         EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx),
+                         EdgeAgentMode(agent or AgentSettings()))

@@ -233,8 +233,9 @@ class AgentSettings(_Section):
 
     max_steps: int = Field(4, ge=1, le=32, description="Most tool-loop steps (edge generations) per request.")
     max_tokens: int = Field(1024, ge=16, description="Most edge tokens the loop may generate, over all its steps.")
-    max_usd: float = Field(0.01, gt=0, description="Most dollars a request's loop may spend (cloud calls, "
-                           "retrievals, edge energy); the step that crosses it is the last.")
+    max_usd: float = Field(0.01, gt=0, description="Most dollars a request's loop may spend on tools (cloud "
+                           "calls, retrievals) and edge energy: once spending reaches it, no tool is called again and "
+                           "one last edge step (a few micro-dollars) must answer.")
     max_wall_s: float = Field(120.0, gt=0, description="Longest a request's loop may run; no step starts after it.")
     step_max_tokens: int = Field(256, ge=16, description="Most tokens of one step (a thought and a tool call).")
     ask_cloud_max_tokens: int = Field(256, ge=1, description="Most tokens of one ask_cloud answer.")

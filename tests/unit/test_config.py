@@ -79,13 +79,6 @@ def test_serve_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
     assert "edge.n_ctx" in proc.stderr
 
 
-def test_serve_refuses_a_default_mode_that_is_not_built_yet() -> None:
-    proc = subprocess.run([sys.executable, "-m", "router", "serve"], capture_output=True, text=True, timeout=60,
-                          env={"HYBRID_ROUTER_SERVER__DEFAULT_MODE": "edge_agent_cloud_info", "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 2
-    assert "server.default_mode 'edge_agent_cloud_info' is not implemented yet" in proc.stderr
-
-
 def test_config_is_accepted_after_the_command(tmp_path: Path) -> None:
     config = tmp_path / "router.toml"
     config.write_text("[edge]\nn_ctx = -4\n")

@@ -11,16 +11,18 @@ from router.domain.types import BackendKind, Mode
 
 def builtin_modes(arbiter: Optional[Arbiter] = None,
                   pre_arbitration: Optional[ModeHandler] = None,
-                  rag: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
+                  rag: Optional[ModeHandler] = None,
+                  agent: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
     """Every implemented mode, each given what it depends on: POST_ARBITRATION its arbiter,
-    PRE_ARBITRATION its router and threshold, EDGE_RAG_CLOUD_INFO its retrieval settings (the Info
-    service itself reaches it through the ModeContext). Defaults: what default settings build, the
+    PRE_ARBITRATION its router and threshold, EDGE_RAG_CLOUD_INFO its retrieval settings and
+    EDGE_AGENT_CLOUD_INFO its limits (the Info service reaches both through the ModeContext). Defaults: what default settings build, the
     pre-router's default rule included; router/assembly/modes.py builds the configured ones."""
     from router.core.arbiters import build_arbiter, build_threshold
     from router.core.routing.mode import PreArbitrationMode
     from router.core.routing.model import RouterSlot, Routing, RuleRouter
+    from router.core.modes.agent import EdgeAgentMode
     from router.core.modes.rag import EdgeRagMode
-    from router.domain.config import ArbitrationSettings, InfoSettings, RoutingSettings
+    from router.domain.config import AgentSettings, ArbitrationSettings, InfoSettings, RoutingSettings
 
     if arbiter is None:
         arbiter = build_arbiter(ArbitrationSettings())
@@ -30,11 +32,14 @@ def builtin_modes(arbiter: Optional[Arbiter] = None,
     if rag is None:
         info = InfoSettings()
         rag = EdgeRagMode(k=info.k, timeout_s=info.timeout_s)
+    if agent is None:
+        agent = EdgeAgentMode(AgentSettings())
     handlers: list[ModeHandler] = [
         SingleBackendMode(Mode.EDGE_ONLY, BackendKind.EDGE),
         SingleBackendMode(Mode.CLOUD_ONLY, BackendKind.CLOUD),
         PostArbitrationMode(arbiter),
         pre_arbitration,
         rag,
+        agent,
     ]
     return {handler.mode: handler for handler in handlers}

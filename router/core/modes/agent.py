@@ -27,7 +27,13 @@ best answer so far, in this order: the latest ask_cloud answer (served by the cl
 calculate result, else the latest thought (served by the edge), else nothing. The same rule serves a
 loop that ends on two unparseable steps in a row. The decision's reason names what ended the loop.
 
-A search that fails marks the decision degraded, as EDGE_RAG_CLOUD_INFO does.
+A search that fails (or that the wall-time cap leaves no time for) marks the decision degraded, as
+EDGE_RAG_CLOUD_INFO does. A call the edge repeats (the same tool and input) is not made again: the edge
+gets the earlier observation back, and its next step is forced to answer (small models loop).
+
+The request's own max_tokens and stop strings do not apply to the loop: the steps are JSON under a
+grammar (a stop string could cut one), and the [agent] caps bound them instead. Steps are greedy
+(temperature 0); ask_cloud keeps the request's temperature.
 """
 from __future__ import annotations
 
@@ -67,7 +73,7 @@ def _utf8_bytes(text: str) -> int:
 class Cap:
     """Why a step is the last, or why none may start: a name for the features, words for the reason."""
 
-    name: str  # steps | tokens | usd | wall | context | unparseable
+    name: str  # steps | tokens | usd | wall | context | repeat | unparseable
     words: str
 
 
@@ -107,6 +113,7 @@ class _ToolLoop:
     step_seconds: list[float] = field(default_factory=list)
     parse_failures: int = 0
     repeated_calls: int = 0  # calls the edge repeated, answered from the trace instead of the tool
+    repeated_last: bool = False  # the latest step repeated a call: the next one must answer
     search_failures: list[str] = field(default_factory=list)
     tool_errors: int = 0
     best_cloud: tuple[int, str] = (0, "")  # (step, text) of the latest ask_cloud answer
@@ -167,8 +174,10 @@ class _ToolLoop:
     async def _use_tool(self, step: ParsedStep, step_started: float) -> None:
         index = len(self.steps) + 1
         earlier = self._same_call_before(step)
+        self.repeated_last = earlier is not None
         if earlier is not None:
-            # The same call again would give the same result (and spend again): the edge is looping.
+            # The same call again would give the same result (and spend again): the edge is looping, so
+            # it gets the earlier observation back, and its next step must answer.
             self.repeated_calls += 1
             result = ToolResult(repeated_observation(earlier.observation, step.tool, earlier.index))
         else:
@@ -190,9 +199,10 @@ class _ToolLoop:
         self.step_seconds.append(time.monotonic() - step_started)
 
     def _same_call_before(self, step: ParsedStep) -> Optional[AgentStep]:
-        """The first earlier step that called the same tool with the same input and did not fail."""
-        return next((earlier for earlier in self.steps if earlier.tool == step.tool
-                     and earlier.arguments == step.input and not earlier.error), None)
+        """The first earlier step that made the same call (the same tool and input). A failed search or
+        cloud call is not called again either: small models repeat a failed call step after step."""
+        return next((earlier for earlier in self.steps
+                     if earlier.tool == step.tool and earlier.arguments == step.input), None)
 
     async def _call_tool(self, step: ParsedStep) -> ToolResult:
         if step.tool == "calculate":
@@ -246,6 +256,8 @@ class _ToolLoop:
             if settings.max_tokens - self.edge_tokens <= room:
                 return Cap("tokens", f"the token cap (max_tokens={settings.max_tokens} edge tokens)")
             return Cap("context", f"the edge's context window ({room} tokens left for a step)")
+        if self.repeated_last:
+            return Cap("repeat", "a repeated tool call")
         if self.step_seconds and self._time_left() < sum(self.step_seconds) / len(self.step_seconds):
             return Cap("wall", f"the wall-time cap (max_wall_s={settings.max_wall_s:g})")
         return None

@@ -39,10 +39,12 @@ MAX_ABS_EXPONENT = 1000
 # Past the wall-time cap a tool gets this much longer to answer, for its own timeout to fire first.
 TOOL_TIMEOUT_GRACE_S = 0.25
 
-ALLOWED_SUMMARY = "numbers, + - * / // % **, parentheses and round, abs, min, max"
+ALLOWED_SUMMARY = "numbers, + - * / // % ** ( ) and round, abs, min, max"
 # What small models write for arithmetic that Python spells differently.
 _SPELLINGS = (("×", "*"), ("÷", "/"), ("−", "-"), ("^", "**"), ("$", ""))
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,250 is one number, not a tuple
+# 25% is a quarter where no number follows the sign; 10 % 3 stays the remainder.
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\d(.])")
 
 
 class CalculationError(ValueError):
@@ -148,7 +150,7 @@ def evaluate(expression: str) -> Number:
     text = expression.strip().rstrip("=").strip()
     for written, python in _SPELLINGS:
         text = text.replace(written, python)
-    text = _THOUSANDS_COMMA.sub("", text)
+    text = _PERCENT.sub(r"(\1/100)", _THOUSANDS_COMMA.sub("", text))
     if not text:
         raise CalculationError("the expression is empty; write arithmetic such as (20 - 4) * 3")
     if len(text) > MAX_EXPRESSION_CHARS:
@@ -156,7 +158,8 @@ def evaluate(expression: str) -> Number:
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
-        raise CalculationError(f"not a valid expression ({getattr(exc, 'msg', exc)}); use {ALLOWED_SUMMARY}") from None
+        raise CalculationError(f"not arithmetic ({getattr(exc, 'msg', exc)}); write numbers and operators only, "
+                               f"e.g. (20 - 4) * 3") from None
     except (RecursionError, MemoryError):
         raise CalculationError("the expression is nested too deeply") from None
     try:
@@ -176,14 +179,25 @@ def format_number(value: Number) -> str:
     return str(value)
 
 
+def is_plain_number(expression: str) -> bool:
+    """Whether the expression is one number and nothing to calculate (small models "calculate" 24)."""
+    try:
+        node = ast.parse(expression.strip().rstrip("=").replace(",", "").strip(), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    return isinstance(node, ast.Constant)
+
+
 def calculate(expression: str) -> ToolResult:
     started = time.perf_counter()
     try:
         result = format_number(evaluate(expression))
     except CalculationError as exc:
         return ToolResult(error_observation(str(exc)), error=str(exc), latency_s=time.perf_counter() - started)
-    return ToolResult(calculation_observation(expression, result), answer=result,
-                      latency_s=time.perf_counter() - started)
+    observation = calculation_observation(expression, result, already_a_number=is_plain_number(expression))
+    return ToolResult(observation, answer=result, latency_s=time.perf_counter() - started)
 
 
 # -- search and ask_cloud ----------------------------------------------------------------------------
