@@ -10,8 +10,8 @@ import re
 import unicodedata
 
 _WORD = re.compile(r"\w+")
-# Function words that carry no topic; kept short on purpose: "who", "when", "first" and the like stay
-# out of it because SQuAD-style questions lean on them less than on the rare words.
+# Function words that carry no topic (articles, pronouns, auxiliaries, common prepositions). Question
+# words such as "when", "where" and "how" stay searchable: their low idf already makes them weigh little.
 STOP_WORDS = frozenset("""
 a an the and or but if of at by for with about against between into through during before after
 above below to from up down in out on off over under again further then once here there all any
