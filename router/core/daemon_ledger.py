@@ -27,7 +27,7 @@ def _summary(stats: ModeStats) -> ModeSummary:
         cloud_usd_per_1k=stats.cloud_cost_per_1k_usd, edge_usd_per_1k=stats.edge_cost_per_1k_usd,
         judge_usd_per_1k=stats.judge_cost_per_1k_usd,
         latency_p50_s=stats.latency_p50_s, latency_p95_s=stats.latency_p95_s,
-        ttft_p50_s=stats.ttft_p50_s, ttft_p95_s=stats.ttft_p95_s)
+        ttft_p50_s=stats.ttft_p50_s, ttft_p95_s=stats.ttft_p95_s, version=stats.version)
 
 
 class DaemonLedger:

@@ -318,6 +318,7 @@ class ModeSummary:
     ttft_p50_s: Optional[float]
     ttft_p95_s: Optional[float]
     judge_usd_per_1k: float = 0.0   # the cloud judge's grading, already inside cloud_usd_per_1k
+    version: str = ""  # arbitration modes: what decided ("router v0003", "learned v0002", "rule ..."), one row each
 
 
 @dataclass(frozen=True)

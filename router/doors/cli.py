@@ -377,6 +377,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"{a.kind} {_fmt(a.share_correct if a.share_correct is not None else a.mean_score, '.2f')} (n={a.count})"
             for a in mode.accuracy) or "–"
         name = mode.mode.name if isinstance(mode.mode, Mode) else str(mode.mode)
+        if mode.version:  # an arbitration mode, one row per deciding router or scorer
+            print(f"{name}, decided by {mode.version}:")
         print(f"{name:22} {mode.requests:>8} {mode.cloud_share:>6.0%} {mode.usd_per_1k:>10.5f} "
               f"{mode.cloud_usd_per_1k:>10.5f} {mode.edge_usd_per_1k:>10.5f} {mode.judge_usd_per_1k:>10.5f} "
               f"{_fmt(mode.latency_p50_s, '7.2f')} {_fmt(mode.latency_p95_s, '7.2f')}  {accuracy}")

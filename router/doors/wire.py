@@ -194,7 +194,8 @@ def stats_to_proto(report: StatsReport) -> pb.StatsResponse:
     for mode in report.modes:
         message = pb.ModeStats(mode=int(mode.mode), requests=mode.requests, cloud_share=mode.cloud_share,
                                usd_per_1k=mode.usd_per_1k, cloud_usd_per_1k=mode.cloud_usd_per_1k,
-                               edge_usd_per_1k=mode.edge_usd_per_1k, judge_usd_per_1k=mode.judge_usd_per_1k)
+                               edge_usd_per_1k=mode.edge_usd_per_1k, judge_usd_per_1k=mode.judge_usd_per_1k,
+                               version=mode.version)
         for field in _MODE_OPTIONALS:
             _set_optional(message, field, getattr(mode, field))
         for signal in mode.accuracy:
@@ -214,7 +215,7 @@ def stats_from_proto(message: pb.StatsResponse) -> StatsReport:
                     accuracy=tuple(SignalSummary(s.kind, s.count, _get_optional(s, "mean_score"),
                                                  _get_optional(s, "share_correct")) for s in m.accuracy),
                     cloud_share=m.cloud_share, usd_per_1k=m.usd_per_1k, cloud_usd_per_1k=m.cloud_usd_per_1k,
-                    edge_usd_per_1k=m.edge_usd_per_1k, judge_usd_per_1k=m.judge_usd_per_1k,
+                    edge_usd_per_1k=m.edge_usd_per_1k, judge_usd_per_1k=m.judge_usd_per_1k, version=m.version,
                     **{field: _get_optional(m, field) for field in _MODE_OPTIONALS})
         for m in message.modes)
     l = message.ledger

@@ -336,7 +336,7 @@ class SignalStats(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., count: _Optional[int] = ..., mean_score: _Optional[float] = ..., share_correct: _Optional[float] = ...) -> None: ...
 
 class ModeStats(_message.Message):
-    __slots__ = ("mode", "requests", "accuracy", "cloud_share", "usd_per_1k", "cloud_usd_per_1k", "edge_usd_per_1k", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s", "judge_usd_per_1k")
+    __slots__ = ("mode", "requests", "accuracy", "cloud_share", "usd_per_1k", "cloud_usd_per_1k", "edge_usd_per_1k", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s", "judge_usd_per_1k", "version")
     MODE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +349,7 @@ class ModeStats(_message.Message):
     TTFT_P50_S_FIELD_NUMBER: _ClassVar[int]
     TTFT_P95_S_FIELD_NUMBER: _ClassVar[int]
     JUDGE_USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     requests: int
     accuracy: _containers.RepeatedCompositeFieldContainer[SignalStats]
@@ -361,7 +362,8 @@ class ModeStats(_message.Message):
     ttft_p50_s: float
     ttft_p95_s: float
     judge_usd_per_1k: float
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., requests: _Optional[int] = ..., accuracy: _Optional[_Iterable[_Union[SignalStats, _Mapping]]] = ..., cloud_share: _Optional[float] = ..., usd_per_1k: _Optional[float] = ..., cloud_usd_per_1k: _Optional[float] = ..., edge_usd_per_1k: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p95_s: _Optional[float] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ..., judge_usd_per_1k: _Optional[float] = ...) -> None: ...
+    version: str
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., requests: _Optional[int] = ..., accuracy: _Optional[_Iterable[_Union[SignalStats, _Mapping]]] = ..., cloud_share: _Optional[float] = ..., usd_per_1k: _Optional[float] = ..., cloud_usd_per_1k: _Optional[float] = ..., edge_usd_per_1k: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p95_s: _Optional[float] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p95_s: _Optional[float] = ..., judge_usd_per_1k: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
 
 class LedgerStatus(_message.Message):
     __slots__ = ("enabled", "ok", "reason", "queue_depth", "written", "dropped_writes", "failed_writes")

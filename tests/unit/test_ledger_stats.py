@@ -98,3 +98,31 @@ def test_unanswered_requests_count_for_their_spend_but_not_for_latency_or_cloud_
     assert cloud.cloud_share == 1.0  # of the answered: a cancelled request was served by no one
     assert cloud.latency_p50_s == pytest.approx(1.0) and cloud.latency_p95_s == pytest.approx(1.0)
     ledger.close()
+
+
+def test_arbitration_modes_are_split_by_the_router_or_scorer_that_decided(tmp_path: Path) -> None:
+    import dataclasses
+
+    from router.domain.types import Decision
+
+    ledger = open_ledger(tmp_path / "ledger.db")
+
+    def pre(request_id: str, scorer: str, *, cloud: bool, reference: str) -> None:
+        request, result = make_exchange(request_id, edge=None if cloud else "7", cloud="7" if cloud else None,
+                                        served_by=BackendKind.CLOUD if cloud else BackendKind.EDGE,
+                                        mode=Mode.PRE_ARBITRATION, reference=reference, cloud_cost=0.01 if cloud else 0)
+        ledger.record(request, dataclasses.replace(result, decision=Decision(
+            mode=Mode.PRE_ARBITRATION, arbiter="pre", scorer=scorer, escalated=cloud)))
+
+    pre("a1", "router v0001", cloud=True, reference="7")
+    pre("a2", "router v0001", cloud=False, reference="8")
+    pre("b1", "router v0002", cloud=False, reference="7")
+    ledger.record(*make_exchange("e1", edge="7", reference="7"))
+    assert ledger.flush()
+    rows = {(s.mode, s.version): s for s in ledger.stats()}
+    assert set(rows) == {("EDGE_ONLY", ""), ("PRE_ARBITRATION", "router v0001"), ("PRE_ARBITRATION", "router v0002")}
+    old, new = rows["PRE_ARBITRATION", "router v0001"], rows["PRE_ARBITRATION", "router v0002"]
+    assert (old.requests, old.cloud_share, old.accuracy["reference"].share_correct) == (2, 0.5, 0.5)
+    assert (new.requests, new.cloud_share, new.accuracy["reference"].share_correct) == (1, 0.0, 1.0)
+    assert old.cost_per_1k_usd == pytest.approx(5.0) and new.cost_per_1k_usd == 0.0
+    ledger.close()
