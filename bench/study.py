@@ -28,7 +28,7 @@ STUDY_COLUMNS = (
     ("improvement", "gets better over time"),
 )
 
-NOT_IMPLEMENTED = "not implemented yet"
+NOT_IMPLEMENTED = "not measured in this run"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from router.client import AsyncRouterClient, RouterClient
-from router.domain.errors import BackendUnavailableError, InvalidRequestError, ModeNotImplementedError
+from router.domain.errors import BackendUnavailableError, InvalidRequestError
 from router.domain.types import BackendKind, ChatMessage, GenerateRequest, Mode
 from tests.conftest import ServerThread, make_settings
 
@@ -152,9 +152,9 @@ def test_bad_input_on_the_stream_is_typed_too(client: RouterClient) -> None:
             pass
 
 
-def test_a_mode_not_built_yet_is_unimplemented(client: RouterClient) -> None:
-    with pytest.raises(ModeNotImplementedError, match="EDGE_RAG_CLOUD_INFO is not implemented yet"):
-        client.generate(prompt=QUESTION, mode=Mode.EDGE_RAG_CLOUD_INFO)
+def test_every_mode_of_the_api_is_implemented(client: RouterClient) -> None:
+    # A mode the registry lacks is refused with UNIMPLEMENTED (tests/unit/test_validation.py); none is left.
+    assert set(client.info().implemented_modes) == set(Mode) - {Mode.UNSPECIFIED}
 
 
 def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:
