@@ -110,6 +110,16 @@ async def test_the_edge_calculates_then_answers_and_the_trace_is_in_the_decision
     assert result.served_by == BackendKind.EDGE and result.cloud_cost_usd == 0.0
 
 
+async def test_the_first_step_must_call_a_tool_even_when_the_edge_would_answer(edge: LlamaBackend) -> None:
+    told_to_answer = (ChatMessage("user", 'Reply with exactly this JSON: {"thought": "I know it.", '
+                                          '"tool": "answer", "input": "Paris"}'),)
+    result = await ask(edge, told_to_answer, AgentSettings(max_steps=3),
+                       info=FaultInjectionInfoSource(PASSAGES))
+    assert_priced_and_traced(result)
+    first = result.decision.steps[0]
+    assert first.tool in ("search", "ask_cloud", "calculate"), first  # the grammar left no "answer" at step 1
+
+
 async def test_the_step_cap_forces_the_last_step_to_answer(edge: LlamaBackend) -> None:
     result = await ask(edge, CALCULATION, AgentSettings(max_steps=1))
     assert_priced_and_traced(result)
