@@ -38,5 +38,6 @@ def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
     info = info or InfoSettings()
     return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger),
                          build_pre_arbitration(routing or RoutingSettings(), model_cache, logger),
-                         EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx),
+                         EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx,
+                                     answer_style=info.answer_style),
                          EdgeAgentMode(agent or AgentSettings()))

@@ -210,6 +210,9 @@ class InfoSettings(_Section):
         "$2e-8 on a $0.04/h vCPU, and the default allows 100 times that for the host's memory, disk and idle "
         "time. A managed vector database charges more (often $0.00005 to $0.0001 a query): set its price.")
     k: int = Field(3, ge=1, le=50, description="Passages retrieved per request.")
+    answer_style: Literal["free", "span"] = Field(
+        "free", description="EDGE_RAG_CLOUD_INFO's reader. free: the request's own instructions. span: the edge is "
+        "asked for the shortest exact span of a passage, with one worked example (extractive question answering).")
     chunk_tokens: int = Field(200, ge=16, le=4096, description="Largest chunk, in tokens (words and punctuation).")
     chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")

@@ -88,3 +88,16 @@ def test_citations_are_the_passages_that_hold_the_answer_best_first() -> None:
 def test_defuse_leaves_ordinary_text_alone() -> None:
     text = "The ratio is 3 < 4 and 5 > 2; see [1]."
     assert defuse(text) == text
+
+
+def test_the_span_reader_adds_its_rule_and_one_worked_example_after_the_system_turn() -> None:
+    from router.core.modes.rag_prompt import SPAN_EXAMPLE, SPAN_RULE
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: Where is Paris?"}]
+    block = passage_block(1, passage("d#0", "Paris is in France."))
+    built = rag_messages(messages, [block], span=True)
+    assert [m["role"] for m in built] == ["system", "user", "assistant", "user"]
+    assert built[0]["content"].endswith(SPAN_RULE) and built[1:3] == [dict(m) for m in SPAN_EXAMPLE]
+    assert built[-1]["content"].startswith("Reference passages") and "Paris is in France." in built[-1]["content"]
+    assert SPAN_RULE not in rag_messages(messages, [block])[0]["content"]
+    assert [m["role"] for m in rag_messages([messages[1]], [], span=True)] == ["system", "user", "assistant", "user"]

@@ -38,6 +38,7 @@ class EdgeRagMode:
     k: int
     timeout_s: float
     fallback_n_ctx: int = 4096  # when the edge backend does not say its context size
+    answer_style: str = "free"  # "span": ask for the shortest span copied from a passage (rag_prompt.SPAN_RULE)
     mode: Mode = Mode.EDGE_RAG_CLOUD_INFO
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
@@ -73,14 +74,15 @@ class EdgeRagMode:
         count_prompt: Callable[[Sequence[Mapping[str, str]]], int] = getattr(
             edge, "count_prompt_tokens", lambda msgs: sum(_utf8_bytes(m["content"]) + 8 for m in msgs))
         n_ctx = int(getattr(edge, "n_ctx", 0) or self.fallback_n_ctx)
-        base = count_prompt(rag_messages(messages, [])) + count_text(PASSAGES_HEADER)
+        span = self.answer_style == "span"
+        base = count_prompt(rag_messages(messages, [], span=span)) + count_text(PASSAGES_HEADER)
         budget = n_ctx - max_tokens - base - CONTEXT_MARGIN_TOKENS
         fitted = fit_passages(passages, max(budget, 0), count_text)
-        prompt = rag_messages(messages, fitted.blocks)
+        prompt = rag_messages(messages, fitted.blocks, span=span)
         # The blocks were counted alone; if the template counts them differently, drop from the end.
         while fitted.blocks and count_prompt(prompt) + max_tokens > n_ctx:
             fitted = Fitted(fitted.blocks[:-1], fitted.used[:-1], fitted.dropped + 1, fitted.trimmed)
-            prompt = rag_messages(messages, fitted.blocks)
+            prompt = rag_messages(messages, fitted.blocks, span=span)
         return fitted, prompt
 
     def _decision(self, passages: Sequence[Passage], fitted: Fitted, citations: Sequence[str],
