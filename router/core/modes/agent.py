@@ -41,20 +41,19 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Mapping, Optional, Sequence
+from typing import AsyncIterator, Mapping, Optional, Sequence
 
 from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NOTE, TOOLS, ParsedStep,
                                             StepParseError, agent_messages, observation_turn, parse_step,
                                             repeated_observation, step_grammar, trim, with_note)
 from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
 from router.domain.config import AgentSettings
 from router.domain.types import AgentStep, BackendKind, Decision, Mode, RunPurpose, TextDelta
 
 # Fewer tokens than this cannot hold a step (the JSON's fixed part alone is about 15 tokens).
 MIN_STEP_TOKENS = 24
-# Left free in the edge's context beyond the counted prompt and a step: end-of-turn tokens, rounding.
-CONTEXT_MARGIN_TOKENS = 16
 FALLBACK_N_CTX = 4096  # for an edge that does not say its context size
 # A loop that ends with an answer; one that a cap or unparseable steps cut short.
 FINISH_ANSWERED = "stop"
@@ -69,11 +68,6 @@ TOOL_GRAMMAR = step_grammar(TOOL_TOOLS)
 
 
 _GRAMMARS = {TOOLS: STEP_GRAMMAR, (ANSWER,): ANSWER_GRAMMAR, TOOL_TOOLS: TOOL_GRAMMAR}
-
-
-def _utf8_bytes(text: str) -> int:
-    """An upper bound on a byte-level tokenizer's count, for an edge that cannot count."""
-    return len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -279,12 +273,10 @@ class _ToolLoop:
     async def _context_room(self) -> int:
         """Tokens the edge's context has left for the next step's output (counting is blocking: a thread)."""
         edge = self.ctx.backend(BackendKind.EDGE)
-        count: Callable[[Sequence[Mapping[str, str]]], int] = getattr(
-            edge, "count_prompt_tokens", lambda msgs: sum(_utf8_bytes(m["content"]) + 8 for m in msgs))
-        n_ctx = int(getattr(edge, "n_ctx", 0) or FALLBACK_N_CTX)
+        context = EdgeContext.of(edge, FALLBACK_N_CTX)
         # The longest prompt a step can have: the notes of a retried, forced step included.
         prompt = with_note(self.messages, f"{RETRY_NOTE} {FORCED_ANSWER_NOTE}")
-        return n_ctx - await asyncio.to_thread(count, prompt) - CONTEXT_MARGIN_TOKENS
+        return context.n_ctx - await asyncio.to_thread(context.count_prompt, prompt) - CONTEXT_MARGIN_TOKENS
 
     # -- the end ----------------------------------------------------------------------------------
 

@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Mapping, Sequence
+from typing import AsyncIterator, Mapping, Sequence
 
 from router.core.info import InfoError
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
 from router.core.modes.rag_prompt import PASSAGES_HEADER, Fitted, cited_passages, fit_passages, rag_messages, retrieval_query
 from router.domain.types import BackendKind, Decision, Mode, Passage
 
-# Left free beyond the counted prompt and max_tokens: the template's end-of-turn tokens and rounding.
-CONTEXT_MARGIN_TOKENS = 16
 # How long past the client's own deadline the mode waits before it gives up on the Info service.
 DEADLINE_GRACE_S = 0.25
-
-
-def _utf8_bytes(text: str) -> int:
-    """An upper bound on any byte-level tokenizer's count, for an edge that cannot count."""
-    return len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -70,10 +64,8 @@ class EdgeRagMode:
              max_tokens: int) -> tuple[Fitted, list[dict[str, str]]]:
         """The passages that fit the edge's context beside the request and its answer, and the prompt.
         Blocking (the edge's tokenizer): runs in a thread."""
-        count_text: Callable[[str], int] = getattr(edge, "count_tokens", _utf8_bytes)
-        count_prompt: Callable[[Sequence[Mapping[str, str]]], int] = getattr(
-            edge, "count_prompt_tokens", lambda msgs: sum(_utf8_bytes(m["content"]) + 8 for m in msgs))
-        n_ctx = int(getattr(edge, "n_ctx", 0) or self.fallback_n_ctx)
+        context = EdgeContext.of(edge, self.fallback_n_ctx)
+        count_text, count_prompt, n_ctx = context.count_text, context.count_prompt, context.n_ctx
         span = self.answer_style == "span"
         base = count_prompt(rag_messages(messages, [], span=span)) + count_text(PASSAGES_HEADER)
         budget = n_ctx - max_tokens - base - CONTEXT_MARGIN_TOKENS
