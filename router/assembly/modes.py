@@ -39,5 +39,5 @@ def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
     return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger),
                          build_pre_arbitration(routing or RoutingSettings(), model_cache, logger),
                          EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx,
-                                     answer_style=info.answer_style),
-                         EdgeAgentMode(agent or AgentSettings()))
+                                     answer_style=info.answer_style, focus_sentences=info.focus_sentences),
+                         EdgeAgentMode(agent or AgentSettings(), focus_sentences=info.focus_sentences))

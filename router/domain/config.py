@@ -213,6 +213,11 @@ class InfoSettings(_Section):
     answer_style: Literal["free", "span"] = Field(
         "free", description="EDGE_RAG_CLOUD_INFO's reader. free: the request's own instructions. span: the edge is "
         "asked for the shortest exact span of a passage, with one worked example (extractive question answering).")
+    focus_sentences: int = Field(
+        2, ge=0, le=50, description="What the edge reads of the retrieved passages (EDGE_RAG_CLOUD_INFO, and the "
+        "agent's search results): the N sentences that share the most words with the question, the best-ranked "
+        "passage winning ties (router/core/modes/rag_focus.py). 0: the passages whole. The 0.5B edge reads a "
+        "short context far better (bench/results/rag-reader/summary.md).")
     chunk_tokens: int = Field(200, ge=16, le=4096, description="Largest chunk, in tokens (words and punctuation).")
     chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")

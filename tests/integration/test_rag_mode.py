@@ -62,7 +62,10 @@ def test_the_edge_answers_from_retrieved_passages_priced_timed_and_recorded(rag_
     assert result.latency.info_s > 0 and result.latency.info_s == pytest.approx(call.latency_s)
     assert set(result.citations) <= set(call.passage_ids)
     assert result.decision.features["passages_used"] >= 1
-    assert "passages" in result.decision.reason and [r.backend.name for r in result.runs] == ["EDGE"]
+    # By default the edge reads the two best-matching sentences, not the passages whole ([info] focus_sentences).
+    assert result.decision.features["focus_sentences"] == 2
+    assert "the 2 best-matching sentences of" in result.decision.reason
+    assert [r.backend.name for r in result.runs] == ["EDGE"]
     ledger = rag_daemon.server.daemon.ledger
     assert ledger.flush(30)
     row = ledger.ledger.get(result.request_id)

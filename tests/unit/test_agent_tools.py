@@ -134,6 +134,18 @@ async def test_search_shows_the_passages_as_delimited_defused_blocks_with_their_
     assert (call.operation, call.passage_ids, call.error) == ("search", ("geo#1", "geo#2"), "")
 
 
+async def test_a_focused_search_shows_only_the_best_matching_sentences_and_records_every_passage() -> None:
+    passages = (Passage("geo#1", "geo", "Austria has nine states. Vienna lies on the Danube. It has a big zoo.", 0.0),
+                Passage("food#1", "food", "Sachertorte is a chocolate cake from Vienna.", 0.0))
+    ctx = context(FaultInjectionInfoSource(passages))
+    result = await search(ctx, "Which river does Vienna lie on?", k=2, max_chars=1500, timeout_s=5, focus_sentences=1)
+    assert "[id geo#1] Vienna lies on the Danube." in result.observation
+    assert "nine states" not in result.observation and "zoo" not in result.observation
+    assert "food#1" not in result.observation  # it gave no sentence
+    [call] = ctx.info_calls
+    assert call.passage_ids == ("geo#1", "food#1")  # the trace keeps what was retrieved
+
+
 async def test_a_long_search_result_is_cut_to_the_observation_limit() -> None:
     long = tuple(Passage(f"d#{i}", "d", "Danube " + "word " * 200, 0.0) for i in range(3))
     result = await search(context(FaultInjectionInfoSource(long)), "Danube", k=3, max_chars=400, timeout_s=5)

@@ -89,10 +89,11 @@ class Ending:
 @dataclass(frozen=True)
 class EdgeAgentMode:
     settings: AgentSettings
+    focus_sentences: int = 0  # > 0: a search shows the edge only the best-matching sentences ([info])
     mode: Mode = Mode.EDGE_AGENT_CLOUD_INFO
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
-        loop = _ToolLoop(ctx, self.settings)
+        loop = _ToolLoop(ctx, self.settings, focus_sentences=self.focus_sentences)
         ending = await loop.run()
         if ending.text:
             yield TextDelta(ending.text, ending.served_by, None)
@@ -106,6 +107,7 @@ class _ToolLoop:
 
     ctx: ModeContext
     settings: AgentSettings
+    focus_sentences: int = 0
     started: float = field(default_factory=time.monotonic)
     messages: list[dict[str, str]] = field(default_factory=list)
     steps: list[AgentStep] = field(default_factory=list)
@@ -221,7 +223,7 @@ class _ToolLoop:
         settings = self.settings
         if step.tool == "search":
             return await search(self.ctx, step.input, k=settings.search_k, max_chars=settings.observation_max_chars,
-                                timeout_s=time_left)
+                                timeout_s=time_left, focus_sentences=self.focus_sentences)
         return await ask_cloud(self.ctx, step.input, max_tokens=settings.ask_cloud_max_tokens,
                                max_chars=settings.observation_max_chars, timeout_s=time_left)
 

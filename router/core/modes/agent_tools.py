@@ -26,6 +26,7 @@ from router.core.info import InfoError
 from router.core.modes.agent_prompt import (calculation_observation, cloud_observation, error_observation,
                                             search_observation)
 from router.core.modes.base import ModeContext
+from router.core.modes.rag_focus import focus_passages
 from router.domain.errors import RouterError
 from router.domain.types import BackendKind, RunPurpose
 
@@ -202,9 +203,12 @@ def calculate(expression: str) -> ToolResult:
 
 # -- search and ask_cloud ----------------------------------------------------------------------------
 
-async def search(ctx: ModeContext, query: str, *, k: int, max_chars: int, timeout_s: float) -> ToolResult:
+async def search(ctx: ModeContext, query: str, *, k: int, max_chars: int, timeout_s: float,
+                 focus_sentences: int = 0) -> ToolResult:
     """The Info service's k best passages for the request's caller; ctx.retrieve records the call
-    (and its cost) however it ends. A failure, or no answer within `timeout_s`, is an error observation."""
+    (and its cost) however it ends. A failure, or no answer within `timeout_s`, is an error observation.
+    `focus_sentences` > 0: the observation holds only the passages' sentences that best match the query
+    (rag_focus.py), as EDGE_RAG_CLOUD_INFO's reader does."""
     started = time.perf_counter()
     recorded = len(ctx.info_calls)
     try:
@@ -220,7 +224,8 @@ async def search(ctx: ModeContext, query: str, *, k: int, max_chars: int, timeou
     latency = time.perf_counter() - started
     if error:
         return ToolResult(error_observation(f"search failed: {error}"), error=error, cost_usd=cost, latency_s=latency)
-    return ToolResult(search_observation(passages, max_chars), cost_usd=cost, latency_s=latency)
+    shown = focus_passages(query, passages, focus_sentences)
+    return ToolResult(search_observation(shown, max_chars), cost_usd=cost, latency_s=latency)
 
 
 async def ask_cloud(ctx: ModeContext, question: str, *, max_tokens: int, max_chars: int,

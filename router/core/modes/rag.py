@@ -2,10 +2,12 @@
 
 1. The query (rag_prompt.retrieval_query) goes to the Info service for the request's caller; the call
    is priced and timed in the result (ModeContext.retrieve).
-2. The passages that fit the edge's context, best first, go into the prompt as delimited, untrusted
+2. With `focus_sentences` > 0 the edge reads only the passages' sentences that best match the question
+   (rag_focus.py): the 0.5B edge reads a short context far better than whole passages.
+3. The passages that fit the edge's context, best first, go into the prompt as delimited, untrusted
    data (rag_prompt.py); the first that does not fit whole is cut, the rest dropped. Retrieval never
    makes a request fail for context length.
-3. The edge answers; the passages that contain its answer are its citations.
+4. The edge answers; the passages that contain its answer are its citations.
 
 When retrieval fails (the service down, slow past its timeout, or off), the edge answers alone and the
 decision is marked degraded with the reason. The wait is bounded: past `timeout_s` (and a small grace
@@ -20,6 +22,7 @@ from typing import AsyncIterator, Mapping, Sequence
 from router.core.info import InfoError
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
+from router.core.modes.rag_focus import focus_passages
 from router.core.modes.rag_prompt import PASSAGES_HEADER, Fitted, cited_passages, fit_passages, rag_messages, retrieval_query
 from router.domain.types import BackendKind, Decision, Mode, Passage
 
@@ -33,13 +36,15 @@ class EdgeRagMode:
     timeout_s: float
     fallback_n_ctx: int = 4096  # when the edge backend does not say its context size
     answer_style: str = "free"  # "span": ask for the shortest span copied from a passage (rag_prompt.SPAN_RULE)
+    focus_sentences: int = 0  # > 0: the edge reads only this many best-matching sentences (rag_focus.py)
     mode: Mode = Mode.EDGE_RAG_CLOUD_INFO
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
         query = retrieval_query(ctx.messages, ctx.request.metadata)
         passages, degraded = await self._retrieve(ctx, query)
+        reading = focus_passages(query, passages, self.focus_sentences)
         edge = ctx.backend(BackendKind.EDGE)
-        fitted, messages = await asyncio.to_thread(self._fit, edge, ctx.messages, passages, ctx.params.max_tokens)
+        fitted, messages = await asyncio.to_thread(self._fit, edge, ctx.messages, reading, ctx.params.max_tokens)
         async with ctx.call(BackendKind.EDGE, messages=messages) as call:
             async for delta in call.deltas():
                 yield delta
@@ -48,7 +53,7 @@ class EdgeRagMode:
         citations = cited_passages(run.text, fitted.used)
         yield ModeOutcome(text=run.text, served_by=BackendKind.EDGE, finish_reason=run.finish_reason,
                           citations=citations,
-                          decision=self._decision(passages, fitted, citations, degraded))
+                          decision=self._decision(passages, reading, fitted, citations, degraded))
 
     async def _retrieve(self, ctx: ModeContext, query: str) -> tuple[tuple[Passage, ...], str]:
         """The passages, and why there are none when retrieval failed ("" when it worked)."""
@@ -77,9 +82,10 @@ class EdgeRagMode:
             prompt = rag_messages(messages, fitted.blocks, span=span)
         return fitted, prompt
 
-    def _decision(self, passages: Sequence[Passage], fitted: Fitted, citations: Sequence[str],
-                  degraded: str) -> Decision:
-        features = {"passages_retrieved": float(len(passages)), "passages_used": float(len(fitted.used)),
+    def _decision(self, passages: Sequence[Passage], reading: Sequence[Passage], fitted: Fitted,
+                  citations: Sequence[str], degraded: str) -> Decision:
+        features = {"passages_retrieved": float(len(passages)), "passages_focused": float(len(reading)),
+                    "focus_sentences": float(self.focus_sentences), "passages_used": float(len(fitted.used)),
                     "passages_dropped": float(fitted.dropped), "passage_trimmed": float(fitted.trimmed),
                     "top_passage_score": max((p.score for p in passages), default=0.0),
                     "cited": float(len(citations))}
@@ -87,6 +93,9 @@ class EdgeRagMode:
             reason = f"degraded: {degraded}; the edge answered without passages"
         else:
             kept = f"{len(fitted.used)} of {len(passages)} passages"
+            if self.focus_sentences > 0 and passages:
+                kept = (f"the {self.focus_sentences} best-matching sentences of {len(passages)} passages "
+                        f"(from {len(fitted.used)} of them)")
             if fitted.dropped or fitted.trimmed:
                 kept += f" ({fitted.dropped} dropped, {'one cut short' if fitted.trimmed else 'none cut'} to fit the context)"
             cites = ", ".join(citations) if citations else "none (its answer is in no passage)"
