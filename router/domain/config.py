@@ -252,6 +252,10 @@ class AgentSettings(_Section):
     search_k: int = Field(3, ge=1, le=20, description="Passages one search returns.")
     observation_max_chars: int = Field(1500, ge=100, description="Longest tool result shown to the edge; "
                                        "longer ones are cut.")
+    read_search_results: bool = Field(
+        True, description="When the edge answers right after a search, the served answer is written by "
+        "EDGE_RAG_CLOUD_INFO's reader over the passages the loop's searches found (one more edge call), not taken "
+        "from the step's JSON: the 0.5B edge searches well but answers badly inside a step. false: the step's answer.")
 
 
 class LoggingSettings(_Section):

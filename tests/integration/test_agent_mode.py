@@ -81,15 +81,20 @@ async def ask(edge: LlamaBackend, messages: tuple[ChatMessage, ...], settings: A
 
 
 def edge_tokens(result: GenerateResult) -> int:
-    return sum(run.completion_tokens for run in result.runs if run.purpose == RunPurpose.AGENT_STEP)
+    """The loop's edge tokens: its steps', and the reading of its search results."""
+    return sum(run.completion_tokens for run in result.runs if run.backend == BackendKind.EDGE)
 
 
 def assert_priced_and_traced(result: GenerateResult) -> None:
-    """Every step is an edge run; the result's cost is every run's and every retrieval's."""
+    """Every step is an edge run, and so is the reading of the search results when there is one; the
+    result's cost is every run's and every retrieval's."""
     decision = result.decision
     assert decision.mode == MODE and decision.arbiter == "agent"
-    steps = [run for run in result.runs if run.backend == BackendKind.EDGE]
-    assert all(run.purpose == RunPurpose.AGENT_STEP and run.cost_usd > 0 for run in steps)
+    edge_runs = [run for run in result.runs if run.backend == BackendKind.EDGE]
+    assert all(run.cost_usd > 0 for run in edge_runs)
+    steps = [run for run in edge_runs if run.purpose == RunPurpose.AGENT_STEP]
+    reads = [run for run in edge_runs if run.purpose == RunPurpose.ANSWER]
+    assert len(steps) + len(reads) == len(edge_runs) and len(reads) == decision.features["read_search_results"]
     assert len(steps) == len(decision.steps) == decision.features["steps"]
     assert decision.features["edge_tokens"] == edge_tokens(result)
     assert result.cost_usd == pytest.approx(sum(r.cost_usd for r in result.runs)
@@ -118,6 +123,24 @@ async def test_the_first_step_must_call_a_tool_even_when_the_edge_would_answer(e
     assert_priced_and_traced(result)
     first = result.decision.steps[0]
     assert first.tool in ("search", "ask_cloud", "calculate"), first  # the grammar left no "answer" at step 1
+
+
+async def test_an_answer_right_after_a_search_is_read_from_the_passages_it_found(edge: LlamaBackend) -> None:
+    question = primed_for("search", "Who founded Zorbia?")
+    result = await ask(edge, question, AgentSettings(max_steps=2), info=FaultInjectionInfoSource(PASSAGES))
+    assert_priced_and_traced(result)
+    first, last = result.decision.steps
+    assert (first.tool, last.tool) == ("search", "answer")
+    [read] = [run for run in result.runs if run.purpose == RunPurpose.ANSWER]
+    assert read.backend == BackendKind.EDGE and result.text == read.text.strip() == last.observation
+    assert "the answer was read from the 2 passages its searches found" in result.decision.reason
+    assert result.decision.features["sources"] == 2.0
+    # Turned off, the answer step's own input is served, and no reading runs.
+    plain = await ask(edge, question, AgentSettings(max_steps=2, read_search_results=False),
+                      info=FaultInjectionInfoSource(PASSAGES))
+    assert_priced_and_traced(plain)
+    assert plain.decision.features["read_search_results"] == 0.0
+    assert plain.text == plain.decision.steps[-1].arguments and "read from" not in plain.decision.reason
 
 
 async def test_the_step_cap_forces_the_last_step_to_answer(edge: LlamaBackend) -> None:

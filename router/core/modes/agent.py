@@ -27,6 +27,15 @@ best answer so far, in this order: the latest ask_cloud answer (served by the cl
 calculate result, else the latest thought (served by the edge), else nothing. The same rule serves a
 loop that ends on two unparseable steps in a row. The decision's reason names what ended the loop.
 
+Answers read from the search results ([agent] read_search_results): when the edge answers and the last
+tool that worked was a search, the answer it serves is written by EDGE_RAG_CLOUD_INFO's reader (one more
+edge call, the request's own instructions) over the passages the loop's searches found, focused on the
+user's question ([info] focus_sentences). The step's own answer stays in the trace. The 0.5B edge picks
+its search well but answers badly inside a JSON step: it copies a sentence of the observation, or a word
+of the worked examples. After a calculate or ask_cloud the step's answer is served as it is. The reading
+is part of the answering step: it does not count against max_steps; its tokens count against max_tokens,
+and it is skipped when fewer than MIN_STEP_TOKENS are left or the wall time is spent.
+
 A search that fails (or that the wall-time cap leaves no time for) marks the decision degraded, as
 EDGE_RAG_CLOUD_INFO does. A call the edge repeats (the same tool and input) is not made again: the edge
 gets the earlier observation back, and its next step is forced to answer (small models loop).
@@ -49,8 +58,11 @@ from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NO
 from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
+from router.core.modes.rag import fit_reading
+from router.core.modes.rag_focus import focus_passages
+from router.core.modes.rag_prompt import retrieval_query
 from router.domain.config import AgentSettings
-from router.domain.types import AgentStep, BackendKind, Decision, Mode, RunPurpose, TextDelta
+from router.domain.types import AgentStep, BackendKind, Decision, Mode, Passage, RunPurpose, TextDelta
 
 # Fewer tokens than this cannot hold a step (the JSON's fixed part alone is about 15 tokens).
 MIN_STEP_TOKENS = 24
@@ -122,6 +134,9 @@ class _ToolLoop:
     best_cloud: tuple[int, str] = (0, "")  # (step, text) of the latest ask_cloud answer
     best_result: tuple[int, str] = (0, "")  # of the latest calculate result
     best_thought: tuple[int, str] = (0, "")  # of the latest thought
+    sources: list[Passage] = field(default_factory=list)  # what the searches found, first found first
+    last_tool: str = ""  # the latest tool that worked (a repeated call does not count)
+    read_answer: bool = False  # the served answer was read from `sources`
     cap: Optional[Cap] = None  # what ended (or forced the end of) the loop
 
     def __post_init__(self) -> None:
@@ -153,7 +168,7 @@ class _ToolLoop:
             if step.thought:
                 self.best_thought = (len(self.steps) + 1, step.thought)
             if step.tool == ANSWER:
-                return self._answered(step, forced, step_started)
+                return await self._answered(step, forced, step_started)
             await self._use_tool(step, step_started)
 
     def _tool_called(self) -> bool:
@@ -201,6 +216,10 @@ class _ToolLoop:
             self.best_cloud = (index, result.answer)
         elif step.tool == "calculate" and result.answer:
             self.best_result = (index, result.answer)
+        if earlier is None and not result.error:
+            self.last_tool = step.tool
+            known = {passage.passage_id for passage in self.sources}
+            self.sources += [passage for passage in result.passages if passage.passage_id not in known]
         observation = trim(result.observation, self.settings.observation_max_chars)
         self.steps.append(AgentStep(index=index, thought=step.thought, tool=step.tool, arguments=step.input,
                                     observation=observation, cost_usd=result.cost_usd,
@@ -288,17 +307,44 @@ class _ToolLoop:
                                     observation="", error=f"unparseable step: {error}; it read {trim(text, 200)!r}"))
         self.step_seconds.append(time.monotonic() - step_started)
 
-    def _answered(self, step: ParsedStep, forced: Optional[Cap], step_started: float) -> Ending:
+    async def _answered(self, step: ParsedStep, forced: Optional[Cap], step_started: float) -> Ending:
         index = len(self.steps) + 1
         self.tool_calls[ANSWER] += 1
+        text, finish_reason, read_from = step.input, FINISH_ANSWERED, ""
+        if self._reads_search_results():
+            text, finish_reason = await self._read_sources()
+            self.read_answer = True
+            read_from = (f"; the answer was read from the {len(self.sources)} passage"
+                         f"{'s' if len(self.sources) != 1 else ''} its searches found")
         self.steps.append(AgentStep(index=index, thought=step.thought, tool=ANSWER, arguments=step.input,
-                                    observation=""))
+                                    observation=text if self.read_answer else ""))
         self.step_seconds.append(time.monotonic() - step_started)
         if forced is not None:
             how = f"{forced.words} forced step {index} to answer; the edge answered"
         else:
             how = f"the edge answered at step {index}"
-        return Ending(step.input, BackendKind.EDGE, FINISH_ANSWERED, how)
+        return Ending(text, BackendKind.EDGE, finish_reason, how + read_from)
+
+    def _reads_search_results(self) -> bool:
+        return (self.settings.read_search_results and self.last_tool == "search" and bool(self.sources)
+                and self._time_left() > 0 and self.settings.max_tokens - self.edge_tokens >= MIN_STEP_TOKENS)
+
+    async def _read_sources(self) -> tuple[str, str]:
+        """The reader's answer over what the searches found, and its finish reason (one edge call)."""
+        ctx = self.ctx
+        question = retrieval_query(ctx.messages, ctx.request.metadata)
+        reading = focus_passages(question, self.sources, self.focus_sentences)
+        max_tokens = min(ctx.params.max_tokens, self.settings.max_tokens - self.edge_tokens)
+        edge = ctx.backend(BackendKind.EDGE)
+        _, prompt = await asyncio.to_thread(fit_reading, edge, ctx.messages, reading, max_tokens,
+                                            fallback_n_ctx=FALLBACK_N_CTX)
+        async with ctx.call(BackendKind.EDGE, messages=prompt, max_tokens=max_tokens) as call:
+            async for _delta in call.deltas():
+                pass
+        run = call.run
+        assert run is not None
+        self.edge_tokens += run.completion_tokens
+        return run.text.strip(), run.finish_reason
 
     def _best_so_far(self, why: str) -> Ending:
         cloud_step, cloud_text = self.best_cloud
@@ -326,7 +372,8 @@ class _ToolLoop:
             "parse_failures": float(self.parse_failures), "repeated_calls": float(self.repeated_calls),
             "tool_errors": float(self.tool_errors),
             "search_failures": float(len(self.search_failures)), "spent_usd": self.spent_usd(),
-            "loop_s": time.monotonic() - self.started,
+            "loop_s": time.monotonic() - self.started, "read_search_results": float(self.read_answer),
+            "sources": float(len(self.sources)),
             **{f"tool_{tool}": float(self.tool_calls[tool]) for tool in TOOLS},
         }
         if self.cap is not None:

@@ -28,7 +28,7 @@ from router.core.modes.agent_prompt import (calculation_observation, cloud_obser
 from router.core.modes.base import ModeContext
 from router.core.modes.rag_focus import focus_passages
 from router.domain.errors import RouterError
-from router.domain.types import BackendKind, RunPurpose
+from router.domain.types import BackendKind, Passage, RunPurpose
 
 Number = Union[int, float]
 
@@ -59,6 +59,7 @@ class ToolResult:
     cost_usd: float = 0.0  # the tool's own spend (a search, a cloud call)
     latency_s: float = 0.0
     answer: str = ""  # the tool's answer alone, for the best-so-far rule (a cloud answer, a result)
+    passages: tuple[Passage, ...] = ()  # what a search found, whole (the observation may show less)
 
 
 # -- calculate ---------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ async def search(ctx: ModeContext, query: str, *, k: int, max_chars: int, timeou
     if error:
         return ToolResult(error_observation(f"search failed: {error}"), error=error, cost_usd=cost, latency_s=latency)
     shown = focus_passages(query, passages, focus_sentences)
-    return ToolResult(search_observation(shown, max_chars), cost_usd=cost, latency_s=latency)
+    return ToolResult(search_observation(shown, max_chars), cost_usd=cost, latency_s=latency, passages=tuple(passages))
 
 
 async def ask_cloud(ctx: ModeContext, question: str, *, max_tokens: int, max_chars: int,

@@ -67,20 +67,8 @@ class EdgeRagMode:
 
     def _fit(self, edge: object, messages: Sequence[Mapping[str, str]], passages: Sequence[Passage],
              max_tokens: int) -> tuple[Fitted, list[dict[str, str]]]:
-        """The passages that fit the edge's context beside the request and its answer, and the prompt.
-        Blocking (the edge's tokenizer): runs in a thread."""
-        context = EdgeContext.of(edge, self.fallback_n_ctx)
-        count_text, count_prompt, n_ctx = context.count_text, context.count_prompt, context.n_ctx
-        span = self.answer_style == "span"
-        base = count_prompt(rag_messages(messages, [], span=span)) + count_text(PASSAGES_HEADER)
-        budget = n_ctx - max_tokens - base - CONTEXT_MARGIN_TOKENS
-        fitted = fit_passages(passages, max(budget, 0), count_text)
-        prompt = rag_messages(messages, fitted.blocks, span=span)
-        # The blocks were counted alone; if the template counts them differently, drop from the end.
-        while fitted.blocks and count_prompt(prompt) + max_tokens > n_ctx:
-            fitted = Fitted(fitted.blocks[:-1], fitted.used[:-1], fitted.dropped + 1, fitted.trimmed)
-            prompt = rag_messages(messages, fitted.blocks, span=span)
-        return fitted, prompt
+        return fit_reading(edge, messages, passages, max_tokens, fallback_n_ctx=self.fallback_n_ctx,
+                           span=self.answer_style == "span")
 
     def _decision(self, passages: Sequence[Passage], reading: Sequence[Passage], fitted: Fitted,
                   citations: Sequence[str], degraded: str) -> Decision:
@@ -101,3 +89,20 @@ class EdgeRagMode:
             cites = ", ".join(citations) if citations else "none (its answer is in no passage)"
             reason = f"EDGE_RAG_CLOUD_INFO: the edge answered from {kept}; cites {cites}"
         return Decision(mode=self.mode, reason=reason, degraded=bool(degraded), features=features)
+
+
+def fit_reading(edge: object, messages: Sequence[Mapping[str, str]], passages: Sequence[Passage], max_tokens: int,
+                *, fallback_n_ctx: int, span: bool = False) -> tuple[Fitted, list[dict[str, str]]]:
+    """The passages that fit the edge's context beside the request and its answer, and the reader's
+    prompt. Blocking (the edge's tokenizer): run it in a thread."""
+    context = EdgeContext.of(edge, fallback_n_ctx)
+    count_text, count_prompt, n_ctx = context.count_text, context.count_prompt, context.n_ctx
+    base = count_prompt(rag_messages(messages, [], span=span)) + count_text(PASSAGES_HEADER)
+    budget = n_ctx - max_tokens - base - CONTEXT_MARGIN_TOKENS
+    fitted = fit_passages(passages, max(budget, 0), count_text)
+    prompt = rag_messages(messages, fitted.blocks, span=span)
+    # The blocks were counted alone; if the template counts them differently, drop from the end.
+    while fitted.blocks and count_prompt(prompt) + max_tokens > n_ctx:
+        fitted = Fitted(fitted.blocks[:-1], fitted.used[:-1], fitted.dropped + 1, fitted.trimmed)
+        prompt = rag_messages(messages, fitted.blocks, span=span)
+    return fitted, prompt
