@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from typing import Optional
 
@@ -21,7 +20,8 @@ from edge.encoder import TextEncoder
 from router.assembly.parts import model_cache
 from router.domain.config import Settings
 from router.doors.info_service import SERVICE_NAME, TRANSPORT_RECEIVE_BYTES, InfoHost
-from router.doors.stop_request import STOP_SIGNALS, StopRequest
+from router.doors.serve_loop import serve_until_stopped
+from router.doors.stop_request import StopRequest
 
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -75,48 +75,11 @@ class InfoServer:
         self._stopping.set()
 
     async def run(self, early_stop: Optional[StopRequest] = None) -> int:
-        """Loads and serves until SIGTERM/SIGINT (or request_stop), then stops; returns the exit status."""
-        loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self.request_stop)
-        if early_stop is not None and early_stop.requested:  # checked after ours are in place: none is lost
-            self.request_stop()
-        try:
-            return await self._serve_until_stopped()
-        finally:
-            for signum in STOP_SIGNALS:  # a second signal must not cut the drain short
-                loop.add_signal_handler(signum, self._already_stopping, signum)
-            try:
-                await self.stop()
-            finally:
-                for signum in STOP_SIGNALS:
-                    loop.remove_signal_handler(signum)
-                if early_stop is not None:
-                    early_stop.install()
-
-    def _already_stopping(self, signum: int) -> None:
-        self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
-                            extra={"fields": {"signal": signal.Signals(signum).name}})
-
-    async def _serve_until_stopped(self) -> int:
-        if self._stopping.is_set():
-            return 0
-        loading = asyncio.create_task(self.load())
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not loading.done():
-                # The load runs in a thread that cannot be interrupted: stop() closes what it opens.
-                self.logger.info("stopped during start-up: a stop was requested before the index was open")
-                return 0
-            if loading.exception() is not None:
-                exc = loading.exception()
-                self.logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
-                return 1
-            await stopping
-            return 0
-        finally:
-            stopping.cancel()
+        """Loads and serves until SIGTERM/SIGINT (or request_stop), then stops; returns the exit status.
+        The load runs in a thread that cannot be interrupted: a stop during it lets it end, and stop()
+        closes what it opened."""
+        return await serve_until_stopped(self, self._stopping, early_stop, cancel_load=False,
+                                         what_was_loading="the index was open")
 
     async def stop(self) -> None:
         """New calls are refused at once; in-flight ones get server.grace_period_s; then the index closes

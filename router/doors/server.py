@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -20,7 +19,8 @@ from router.domain.errors import BackendUnavailableError
 from router.doors.info_service import SERVICE_NAME as INFO_SERVICE_NAME
 from router.doors.info_service import InfoHost
 from router.doors.service import InFlightCalls, RouterService
-from router.doors.stop_request import STOP_SIGNALS, StopRequest
+from router.doors.serve_loop import serve_until_stopped
+from router.doors.stop_request import StopRequest
 from router.v1 import router_pb2, router_pb2_grpc
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
@@ -137,64 +137,15 @@ class RouterServer:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    def _already_stopping(self, signum: int) -> None:
-        server = self.settings.server
-        self.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
-                            extra={"fields": {"signal": signal.Signals(signum).name,
-                                              "grace_period_s": server.grace_period_s,
-                                              "shutdown_flush_s": server.shutdown_flush_s}})
-
     async def run(self, early_stop: Optional[StopRequest] = None) -> int:
-        """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down.
-
-        The signal handlers are in place before loading starts, so a SIGTERM during a slow load stops
-        it cleanly (the stand-in and a half-loaded model included); `early_stop` carries a signal that
-        came even earlier, before the event loop could take it. Returns the process exit status.
-        """
-        loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self.request_stop)
-        if early_stop is not None and early_stop.requested:  # checked after ours are in place: none is lost
-            self.request_stop()
-        try:
-            return await self._serve_until_stopped()
-        finally:
-            # A second SIGTERM or Ctrl-C must not cut the drain short: the ledger's flush and the
-            # stand-in's stop come at its end. SIGKILL remains for an operator who cannot wait.
-            for signum in STOP_SIGNALS:
-                loop.add_signal_handler(signum, self._already_stopping, signum)
-            try:
-                await self.stop()
-            finally:
-                for signum in STOP_SIGNALS:
-                    loop.remove_signal_handler(signum)  # which restores the default action: take it back
-                if early_stop is not None:
-                    early_stop.install()
-
-    async def _serve_until_stopped(self) -> int:
-        if self._stopping.is_set():
-            self._log_stopped_during_startup()
-            return 0
-        loading = asyncio.create_task(self.load())
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not loading.done():
-                loading.cancel()
-                await asyncio.gather(loading, return_exceptions=True)
-                self._log_stopped_during_startup()
-                return 0
-            if loading.exception() is not None:
-                exc = loading.exception()
-                self.logger.error("start-up failed", extra={"fields": {"error": str(exc), "type": type(exc).__name__}})
-                return 1
-            await stopping
-            return 0
-        finally:
-            stopping.cancel()
-
-    def _log_stopped_during_startup(self) -> None:
-        self.logger.info("stopped during start-up: a stop was requested before the models were loaded")
+        """Load the models and serve until SIGTERM/SIGINT (or request_stop), then drain and shut down
+        (serve_loop.py: a signal during a slow load stops it cleanly, the stand-in and a half-loaded
+        model included). Returns the process exit status."""
+        server = self.settings.server
+        return await serve_until_stopped(self, self._stopping, early_stop, cancel_load=True,
+                                         what_was_loading="the models were loaded",
+                                         drain_fields={"grace_period_s": server.grace_period_s,
+                                                       "shutdown_flush_s": server.shutdown_flush_s})
 
     async def stop(self) -> None:
         """New requests are refused at once; in-flight ones get the grace period, and those still running

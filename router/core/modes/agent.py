@@ -50,7 +50,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping, Optional, Sequence
+from typing import AsyncIterator, Optional, Sequence
 
 from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NOTE, TOOLS, ParsedStep,
                                             StepParseError, agent_messages, observation_turn, parse_step,
