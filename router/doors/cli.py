@@ -4,7 +4,6 @@ The bench is not a verb here: it sits above the router and talks to it through t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -31,47 +30,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.doors.stop_request import StopRequest  # standard library only: quick
+    from router.doors.serve_command import serve, take_stop_signals  # standard library only: quick
 
-    # router/doors/entry.py installed it before the slow imports; called some other way, install it now.
-    # From here on a SIGTERM is kept and honoured once the server can stop cleanly, instead of killing
-    # a half-started daemon.
-    early_stop: StopRequest = args.early_stop or StopRequest()
-    early_stop.install()
+    early_stop = take_stop_signals(args.early_stop)
     settings = _settings(args)
-    import logging
-
-    from router.doors.logs import configure_logging
     from router.doors.server import RouterServer
 
-    configure_logging(settings.logging)
-    logger = logging.getLogger("hybrid_router.server")
-
-    async def run() -> int:
-        server = RouterServer(settings, logger=logger)
-        try:
-            await server.start(args.listen)
-        except RuntimeError as exc:  # grpc cannot bind the address
-            logger.error("cannot listen", extra={"fields": {"address": args.listen or settings.server.listen,
-                                                             "error": str(exc)}})
-            return EXIT_ERROR
-        status = await server.run(early_stop)
-        if not server.stopped_in_time:
-            _exit_without_waiting(status)
-        return status
-
-    return asyncio.run(run())
-
-
-def _exit_without_waiting(status: int) -> None:
-    """Ends the process without joining its threads: a part that overran the shutdown budget (the edge
-    model in an evaluation llama.cpp cannot interrupt) would otherwise hold it past the documented
-    bound, grace_period_s + shutdown_flush_s. The log says which part it was."""
-    import logging
-
-    logging.shutdown()  # flushes the log first
-    sys.stdout.flush()
-    os._exit(status)
+    return serve(early_stop, settings, args.listen, build=lambda s, logger: RouterServer(s, logger=logger),
+                 logger_name="hybrid_router.server", default_address=settings.server.listen)
 
 
 def _json_default(value: object) -> object:
@@ -525,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, *, early_stop: Optional[object] = None) -> int:
-    """`early_stop`: a router.doors.stop_request.StopRequest that router/doors/entry.py installed for `serve`."""
+    """`early_stop`: a router.doors.stop_request.StopRequest that router/doors/entry.py installed for
+    `serve` and `info serve`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.early_stop = early_stop

@@ -1,5 +1,6 @@
-"""The `hybrid-router` command's first module: standard library only, so that `serve` takes SIGTERM
-a few milliseconds after the interpreter starts, before the slow imports (pydantic, grpc, llama.cpp).
+"""The `hybrid-router` command's first module: standard library only, so that `serve` and `info serve`
+take SIGTERM a few milliseconds after the interpreter starts, before the slow imports (pydantic, grpc,
+llama.cpp, onnxruntime).
 
 A signal before this point gets the default action; nothing has started yet, so nothing is left behind.
 """
@@ -14,7 +15,7 @@ from router.doors.stop_request import StopRequest
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early_stop: Optional[StopRequest] = None
-    if argv[:1] == ["serve"]:
+    if argv[:1] == ["serve"] or argv[:2] == ["info", "serve"]:
         early_stop = StopRequest()
         early_stop.install()
     from router.doors.cli import main as cli_main

@@ -8,7 +8,6 @@ parser, so this module imports only the standard library at the top; grpc and th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -125,31 +124,14 @@ def _filters(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.doors.stop_request import StopRequest
+    from router.doors.serve_command import serve, take_stop_signals  # standard library only: quick
 
-    # Taken before the slow imports and the encoder's load: a SIGTERM from now on stops it cleanly.
-    early_stop = StopRequest()
-    early_stop.install()
+    early_stop = take_stop_signals(getattr(args, "early_stop", None))
     settings = _settings(args)
-    import logging
-
     from router.doors.info_server import InfoServer
-    from router.doors.logs import configure_logging
 
-    configure_logging(settings.logging)
-    logger = logging.getLogger("hybrid_router.info")
-
-    async def serve() -> int:
-        server = InfoServer(settings, logger=logger)
-        try:
-            await server.start(args.listen)
-        except RuntimeError as exc:  # no address, or grpc cannot bind it
-            logger.error("cannot listen", extra={"fields": {"address": args.listen or settings.info.address,
-                                                             "error": str(exc)}})
-            return EXIT_ERROR
-        return await server.run(early_stop)
-
-    return asyncio.run(serve())
+    return serve(early_stop, settings, args.listen, build=lambda s, logger: InfoServer(s, logger=logger),
+                 logger_name="hybrid_router.info", default_address=settings.info.address)
 
 
 def _client(args: argparse.Namespace, settings: "Settings", timeout_s: float = DEFAULT_TIMEOUT_S):

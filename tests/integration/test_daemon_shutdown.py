@@ -222,3 +222,33 @@ def test_sigterm_during_startup_stops_cleanly(tmp_path: Path, smollm_path: Path,
     assert "stopped during start-up" in output
     assert not processes_with(env), "a child of the daemon outlived it"
     assert all(not Path(f"/proc/{pid}").exists() for pid in standin)
+
+
+def info_listening(pid: int, log: Path) -> bool:
+    return '"msg": "info service listening"' in log.read_text()
+
+
+@pytest.mark.parametrize("moment", [catches_sigterm, info_listening], ids=lambda moment: moment.__name__)
+def test_info_serve_stops_cleanly_on_sigterm_from_its_first_moment(tmp_path: Path,
+                                                                    moment: Callable[[int, Path], bool]) -> None:
+    """`hybrid-router info serve` takes SIGTERM before its slow imports (router/doors/entry.py), as
+    `serve` does, and drains to exit status 0 whenever the signal comes."""
+    env = serve_env(tmp_path, INFO__INDEX_DIR=str(tmp_path / "index"))
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "router", "info", "serve", "--listen",
+                                    f"unix:{tmp_path}/info.sock"], stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    try:
+        wait_for(moment, process, log)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log.read_text()
+    assert status == 0, output
+    assert "Traceback" not in output
+    assert "info service stopped" in output or "stopped during start-up" in output, output
+    if moment is catches_sigterm:  # before the server existed: it never opened the index
+        assert "stopped during start-up: a stop was requested before the index was open" in output
