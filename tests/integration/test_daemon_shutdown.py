@@ -197,26 +197,33 @@ def wait_for(moment: Callable[[int, Path], bool], process: subprocess.Popen, log
         time.sleep(0.002)
 
 
-@pytest.mark.parametrize("moment", [catches_sigterm, imports_the_server, listening, loading_models],
-                         ids=lambda moment: moment.__name__)
-def test_sigterm_during_startup_stops_cleanly(tmp_path: Path, smollm_path: Path,
-                                              moment: Callable[[int, Path], bool]) -> None:
-    env = serve_env(tmp_path)
+def sigterm_at(moment: Callable[[int, Path], bool], command: list[str], env: dict[str, str], tmp_path: Path,
+               before_signal: Callable[[int], object] = lambda pid: None) -> tuple[int, str]:
+    """Runs `hybrid-router COMMAND...`, sends SIGTERM at `moment`, and returns its exit status and stderr."""
     log = tmp_path / "stderr.log"
     with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--listen",
-                                    f"unix:{tmp_path}/router.sock"], stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env=env)
+        process = subprocess.Popen([sys.executable, "-m", "router", *command], stdout=subprocess.DEVNULL,
+                                   stderr=stderr, env=env)
     try:
         wait_for(moment, process, log)
-        standin = children(process.pid)
+        before_signal(process.pid)
         process.send_signal(signal.SIGTERM)
         status = process.wait(120)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    output = log.read_text()
+    return status, log.read_text()
+
+
+@pytest.mark.parametrize("moment", [catches_sigterm, imports_the_server, listening, loading_models],
+                         ids=lambda moment: moment.__name__)
+def test_sigterm_during_startup_stops_cleanly(tmp_path: Path, smollm_path: Path,
+                                              moment: Callable[[int, Path], bool]) -> None:
+    env = serve_env(tmp_path)
+    standin: set[int] = set()
+    status, output = sigterm_at(moment, ["serve", "--listen", f"unix:{tmp_path}/router.sock"], env, tmp_path,
+                                before_signal=lambda pid: standin.update(children(pid)))
     assert status == 0, output
     assert "Traceback" not in output
     assert "stopped during start-up" in output
@@ -234,19 +241,7 @@ def test_info_serve_stops_cleanly_on_sigterm_from_its_first_moment(tmp_path: Pat
     """`hybrid-router info serve` takes SIGTERM before its slow imports (router/doors/entry.py), as
     `serve` does, and drains to exit status 0 whenever the signal comes."""
     env = serve_env(tmp_path, INFO__INDEX_DIR=str(tmp_path / "index"))
-    log = tmp_path / "stderr.log"
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "router", "info", "serve", "--listen",
-                                    f"unix:{tmp_path}/info.sock"], stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-    try:
-        wait_for(moment, process, log)
-        process.send_signal(signal.SIGTERM)
-        status = process.wait(60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log.read_text()
+    status, output = sigterm_at(moment, ["info", "serve", "--listen", f"unix:{tmp_path}/info.sock"], env, tmp_path)
     assert status == 0, output
     assert "Traceback" not in output
     assert "info service stopped" in output or "stopped during start-up" in output, output
