@@ -255,7 +255,8 @@ class AgentSettings(_Section):
     read_search_results: bool = Field(
         True, description="When the edge answers right after a search, the served answer is written by "
         "EDGE_RAG_CLOUD_INFO's reader over the passages the loop's searches found (one more edge call), not taken "
-        "from the step's JSON: the 0.5B edge searches well but answers badly inside a step. false: the step's answer.")
+        "from the step's JSON: inside a step the 0.5B edge copies a sentence of the observation or a word of the worked "
+        "examples. false: the step's answer.")
 
 
 class LoggingSettings(_Section):

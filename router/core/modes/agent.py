@@ -30,9 +30,9 @@ loop that ends on two unparseable steps in a row. The decision's reason names wh
 Answers read from the search results ([agent] read_search_results): when the edge answers and the last
 tool that worked was a search, the answer it serves is written by EDGE_RAG_CLOUD_INFO's reader (one more
 edge call, the request's own instructions) over the passages the loop's searches found, focused on the
-user's question ([info] focus_sentences). The step's own answer stays in the trace. The 0.5B edge picks
-its search well but answers badly inside a JSON step: it copies a sentence of the observation, or a word
-of the worked examples. After a calculate or ask_cloud the step's answer is served as it is. The reading
+user's question ([info] focus_sentences). The step's own answer stays in the trace. Inside a JSON step
+the 0.5B edge answers badly: it copies a sentence of the observation, or a word of the worked examples
+(F1 0.10 on 35 SQuAD questions, 0.36 with the reading). After a calculate or ask_cloud the step's answer is served as it is. The reading
 is part of the answering step: it does not count against max_steps; its tokens count against max_tokens,
 and it is skipped when fewer than MIN_STEP_TOKENS are left or the wall time is spent.
 
