@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.answer_recall bench/results/rag --index bench/out/info-index
 
 The bench's own retrieval table asks whether the item's own paragraph came back (`gold_rank`); this asks
-whether any passage among the first k retrieved holds one of the item's gold answers (SQuAD-normalised),
-as bench/results/retrieval does. The passages' texts come from the Info index the run used (its files,
+whether any passage among the first k retrieved holds one of the item's gold answers, as whole words after
+SQuAD normalisation (bench/results/retrieval matches lower-cased text, a little more loosely). The passages' texts come from the Info index the run used (its files,
 read with cloud.info's store), since a result carries only the passage ids. Writes answer_recall.md
 beside the results.
 """
@@ -32,10 +32,11 @@ def passage_texts(index_dir: Path) -> dict[str, str]:
 
 def answer_found_at(record: Mapping, texts: Mapping[str, str]) -> list[bool]:
     """Per k in KS: whether one of the first k retrieved passages holds a gold answer."""
-    golds = [normalize_answer(g) for g in record.get("gold") or []]
+    # Whole words only: "us" (from "U.S.") must not be found inside "campus", nor "5" inside "50".
+    golds = [f" {normalize_answer(g)} " for g in record.get("gold") or [] if normalize_answer(g)]
     ids = list(record.get("retrieved_ids") or [])
     first = next((rank for rank, pid in enumerate(ids)
-                  if any(g and g in texts.get(pid, "") for g in golds)), None)
+                  if any(g in f" {texts.get(pid, '')} " for g in golds)), None)
     return [first is not None and first < k for k in KS]
 
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Optional, Sequence
 
 from bench.datasets import SQUAD
@@ -27,7 +28,8 @@ from bench.retrieval import read_paraphrased
 from bench.retrieval_tuning import KS, CachingEmbedder, Question, found_at, machine, recall
 from cloud.info import Caller, IndexSettings, InfoIndex
 
-GRID = {"dense_weight": (0.3, 0.6, 1.0), "rerank_dense": (4.0, 8.0), "rerank_sentence_dense": (3.0, 6.0)}
+GRID = MappingProxyType({"dense_weight": (0.3, 0.6, 1.0), "rerank_dense": (4.0, 8.0),
+                         "rerank_sentence_dense": (3.0, 6.0)})
 EVERYONE = Caller(user="bench", groups=())
 
 
@@ -73,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines += ["", f"Best paraphrased R@1 + R@3: {best['settings']} at "
                   f"{' / '.join(f'{v:.3f}' for v in best['paraphrased'])}. Targets: R@1 >= 0.85, R@3 >= 0.95."]
     args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"grid": GRID, "rows": rows}, indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"grid": dict(GRID), "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -253,10 +253,10 @@ class AgentSettings(_Section):
     observation_max_chars: int = Field(1500, ge=100, description="Longest tool result shown to the edge; "
                                        "longer ones are cut.")
     read_search_results: bool = Field(
-        True, description="When the edge answers right after a search, the served answer is written by "
-        "EDGE_RAG_CLOUD_INFO's reader over the passages the loop's searches found (one more edge call), not taken "
-        "from the step's JSON: inside a step the 0.5B edge copies a sentence of the observation or a word of the worked "
-        "examples. false: the step's answer.")
+        True, description="When the edge answers and the last tool that worked was a search, the served answer is "
+        "written by EDGE_RAG_CLOUD_INFO's reader over the passages the loop's searches found (one more edge call), "
+        "not taken from the step's JSON: inside a step the 0.5B edge copies a sentence of the observation or a word "
+        "of the worked examples. false: the step's answer.")
 
 
 class LoggingSettings(_Section):

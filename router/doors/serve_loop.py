@@ -28,7 +28,7 @@ class Servable(Protocol):
 
 async def serve_until_stopped(server: Servable, stopping: asyncio.Event, early_stop: Optional[StopRequest], *,
                               cancel_load: bool, what_was_loading: str,
-                              drain_fields: Mapping[str, object] = {}) -> int:
+                              drain_fields: Optional[Mapping[str, object]] = None) -> int:
     """Loads `server` and serves until `stopping` is set (by a signal or `request_stop`), then stops it;
     returns the process exit status: 0, or 1 when loading failed. `cancel_load`: a stop during loading
     cancels the load (False where it runs in a thread that cannot be interrupted; `stop` then closes
@@ -42,7 +42,7 @@ async def serve_until_stopped(server: Servable, stopping: asyncio.Event, early_s
 
     def already_stopping(signum: int) -> None:
         server.logger.warning("already shutting down; the drain goes on (SIGKILL stops at once)",
-                              extra={"fields": {"signal": signal.Signals(signum).name, **drain_fields}})
+                              extra={"fields": {"signal": signal.Signals(signum).name, **(drain_fields or {})}})
 
     try:
         return await _load_then_wait(server, stopping, cancel_load, what_was_loading)

@@ -1,9 +1,9 @@
 """A stop asked for by SIGTERM or SIGINT before the daemon's event loop can take signals itself.
 
-`hybrid-router serve` installs it first, before its slow imports and before the server is built, so
-that a signal during start-up is remembered instead of killing the process with default action (a
-stand-in half started, the ledger open); `RouterServer.run` honours it once its own handlers are in
-place. Standard library only: it must be importable before anything slow.
+`hybrid-router serve` and `hybrid-router info serve` install it first (router/doors/entry.py), before
+their slow imports and before the server is built, so that a signal during start-up is remembered
+instead of killing the process with default action (a stand-in half started, the ledger open); the
+shared serve loop (serve_loop.py) honours it once the server's own handlers are in place. Standard library only: it must be importable before anything slow.
 """
 from __future__ import annotations
 

@@ -144,6 +144,8 @@ async def test_a_focused_search_shows_only_the_best_matching_sentences_and_recor
     assert "food#1" not in result.observation  # it gave no sentence
     [call] = ctx.info_calls
     assert call.passage_ids == ("geo#1", "food#1")  # the trace keeps what was retrieved
+    # The agent's reader gets the passages whole.
+    assert [(p.passage_id, p.text) for p in result.passages] == [(p.passage_id, p.text) for p in passages]
 
 
 async def test_a_long_search_result_is_cut_to_the_observation_limit() -> None:

@@ -13,6 +13,8 @@ def test_a_gold_answer_counts_at_the_rank_of_the_first_passage_that_holds_it() -
     record = {"gold": ["Santa Clara, California", "Santa Clara"], "retrieved_ids": ["zoo#0", "sb#1", "sb#0"]}
     assert answer_found_at(record, TEXTS) == [False, True]  # R@1 misses, R@3 finds it at rank 2
     assert answer_found_at({"gold": ["the Broncos"], "retrieved_ids": ["sb#0"]}, TEXTS) == [True, True]
+    # Whole words: "5" is not found inside "50".
+    assert answer_found_at({"gold": ["5"], "retrieved_ids": ["sb#0"]}, TEXTS) == [False, False]
 
 
 def test_nothing_retrieved_or_an_unknown_id_is_a_miss_and_is_counted() -> None:

@@ -48,3 +48,14 @@ def test_a_tie_goes_to_the_best_ranked_passage_and_words_count_after_stemming() 
 def test_zero_sentences_or_no_passages_leave_the_retrieval_as_it_is() -> None:
     assert focus_passages("Who won Super Bowl 50?", [BRONCOS, STADIUM], 0) == (BRONCOS, STADIUM)
     assert focus_passages("Who won Super Bowl 50?", [], 3) == ()
+
+
+def test_a_sentence_two_overlapping_chunks_share_counts_once_in_the_better_ranked_one() -> None:
+    first = Passage(passage_id="d#0", document_id="d", score=0.9,
+                    text="Vienna is a city. The Danube flows through Vienna in Austria.")
+    second = Passage(passage_id="d#1", document_id="d", score=0.8,
+                     text="The Danube flows through Vienna in Austria. The river then reaches Budapest.")
+    focused = focus_passages("Which river flows through Vienna?", [first, second], 2)
+    # Counted twice, the shared sentence would take both places (once from each chunk).
+    assert [(p.passage_id, p.text) for p in focused] == [
+        ("d#0", "Vienna is a city. The Danube flows through Vienna in Austria.")]

@@ -28,13 +28,14 @@ calculate result, else the latest thought (served by the edge), else nothing. Th
 loop that ends on two unparseable steps in a row. The decision's reason names what ended the loop.
 
 Answers read from the search results ([agent] read_search_results): when the edge answers and the last
-tool that worked was a search, the answer it serves is written by EDGE_RAG_CLOUD_INFO's reader (one more
+tool that worked was a search (a failed call after it does not count), the answer it serves is written by EDGE_RAG_CLOUD_INFO's reader (one more
 edge call, the request's own instructions) over the passages the loop's searches found, focused on the
 user's question ([info] focus_sentences). The step's own answer stays in the trace. Inside a JSON step
 the 0.5B edge answers badly: it copies a sentence of the observation, or a word of the worked examples
 (F1 0.10 on 35 SQuAD questions, 0.36 with the reading). After a calculate or ask_cloud the step's answer is served as it is. The reading
-is part of the answering step: it does not count against max_steps; its tokens count against max_tokens,
-and it is skipped when fewer than MIN_STEP_TOKENS are left or the wall time is spent.
+is part of the answering step: it does not count against max_steps; its tokens count against max_tokens.
+It is skipped once the wall time or the dollar cap is spent, or when the token cap or the edge's context
+leaves it fewer than MIN_STEP_TOKENS; if it fails or says nothing, the step's own answer is served.
 
 A search that fails (or that the wall-time cap leaves no time for) marks the decision degraded, as
 EDGE_RAG_CLOUD_INFO does. A call the edge repeats (the same tool and input) is not made again: the edge
@@ -56,12 +57,14 @@ from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NO
                                             StepParseError, agent_messages, observation_turn, parse_step,
                                             repeated_observation, step_grammar, trim, with_note)
 from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
+from router.core.backends import translate_backend_error
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
 from router.core.modes.rag import fit_reading
 from router.core.modes.rag_focus import focus_passages
-from router.core.modes.rag_prompt import retrieval_query
+from router.core.modes.rag_prompt import rag_messages, retrieval_query
 from router.domain.config import AgentSettings
+from router.domain.errors import RouterError
 from router.domain.types import AgentStep, BackendKind, Decision, Mode, Passage, RunPurpose, TextDelta
 
 # Fewer tokens than this cannot hold a step (the JSON's fixed part alone is about 15 tokens).
@@ -311,8 +314,9 @@ class _ToolLoop:
         index = len(self.steps) + 1
         self.tool_calls[ANSWER] += 1
         text, finish_reason, read_from = step.input, FINISH_ANSWERED, ""
-        if self._reads_search_results():
-            text, finish_reason = await self._read_sources()
+        read = await self._read_sources() if self._reads_search_results() else None
+        if read is not None:
+            text, finish_reason = read
             self.read_answer = True
             read_from = (f"; the answer was read from the {len(self.sources)} passage"
                          f"{'s' if len(self.sources) != 1 else ''} its searches found")
@@ -327,24 +331,44 @@ class _ToolLoop:
 
     def _reads_search_results(self) -> bool:
         return (self.settings.read_search_results and self.last_tool == "search" and bool(self.sources)
-                and self._time_left() > 0 and self.settings.max_tokens - self.edge_tokens >= MIN_STEP_TOKENS)
+                and self._time_left() > 0 and self.spent_usd() < self.settings.max_usd)
 
-    async def _read_sources(self) -> tuple[str, str]:
-        """The reader's answer over what the searches found, and its finish reason (one edge call)."""
+    async def _read_sources(self) -> Optional[tuple[str, str]]:
+        """The reader's answer over what the searches found, and its finish reason (one edge call); None
+        when there is no room for it (the token cap, the edge's context) or it fails or says nothing: the
+        step's own answer is served then, and a loop that has answered never fails for its reading."""
         ctx = self.ctx
         question = retrieval_query(ctx.messages, ctx.request.metadata)
         reading = focus_passages(question, self.sources, self.focus_sentences)
-        max_tokens = min(ctx.params.max_tokens, self.settings.max_tokens - self.edge_tokens)
         edge = ctx.backend(BackendKind.EDGE)
-        _, prompt = await asyncio.to_thread(fit_reading, edge, ctx.messages, reading, max_tokens,
-                                            fallback_n_ctx=FALLBACK_N_CTX)
-        async with ctx.call(BackendKind.EDGE, messages=prompt, max_tokens=max_tokens) as call:
-            async for _delta in call.deltas():
-                pass
+        wanted = min(ctx.params.max_tokens, self.settings.max_tokens - self.edge_tokens)
+
+        def prepare() -> Optional[tuple[int, list[dict[str, str]]]]:
+            context = EdgeContext.of(edge, FALLBACK_N_CTX)
+            room = context.n_ctx - context.count_prompt(rag_messages(ctx.messages, [])) - CONTEXT_MARGIN_TOKENS
+            max_tokens = min(wanted, room)
+            if max_tokens < min(ctx.params.max_tokens, MIN_STEP_TOKENS):
+                return None
+            return max_tokens, fit_reading(edge, ctx.messages, reading, max_tokens, fallback_n_ctx=FALLBACK_N_CTX)[1]
+
+        prepared = await asyncio.to_thread(prepare)
+        if prepared is None:
+            return None
+        max_tokens, prompt = prepared
+        call = ctx.call(BackendKind.EDGE, messages=prompt, max_tokens=max_tokens)
+        try:
+            async with call:
+                async for _delta in call.deltas():
+                    pass
+        except Exception as exc:
+            if translate_backend_error(exc) is None and not isinstance(exc, RouterError):
+                raise  # not a backend failure: a bug, which must not pass for a failed reading
         run = call.run
-        assert run is not None
+        if run is None:
+            return None
         self.edge_tokens += run.completion_tokens
-        return run.text.strip(), run.finish_reason
+        text = run.text.strip()
+        return (text, run.finish_reason) if text and run.finish_reason != "error" else None
 
     def _best_so_far(self, why: str) -> Ending:
         cloud_step, cloud_text = self.best_cloud

@@ -37,16 +37,21 @@ class _Sentence:
 def focus_passages(question: str, passages: Sequence[Passage], sentences: int) -> tuple[Passage, ...]:
     """The best `sentences` sentences of `passages` (ranked best first) for `question`, kept as passages:
     each passage that gave a sentence comes back with only its chosen sentences, in their order, in the
-    retrieval's order. Passages that gave none are left out. `sentences` <= 0 leaves the passages whole."""
+    retrieval's order (its `start`/`end` still span the whole passage). Passages that gave none are left
+    out. `sentences` <= 0 leaves the passages whole."""
     if sentences <= 0 or not passages:
         return tuple(passages)
     wanted = set(analyze(question, stem=True))
-    candidates = [
-        _Sentence(score=len(wanted & set(analyze(text, stem=True))) + (TOP_PASSAGE_BONUS if rank == 0 else 0.0),
-                  rank=rank, position=position, text=text)
-        for rank, passage in enumerate(passages)
-        for position, text in enumerate(_sentences(passage.text))
-    ]
+    candidates, seen = [], set()
+    for rank, passage in enumerate(passages):
+        for position, text in enumerate(_sentences(passage.text)):
+            # Neighbouring chunks of a document share whole sentences (the chunker's overlap): a sentence
+            # counts once, in the best-ranked passage that has it, so that N places hold N sentences.
+            if text in seen:
+                continue
+            seen.add(text)
+            score = len(wanted & set(analyze(text, stem=True))) + (TOP_PASSAGE_BONUS if rank == 0 else 0.0)
+            candidates.append(_Sentence(score=score, rank=rank, position=position, text=text))
     # Python's sort is stable: among equal scores the better-ranked passage, then the earlier sentence, wins.
     chosen = sorted(candidates, key=lambda s: -s.score)[:sentences]
     focused = []
