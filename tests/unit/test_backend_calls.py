@@ -207,3 +207,34 @@ async def test_leaving_the_block_closes_the_stream_before_the_next_line_runs() -
 
     await make_router(FixedLatencyFaultInjectionBackend(latency_s=0.001), handler=ChecksOnExit()).generate(request())
     assert closed_at_exit == ["cancelled"]
+
+
+@dataclass(frozen=True)
+class CollectsTheEdge:
+    """Takes the edge's whole answer at once, then serves it (as a scorer's sample or an agent step does)."""
+
+    mode: Mode = TEST_MODE
+
+    async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
+        call = ctx.call(EDGE, purpose=RunPurpose.SAMPLE, max_tokens=2)
+        run = await call.collect()
+        assert run is call.run and call._closed
+        yield outcome(ctx, run.text)
+
+
+async def test_collect_returns_the_whole_run_closed_and_recorded() -> None:
+    result = await make_router(FixedLatencyFaultInjectionBackend(latency_s=0.001, tokens=8),
+                               handler=CollectsTheEdge()).generate(request(max_tokens=8))
+    [run] = result.runs
+    assert (run.purpose, run.completion_tokens, run.text, result.text) == ("sample", 2, " ok ok", " ok ok")
+    assert run.cost_usd > 0
+
+
+async def test_collect_passes_a_failure_on_with_what_the_call_spent_recorded() -> None:
+    sink = RecordingSink()
+    edge = FixedLatencyFaultInjectionBackend(latency_s=0.001, tokens=8, fail_after_tokens=1)
+    with pytest.raises(BackendUnavailableError, match="injected fault"):
+        await make_router(edge, sink, handler=CollectsTheEdge()).generate(request(max_tokens=8))
+    [result] = sink.results
+    assert [(run.finish_reason, run.completion_tokens) for run in result.runs] == [("error", 1)]
+    assert result.cost_usd > 0

@@ -38,12 +38,10 @@ class ContextEdgeCalls:
 
     async def complete(self, messages: Sequence[Mapping[str, str]], *, purpose: str, max_tokens: int,
                        temperature: float, seed: Optional[int]) -> tuple[str, Sequence[float]]:
-        async with self.ctx.call(BackendKind.EDGE, messages=messages, purpose=purpose, max_tokens=max_tokens,
-                                 temperature=temperature, seed=seed) as call:
-            async for _delta in call.deltas():
-                pass
-        assert call.run is not None
-        return call.run.text, tuple(call.token_logprobs)
+        call = self.ctx.call(BackendKind.EDGE, messages=messages, purpose=purpose, max_tokens=max_tokens,
+                             temperature=temperature, seed=seed)
+        run = await call.collect()
+        return run.text, tuple(call.token_logprobs)
 
 
 @dataclass(frozen=True)

@@ -187,13 +187,9 @@ class _ToolLoop:
         if notes:
             messages = with_note(messages, " ".join(notes))
         step_started = time.monotonic()
-        async with self.ctx.call(BackendKind.EDGE, messages=messages, purpose=RunPurpose.AGENT_STEP,
-                                 grammar=_GRAMMARS[tuple(allowed)], max_tokens=room,
-                                 temperature=0.0, stop=()) as call:
-            async for _delta in call.deltas():
-                pass
-        run = call.run
-        assert run is not None
+        run = await self.ctx.call(BackendKind.EDGE, messages=messages, purpose=RunPurpose.AGENT_STEP,
+                                  grammar=_GRAMMARS[tuple(allowed)], max_tokens=room,
+                                  temperature=0.0, stop=()).collect()
         self.edge_tokens += run.completion_tokens
         if forced is not None:
             self.cap = forced
@@ -357,9 +353,7 @@ class _ToolLoop:
         max_tokens, prompt = prepared
         call = ctx.call(BackendKind.EDGE, messages=prompt, max_tokens=max_tokens)
         try:
-            async with call:
-                async for _delta in call.deltas():
-                    pass
+            await call.collect()
         except Exception as exc:
             if translate_backend_error(exc) is None and not isinstance(exc, RouterError):
                 raise  # not a backend failure: a bug, which must not pass for a failed reading

@@ -240,12 +240,9 @@ async def ask_cloud(ctx: ModeContext, question: str, *, max_tokens: int, max_cha
     text = ""
     try:
         async with asyncio.timeout(timeout_s):
-            async with ctx.call(BackendKind.CLOUD, messages=[{"role": "user", "content": question}],
-                                purpose=RunPurpose.TOOL, max_tokens=max_tokens, stop=()) as call:
-                async for _delta in call.deltas():
-                    pass
-            assert call.run is not None
-            text = call.run.text
+            run = await ctx.call(BackendKind.CLOUD, messages=[{"role": "user", "content": question}],
+                                 purpose=RunPurpose.TOOL, max_tokens=max_tokens, stop=()).collect()
+            text = run.text
     except TimeoutError:
         error = f"the cloud did not answer in {timeout_s:.3g} s"
     except RouterError as exc:  # the cloud backend is not loaded

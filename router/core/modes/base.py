@@ -6,6 +6,8 @@ A mode reaches the backends only through its ModeContext, one call at a time or 
         async for delta in call.deltas():
             ...
 
+or, when the mode needs the whole answer before it acts, `run = await ctx.call(...).collect()`.
+
 The context keeps every call's BackendRun, in the order the calls were opened, however each ended
 (at its end, by `break`, by an exception, by cancellation), and the Router prices and records the
 request from those runs. So a mode cannot lose a call's tokens or cost; its outcome only says which
@@ -218,6 +220,16 @@ class BackendCall:
         if self._stream is None:
             raise CallStateError("open the call first: async with ctx.call(...) as call")
         return _CallDeltas(self)
+
+    async def collect(self) -> BackendRun:
+        """Opens the call, reads it to its end, closes it and returns its run: for a mode that needs the
+        whole answer before it acts (a scorer's sample, an agent step, a tool). A failure propagates;
+        whatever the call generated and spent until then is still in `run` and in the context."""
+        async with self:
+            async for _delta in self.deltas():
+                pass
+        assert self.run is not None  # the stream's natural end sets it inside the block
+        return self.run
 
     def mark_discarded(self) -> None:
         """This call's answer was set aside for another: its run is a draft."""
