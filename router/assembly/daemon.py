@@ -92,7 +92,10 @@ class Daemon:
         in place of the one in use; requests in flight finish on the old one. Reloads run one at a time,
         so the last asked for is the one that stays. Returns (previous name, new name). A model that
         cannot be used raises RouterModelRefusedError and nothing changes."""
-        directory = model_dir or self.settings.routing.model_dir
+        directory = model_dir
+        if directory is None and self.settings.routing.model_dir is not None:
+            # The daemon's own setting: resolved as start-up resolved it (its home, its working directory).
+            directory = self.settings.routing.model_dir.expanduser().absolute()
         if directory is None:
             raise RouterModelRefusedError("no router to load: give its directory (hybrid-router reload --model-dir "
                                           "DIR), or set routing.model_dir")

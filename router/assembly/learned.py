@@ -42,7 +42,9 @@ def _load(settings: ArbitrationSettings, cache: ModelCache) -> LearnedScorer:
     assert settings.model_dir is not None
     model = LearnedModel(settings.model_dir.expanduser(), embedding_dims=(0, EMBEDDING_DIM))
     encoder = TextEncoder.from_cache(cache) if model.meta.embedding_dim else None
-    return LearnedScorer(model=model, encoder=encoder, samples=settings.samples)
+    # The decision names the version, so Stats and the bench tell one trained model from the next.
+    return LearnedScorer(model=model, encoder=encoder, samples=settings.samples,
+                         name=f"learned {model.directory.name}")
 
 
 def build_target_accuracy_threshold(settings: ArbitrationSettings, scorer: Scorer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from edge.catalogue import ModelCache
 from edge.encoder import EMBEDDING_DIM, TextEncoder
@@ -24,11 +24,12 @@ class RouterModelRefusedError(InvalidRequestError):
     """A reload named a router model that cannot be used; the router in use stays."""
 
 
-def load_learned_router(model_dir: Path, cache: ModelCache) -> LearnedRouter:
-    """Raises LearnedModelError or EdgeError (the encoder file) for a model that cannot be used."""
+def load_learned_router(model_dir: Path, cache: ModelCache, *, loaded_encoder: Optional[Any] = None) -> LearnedRouter:
+    """Raises LearnedModelError or EdgeError (the encoder file) for a model that cannot be used.
+    `loaded_encoder`: one already loaded (the router in use's), so a reload does not load another."""
     model = LearnedModel(model_dir.expanduser(), embedding_dims=(0, EMBEDDING_DIM), feature_names=ROUTER_FEATURE_NAMES,
                          kind=ROUTER_KIND)
-    encoder = TextEncoder.from_cache(cache) if model.meta.embedding_dim else None
+    encoder = (loaded_encoder or TextEncoder.from_cache(cache)) if model.meta.embedding_dim else None
     return LearnedRouter(model=model, encoder=encoder)
 
 
@@ -73,7 +74,7 @@ def load_routing_or_refuse(model_dir: Path, settings: RoutingSettings, cache: Mo
                                       f"daemon's working directory is not yours); the router in use "
                                       f"({in_use.name}) stays")
     try:
-        router = load_learned_router(model_dir, cache)
+        router = load_learned_router(model_dir, cache, loaded_encoder=getattr(in_use, "encoder", None))
         return Routing(router, build_routing_threshold(settings, router))
     except (LearnedModelError, EdgeError, ConfigError, OSError, RuntimeError, ValueError) as exc:
         raise RouterModelRefusedError(f"the router in {model_dir} was refused, and the router in use "

@@ -252,12 +252,17 @@ def _training_rows(args: argparse.Namespace, need_features: Sequence[str]) -> tu
         # With a corpus beside it, a ledger with nothing labelled yet only adds no rows.
         ledger_rows, skipped = deferral_rows(ledger, since=since, require_rows=not args.corpus,
                                              need_features=need_features)
+        # A ledger request that asked a corpus item's text again (the labelling daemon's own ledger does)
+        # is that item: it keeps the corpus's row and split, or a corpus test item would be trained on.
+        corpus_texts = {row.text for row in rows if row.text}
+        repeated = sum(1 for row in ledger_rows if row.text and row.text in corpus_texts)
+        ledger_rows = [row for row in ledger_rows if not (row.text and row.text in corpus_texts)]
         rows.extend(ledger_rows)
         sources["ledger"] = {"path": str(ledger), "rows": len(ledger_rows), "since": since,
-                             "skipped": dict(sorted(skipped.items()))}
+                             "skipped": dict(sorted(skipped.items())), "repeats_of_corpus_items": repeated}
         print(f"ledger {ledger}: {len(ledger_rows)} row(s); skipped "
-              + (", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "none"),
-              file=sys.stderr)
+              + (", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "none")
+              + (f"; {repeated} left out as repeats of corpus items" if repeated else ""), file=sys.stderr)
     untexted = sum(1 for row in rows if row.dataset == LEDGER_DATASET and not row.text)
     if untexted and not args.features_only:
         raise TrainingError(f"{untexted} ledger row(s) have no text to embed (stored under ledger.log_content = "

@@ -47,7 +47,7 @@ async def test_the_router_scores_with_features_and_the_question_embedding(artifa
                                                                           encoder: TextEncoder) -> None:
     settings = ArbitrationSettings(scorer="learned", model_dir=artifact)
     decision = (await post_router(settings, ModelCache(models_dir())).generate(REQUEST)).decision
-    assert decision.scorer == "learned"
+    assert decision.scorer == f"learned {artifact.name}"  # the version, for Stats and the bench
     row = np.concatenate([np.asarray(as_vector(decision.features), dtype=np.float32),
                           encoder.encode([REQUEST.messages[-1].content])[0]])
     gain = LearnedModel(artifact).predict_gain(row[None, :])[0]

@@ -92,3 +92,7 @@ def test_a_router_that_takes_the_embedding_is_refused_without_the_encoder_file(t
         load_routing_or_refuse(directory, RoutingSettings(), ModelCache(tmp_path / "empty-cache"), in_use)
     routing = load_routing_or_refuse(directory, RoutingSettings(), ModelCache(models_dir()), in_use)
     assert routing.router.name == "router v0001"
+    # The encoder loads once: a reload takes the one the router in use already holds (here from an
+    # empty cache, where loading it again would fail).
+    again = load_routing_or_refuse(directory, RoutingSettings(), ModelCache(tmp_path / "empty-cache"), routing.router)
+    assert again.router.encoder is routing.router.encoder

@@ -191,7 +191,7 @@ async def test_the_learned_scorer_decides_and_records_its_prediction(artifact: P
     settings = ArbitrationSettings(scorer="learned", model_dir=artifact)
     result = await post_router(settings, ModelCache(tmp_path)).generate(REQUEST)  # no encoder needed
     decision = result.decision
-    assert decision.scorer == "learned"
+    assert decision.scorer == f"learned {artifact.name}"  # the version, for Stats and the bench
     expected_gain = LearnedModel(artifact).predict_gain(np.asarray([as_vector(decision.features)]))[0]
     assert decision.features["learned_gain"] == pytest.approx(expected_gain, abs=1e-6)
     assert decision.score == pytest.approx(gain_to_score(expected_gain), abs=1e-6)
@@ -275,3 +275,24 @@ def test_a_fixed_number_of_components_needs_an_encoder_and_is_refused_with_featu
     assert cli_main(["train-arbiter", "--corpus", str(corpus), "--out", str(tmp_path), "--features-only",
                      "--embedding-components", "8"]) == 2
     assert "--features-only" in capsys.readouterr().err and not (tmp_path / "v0001").exists()
+
+
+def test_cross_validation_keeps_a_group_in_one_fold_and_plain_rows_in_shuffled_folds() -> None:
+    from router.core.arbiters.training import cross_validation_folds
+
+    groups = [f"squad_passage:article-{i // 4}" for i in range(40)]  # 10 articles of 4 questions
+    folds, passed = cross_validation_folds(40, groups)
+    assert passed == groups
+    for train, held in folds.split(np.zeros((40, 1)), groups=passed):
+        assert not {groups[i] for i in train} & {groups[i] for i in held}
+    plain, none = cross_validation_folds(40, [f"gsm8k:{i}" for i in range(40)])
+    assert none is None and type(plain).__name__ == "KFold"
+
+
+def test_a_corpus_line_keeps_its_article_as_the_group(tmp_path: Path) -> None:
+    line = {"dataset": "squad_passage", "item_id": "q1", "split": "train", "edge_quality": 0.2, "cloud_quality": 0.9,
+            "features": {}, "rule_score": 0.5, "text": "Passage: ...", "group": "Super_Bowl_50"}
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps({**line, "item_id": "q2", "group": None}) + "\n")
+    first, second = read_corpus(path)
+    assert first.fold_group == "squad_passage:Super_Bowl_50" and second.fold_group == "squad_passage:q2"

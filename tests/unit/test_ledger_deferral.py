@@ -278,7 +278,8 @@ def test_train_arbiter_from_the_ledger_writes_an_artifact_that_names_it(
     meta = json.loads((out / "v0001" / "meta.json").read_text())
     trained_on = meta["training_corpus"]
     assert trained_on["path"] == str(ledger) and trained_on["lines"] == 40
-    assert trained_on["ledger"] == {"path": str(ledger), "rows": 40, "since": None, "skipped": {"no_features": 1}}
+    assert trained_on["ledger"] == {"path": str(ledger), "rows": 40, "since": None, "skipped": {"no_features": 1},
+                                    "repeats_of_corpus_items": 0}
     assert trained_on["train_items"] + trained_on["test_items"] == 40
 
 
@@ -295,6 +296,30 @@ def test_train_arbiter_concatenates_the_corpus_and_the_ledger(tmp_path: Path) ->
     assert trained_on["lines"] == 42 and trained_on["corpus"]["lines"] == 30
     assert len(trained_on["corpus"]["sha256"]) == 64 and trained_on["ledger"]["rows"] == 12
     assert trained_on["ledger"]["since"].startswith("20")
+
+
+def test_a_ledger_request_repeating_a_corpus_item_is_left_to_the_corpus(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The labelling daemon's ledger holds the corpus's own requests: with their own split (a hash of
+    the request id) a corpus test item would be trained on, so the corpus's row and split stand."""
+    pytest.importorskip("sklearn")
+    from tests.learned_arbiter_corpus import write_synthetic_corpus
+
+    corpus = write_synthetic_corpus(tmp_path / "corpus.jsonl", train=20, test=10)
+    test_texts = [row["text"] for row in map(json.loads, corpus.read_text().splitlines()) if row["split"] == "test"]
+    ledger_path = _labelled_ledger(tmp_path / "ledger.db", count=12)
+    ledger = open_ledger(ledger_path)
+    ledger.record(*_post("repeat", question=test_texts[0], features={name: 0.5 for name in FEATURE_NAMES}))
+    assert ledger.flush()
+    ledger.add_signal("repeat", _judge(0.0, EDGE))
+    ledger.add_signal("repeat", _judge(1.0, CLOUD))
+    ledger.close()
+    out = tmp_path / "models"
+    assert cli_main(["train-arbiter", "--corpus", str(corpus), "--ledger", str(ledger_path), "--out", str(out),
+                     "--features-only"]) == 0
+    assert "12 row(s); skipped no_features 1; 1 left out as repeats of corpus items" in capsys.readouterr().err
+    trained_on = json.loads((out / "v0001" / "meta.json").read_text())["training_corpus"]
+    assert trained_on["lines"] == 42 and trained_on["ledger"]["repeats_of_corpus_items"] == 1
 
 
 def test_train_arbiter_on_an_unlabelled_ledger_says_why_and_writes_nothing(

@@ -38,4 +38,20 @@ async def test_a_cloud_answer_that_is_whole_before_the_edge_is_judged_is_served_
 async def test_an_edge_answer_judged_first_is_kept_and_the_cloud_cancelled(tmp_path) -> None:
     result = await race(tmp_path, edge_latency_s=0.0, cloud_latency_s=2.0).generate(REQUEST)
     assert result.served_by == BackendKind.EDGE and not result.decision.escalated
+    assert "the cloud call was cancelled" in result.decision.reason
     assert result.run_for(BackendKind.CLOUD).finish_reason == "cancelled"
+
+
+async def test_an_edge_that_fails_leaves_the_answer_to_the_cloud_already_running(tmp_path) -> None:
+    backends = Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0, tokens=4, fail_after_tokens=1),
+                        cloud=FixedLatencyFaultInjectionBackend(latency_s=0.05))
+    settings = ArbitrationSettings(arbiter="parallel", scorer="logprob", fixed_threshold=0.5)
+    router = Router(settings=ServerSettings(), costs=COSTS, backends=backends, ready=True,
+                    modes=build_modes(settings, model_cache=ModelCache(tmp_path)))
+    events = [e async for e in router.stream(REQUEST)]
+    result = events[-1]
+    assert isinstance(result, GenerateResult) and result.served_by == BackendKind.CLOUD and result.text
+    assert result.decision.escalated and "the edge failed (" in result.decision.reason
+    edge_run = result.run_for(BackendKind.EDGE)
+    assert edge_run.finish_reason == "error" and edge_run.purpose == RunPurpose.DRAFT and edge_run.cost_usd > 0
+    assert result.run_for(BackendKind.CLOUD).finish_reason != "cancelled"

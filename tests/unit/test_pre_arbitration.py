@@ -16,7 +16,7 @@ from router.core.arbiters.learned import META_FILE, MODEL_FILE
 from router.core.engine import Backends, Router
 from router.core.fault_injection import FixedLatencyFaultInjectionBackend
 from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
-from router.core.routing.model import RuleRouter, rule_score
+from router.core.routing.model import Routing, RuleRouter, rule_score
 from router.core.routing.training import train_router
 from router.core.arbiters.thresholds import TargetAccuracyThreshold
 from router.doors.cli import main as cli_main
@@ -131,6 +131,29 @@ async def test_a_reload_is_atomic_and_a_request_in_flight_keeps_its_router(route
     assert after.decision.scorer == f"router {router_artifact.name}"
 
 
+class FaultInjectionRouter:
+    """A router whose model fails at run time (as a broken onnxruntime session or encoder would)."""
+
+    name = "router v0099"
+    version = "v0099"
+
+    def decide(self, messages: object) -> object:
+        raise RuntimeError("injected fault: the model session failed")
+
+
+async def test_a_router_that_fails_at_run_time_sends_the_request_to_the_cloud_and_says_why(tmp_path: Path) -> None:
+    router = pre_router(RoutingSettings(threshold="fixed"), ModelCache(tmp_path))
+    slot = router.modes[Mode.PRE_ARBITRATION].slot
+    slot.swap(Routing(router=FaultInjectionRouter(), threshold=slot.current.threshold))
+    result = await router.generate(request(READING))  # the rule would have kept the edge
+    assert result.served_by == BackendKind.CLOUD and [run.backend for run in result.runs] == [BackendKind.CLOUD]
+    decision = result.decision
+    assert decision.escalated and decision.score is None and decision.scorer == "router v0099"
+    assert "router v0099 failed (RuntimeError: injected fault" in decision.reason and "cloud answers" in decision.reason
+    again = await router.generate(request(READING))  # the daemon keeps serving
+    assert again.served_by == BackendKind.CLOUD and again.text
+
+
 def corrupt(artifact: Path, to: Path) -> Path:
     to.mkdir()
     (to / META_FILE).write_bytes((artifact / META_FILE).read_bytes())
@@ -160,6 +183,27 @@ def test_a_bad_artifact_is_refused_and_the_router_in_use_stays(router_artifact: 
     with pytest.raises(RouterModelRefusedError, match=why) as refused:
         load_routing_or_refuse(bad, RoutingSettings(), ModelCache(tmp_path), in_use)
     assert "rule (no trained router" in str(refused.value) and str(bad) in str(refused.value)
+
+
+@pytest.mark.parametrize("configured", ["models/router/{name}", "~/models/router/{name}"])
+async def test_a_reload_without_a_directory_takes_routing_model_dir_as_start_up_read_it(
+        router_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: str) -> None:
+    """A relative or ~ routing.model_dir worked at start-up; `hybrid-router reload` with no --model-dir
+    must find the same directory, not refuse it as a client's relative path."""
+    from router.assembly.daemon import Daemon
+
+    home = tmp_path / "home"
+    (home / "models" / "router").mkdir(parents=True)
+    (home / "models" / "router" / router_artifact.name).symlink_to(router_artifact, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(home)
+    settings = load_settings(None, {"HYBRID_ROUTER_ROUTING__MODEL_DIR": configured.format(name=router_artifact.name),
+                                    "HYBRID_ROUTER_ROUTING__THRESHOLD": "fixed",
+                                    "HYBRID_ROUTER_MODELS__CACHE_DIR": str(tmp_path / "cache"),
+                                    "HYBRID_ROUTER_LEDGER__ENABLED": "false", "HYBRID_ROUTER_INFO__SERVICE": "off"})
+    daemon = Daemon(settings)
+    name = f"router {router_artifact.name}"
+    assert await daemon.reload_router() == (name, name)
 
 
 @pytest.mark.parametrize("directory, why", [("relative/v0001", "is relative: give an absolute path"),

@@ -27,10 +27,15 @@ class CorpusRow:
     features: Mapping[str, float]
     rule_score: float
     text: str = ""
+    group: str = ""  # items that must stay on one side of a split (a SQuAD article); "" : the item alone
 
     @property
     def gain(self) -> float:
         return self.cloud_quality - self.edge_quality
+
+    @property
+    def fold_group(self) -> str:
+        return self.group or f"{self.dataset}:{self.item_id}"
 
 
 def read_corpus(path: Path) -> list[CorpusRow]:
@@ -49,7 +54,8 @@ def read_corpus(path: Path) -> list[CorpusRow]:
                                   split=str(record["split"]), edge_quality=float(record["edge_quality"]),
                                   cloud_quality=float(record["cloud_quality"]),
                                   features={k: float(v) for k, v in record["features"].items()},
-                                  rule_score=float(record["rule_score"]), text=str(record.get("text") or "")))
+                                  rule_score=float(record["rule_score"]), text=str(record.get("text") or ""),
+                                  group=f"{record['dataset']}:{record['group']}" if record.get("group") else ""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TrainingError(f"{path}:{number}: not a corpus item ({type(exc).__name__}: {exc}); each line "
                                 "needs dataset, item_id, split, edge_quality, cloud_quality, features, "

@@ -11,6 +11,9 @@ for in full by then, so keeping the edge's answer would save nothing, and waitin
 edge's remaining time to the request's. The decision says so; it has no edge score, so it adds
 nothing to a target_share threshold's window (the share it calibrates is of the requests judged).
 
+An edge that fails (a backend failure: the model, a prompt too long for its context) does not fail
+the request either: the cloud, already running, answers, and the decision says why.
+
 A cloud that fails before any of its answer has gone out does not fail the request: the edge's
 answer is served (sent again after the DraftDiscarded, when the draft was streamed), and the decision
 says so. A cloud that fails after part of its answer went out fails the request, typed.
@@ -23,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
 
 from router.core.arbiters.cascade import ScoringArbiter, Verdict
+from router.core.backends import translate_backend_error
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
+from router.domain.errors import RouterError
 from router.domain.types import BackendKind, TextDelta
 
 _END = object()  # the cloud's stream ended
@@ -110,25 +115,30 @@ class ParallelArbiter(ScoringArbiter):
             racing = asyncio.get_running_loop().create_task(self._edge_side(ctx, edge_side, box), name="parallel-edge")
             try:
                 verdict: Optional[Verdict] = None
+                edge_failure: Optional[BaseException] = None
                 while verdict is None:
                     item = await self._next(edge_side, feed)
                     if item is _CLOUD_FIRST:
                         break
                     if isinstance(item, BaseException):
-                        raise item
+                        if translate_backend_error(item) is None and not isinstance(item, RouterError):
+                            raise item  # not a backend failure: a bug, which must not pass for the edge's
+                        edge_failure = item
+                        break
                     if isinstance(item, TextDelta):
                         if self.stream_draft:
                             yield item
                         continue
                     verdict = item
                 if verdict is None:
-                    # The cloud's answer is whole while the edge is still going: stop the edge (its call
-                    # closes, its tokens recorded) and serve the cloud.
+                    # The cloud's answer is whole while the edge is still going, or the edge failed: stop
+                    # the edge (its call closes, its tokens recorded) and serve the cloud.
                     racing.cancel()
                     await asyncio.gather(racing, return_exceptions=True)
-                    decision = self.decision(ctx, Verdict(
-                        False, None, self.threshold.current(),
-                        "the cloud's whole answer came before the edge's was judged: the cloud answers"))
+                    why = ("the cloud's whole answer came before the edge's was judged: the cloud answers"
+                           if edge_failure is None else
+                           f"the edge failed ({type(edge_failure).__name__}: {edge_failure}): the cloud answers")
+                    decision = self.decision(ctx, Verdict(False, None, self.threshold.current(), why))
                     if "edge" in box:
                         for event in self.discard_edge(box["edge"], decision):
                             yield event
@@ -146,6 +156,9 @@ class ParallelArbiter(ScoringArbiter):
                     decision = self.decision(ctx, verdict)
                     if verdict.keep:
                         await feed.stop()  # leaving the cloud's block below closes its stream: no more tokens
+                        if cloud_failure is None:
+                            decision = dataclasses.replace(decision, reason=f"{decision.reason}; the cloud call was "
+                                                           "cancelled (what it had generated is recorded and priced)")
                         for event in self.serve_edge(edge_run, decision):
                             yield event
                         return

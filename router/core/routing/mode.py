@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
@@ -14,6 +15,7 @@ from router.domain.types import BackendKind, Decision, Mode
 class PreArbitrationMode:
     slot: RouterSlot
     mode: Mode = Mode.PRE_ARBITRATION
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.routing"))
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
         routing = self.slot.current  # once: a reload during this request does not change its router
@@ -21,21 +23,30 @@ class PreArbitrationMode:
         messages = [{"role": m.role, "content": m.content} for m in ctx.request.messages]
         # In a worker thread: a long message (up to server.max_request_bytes) and the encoder must not
         # hold up the other requests' streams.
-        routed = await asyncio.to_thread(router.decide, messages)
         threshold = judged_by.current()
-        keep = judged_by.keeps(routed.score, threshold)
-        judged_by.observe(routed.score)
-        relation = "<" if routed.score < threshold else ">=" if keep else "= (a tie, sent to the cloud to hold the share)"
+        try:
+            routed = await asyncio.to_thread(router.decide, messages)
+        except Exception as exc:  # any router failure (model, encoder): as POST_ARBITRATION's scorer, the cloud answers
+            self.logger.warning("router failed; the cloud answers", extra={"fields": {
+                "router": router.name, "error": str(exc), "type": type(exc).__name__}})
+            routed, keep = None, False
+            reason = f"{router.name} failed ({type(exc).__name__}: {exc}); the cloud answers"
+        else:
+            keep = judged_by.keeps(routed.score, threshold)
+            judged_by.observe(routed.score)
+            relation = ("<" if routed.score < threshold else ">=" if keep
+                        else "= (a tie, sent to the cloud to hold the share)")
+            reason = (f"{router.name}: score {routed.score:.3f} {relation} threshold {threshold:.3f}, "
+                      f"so the {'edge' if keep else 'cloud'} answers")
         backend = BackendKind.EDGE if keep else BackendKind.CLOUD
         async with ctx.call(backend) as call:
             async for delta in call.deltas():
                 yield delta
         assert call.run is not None
         decision = Decision(
-            mode=self.mode, arbiter="pre", scorer=router.name, score=routed.score, threshold=threshold,
-            threshold_kind=judged_by.name, escalated=not keep,
-            reason=(f"{router.name}: score {routed.score:.3f} {relation} threshold {threshold:.3f}, "
-                    f"so the {backend.name.lower()} answers"),
-            features={**routed.features, "predicted_gain": routed.gain, "decide_ms": routed.decide_s * 1000.0})
+            mode=self.mode, arbiter="pre", scorer=router.name, score=None if routed is None else routed.score,
+            threshold=threshold, threshold_kind=judged_by.name, escalated=not keep, reason=reason,
+            features={} if routed is None else {**routed.features, "predicted_gain": routed.gain,
+                                                "decide_ms": routed.decide_s * 1000.0})
         yield ModeOutcome(text=call.run.text, served_by=backend, decision=decision,
                           finish_reason=call.run.finish_reason)

@@ -78,8 +78,7 @@ class LearnedRouter:
         return f"router {self.version}"
 
     def decide(self, messages: Sequence[Mapping[str, str]]) -> RouteDecision:
-        # On the event loop, not in a thread: about 2 ms in all (the encoder is most of it), less than
-        # a thread hop would add to the request.
+        # CPU work (about 2 ms in all, the encoder most of it): the mode runs it in a worker thread.
         began = time.perf_counter()
         text = request_text(messages)
         features = router_features(text)
