@@ -322,15 +322,29 @@ def test_a_ledger_request_repeating_a_corpus_item_is_left_to_the_corpus(
     assert trained_on["lines"] == 42 and trained_on["ledger"]["repeats_of_corpus_items"] == 1
 
 
-def test_train_arbiter_on_an_unlabelled_ledger_says_why_and_writes_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("verb", ["train-arbiter", "train-router"])
+def test_training_on_an_unlabelled_ledger_says_why_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str) -> None:
     pytest.importorskip("sklearn")
     path = tmp_path / "ledger.db"
     _write_with_signals(path, _post("unlabelled"), [])
     out = tmp_path / "models"
-    assert cli_main(["train-arbiter", "--ledger", str(path), "--out", str(out), "--features-only"]) == 1
+    assert cli_main([verb, "--ledger", str(path), "--out", str(out), "--features-only"]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "no_edge_label 1" in err and "--corpus" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("verb", ["train-arbiter", "train-router"])
+def test_training_on_an_empty_ledger_says_why_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str) -> None:
+    pytest.importorskip("sklearn")
+    path = tmp_path / "ledger.db"
+    open_ledger(path).close()  # a ledger the daemon created and nothing was asked of
+    out = tmp_path / "models"
+    assert cli_main([verb, "--ledger", str(path), "--out", str(out), "--features-only"]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "no requests" in err
     assert not out.exists()
 
 
