@@ -16,16 +16,17 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Optional
 
 from router.domain.config import Settings
 
 # /proc/cpuinfo flag -> the name llama.cpp's system info uses.
-CPU_FLAGS = {"sse4_2": "SSE4.2", "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "bmi2": "BMI2",
+CPU_FLAGS = MappingProxyType({"sse4_2": "SSE4.2", "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "bmi2": "BMI2",
              "avx512f": "AVX512", "avx512vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI",
              "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI", "amx_tile": "AMX_TILE",
              "amx_int8": "AMX_INT8", "amx_bf16": "AMX_BF16", "asimd": "NEON", "asimddp": "DOTPROD",
-             "sve": "SVE", "i8mm": "MATMUL_INT8"}
+             "sve": "SVE", "i8mm": "MATMUL_INT8"})
 TEST_MODEL = "smollm2-135m"
 
 

@@ -35,6 +35,7 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import grpc
@@ -43,7 +44,7 @@ import numpy as np
 from router.domain.errors import InvalidRequestError, RouterError
 
 FORMATS = ("openai", "sharegpt", "dpo")
-_SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
+_SHAREGPT_ROLES = MappingProxyType({"system": "system", "user": "human", "assistant": "gpt"})
 _PARTIAL = ("cancelled", "error")        # finish reasons of runs cut short
 _ANSWERING = ("answer", "draft")         # run purposes whose text answers the request
 _UNANSWERED = "UNSPECIFIED"              # served_by of a request that ended without an answer

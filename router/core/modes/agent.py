@@ -51,6 +51,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import AsyncIterator, Optional, Sequence
 
 from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NOTE, TOOLS, ParsedStep,
@@ -82,7 +83,7 @@ TOOL_TOOLS = tuple(tool for tool in TOOLS if tool != ANSWER)
 TOOL_GRAMMAR = step_grammar(TOOL_TOOLS)
 
 
-_GRAMMARS = {TOOLS: STEP_GRAMMAR, (ANSWER,): ANSWER_GRAMMAR, TOOL_TOOLS: TOOL_GRAMMAR}
+_GRAMMARS = MappingProxyType({TOOLS: STEP_GRAMMAR, (ANSWER,): ANSWER_GRAMMAR, TOOL_TOOLS: TOOL_GRAMMAR})
 
 
 @dataclass(frozen=True)

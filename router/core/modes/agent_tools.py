@@ -19,7 +19,8 @@ import operator
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from types import MappingProxyType
+from typing import Callable, Mapping, Union
 
 from router.core.backends import translate_backend_error
 from router.core.info import InfoError
@@ -94,12 +95,12 @@ def _divide(operation: Callable[[Number, Number], Number]) -> Callable[[Number, 
     return checked
 
 
-_BINARY: dict[type, Callable[[Number, Number], Number]] = {
+_BINARY: Mapping[type, Callable[[Number, Number], Number]] = MappingProxyType({
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: _divide(operator.truediv), ast.FloorDiv: _divide(operator.floordiv), ast.Mod: _divide(operator.mod),
     ast.Pow: _power,
-}
-_UNARY: dict[type, Callable[[Number], Number]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+})
+_UNARY: Mapping[type, Callable[[Number], Number]] = MappingProxyType({ast.USub: operator.neg, ast.UAdd: operator.pos})
 
 
 def _round(value: Number, digits: Number = 0) -> Number:
@@ -108,9 +109,9 @@ def _round(value: Number, digits: Number = 0) -> Number:
     return round(value, digits) if digits else round(value)
 
 
-_FUNCTIONS: dict[str, tuple[Callable[..., Number], int, int]] = {  # name: (function, least, most arguments)
+_FUNCTIONS: Mapping[str, tuple[Callable[..., Number], int, int]] = MappingProxyType({  # name: (function, least, most arguments)
     "round": (_round, 1, 2), "abs": (abs, 1, 1), "min": (min, 2, 20), "max": (max, 2, 20),
-}
+})
 
 
 def _evaluate(node: ast.AST) -> Number:
