@@ -61,6 +61,11 @@ class Backend(Protocol):
                stop: Sequence[str] = (), seed: Optional[int] = None) -> BackendStream: ...
 
 
+def is_backend_failure(exc: BaseException) -> bool:
+    """A backend's own failure, or one already translated: something a mode may work around, unlike a bug."""
+    return isinstance(exc, errors.RouterError) or translate_backend_error(exc) is not None
+
+
 def translate_backend_error(exc: BaseException) -> Optional[errors.RouterError]:
     """The router error for a backend's own exception, or None if `exc` is not a backend error."""
     if isinstance(exc, (edge_errors.PromptTooLongError, edge_errors.PromptTemplateError)):

@@ -255,8 +255,8 @@ def _training_rows(args: argparse.Namespace, need_features: Sequence[str]) -> tu
         # A ledger request that asked a corpus item's text again (the labelling daemon's own ledger does)
         # is that item: it keeps the corpus's row and split, or a corpus test item would be trained on.
         corpus_texts = {row.text for row in rows if row.text}
-        repeated = sum(1 for row in ledger_rows if row.text and row.text in corpus_texts)
-        ledger_rows = [row for row in ledger_rows if not (row.text and row.text in corpus_texts)]
+        kept = [row for row in ledger_rows if not (row.text and row.text in corpus_texts)]
+        repeated, ledger_rows = len(ledger_rows) - len(kept), kept
         rows.extend(ledger_rows)
         sources["ledger"] = {"path": str(ledger), "rows": len(ledger_rows), "since": since,
                              "skipped": dict(sorted(skipped.items())), "repeats_of_corpus_items": repeated}

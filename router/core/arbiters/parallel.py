@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
 
 from router.core.arbiters.cascade import ScoringArbiter, Verdict
-from router.core.backends import translate_backend_error
+from router.core.backends import is_backend_failure
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
-from router.domain.errors import RouterError
 from router.domain.types import BackendKind, TextDelta
 
 _END = object()  # the cloud's stream ended
@@ -121,7 +120,7 @@ class ParallelArbiter(ScoringArbiter):
                     if item is _CLOUD_FIRST:
                         break
                     if isinstance(item, BaseException):
-                        if translate_backend_error(item) is None and not isinstance(item, RouterError):
+                        if not is_backend_failure(item):
                             raise item  # not a backend failure: a bug, which must not pass for the edge's
                         edge_failure = item
                         break

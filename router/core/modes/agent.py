@@ -58,14 +58,13 @@ from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NO
                                             StepParseError, agent_messages, observation_turn, parse_step,
                                             repeated_observation, step_grammar, trim, with_note)
 from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
-from router.core.backends import translate_backend_error
+from router.core.backends import is_backend_failure
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
 from router.core.modes.rag import fit_reading
 from router.core.modes.rag_focus import focus_passages
 from router.core.modes.rag_prompt import rag_messages, retrieval_query
 from router.domain.config import AgentSettings
-from router.domain.errors import RouterError
 from router.domain.types import AgentStep, BackendKind, Decision, Mode, Passage, RunPurpose, TextDelta
 
 # Fewer tokens than this cannot hold a step (the JSON's fixed part alone is about 15 tokens).
@@ -356,7 +355,7 @@ class _ToolLoop:
         try:
             await call.collect()
         except Exception as exc:
-            if translate_backend_error(exc) is None and not isinstance(exc, RouterError):
+            if not is_backend_failure(exc):
                 raise  # not a backend failure: a bug, which must not pass for a failed reading
         run = call.run
         if run is None:
