@@ -30,8 +30,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, load_dataset, split_of, user_turn
+from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, build_messages, load_dataset, split_of, user_turn
 from bench.runner import RESULTS_FILE, latest_records, load_records
+from router.core.arbiters.features import Draft, focus_features
 from router.core.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
 from router.domain.scoring import NUMERIC
 
@@ -146,12 +147,19 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
         "text": user_turn(item),
         "edge_quality": edge_quality,
         "cloud_quality": cloud_quality,
-        "features": {name: _significant(float(value)) for name, value in sorted(decision["features"].items())},
+        "features": {name: _significant(float(value)) for name, value in sorted(text_features(record, item).items())},
         "rule_score": _significant(float(decision["score"])),
         **costs_by_part(record.get("runs") or ()),
         "edge_tokens": int(record.get("edge_tokens") or 0),
         "cloud_tokens": int(record.get("cloud_tokens") or 0),
     }
+
+
+def text_features(record: Row, item: BenchItem) -> dict[str, float]:
+    """The decision's features, with those that are pure functions of the request and the edge's text
+    computed afresh: a feature added after an item was labelled (span_in_focus) then needs no relabelling."""
+    draft = Draft(messages=build_messages(item), text=record["edge_text"], token_logprobs=(), finish_reason="stop")
+    return {**record["decision"]["features"], **focus_features(draft)}
 
 
 @dataclass

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from router.core.arbiters.features import (EARLY_LEVELS, FEATURE_NAMES, Draft, as_vector, base_features,
-                                           consistency_features, early_feature_name, early_features, has_passage,
-                                           logprob_features)
+                                           consistency_features, early_feature_name, early_features, focus_sentence,
+                                           has_passage, logprob_features, question_and_passage)
 from router.core.arbiters.scorers import build_scorer, task_score, verification_messages
 from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold
 
@@ -19,6 +19,8 @@ READING = [{"role": "system", "content": "You are a helpful assistant."},
            {"role": "user", "content": "Answer the question with the shortest span copied from the passage. "
                                        f"Reply with the span only.\nPassage: {PASSAGE}\n"
                                        "Question: Which NFL team won Super Bowl 50?"}]
+DEFEATED = [READING[0], {"role": "user", "content": READING[1]["content"].replace(
+    "Which NFL team won Super Bowl 50?", "Which team did the Denver Broncos defeat?")}]
 MATHS = [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many apples does he have?\n"
                                      "Solve it step by step. On the last line write the final answer as '#### <number>'."}]
 
@@ -41,6 +43,32 @@ def test_a_verbatim_short_span_of_the_passage_is_recognised() -> None:
     assert features["span_verbatim"] == 1.0 and features["span_short"] == 1.0
     free = base_features(draft(READING, "The Broncos from Colorado won it"))
     assert free["span_verbatim"] == 0.0 and free["span_short"] == 0.0
+
+
+def test_a_reading_request_is_cut_into_its_question_and_its_passage() -> None:
+    question, passage = question_and_passage(READING[1]["content"])
+    assert question == "Which NFL team won Super Bowl 50?" and passage == PASSAGE
+    assert question_and_passage("Some notes.\nMore notes.\nWho wrote them?") == \
+        ("Who wrote them?", "Some notes.\nMore notes.")
+
+
+def test_the_focus_sentence_is_the_one_sharing_most_words_with_the_question() -> None:
+    assert focus_sentence("Which team did the Denver Broncos defeat?", PASSAGE).startswith("The American Football")
+    assert focus_sentence("Which NFL team won Super Bowl 50?", PASSAGE).startswith("Super Bowl 50 was")
+    assert focus_sentence("anything", "") == ""
+
+
+def test_a_span_from_the_sentence_that_matches_the_question_is_in_focus_and_one_from_elsewhere_is_not() -> None:
+    in_focus = base_features(draft(DEFEATED, "Carolina Panthers"))
+    elsewhere = base_features(draft(DEFEATED, "2015 season"))
+    assert in_focus["span_in_focus"] == 1.0
+    assert elsewhere["span_verbatim"] == 1.0 and elsewhere["span_in_focus"] == 0.0
+    assert base_features(draft(MATHS, "apples"))["span_in_focus"] == 0.0  # no passage, no focus
+
+
+def test_the_task_score_ranks_a_span_in_focus_above_one_from_elsewhere_at_equal_logprobs() -> None:
+    in_focus, elsewhere = draft(DEFEATED, "Carolina Panthers"), draft(DEFEATED, "2015 season")
+    assert task_score(in_focus, base_features(in_focus)) > task_score(elsewhere, base_features(elsewhere))
 
 
 def test_the_task_score_ranks_a_short_span_above_a_free_answer_at_equal_logprobs() -> None:

@@ -37,6 +37,7 @@ QUESTIONS_PER_ARTICLE = 3
 def corpus_row(dataset, item_id, edge, cloud, *, logprob=0.5, rule=0.5, verify=0.5, agree=None,
                passage=False, split="test", edge_usd=0.001, sample_usd=0.0, verify_usd=0.0, cloud_usd=0.01):
     features = {"lp_exp_mean": logprob, "has_passage": float(passage), "span_short": 0.0, "span_verbatim": 0.0,
+                "span_in_focus": 0.0,
                 "has_consistency": float(agree is not None), "consistency_agree": agree or 0.0,
                 "has_verification": 1.0, "verify_p_yes": verify}
     return {"dataset": dataset, "item_id": item_id, "group": item_id, "split": split,
@@ -251,7 +252,9 @@ def bench_record(dataset, item_id, *, edge_text="x", cloud_text="y", edge_correc
 def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_article(tmp_path) -> None:
     squad, gsm8k = squad_file(tmp_path), gsm8k_file(tmp_path)
     squad_ids = [f"{t.lower()}-{q}" for t in reversed(ARTICLES) for q in range(QUESTIONS_PER_ARTICLE)]
-    records = [bench_record(SQUAD_PASSAGE, item_id, edge_f1=0.5, cloud_f1=1.0) for item_id in squad_ids]
+    # The Alps drafts are a span of their passage's sentence; the others answer "x".
+    records = [bench_record(SQUAD_PASSAGE, item_id, edge_f1=0.5, cloud_f1=1.0,
+                            edge_text="is long" if item_id.startswith("alps") else "x") for item_id in squad_ids]
     records += [bench_record(GSM8K, f"gsm8k-{i}") for i in (6, 2, 4)]
     records += [bench_record(GSM8K, "gsm8k-1", error="DeadlineExceeded: late"),
                 bench_record(GSM8K, "gsm8k-3", arbiter="cascade"),
@@ -285,6 +288,10 @@ def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_artic
     assert all(row["split"] == split_of(items[row["item_id"]]) for row in rows)
     # Each line carries the user turn the edge saw: what the learned model embeds, no data set needed.
     assert all(row["text"] == user_turn(items[row["item_id"]]) for row in rows)
+    # A feature of the request and the draft's text alone is computed at export, not read from the record
+    # (which predates it): the corpus gains it without relabelling.
+    assert {r["item_id"] for r in squad_rows if r["features"]["span_in_focus"] == 1.0} == \
+        {i for i in squad_ids if i.startswith("alps")}
     first = rows[0]
     assert first["features"]["lp_exp_mean"] == 0.123457 and first["rule_score"] == 0.25
     assert (first["edge_answer_usd"], first["sample_usd"], first["verify_usd"], first["cloud_usd"]) == \

@@ -11,11 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from cloud.info.analysis import analyze
+from cloud.info.chunking import sentence_spans
 from router.domain.scoring import final_number, normalize_answer
 
 # An input this long (characters, all messages) is taken to carry a passage to answer from.
 PASSAGE_MIN_CHARS = 600
 _PASSAGE_MARKER = re.compile(r"^(?:passage|context|document|text|article)\s*:", re.IGNORECASE | re.MULTILINE)
+_QUESTION_MARKER = re.compile(r"^question\s*:", re.IGNORECASE | re.MULTILINE)
 # A short span: the measured F1 gap (0.55 against 0.33) opens above about 8 words.
 SHORT_SPAN_WORDS = 8
 # The tail of a chain of thought, where the final answer is: its confidence is read apart.
@@ -26,7 +29,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "lp_mean", "lp_min", "lp_p10", "lp_p25", "lp_p50", "lp_tail_mean", "lp_exp_mean",
     "completion_tokens", "answer_words", "finished",
     "input_chars", "has_passage", "question_digits", "question_word",
-    "has_number", "span_verbatim", "span_short",
+    "has_number", "span_verbatim", "span_short", "span_in_focus",
     "has_consistency", "consistency_agree", "consistency_distinct",
     "has_verification", "verify_p_yes",
 )
@@ -82,6 +85,45 @@ def span_features(draft: Draft) -> dict[str, float]:
     verbatim = bool(answer) and answer in normalize_answer(draft.input_text)
     return {"answer_words": float(words), "span_verbatim": float(verbatim),
             "span_short": float(verbatim and words <= SHORT_SPAN_WORDS)}
+
+
+def question_and_passage(text: str) -> tuple[str, str]:
+    """A reading request cut into its question and its passage: the question follows the last
+    "Question:" line (else it is the last line), and the passage is what comes before it, from a
+    "Passage:" (or "Context:", ...) marker when there is one."""
+    marker = None
+    for marker in _QUESTION_MARKER.finditer(text):
+        pass
+    if marker is not None:
+        question, before = text[marker.end():], text[:marker.start()]
+    else:
+        before, _, question = text.rstrip().rpartition("\n")
+    opening = _PASSAGE_MARKER.search(before)
+    return question.strip(), (before[opening.end():] if opening else before).strip()
+
+
+def focus_sentence(question: str, passage: str) -> str:
+    """The passage's sentence that shares the most (stemmed) words with the question; the first of
+    equals. The same choice as the focused reader's (router/core/modes/rag_focus.py) for one passage."""
+    wanted = set(analyze(question, stem=True))
+    best, best_shared = "", -1
+    for start, end in sentence_spans(passage):
+        sentence = passage[start:end].strip()
+        shared = len(wanted & set(analyze(sentence, stem=True))) if sentence else -1
+        if shared > best_shared:
+            best, best_shared = sentence, shared
+    return best
+
+
+def focus_features(draft: Draft) -> dict[str, float]:
+    """Whether a reading answer lies in the sentence that best matches the question. Measured on 617
+    labelled SQuAD items: a verbatim span inside that sentence scores F1 0.65 and the cloud adds 0.15;
+    a verbatim span elsewhere in the passage scores 0.37 and the cloud adds 0.30."""
+    answer = normalize_answer(draft.text)
+    if not answer or not has_passage(draft):
+        return {"span_in_focus": 0.0}
+    question, passage = question_and_passage(draft.question)
+    return {"span_in_focus": float(answer in normalize_answer(focus_sentence(question, passage)))}
 
 
 def request_features(draft: Draft) -> dict[str, float]:
@@ -143,7 +185,7 @@ def early_features(token_logprobs: Sequence[float], window: int = EARLY_WINDOW) 
 def base_features(draft: Draft) -> dict[str, float]:
     """Every feature that needs no further model call."""
     features = {**logprob_features(draft.token_logprobs), **request_features(draft), **span_features(draft),
-                **early_features(draft.token_logprobs)}
+                **focus_features(draft), **early_features(draft.token_logprobs)}
     features["completion_tokens"] = float(len(draft.token_logprobs))
     features["finished"] = float(draft.finish_reason == "stop")
     features["has_number"] = float(answer_number(draft.text) is not None)
