@@ -1,6 +1,6 @@
 """PRE_ARBITRATION's router retrained from the device's own ledger, before and after (issue 17).
 
-    .venv/bin/python -m bench.routing_ledger [--ledger bench/out/corpus-ledger.db] [--first 0.5]
+    .venv/bin/python -m bench.routing_ledger [--ledger bench/results/corpus/ledger.db.gz] [--first 0.5]
 
 The labelling daemon (bench/corpus/labelling.toml) kept a ledger of the requests the bench sent it,
 each with the bench's reference signals on the edge's and the cloud's answers: the traffic a device
@@ -12,6 +12,10 @@ through it too: so the first stage has seen mostly maths, the second reading as 
 retrained routers on the labelled corpus's mixed test split, and writes bench/results/routing_ledger.json
 and .md.
 
+The labelling run's ledger is committed compressed (bench/results/corpus/ledger.db.gz, a SQLite backup taken
+when the corpus was complete), so this runs on a fresh clone; a `.gz` ledger is unpacked into the work
+directory, a plain one is read where it is.
+
 The ledger and the corpus hold the same requests, so a ledger row whose request is a corpus test item
 would be trained on and then scored: such rows are dropped before training, and counted.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import shutil
 import sys
@@ -42,6 +47,17 @@ def ledger_training_rows(ledger: Path, held_out_texts: set[str]) -> tuple[list[A
     kept = [row for row in rows if row.text not in held_out_texts]
     return kept, {"ledger_rows": len(rows), "dropped_held_out": len(rows) - len(kept),
                   **{f"skipped_{reason}": count for reason, count in sorted(skipped.items())}}
+
+
+def readable_ledger(ledger: Path, work_dir: Path) -> Path:
+    """The ledger as a SQLite file: a `.gz` one unpacked into `work_dir`."""
+    if ledger.suffix != ".gz":
+        return ledger
+    unpacked = work_dir / ledger.stem
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with gzip.open(ledger, "rb") as packed, open(unpacked, "wb") as out:
+        shutil.copyfileobj(packed, out)
+    return unpacked
 
 
 def train_stage(rows: Sequence[Any], out: Path, *, model_cache: Path, provenance: Mapping[str, Any]) -> Path:
@@ -123,14 +139,14 @@ def _task_counts(rows: Sequence[Any]) -> dict[str, int]:
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     corpus_rows, _ = load_corpus(args.corpus)
     held_out = {row["text"] for row in corpus_rows if row["split"] != "train" and row.get("text")}
-    rows, counts = ledger_training_rows(args.ledger, held_out)
     if not 0 < args.first < 1:
         raise SystemExit("--first must be a share between 0 and 1")
+    if args.work_dir.exists():
+        shutil.rmtree(args.work_dir)  # each run's versions start at v0001
+    rows, counts = ledger_training_rows(readable_ledger(args.ledger, args.work_dir), held_out)
     scored = split_rows(corpus_rows, args.split)
     subsets = build_subsets(scored, seed=args.seed)
     model_cache = args.model_cache.expanduser()
-    if args.work_dir.exists():
-        shutil.rmtree(args.work_dir)  # each run's versions start at v0001
     stages = [{"name": "before: fresh install", "router": "default rule", "trained_rows": None,
                "scores": stage_scores(subsets, None, model_cache=model_cache, resamples=args.bootstrap,
                                       seed=args.seed)}]
@@ -153,7 +169,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.routing_ledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ledger", type=Path, default=Path("bench/out/corpus-ledger.db"))
+    parser.add_argument("--ledger", type=Path, default=Path("bench/results/corpus/ledger.db.gz"),
+                        help="the labelling run's ledger: a SQLite file, or one compressed with gzip")
     parser.add_argument("--corpus", type=Path, default=Path("bench/corpus/arbitration.jsonl"))
     parser.add_argument("--split", choices=("test",), default="test")
     parser.add_argument("--first", type=float, default=0.5, help="the share of ledger rows of the middle stage")

@@ -2,9 +2,10 @@
 its report shows every stage (no model: the ledger is written by the real writer, nothing is trained)."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
-from bench.routing_ledger import _task_counts, ledger_training_rows, render
+from bench.routing_ledger import _task_counts, ledger_training_rows, readable_ledger, render
 from tests.unit.test_ledger_deferral import _post
 from tests.unit.test_ledger_support import open_ledger
 
@@ -32,6 +33,16 @@ def test_rows_whose_request_is_held_out_are_dropped_and_counted(tmp_path: Path) 
 def test_without_held_out_requests_every_row_is_kept(tmp_path: Path) -> None:
     rows, counts = ledger_training_rows(_ledger(tmp_path), set())
     assert len(rows) == 3 and counts["dropped_held_out"] == 0
+
+
+def test_a_compressed_ledger_is_unpacked_into_the_work_dir_and_reads_the_same(tmp_path: Path) -> None:
+    plain = _ledger(tmp_path)
+    packed = tmp_path / "ledger.db.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    unpacked = readable_ledger(packed, tmp_path / "work")
+    assert unpacked == tmp_path / "work" / "ledger.db" and readable_ledger(plain, tmp_path / "work") == plain
+    rows, _ = ledger_training_rows(unpacked, {HELD_OUT})
+    assert [row.item_id for row in rows] == ["train-1", "train-2"]
 
 
 def test_the_report_has_a_row_per_stage_in_every_subset() -> None:
