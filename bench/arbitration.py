@@ -34,6 +34,7 @@ from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, build_messages, load
 from bench.runner import RESULTS_FILE, latest_records, load_records
 from router.core.arbiters.features import Draft, focus_features
 from router.core.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
+from router.core.arbiters.thresholds import TargetShareThreshold
 from router.domain.scoring import NUMERIC
 
 Row = Mapping[str, Any]
@@ -61,6 +62,9 @@ LEARNED = "learned"
 PRE_RULE = "pre:rule"       # PRE_ARBITRATION's default rule
 PRE_ROUTER = "pre:router"   # PRE_ARBITRATION's trained router
 ROUTER_SAVING = 2 / 3       # PRE_ARBITRATION's target: CPT(50%) at most this share of random's
+# Cloud shares asked of a target_share threshold calibrated on the train split (the daemon's own
+# TargetShareThreshold), to report the share each one gives on the evaluated split and what it recovers.
+CALIBRATION_SHARES = (0.1, 0.3, 0.5)
 
 
 class CorpusError(ValueError):
@@ -449,8 +453,32 @@ def random_result(rows: Sequence[Row], reason: Optional[str]) -> dict[str, Any]:
     }
 
 
+def calibrated_points(calibration_scores: np.ndarray, scores: np.ndarray, edge_quality: np.ndarray,
+                      cloud_quality: np.ndarray, *, seed: int) -> list[dict[str, Any]]:
+    """For each share in CALIBRATION_SHARES: the daemon's target_share threshold, its window filled with
+    `calibration_scores` (the train split's), deciding each of `scores` as it would a request (ties
+    drawn, seeded); the cloud share that results, the quality served and the gap recovered."""
+    if len(calibration_scores) == 0 or len(scores) == 0:
+        return []
+    gap = float(cloud_quality.mean() - edge_quality.mean())
+    points = []
+    for share in CALIBRATION_SHARES:
+        threshold = TargetShareThreshold(share=share, window=len(calibration_scores), min_samples=1, seed=seed)
+        for score in calibration_scores:
+            threshold.observe(float(score))
+        line = threshold.current()
+        escalated = np.array([not threshold.keeps(float(score), line) for score in scores])
+        quality = float(np.where(escalated, cloud_quality, edge_quality).mean())
+        points.append({"asked": share, "given": round(float(escalated.mean()), 4), "quality": round(quality, 4),
+                       "pgr": round((quality - float(edge_quality.mean())) / gap, 4) if gap > GAP_EPSILON else None})
+    return points
+
+
 def evaluate_subset(subset: Subset, *, resamples: int, seed: int,
-                    functions: Sequence[ScoreFunction] = SCORE_FUNCTIONS) -> dict[str, Any]:
+                    functions: Sequence[ScoreFunction] = SCORE_FUNCTIONS,
+                    calibration_rows: Sequence[Row] = ()) -> dict[str, Any]:
+    """The subset's curves and metrics per scorer; with `calibration_rows` (the train split's matching
+    subset), also each scorer's cloud share and gap recovered under a threshold calibrated on them."""
     rows = subset.rows
     n = len(rows)
     result: dict[str, Any] = {"subset": subset.name, "n": n, "counts": subset.counts,
@@ -470,6 +498,10 @@ def evaluate_subset(subset: Subset, *, resamples: int, seed: int,
     result["bootstrap_without_gap"] = without_gap
     result["scorers"] = ([scorer_result(f, rows, scores[f.name], draws[f.name]) for f in functions]
                          + [random_result(rows, result["reason"])])
+    for function, scorer in zip(functions, result["scorers"]):
+        if function.name != ORACLE:  # the oracle's score is the label itself: nothing to calibrate
+            train_scores = np.array([float(function.score(row)) for row in calibration_rows])
+            scorer["calibrated"] = calibrated_points(train_scores, scores[function.name], edge, cloud, seed=seed)
     return result
 
 
@@ -572,6 +604,21 @@ def subset_markdown(result: Mapping[str, Any]) -> list[str]:
     for scorer in result["scorers"]:
         cells = [scorer["scorer"]] + [_with_interval(scorer, key) for key in METRIC_KEYS]
         lines.append("| " + " | ".join(cells + [f"{scorer['scorer_usd_per_1k']:.4f}"]) + " |")
+    return lines + [""] + calibration_markdown(result)
+
+
+def calibration_markdown(result: Mapping[str, Any]) -> list[str]:
+    calibrated = [s for s in result["scorers"] if s.get("calibrated")]
+    if not calibrated:
+        return []
+    asked = [point["asked"] for point in calibrated[0]["calibrated"]]
+    lines = ["Calibrated as the daemon's `target_share` threshold is, on the train split's scores of the same "
+             "subset: the cloud share asked, the share given here, and the gap recovered (PGR).", "",
+             "| scorer | " + " | ".join(f"asked {share:.0%}: given, PGR" for share in asked) + " |",
+             "| --- |" + " --- |" * len(asked)]
+    for scorer in calibrated:
+        cells = [f"{p['given']:.3f}, " + ("—" if p["pgr"] is None else f"{p['pgr']:.3f}") for p in scorer["calibrated"]]
+        lines.append(f"| {scorer['scorer']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -738,14 +785,16 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
     chosen = split_rows(rows, split)
     functions = tuple(SCORE_FUNCTIONS)
     learned_meta = None
+    # The models score the train split too, where the thresholds are calibrated (calibrated_points).
+    calibration = [row for row in rows if row["split"] == "train"] if split == "test" else []
     if learned is not None:
-        function = learned_score_function(learned, chosen, model_cache=model_cache)
+        function = learned_score_function(learned, chosen + calibration, model_cache=model_cache)
         functions = functions[:-1] + (function, functions[-1])  # the oracle stays last
         meta = json.loads((learned / "meta.json").read_text())
         learned_meta = {"path": str(learned), "created_at": meta.get("created_at"),
                         "embedding_dim": meta.get("embedding_dim"), "regressor": meta.get("regressor"),
                         "training_corpus": meta.get("training_corpus")}
-    pre = router_score_functions(chosen, router, model_cache=model_cache)
+    pre = router_score_functions(chosen + calibration, router, model_cache=model_cache)
     functions = functions[:-1] + pre + functions[-1:]
     router_meta = None
     if router is not None:
@@ -754,7 +803,9 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
                        "embedding_dim": meta.get("embedding_dim"), "regressor": meta.get("regressor"),
                        "training_corpus": meta.get("training_corpus")}
     subsets = build_subsets(chosen, seed=seed)
-    results = {name: evaluate_subset(subsets[name], resamples=resamples, seed=seed, functions=functions)
+    calibration_subsets = build_subsets(calibration, seed=seed)
+    results = {name: evaluate_subset(subsets[name], resamples=resamples, seed=seed, functions=functions,
+                                     calibration_rows=calibration_subsets[name].rows)
                for name in SUBSET_ORDER}
     summary = {
         "command": command, "corpus": {"path": str(corpus), "lines": line_count}, "split": split,

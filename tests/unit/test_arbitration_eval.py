@@ -8,6 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from bench.arbitration import (
+    calibrated_points,
     GSM8K,
     MIXED,
     SQUAD_PASSAGE,
@@ -204,9 +205,33 @@ def test_evaluate_writes_the_report_and_judges_the_target(tmp_path) -> None:
     assert summary["corpus"]["lines"] == 40
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert "| verify |" in markdown and "(40 lines)" in markdown and "split: test" in markdown
+    assert "| scorer | asked 10%: given, PGR | asked 30%: given, PGR | asked 50%: given, PGR |" in markdown
+    verify = next(s for s in mixed["scorers"] if s["scorer"] == "verify")
+    assert [point["asked"] for point in verify["calibrated"]] == [0.1, 0.3, 0.5]
+    assert "calibrated" not in next(s for s in mixed["scorers"] if s["scorer"] == "oracle")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["target"]["best"] == "verify"
     for png in ("escalation_curves.png", "quality_vs_cost.png"):
         assert imread(tmp_path / "out" / png).shape[0] > 100
+
+
+def test_a_share_calibrated_on_train_scores_gives_that_share_on_like_scores_and_more_on_lower_ones() -> None:
+    train = np.linspace(0.0, 1.0, 101)
+    edge, cloud = np.zeros(100), np.zeros(100)
+    cloud[:10] = 1.0  # the ten lowest scores hold the whole gap
+    like = np.linspace(0.005, 0.995, 100)
+    points = calibrated_points(train, like, edge, cloud, seed=0)
+    assert [p["asked"] for p in points] == [0.1, 0.3, 0.5]
+    assert [p["given"] for p in points] == pytest.approx([0.1, 0.3, 0.5], abs=0.011)
+    assert points[0]["pgr"] == pytest.approx(1.0) and points[0]["quality"] == pytest.approx(0.1)
+    drifted = calibrated_points(train, like / 2, edge, cloud, seed=0)  # the same traffic, scored lower
+    assert drifted[0]["given"] == pytest.approx(0.2, abs=0.011)
+    assert calibrated_points(np.array([]), like, edge, cloud, seed=0) == []
+
+
+def test_ties_on_the_calibrated_threshold_are_drawn_to_the_share_asked() -> None:
+    coarse = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 250)  # self-consistency agreement: four values
+    points = calibrated_points(coarse, coarse, np.zeros(1000), np.ones(1000), seed=0)
+    assert [p["given"] for p in points] == pytest.approx([0.1, 0.3, 0.5], abs=0.04)
 
 
 def test_a_target_missed_is_reported_as_missed() -> None:
