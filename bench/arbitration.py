@@ -140,7 +140,7 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
     cloud_quality = graded_quality(record, "cloud", item.scoring)
     if edge_quality is None or cloud_quality is None:
         raise CorpusError(f"{item.dataset}/{item.item_id}: an answer has no score")
-    decision = record["decision"]
+    features = text_features(record, item)
     return {
         "dataset": item.dataset,
         "item_id": item.item_id,
@@ -151,8 +151,10 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
         "text": user_turn(item),
         "edge_quality": edge_quality,
         "cloud_quality": cloud_quality,
-        "features": {name: _significant(float(value)) for name, value in sorted(text_features(record, item).items())},
-        "rule_score": _significant(float(decision["score"])),
+        "features": {name: _significant(float(value)) for name, value in sorted(features.items())},
+        # The default rule as the code now draws it (RuleScorer's choice), so that a change to a scorer
+        # shows in the `rule` row and in the baseline the trainers report, without relabelling.
+        "rule_score": _significant(consistency_score_from_features(features)),
         **costs_by_part(record.get("runs") or ()),
         "edge_tokens": int(record.get("edge_tokens") or 0),
         "cloud_tokens": int(record.get("cloud_tokens") or 0),

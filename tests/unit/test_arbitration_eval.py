@@ -268,7 +268,9 @@ def bench_record(dataset, item_id, *, edge_text="x", cloud_text="y", edge_correc
             {"backend": "EDGE", "purpose": "verify", "cost_usd": 4e-5, "total_s": 1.5},
             {"backend": "CLOUD", "purpose": "answer", "cost_usd": 3e-4, "total_s": 9.0}]
     return {"dataset": dataset, "item_id": item_id, "mode": "POST_ARBITRATION", "error": error,
-            "decision": {"arbiter": arbiter, "score": 0.25, "features": {"lp_exp_mean": lp, "has_passage": 1.0}},
+            "decision": {"arbiter": arbiter, "score": 0.25,
+                         "features": {"lp_exp_mean": lp, "has_passage": 1.0, "span_short": 0.0,
+                                      "has_consistency": 0.0, "consistency_agree": 0.0}},
             "edge_text": edge_text, "cloud_text": cloud_text, "edge_correct": edge_correct,
             "cloud_correct": cloud_correct, "edge_f1": edge_f1, "cloud_f1": cloud_f1, "runs": runs,
             "edge_tokens": 120, "cloud_tokens": 80}
@@ -318,7 +320,9 @@ def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_artic
     assert {r["item_id"] for r in squad_rows if r["features"]["span_in_focus"] == 1.0} == \
         {i for i in squad_ids if i.startswith("alps")}
     first = rows[0]
-    assert first["features"]["lp_exp_mean"] == 0.123457 and first["rule_score"] == 0.25
+    # The rule's score is drawn afresh from the features (not the decision's 0.25): a reading answer, not
+    # in focus, not a short span, so a quarter of its geometric-mean token probability.
+    assert first["features"]["lp_exp_mean"] == 0.123457 and first["rule_score"] == 0.0308642
     assert (first["edge_answer_usd"], first["sample_usd"], first["verify_usd"], first["cloud_usd"]) == \
         pytest.approx((1e-5, 4e-5, 4e-5, 3e-4))
     assert (first["scorer_usd"], first["edge_answer_s"], first["scorer_s"], first["cloud_s"]) == \
