@@ -32,9 +32,11 @@ from matplotlib.figure import Figure
 
 from bench.datasets import GSM8K, SQUAD_PASSAGE, BenchItem, build_messages, load_dataset, split_of, user_turn
 from bench.runner import RESULTS_FILE, latest_records, load_records
-from router.core.arbiters.features import Draft, focus_features
-from router.core.arbiters.scorers import consistency_score_from_features, logprob_score, task_score_from_features
+from router.core.arbiters.features import refreshed_text_features
+from router.core.arbiters.scorers import (consistency_score_from_features, current_rule_score, logprob_score,
+                                          task_score_from_features)
 from router.core.arbiters.thresholds import TargetShareThreshold
+from router.domain.config import RoutingSettings
 from router.domain.scoring import NUMERIC
 
 Row = Mapping[str, Any]
@@ -154,7 +156,7 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
         "features": {name: _significant(float(value)) for name, value in sorted(features.items())},
         # The default rule as the code now draws it (RuleScorer's choice), so that a change to a scorer
         # shows in the `rule` row and in the baseline the trainers report, without relabelling.
-        "rule_score": _significant(consistency_score_from_features(features)),
+        "rule_score": _significant(current_rule_score(features, float(record["decision"]["score"]))),
         **costs_by_part(record.get("runs") or ()),
         "edge_tokens": int(record.get("edge_tokens") or 0),
         "cloud_tokens": int(record.get("cloud_tokens") or 0),
@@ -164,8 +166,7 @@ def corpus_row(record: Row, item: BenchItem) -> dict[str, Any]:
 def text_features(record: Row, item: BenchItem) -> dict[str, float]:
     """The decision's features, with those that are pure functions of the request and the edge's text
     computed afresh: a feature added after an item was labelled (span_in_focus) then needs no relabelling."""
-    draft = Draft(messages=build_messages(item), text=record["edge_text"], token_logprobs=(), finish_reason="stop")
-    return {**record["decision"]["features"], **focus_features(draft)}
+    return refreshed_text_features(build_messages(item), record["edge_text"], record["decision"]["features"])
 
 
 @dataclass
@@ -456,20 +457,26 @@ def random_result(rows: Sequence[Row], reason: Optional[str]) -> dict[str, Any]:
 
 
 def calibrated_points(calibration_scores: np.ndarray, scores: np.ndarray, edge_quality: np.ndarray,
-                      cloud_quality: np.ndarray, *, seed: int) -> list[dict[str, Any]]:
-    """For each share in CALIBRATION_SHARES: the daemon's target_share threshold, its window filled with
-    `calibration_scores` (the train split's), deciding each of `scores` as it would a request (ties
-    drawn, seeded); the cloud share that results, the quality served and the gap recovered."""
+                      cloud_quality: np.ndarray, *, seed: int,
+                      window: int = RoutingSettings.model_fields["window"].default) -> list[dict[str, Any]]:
+    """For each share in CALIBRATION_SHARES, the daemon's target_share threshold (its default window)
+    as a device would run it: warmed up on `calibration_scores` (the train split's), then deciding each
+    of `scores` in a seeded random order as a request, observing its score first and re-calibrating as
+    it goes (ties drawn, seeded). The cloud share that results, the quality served and the gap recovered."""
     if len(calibration_scores) == 0 or len(scores) == 0:
         return []
     gap = float(cloud_quality.mean() - edge_quality.mean())
+    order = np.random.default_rng(seed).permutation(len(scores))
+    warm_up = np.random.default_rng(seed).permutation(calibration_scores)[-window:]
     points = []
     for share in CALIBRATION_SHARES:
-        threshold = TargetShareThreshold(share=share, window=len(calibration_scores), min_samples=1, seed=seed)
-        for score in calibration_scores:
+        threshold = TargetShareThreshold(share=share, window=window, min_samples=1, seed=seed)
+        for score in warm_up:
             threshold.observe(float(score))
-        line = threshold.current()
-        escalated = np.array([not threshold.keeps(float(score), line) for score in scores])
+        escalated = np.zeros(len(scores), dtype=bool)
+        for index in order:
+            threshold.observe(float(scores[index]))  # as the cascade does, before deciding
+            escalated[index] = not threshold.keeps(float(scores[index]), threshold.current())
         quality = float(np.where(escalated, cloud_quality, edge_quality).mean())
         points.append({"asked": share, "given": round(float(escalated.mean()), 4), "quality": round(quality, 4),
                        "pgr": round((quality - float(edge_quality.mean())) / gap, 4) if gap > GAP_EPSILON else None})
@@ -614,8 +621,10 @@ def calibration_markdown(result: Mapping[str, Any]) -> list[str]:
     if not calibrated:
         return []
     asked = [point["asked"] for point in calibrated[0]["calibrated"]]
-    lines = ["Calibrated as the daemon's `target_share` threshold is, on the train split's scores of the same "
-             "subset: the cloud share asked, the share given here, and the gap recovered (PGR).", "",
+    lines = ["The daemon's `target_share` threshold (window 500), warmed up on the train split's scores of the "
+             "same subset, then deciding these items one by one as requests and re-calibrating as it goes: the "
+             "cloud share asked, the share given, and the gap recovered (PGR). The learned models' train scores "
+             "are in-sample (they were fitted on those items).", "",
              "| scorer | " + " | ".join(f"asked {share:.0%}: given, PGR" for share in asked) + " |",
              "| --- |" + " --- |" * len(asked)]
     for scorer in calibrated:

@@ -51,6 +51,8 @@ def ledger_training_rows(ledger: Path, held_out_texts: set[str]) -> tuple[list[A
 
 def readable_ledger(ledger: Path, work_dir: Path) -> Path:
     """The ledger as a SQLite file: a `.gz` one unpacked into `work_dir`."""
+    if not ledger.is_file():
+        raise SystemExit(f"{ledger}: no such ledger (the labelling run's is bench/results/corpus/ledger.db.gz)")
     if ledger.suffix != ".gz":
         return ledger
     unpacked = work_dir / ledger.stem

@@ -172,7 +172,9 @@ def test_requests_without_a_row_are_counted_by_reason(ledger_path: Path) -> None
 def test_rows_carry_features_text_rule_score_and_a_stable_hash_split(ledger_path: Path) -> None:
     rows, _ = _rows(ledger_path)
     row = rows["reference-f1"]
-    assert (row.dataset, row.features, row.rule_score) == ("ledger", FEATURES, 0.3)
+    # span_in_focus is drawn afresh from the stored request and edge answer (no passage here: 0), and so
+    # is the default rule's score: the samples' agreement (0.5) of a numeric answer, not the decision's 0.3.
+    assert (row.dataset, row.features, row.rule_score) == ("ledger", {**FEATURES, "span_in_focus": 0.0}, 0.5)
     assert row.text == "What is the capital of France?"  # the last user message, not the system prompt
     assert all(r.split == split_of(r.item_id) for r in rows.values())
     # Pinned: a change of the hash would move rows of a grown ledger across the split.
@@ -188,15 +190,36 @@ def test_since_selects_requests_by_time(ledger_path: Path) -> None:
         deferral_rows(ledger_path, since="2999-01-01T00:00:00.000000+00:00")
 
 
-def test_a_request_without_a_score_gets_the_neutral_rule_score(tmp_path: Path) -> None:
+def test_without_the_rules_inputs_the_recorded_rule_score_stands_and_without_any_score_it_is_neutral(
+        tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    _write_with_signals(path, _post("unscored", score=None), [_judge(0.2, EDGE), _judge(0.9, CLOUD)])
-    learned_features = {**FEATURES, "rule_score": 0.8, "learned_gain": 0.1}
-    _write_with_signals(path, _post("learned", score=0.45, features=learned_features),
+    logprob_only = {"lp_exp_mean": 0.7}  # a scorer that recorded less than the rule reads
+    _write_with_signals(path, _post("unscored", score=None, features=logprob_only),
                         [_judge(0.2, EDGE), _judge(0.9, CLOUD)])
-    rows, _ = _rows(path)
+    _write_with_signals(path, _post("learned", score=0.45, features={**logprob_only, "rule_score": 0.8}),
+                        [_judge(0.2, EDGE), _judge(0.9, CLOUD)])
+    rows, _ = _rows(path, need_features=())
     assert rows["unscored"].rule_score == 0.5
     assert rows["learned"].rule_score == 0.8  # the learned scorer records the rule's score beside its own
+
+
+def test_a_row_recorded_before_span_in_focus_existed_gains_it_from_the_stored_texts(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    before = {name: value for name, value in FEATURES.items() if name != "span_in_focus"}
+    passage = ("Passage: The Rhine rises in the Alps. It flows into the North Sea at Rotterdam.\n"
+               "Question: Where does the Rhine flow into the North Sea?")
+    _write_with_signals(path, _post("in-focus", question=passage, edge="Rotterdam", features=before),
+                        [_judge(0.9, EDGE), _judge(0.9, CLOUD)])
+    _write_with_signals(path, _post("elsewhere", question=passage, edge="the Alps", features=before),
+                        [_judge(0.1, EDGE), _judge(0.9, CLOUD)])
+    rows, skipped = _rows(path)
+    assert not skipped.get("partial_features")
+    assert rows["in-focus"].features["span_in_focus"] == 1.0 and rows["elsewhere"].features["span_in_focus"] == 0.0
+    hashed = tmp_path / "hashed.db"  # policy none: no text to read it from, so the row stays partial
+    _write_with_signals(hashed, _post("in-focus", question=passage, edge="Rotterdam", features=before),
+                        [_judge(0.9, EDGE), _judge(0.9, CLOUD)], policy="none")
+    with pytest.raises(TrainingError, match="partial_features 1"):
+        deferral_rows(hashed)
 
 
 def test_a_hashed_only_ledger_gives_rows_without_text(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
+
 from bench.routing_ledger import _task_counts, ledger_training_rows, readable_ledger, render
 from tests.unit.test_ledger_deferral import _post
 from tests.unit.test_ledger_support import open_ledger
@@ -43,6 +45,8 @@ def test_a_compressed_ledger_is_unpacked_into_the_work_dir_and_reads_the_same(tm
     assert unpacked == tmp_path / "work" / "ledger.db" and readable_ledger(plain, tmp_path / "work") == plain
     rows, _ = ledger_training_rows(unpacked, {HELD_OUT})
     assert [row.item_id for row in rows] == ["train-1", "train-2"]
+    with pytest.raises(SystemExit, match="nope.db.gz: no such ledger"):
+        readable_ledger(tmp_path / "nope.db.gz", tmp_path / "work")
 
 
 def test_the_report_has_a_row_per_stage_in_every_subset() -> None:

@@ -8,7 +8,7 @@ Every scorer returns its score and the features it computed, which go into the d
 | name | score | extra edge calls |
 |---|---|---|
 | logprob | geometric-mean token probability, exp(mean logprob) | none |
-| task | with a passage: a short verbatim span scores high, a free answer low; else as logprob | none |
+| task | with a passage: a span of the sentence that best matches the question scores high, a short span from elsewhere less, a free answer low; else as logprob | none |
 | consistency | for an answer that ends in a number: share of `samples` samples (T=0.7, seeds differ) that reach the same number; else as task | `samples` |
 | verify | the edge's own P(yes) that its answer is right and supported (AutoMix-style, few-shot) | one, one token |
 | rule | the default rule: consistency for numbers, task for passages, logprob otherwise | as consistency |
@@ -74,10 +74,22 @@ def task_score_from_features(features: Mapping[str, float]) -> float:
     if not features["has_passage"]:
         return logprob_score(features)
     # Reading: a span of the sentence that best matches the question is the answer's shape (F1 0.64,
-    # against 0.36 for a span from elsewhere in the passage and 0.29 for no span), and a short span beats
+    # against 0.36 for a span from elsewhere in the passage and 0.29 for no span; features.focus_features), and a short span beats
     # a long one; the logprob separates within each shape. The weights were chosen on the corpus's train
     # split (SQuAD APGR 0.618 -> 0.628, CPT(80%) 0.607 -> 0.555 against the earlier span-only rule).
     return 0.5 * features["span_in_focus"] + 0.25 * features["span_short"] + 0.25 * logprob_score(features)
+
+
+# What the default rule reads (consistency_score_from_features, task_score_from_features).
+RULE_INPUTS = ("has_consistency", "consistency_agree", "has_passage", "span_in_focus", "span_short", "lp_exp_mean")
+
+
+def current_rule_score(features: Mapping[str, float], recorded: float) -> float:
+    """The default rule's score as the code now draws it, when `features` hold its inputs; else the score
+    recorded with them. A corpus line and a ledger row then share one baseline, whenever they were labelled."""
+    if all(name in features for name in RULE_INPUTS):
+        return consistency_score_from_features(features)
+    return recorded
 
 
 def consistency_score_from_features(features: Mapping[str, float]) -> float:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError
-from router.core.arbiters.features import FEATURE_NAMES
+from router.core.arbiters.features import FEATURE_NAMES, refreshed_text_features
+from router.core.arbiters.scorers import current_rule_score
 
 DATASET = "ledger"
 TEST_SHARE = 0.25
@@ -161,15 +162,25 @@ def _features(decision_json: Optional[str]) -> dict[str, float]:
         return {}
 
 
-def _last_user_text(messages_json: str, policy: str) -> str:
-    if policy == "none":  # only `sha256:<hex>` of each text is stored: nothing to embed
-        return ""
+def _messages(messages_json: str, policy: str) -> list[dict[str, str]]:
+    """The request's messages as stored; none when only `sha256:<hex>` of each text is (policy none)."""
+    if policy == "none":
+        return []
     try:
         messages = json.loads(messages_json)
     except ValueError:
+        return []
+    if not isinstance(messages, list):
+        return []
+    return [{"role": str(m.get("role") or ""), "content": str(m.get("content") or "")}
+            for m in messages if isinstance(m, dict)]
+
+
+def _last_user_text(messages: Sequence[Mapping[str, str]], policy: str) -> str:
+    if policy == "none":  # nothing to embed
         return ""
-    users = [m.get("content") or "" for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else ""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return users[-1] if users else ""
 
 
 def deferral_rows(path: Path, *, since: Optional[str] = None, require_rows: bool = True,
@@ -208,12 +219,15 @@ def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str
     decision = "decision_json" if "decision_json" in request_columns else "'{}'"
     purpose = "b.purpose" if "purpose" in _columns(conn, "backend_runs") else "'answer'"
     answers: dict[str, set[str]] = collections.defaultdict(set)
+    edge_texts: dict[str, str] = {}  # the edge's answer: what the text-only features are read from
     for request_id, backend, text, finish_reason, run_purpose in conn.execute(
             f"SELECT b.request_id, b.backend, b.text, b.finish_reason, {purpose} FROM backend_runs AS b "
             "JOIN requests AS r ON r.id = b.request_id WHERE r.created_at >= ? ORDER BY b.request_id, b.ordinal",
             (since,)):
         if text and finish_reason not in _PARTIAL and run_purpose in _ANSWERING:
             answers[request_id].add(backend)
+            if backend == "EDGE":
+                edge_texts.setdefault(request_id, text)
     evidence: dict[str, dict[tuple[str, str], dict[str, Any]]] = collections.defaultdict(dict)
     for request_id, kind, target, score, correct, f1, thumbs_up, corrected in conn.execute(
             "SELECT s.request_id, s.kind, s.target, s.score, s.correct, s.f1, s.thumbs_up, s.corrected_answer "
@@ -229,6 +243,10 @@ def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str
             f"SELECT id, mode, served_by, decision_score, messages_json, content_policy, {decision} "
             "FROM requests WHERE created_at >= ? ORDER BY created_at, id", (since,)):
         features = _features(decision_json)
+        messages = _messages(messages_json, policy)
+        if features and messages and request_id in edge_texts:
+            # A row recorded before a text-only feature existed gains it here, as a corpus line does.
+            features = refreshed_text_features(messages, edge_texts[request_id], features)
         answered = answers.get(request_id, set())
         edge_q: Optional[float] = None
         cloud_q: Optional[float] = None
@@ -252,8 +270,9 @@ def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str
             continue
         # The learned scorer records the default rule's score beside its own; any other scorer's score is
         # the rule's (or the scorer's own) score.
-        rule_score = features.get("rule_score", score if score is not None else 0.5)
+        recorded = features.get("rule_score", score if score is not None else 0.5)
         rows.append(CorpusRow(dataset=DATASET, item_id=request_id, split=split_of(request_id),
                               edge_quality=edge_q, cloud_quality=cloud_q, features=features,
-                              rule_score=float(rule_score), text=_last_user_text(messages_json, policy)))
+                              rule_score=current_rule_score(features, float(recorded)),
+                              text=_last_user_text(messages, policy)))
     return rows
