@@ -285,7 +285,7 @@ def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_artic
     # The Alps drafts are a span of their passage's sentence; the others answer "x".
     records = [bench_record(SQUAD_PASSAGE, item_id, edge_f1=0.5, cloud_f1=1.0,
                             edge_text="is long" if item_id.startswith("alps") else "x") for item_id in squad_ids]
-    records += [bench_record(GSM8K, f"gsm8k-{i}") for i in (6, 2, 4)]
+    records += [bench_record(GSM8K, f"gsm8k-{i}", edge_text="3 + 4 = 8\n#### 8" if i == 6 else "x") for i in (6, 2, 4)]
     records += [bench_record(GSM8K, "gsm8k-1", error="DeadlineExceeded: late"),
                 bench_record(GSM8K, "gsm8k-3", arbiter="cascade"),
                 bench_record(GSM8K, "gsm8k-5", cloud_text=None),
@@ -322,6 +322,8 @@ def test_export_writes_one_sorted_line_per_usable_item_and_splits_squad_by_artic
     # (which predates it): the corpus gains it without relabelling.
     assert {r["item_id"] for r in squad_rows if r["features"]["span_in_focus"] == 1.0} == \
         {i for i in squad_ids if i.startswith("alps")}
+    assert [(gsm[i]["features"]["arithmetic_checked"], gsm[i]["features"]["arithmetic_wrong"])
+            for i in ("gsm8k-6", "gsm8k-4")] == [(1.0, 1.0), (0.0, 0.0)]
     first = rows[0]
     # The rule's score is drawn afresh from the features (not the decision's 0.25): a reading answer, not
     # in focus, not a short span, so a quarter of its geometric-mean token probability.

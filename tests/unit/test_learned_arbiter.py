@@ -63,8 +63,10 @@ def test_training_writes_a_versioned_artifact_whose_meta_describes_it(artifact: 
 def test_the_model_learns_the_signal_and_is_measured_against_the_rule(artifact: Path) -> None:
     metrics = json.loads((artifact / META_FILE).read_text())["metrics"]
     assert metrics["learned"]["auc"] > 0.9
-    assert metrics["learned"]["gap_recovered_at_0.5"] > 0.8
     assert metrics["rule"]["auc"] == pytest.approx(1.0)  # the synthetic rule score is the signal itself
+    # So the rule's ranking is the best there is: the model gets most of what it recovers (the most any
+    # ranking can recover at 0.5 depends on how many of the 30 test items the edge gets wrong).
+    assert metrics["learned"]["gap_recovered_at_0.5"] > 0.8 * metrics["rule"]["gap_recovered_at_0.5"]
     model = LearnedModel(artifact)
     sure, unsure = np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32) + 0.5
     sure[FEATURE_NAMES.index("lp_exp_mean")], unsure[FEATURE_NAMES.index("lp_exp_mean")] = 0.95, 0.05

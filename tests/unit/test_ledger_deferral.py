@@ -172,9 +172,11 @@ def test_requests_without_a_row_are_counted_by_reason(ledger_path: Path) -> None
 def test_rows_carry_features_text_rule_score_and_a_stable_hash_split(ledger_path: Path) -> None:
     rows, _ = _rows(ledger_path)
     row = rows["reference-f1"]
-    # span_in_focus is drawn afresh from the stored request and edge answer (no passage here: 0), and so
-    # is the default rule's score: the samples' agreement (0.5) of a numeric answer, not the decision's 0.3.
-    assert (row.dataset, row.features, row.rule_score) == ("ledger", {**FEATURES, "span_in_focus": 0.0}, 0.5)
+    # The text-only features are drawn afresh from the stored request and edge answer (no passage, no
+    # equality: 0), and so is the default rule's score: the samples' agreement (0.5) of a numeric answer,
+    # not the decision's 0.3.
+    refreshed = {**FEATURES, "span_in_focus": 0.0, "arithmetic_checked": 0.0, "arithmetic_wrong": 0.0}
+    assert (row.dataset, row.features, row.rule_score) == ("ledger", refreshed, 0.5)
     assert row.text == "What is the capital of France?"  # the last user message, not the system prompt
     assert all(r.split == split_of(r.item_id) for r in rows.values())
     # Pinned: a change of the hash would move rows of a grown ledger across the split.

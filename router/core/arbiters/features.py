@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from cloud.info.analysis import analyze
+from router.core.arbiters.arithmetic import check_arithmetic
 from cloud.info.chunking import sentence_spans
 from router.domain.scoring import final_number, normalize_answer
 
@@ -29,7 +30,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "lp_mean", "lp_min", "lp_p10", "lp_p25", "lp_p50", "lp_tail_mean", "lp_exp_mean",
     "completion_tokens", "answer_words", "finished",
     "input_chars", "has_passage", "question_digits", "question_word",
-    "has_number", "span_verbatim", "span_short", "span_in_focus",
+    "has_number", "span_verbatim", "span_short", "span_in_focus", "arithmetic_checked", "arithmetic_wrong",
     "has_consistency", "consistency_agree", "consistency_distinct",
     "has_verification", "verify_p_yes",
 )
@@ -126,12 +127,26 @@ def focus_features(draft: Draft) -> dict[str, float]:
     return {"span_in_focus": float(f" {answer} " in f" {sentence} ")}
 
 
+# Beyond this many equalities a chain of thought is no longer hand-sized; the count says nothing more.
+MAX_ARITHMETIC_CHECKS = 20
+
+
+def arithmetic_features(draft: Draft) -> dict[str, float]:
+    """The equalities the answer writes down that could be checked, and those that are wrong
+    (arithmetic.py). On the corpus's GSM8K train split, an answer with a wrong one is right 8% of the
+    time, against 43% when all hold; the learned model reads both counts."""
+    checked, wrong = check_arithmetic(draft.text)
+    return {"arithmetic_checked": float(min(checked, MAX_ARITHMETIC_CHECKS)),
+            "arithmetic_wrong": float(min(wrong, MAX_ARITHMETIC_CHECKS))}
+
+
 def refreshed_text_features(messages: Sequence[Mapping[str, str]], edge_text: str,
                             features: Mapping[str, float]) -> dict[str, float]:
     """Recorded features with those that are pure functions of the request and the edge's answer
     computed afresh: rows labelled before such a feature existed (a corpus line, a ledger row) gain it
     without a model call."""
-    return {**features, **focus_features(Draft(messages, edge_text, (), "stop"))}
+    draft = Draft(messages, edge_text, (), "stop")
+    return {**features, **focus_features(draft), **arithmetic_features(draft)}
 
 
 def request_features(draft: Draft) -> dict[str, float]:
@@ -193,7 +208,7 @@ def early_features(token_logprobs: Sequence[float], window: int = EARLY_WINDOW) 
 def base_features(draft: Draft) -> dict[str, float]:
     """Every feature that needs no further model call."""
     features = {**logprob_features(draft.token_logprobs), **request_features(draft), **span_features(draft),
-                **focus_features(draft), **early_features(draft.token_logprobs)}
+                **focus_features(draft), **arithmetic_features(draft), **early_features(draft.token_logprobs)}
     features["completion_tokens"] = float(len(draft.token_logprobs))
     features["finished"] = float(draft.finish_reason == "stop")
     features["has_number"] = float(answer_number(draft.text) is not None)

@@ -1,0 +1,66 @@
+"""The arithmetic check of a chain of thought: real answer shapes from the edge's GSM8K drafts."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from router.core.arbiters.arithmetic import check_arithmetic, evaluate, normalise
+from router.core.arbiters.features import arithmetic_features, base_features, Draft
+
+# Shapes the 0.5B edge writes (bench/results/corpus/results.jsonl).
+LATEX_RIGHT = ("Step 3: Subtract the sale price from the original price.\n\\[ 22 - 16 = 6 \\]\n"
+               "Therefore, the amount of the discount is \\(\\boxed{6}\\).")
+LATEX_UNITS_CHAIN = ("\\[ 10 \\text{ cupcakes/hour} \\times 5 \\text{ hours} = 50 \\text{ cupcakes} \\]\n"
+                     "\\[ \\frac{50}{2} = 25 \\]")
+PLAIN_WRONG = "She pays $1,200 + $350 = $1,450 in total, so 1,450 / 5 = 290 each.\n#### 290"
+
+
+def test_right_equalities_are_checked_and_hold() -> None:
+    assert check_arithmetic(LATEX_RIGHT) == (1, 0)
+    assert check_arithmetic(LATEX_UNITS_CHAIN) == (2, 0)
+
+
+def test_a_wrong_sum_is_caught_and_the_step_after_it_still_checked() -> None:
+    assert check_arithmetic(PLAIN_WRONG) == (2, 1)  # 1200 + 350 is 1550; 1450 / 5 = 290 holds
+
+
+def test_chains_are_compared_pairwise() -> None:
+    assert check_arithmetic("3 * 4 = 12 = 13") == (2, 1)
+    assert check_arithmetic("(2 + 3) * 4 = 5 * 4 = 20") == (2, 0)
+
+
+def test_money_and_counts_rounded_are_not_slips() -> None:
+    assert check_arithmetic("10 / 3 = 3.33") == (1, 0)
+    assert check_arithmetic("7 / 2 = 4") == (1, 0)
+    assert check_arithmetic("7 / 2 = 5") == (1, 1)
+
+
+def test_words_symbols_and_text_around_numbers_are_not_checked() -> None:
+    assert check_arithmetic("Let x = 5 and y = x + 2.") == (0, 0)
+    assert check_arithmetic("The answer is 42.") == (0, 0)
+    assert check_arithmetic("") == (0, 0)
+
+
+def test_the_evaluator_runs_no_code_and_survives_bad_arithmetic() -> None:
+    assert evaluate("__import__('os').system('true')") is None
+    assert evaluate("2 ** 99999999") is None  # no power operator: nothing to blow up
+    assert evaluate("1 / 0") is None
+    assert evaluate("2 (3)") is None
+    assert evaluate("-(2 + 3) * 4") == -20.0
+    assert evaluate("9" * 300) is None  # too long to be a hand-written step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "2 (3)" must not leak a SyntaxWarning into the daemon's log
+        assert check_arithmetic("2 (3) = 6") == (0, 0)
+
+
+def test_latex_is_rewritten_as_plain_arithmetic() -> None:
+    assert normalise("\\[ \\frac{3}{4} \\times 8 \\]").split() == ["((3)/(4))", "*", "8"]
+    assert normalise("$1,234.50 and 15\\%").split() == ["1234.50", "and", "15"]
+
+
+@pytest.mark.parametrize("text, expected", [(PLAIN_WRONG, (2.0, 1.0)), ("Paris", (0.0, 0.0))])
+def test_the_counts_are_features_of_every_draft(text: str, expected: tuple[float, float]) -> None:
+    draft = Draft([{"role": "user", "content": "q"}], text, (-0.1,), "stop")
+    assert (arithmetic_features(draft)["arithmetic_checked"], arithmetic_features(draft)["arithmetic_wrong"]) == expected
+    assert {"arithmetic_checked", "arithmetic_wrong"} <= set(base_features(draft))
