@@ -1,8 +1,6 @@
 """The arithmetic check of a chain of thought: real answer shapes from the edge's GSM8K drafts."""
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from router.core.arbiters.arithmetic import check_arithmetic, evaluate, normalise
@@ -23,6 +21,7 @@ def test_right_equalities_are_checked_and_hold() -> None:
 
 def test_a_wrong_sum_is_caught_and_the_step_after_it_still_checked() -> None:
     assert check_arithmetic(PLAIN_WRONG) == (2, 1)  # 1200 + 350 is 1550; 1450 / 5 = 290 holds
+    assert check_arithmetic("Total: 3 + 4 = 8") == (1, 1)
 
 
 def test_chains_are_compared_pairwise() -> None:
@@ -30,16 +29,39 @@ def test_chains_are_compared_pairwise() -> None:
     assert check_arithmetic("(2 + 3) * 4 = 5 * 4 = 20") == (2, 0)
 
 
-def test_money_and_counts_rounded_are_not_slips() -> None:
-    assert check_arithmetic("10 / 3 = 3.33") == (1, 0)
-    assert check_arithmetic("7 / 2 = 4") == (1, 0)
+@pytest.mark.parametrize("text", ["2/3 = 0.667", "100 / 3 = 33.3", "10 / 3 = 3.33", "5 / 2 = 3", "1/8 = 0.13",
+                                  "7 / 2 = 4"])
+def test_a_result_rounded_at_the_decimals_written_holds(text: str) -> None:
+    assert check_arithmetic(text) == (1, 0)
+
+
+def test_a_result_off_by_more_than_its_rounding_is_wrong() -> None:
     assert check_arithmetic("7 / 2 = 5") == (1, 1)
+    assert check_arithmetic("2/3 = 0.6") == (1, 1)
 
 
-def test_words_symbols_and_text_around_numbers_are_not_checked() -> None:
-    assert check_arithmetic("Let x = 5 and y = x + 2.") == (0, 0)
-    assert check_arithmetic("The answer is 42.") == (0, 0)
-    assert check_arithmetic("") == (0, 0)
+@pytest.mark.parametrize("text, expected", [
+    ("3+4=7 So 7*2=14", (2, 0)),                 # two equalities of one sentence are not compared
+    ("3 + 2 = 5, 5 * 2 = 10", (2, 0)),
+    ("Step 2. 3 + 4 = 7", (1, 0)),
+    ("12 / 4 = 3 hours = 180 minutes", (1, 0)),  # a change of unit is no slip
+    ("10% * 40000 = 4000", (1, 0)),              # percentages are values
+    ("50% = 0.5", (1, 0)),
+    ("4 x 5 = 20", (1, 0)),                      # word operators
+    ("3 times 4 = 12", (1, 0)),
+    ("3 - 4 = -1", (1, 0)),
+    ("x = 3 + 4 = 7", (1, 0)),
+])
+def test_common_chain_of_thought_shapes_are_read_right(text: str, expected: tuple[int, int]) -> None:
+    assert check_arithmetic(text) == expected
+
+
+@pytest.mark.parametrize("text", ["x + 2 = 36", "5x - 10 = 40", "24 hours - 8 = 16", "G_8 = 728", "R^2 = 40000",
+                                  "day1 + 2 = 3", "f(3) + 1 = 5", "20% of 50 = 10", "2(3+4)=14",
+                                  "30 \\text{ minutes} = \\frac{30}{60} \\text{ hours}"])
+def test_an_unknown_a_name_or_a_bare_statement_is_not_checked(text: str) -> None:
+    # Their value is not in the text: read as numbers they would be false "wrong" verdicts.
+    assert check_arithmetic(text) == (0, 0)
 
 
 def test_the_evaluator_runs_no_code_and_survives_bad_arithmetic() -> None:
@@ -49,14 +71,11 @@ def test_the_evaluator_runs_no_code_and_survives_bad_arithmetic() -> None:
     assert evaluate("2 (3)") is None
     assert evaluate("-(2 + 3) * 4") == -20.0
     assert evaluate("9" * 300) is None  # too long to be a hand-written step
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "2 (3)" must not leak a SyntaxWarning into the daemon's log
-        assert check_arithmetic("2 (3) = 6") == (0, 0)
 
 
 def test_latex_is_rewritten_as_plain_arithmetic() -> None:
     assert normalise("\\[ \\frac{3}{4} \\times 8 \\]").split() == ["((3)/(4))", "*", "8"]
-    assert normalise("$1,234.50 and 15\\%").split() == ["1234.50", "and", "15"]
+    assert normalise("$1,234.50 and 15\\%").split() == ["1234.50", "and", "(15/100)"]
 
 
 @pytest.mark.parametrize("text, expected", [(PLAIN_WRONG, (2.0, 1.0)), ("Paris", (0.0, 0.0))])

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from cloud.info.analysis import analyze
-from router.core.arbiters.arithmetic import check_arithmetic
 from cloud.info.chunking import sentence_spans
+from router.core.arbiters.arithmetic import check_arithmetic
 from router.domain.scoring import final_number, normalize_answer
 
 # An input this long (characters, all messages) is taken to carry a passage to answer from.
@@ -133,8 +133,8 @@ MAX_ARITHMETIC_CHECKS = 20
 
 def arithmetic_features(draft: Draft) -> dict[str, float]:
     """The equalities the answer writes down that could be checked, and those that are wrong
-    (arithmetic.py). On the corpus's GSM8K train split, an answer with a wrong one is right 8% of the
-    time, against 43% when all hold; the learned model reads both counts."""
+    (arithmetic.py). On the corpus's GSM8K train split, 1 of the 43 answers with a wrong one is right,
+    against 42% of those where all hold; the learned model reads both counts."""
     checked, wrong = check_arithmetic(draft.text)
     return {"arithmetic_checked": float(min(checked, MAX_ARITHMETIC_CHECKS)),
             "arithmetic_wrong": float(min(wrong, MAX_ARITHMETIC_CHECKS))}
