@@ -117,8 +117,9 @@ def focus_sentence(question: str, passage: str) -> str:
 def focus_features(draft: Draft) -> dict[str, float]:
     """Whether a reading answer lies, as whole words, in the sentence that best matches the question.
     Measured on the corpus's 683 SQuAD train items: a verbatim span inside that sentence scores F1 0.67
-    and the cloud adds 0.13; a verbatim span elsewhere in the passage scores 0.38 and the cloud adds 0.34. The whole input is read, system prompt included, as `span_verbatim` reads it, so a
-    passage sent as the system prompt and a bare question as the user turn is read too."""
+    and the cloud adds 0.13; a verbatim span elsewhere in the passage scores 0.38 and the cloud adds 0.34.
+    The whole input is read, system prompt included, as `span_verbatim` reads it, so a passage sent as the
+    system prompt with a bare question as the user turn is read too."""
     answer = normalize_answer(draft.text)
     if not answer or not has_passage(draft):
         return {"span_in_focus": 0.0}
