@@ -11,8 +11,8 @@ from typing import Mapping, Optional, Sequence
 import pytest
 
 from router.core.info import InfoError, InfoUnavailableError, Retrieval
-from router.core.modes.agent_tools import (MAX_ABS_EXPONENT, CalculationError, ask_cloud, calculate, evaluate,
-                                           format_number, search)
+from router.core.calculator import MAX_ABS_EXPONENT, CalculationError, evaluate, format_number
+from router.core.modes.agent_tools import ask_cloud, calculate, search
 from router.core.modes.base import ModeContext
 from router.domain.pricing import CostModel
 from router.domain.types import Caller, ChatMessage, GenerateRequest, GenerationParams, Mode, Passage

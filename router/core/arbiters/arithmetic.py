@@ -17,17 +17,16 @@ answer to the cloud:
 - A right side written as a rounded number is right when the exact value rounds to it at the decimals
   written ("2/3 = 0.667", "5 / 2 = 3").
 
-Pure functions that never raise. The evaluator walks the syntax tree and accepts numbers, + - * / and
-parentheses only, so no text is ever executed, and every pattern is linear in the text's length.
+Pure functions that never raise. Expressions go to the project's safe calculator (router/core/calculator.py:
+a syntax-tree walk with bounded results, never `eval`), and every pattern is linear in the text's length.
 """
 from __future__ import annotations
 
-import ast
 import math
-import operator
 import re
-from types import MappingProxyType
-from typing import Callable, Mapping, Optional
+from typing import Optional
+
+from router.core import calculator
 
 _UNITS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}")
 _FRACTION = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
@@ -42,8 +41,6 @@ _TRAILING_RUN = re.compile(f"(?<!{_ARITHMETIC}){_ARITHMETIC}+$")
 _LEADING_RUN = re.compile(f"^{_ARITHMETIC}+")
 _WHOLE_RUN = re.compile(f"^{_ARITHMETIC}+$")
 _BARE_NUMBER = re.compile(r"^\s*-?\d+(?:\.(\d+))?\s*$")
-_OPERATORS: Mapping[type, Callable[[float, float], float]] = MappingProxyType({
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv})
 MAX_EXPRESSION_CHARS = 200  # a longer run of digits and operators is no hand-written step
 RELATIVE_TOLERANCE = 1e-6
 
@@ -63,27 +60,15 @@ def normalise(text: str) -> str:
 
 
 def evaluate(expression: str) -> Optional[float]:
-    """The value of plain arithmetic (numbers, + - * /, parentheses, unary minus); None for anything else."""
+    """The value of plain arithmetic (numbers, + - * /, parentheses, unary minus) by the shared calculator;
+    None for anything else, and for an exponent or a floor division, which no hand-written step uses."""
     expression = expression.strip()
-    if not expression or len(expression) > MAX_EXPRESSION_CHARS or not any(ch.isdigit() for ch in expression):
+    if len(expression) > MAX_EXPRESSION_CHARS or "**" in expression or "//" in expression:
         return None
     try:
-        value = _value(ast.parse(expression, mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return float(calculator.evaluate(expression))
+    except calculator.CalculationError:
         return None
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _value(node: ast.AST) -> Optional[float]:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _value(node.operand)
-        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        left, right = _value(node.left), _value(node.right)
-        return None if left is None or right is None else _OPERATORS[type(node.op)](left, right)
-    return None
 
 
 def _computation(side: str) -> Optional[float]:

@@ -176,9 +176,7 @@ def _messages(messages_json: str, policy: str) -> list[dict[str, str]]:
             for m in messages if isinstance(m, dict)]
 
 
-def _last_user_text(messages: Sequence[Mapping[str, str]], policy: str) -> str:
-    if policy == "none":  # nothing to embed
-        return ""
+def _last_user_text(messages: Sequence[Mapping[str, str]]) -> str:
     users = [m["content"] for m in messages if m["role"] == "user"]
     return users[-1] if users else ""
 
@@ -274,5 +272,5 @@ def _read(conn: sqlite3.Connection, since: str, skipped: collections.Counter[str
         rows.append(CorpusRow(dataset=DATASET, item_id=request_id, split=split_of(request_id),
                               edge_quality=edge_q, cloud_quality=cloud_q, features=features,
                               rule_score=current_rule_score(features, float(recorded)),
-                              text=_last_user_text(messages, policy)))
+                              text=_last_user_text(messages)))
     return rows
