@@ -25,7 +25,8 @@ from bench.run_meta import RunMetaError, merge_run_meta
 from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_records, load_records, record_key,
                           refuse_other_questions_under_the_same_ids, rescore, run, write_records)
 from bench.summary import write_summary
-from router.client import RouterClient
+from router.assembly.grpc_channels import ChannelTrust
+from router.client import RouterClient, client_trust
 from router.doors.launcher import LocalDaemon
 from router.domain.types import Mode
 
@@ -49,6 +50,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              f"{DEFAULT_MAX_TOKENS['text']} for text)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/latest"))
     parser.add_argument("--target", help="a running daemon (host:port or unix:PATH); default: start one")
+    parser.add_argument("--token-file", type=Path, help="with --target: the file holding a token (default: this "
+                        "machine's local admin token); an admin's, when --ingest is given")
+    parser.add_argument("--ca-file", type=Path, help="with --target: PEM of the CA that signed its certificate (TLS)")
     parser.add_argument("--config", type=Path, help="config file for the daemon the bench starts")
     parser.add_argument("--ingest", action="append", default=[],
                         help="before the run, ingest documents into the daemon's Info service (repeatable): squad "
@@ -97,10 +101,12 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
     refuse_other_questions_under_the_same_ids(items, args.out)  # before a daemon starts or run.json changes
     daemon = None if args.target else LocalDaemon(config=args.config).start()
     try:
-        with RouterClient(args.target or daemon.target) as client:
+        trust = (client_trust(None, args.token_file, args.ca_file, None, None) if daemon is None
+                 else ChannelTrust(token=daemon.token))
+        with RouterClient(args.target or daemon.target, token=trust.token, ca_file=trust.ca_file) as client:
             client.wait_ready(timeout_s=600)
             info = client.info()
-        ingested = ingest(args.ingest, args.target or daemon.target) if args.ingest else None
+        ingested = ingest(args.ingest, args.target or daemon.target, trust) if args.ingest else None
         implemented = list(info.implemented_modes)
         missing = [mode.name for mode in chosen_modes or [] if mode not in implemented]
         if missing:
@@ -125,7 +131,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
         _write_meta(meta_path, meta)
         asyncio.run(run(RunPlan(items=items, modes=modes, out_dir=args.out, concurrency=args.concurrency,
                                 max_tokens=args.max_tokens, ids_by_text=ingested.ids_by_text if ingested else {}),
-                        args.target or daemon.target))
+                        args.target or daemon.target, trust))
         return meta
     finally:
         if daemon is not None:

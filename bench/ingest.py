@@ -12,6 +12,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 from bench.datasets import DEFAULT_PATHS, SQUAD, BenchItem, demo_items
 from cloud.info.documents import Document, detect_format, read_documents
+from router.assembly.grpc_channels import ChannelTrust
 from router.assembly.info_client import InfoClient
 
 INGEST_TIMEOUT_S = 600.0
@@ -42,11 +43,11 @@ class Ingested:
     ids_by_text: Mapping[str, str]  # document text -> id: where each item's own passage went
 
 
-def ingest(specs: Sequence[str], target: str) -> Ingested:
-    """Ingests each spec into the Info service at `target`."""
+def ingest(specs: Sequence[str], target: str, trust: Optional[ChannelTrust] = None) -> Ingested:
+    """Ingests each spec into the Info service at `target` (an admin's token in `trust`)."""
     report: dict[str, dict[str, int]] = {}
     ids_by_text: dict[str, str] = {}
-    with InfoClient(target, timeout_s=INGEST_TIMEOUT_S, price_per_retrieval_usd=0.0) as info:
+    with InfoClient(target, timeout_s=INGEST_TIMEOUT_S, price_per_retrieval_usd=0.0, trust=trust) as info:
         for spec in specs:
             documents = list(documents_for(spec))
             counts = info.ingest(documents)

@@ -82,7 +82,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, FaultInjectionOpenAIServer() as cloud:
         on = LocalDaemon(env=daemon_env(cloud.base_url, Path(tmp) / "on.db", True, args.latency_ms / 1000))
         off = LocalDaemon(env=daemon_env(cloud.base_url, Path(tmp) / "off.db", False, args.latency_ms / 1000))
-        with on, off, RouterClient(on.target) as on_client, RouterClient(off.target) as off_client:
+        with on, off, on.client() as on_client, off.client() as off_client:
             samples = request_latencies({"ledger_on": on_client, "ledger_off": off_client}, args.requests)
             ledger_status = on_client.stats().ledger
             info = on_client.info()

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from router.client import RouterClient
+from edge.catalogue import ModelCache
+from router.domain.config import load_settings
 from router.doors.launcher import LocalDaemon
 
 PROMPT = ({"role": "system", "content": "You are a helpful assistant."},
@@ -158,11 +160,13 @@ def main() -> int:
     if args.stream_flush_interval is not None:
         env["HYBRID_ROUTER_EDGE__STREAM_FLUSH_INTERVAL_S"] = str(args.stream_flush_interval)
     print("daemon (the router, streaming over gRPC), with llama-cpp-python loaded beside it...", file=sys.stderr)
-    with LocalDaemon(env=env) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
+    with LocalDaemon(env=env) as daemon, daemon.client(timeout_s=600) as client:
         info = client.info()
         # The same file the daemon loaded. Both stay loaded (about 0.5 GB each) so the runs can alternate;
         # one generates while the other's threads sleep.
-        direct_llama = DirectLlama(Path(info.edge.endpoint), args.threads, n_ctx)
+        # Info names no paths (README "Security"): the file comes from the same model cache the daemon reads.
+        direct_llama = DirectLlama(ModelCache(load_settings(None, env).models.cache_dir.expanduser()).require(args.model),
+                                   args.threads, n_ctx)
         ttfts: dict[str, list[float]] = {"routed": [], "direct": []}
         routed, direct, bare = interleaved_rates(client, direct_llama, args.max_tokens, args.stream_runs, ttfts)
         ttft_ms = {side: statistics.median(values[1:]) * 1000 for side, values in ttfts.items()}

@@ -76,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     daemon = None if args.target else LocalDaemon().start()
     dropped = 0
     try:
-        with RouterClient(args.target or daemon.target) as client, open(args.out, "a", encoding="utf-8") as out:
+        with RouterClient(args.target or daemon.target, token=None if daemon is None else daemon.token) as client, open(args.out, "a", encoding="utf-8") as out:
             for number, question in enumerate(todo, start=1):
                 prompt = REWRITE_PROMPT.format(question=question.text)
                 paraphrase = clean(client.generate(prompt=prompt, mode="cloud", max_tokens=64, temperature=0.0).text)

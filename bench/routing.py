@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.router is not None:
         env["HYBRID_ROUTER_ROUTING__MODEL_DIR"] = str(args.router.resolve())
     decisions = []
-    with LocalDaemon(env=env) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
+    with LocalDaemon(env=env) as daemon, daemon.client(timeout_s=600) as client:
         info = client.info()
         for row in requests:
             result = client.generate(prompt=row["text"], mode=Mode.PRE_ARBITRATION, max_tokens=1)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bench.datasets import BenchItem, build_messages
 from bench.ingest import gold_document_id, rank_of_document
 from bench.run_meta import RunMetaError
+from router.assembly.grpc_channels import ChannelTrust
 from router.client import AsyncRouterClient
 from router.domain.errors import RouterError
 from router.domain.scoring import score_answer
@@ -221,7 +222,7 @@ class _Progress:
         self.bar.update(1)
 
 
-async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
+async def run(plan: RunPlan, target: str, trust: Optional[ChannelTrust] = None) -> list[dict[str, Any]]:
     """Send every (item, mode) not yet recorded; append each record as it completes."""
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     path = plan.out_dir / RESULTS_FILE
@@ -234,7 +235,9 @@ async def run(plan: RunPlan, target: str) -> list[dict[str, Any]]:
     progress = _Progress(tqdm(total=len(todo), desc="bench", unit="req", dynamic_ncols=True))
     _drop_torn_tail(path)
     with open(path, "a", encoding="utf-8") as results:
-        async with AsyncRouterClient(target, timeout_s=plan.request_timeout_s) as client:
+        trust = trust or ChannelTrust()
+        async with AsyncRouterClient(target, timeout_s=plan.request_timeout_s, token=trust.token,
+                                     ca_file=trust.ca_file) as client:
             async def one(item: BenchItem, mode: Mode) -> None:
                 async with semaphore:
                     try:

@@ -4,6 +4,10 @@ Reliability tests and overhead benches point an `OpenAIBackend` at it. Each requ
 pending fault, if any (see `inject`); requests without one are forwarded, streaming included, to
 `upstream_base_url` (a real server such as the stand-in), or answered 503 when there is none.
 
+With `record=True` it also keeps every request it receives, body included, and the upstream's answer to
+each one it forwards (`received`), so that a test can check what reached the cloud and what came back
+(the privacy tests: no personal data may reach it, and its answer is restored before the client sees it).
+
 It runs the standard library's threading HTTP server in a background thread, so it works the same
 under any event loop (or none).
 """
@@ -19,6 +23,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Optional
 
@@ -42,17 +47,38 @@ class Fault(enum.Enum):
     MALFORMED_CHUNK = "malformed"      # 200 SSE: one valid chunk, then one that is not JSON
 
 
+@dataclass(frozen=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    body: bytes
+    relayed: bytes = b""  # a forwarded request: the upstream's answer body as relayed so far (SSE for a stream)
+
+
+@dataclass
+class _Recording:
+    request: ReceivedRequest
+    relayed: bytearray
+
+
 class FaultInjectionOpenAIServer:
     """Context manager; also start()/stop(). `base_url` is valid after start."""
 
     def __init__(self, *, upstream_base_url: Optional[str] = None,
-                 retry_after_s: Optional[float] = None, hang_s: float = DEFAULT_HANG_S) -> None:
+                 retry_after_s: Optional[float] = None, hang_s: float = DEFAULT_HANG_S,
+                 record: bool = False, canned_answer: Optional[str] = None, answer_latency_s: float = 0.0) -> None:
+        """`canned_answer`: with no upstream, a request without a fault is answered with this text, streamed
+        as one chunk with usage, after `answer_latency_s` (the load and soak benches' fixed-latency cloud)."""
         self.upstream_base_url = upstream_base_url.rstrip("/") if upstream_base_url else None
+        self.canned_answer = canned_answer
+        self.answer_latency_s = answer_latency_s
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.base_url = ""
         self._pending: collections.deque[Fault] = collections.deque()
         self._requests_seen = 0
+        self._record = record
+        self._received: list[_Recording] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -70,6 +96,13 @@ class FaultInjectionOpenAIServer:
     def requests_seen(self) -> int:
         with self._lock:
             return self._requests_seen
+
+    @property
+    def received(self) -> tuple[ReceivedRequest, ...]:
+        """Every request received so far, in order (record=True; empty otherwise)."""
+        with self._lock:
+            return tuple(ReceivedRequest(r.request.method, r.request.path, r.request.body, bytes(r.relayed))
+                         for r in self._received)
 
     def inject(self, fault: Fault, times: int = 1) -> None:
         """The next `times` requests (after any faults already pending) get `fault`."""
@@ -109,10 +142,20 @@ class FaultInjectionOpenAIServer:
         self._httpd = self._thread = None
 
     # Called from handler threads.
-    def _take_fault(self) -> Optional[Fault]:
+    def _take_fault(self, request: ReceivedRequest) -> tuple[Optional[Fault], Optional[_Recording]]:
+        """The request's fault (None: forward it), and where to record its answer (None: record=False)."""
         with self._lock:
             self._requests_seen += 1
-            return self._pending.popleft() if self._pending else None
+            recording = None
+            if self._record:
+                recording = _Recording(request, bytearray())
+                self._received.append(recording)
+            return (self._pending.popleft() if self._pending else None), recording
+
+    def _record_relayed(self, recording: Optional[_Recording], data: bytes) -> None:
+        if recording is not None:
+            with self._lock:
+                recording.relayed.extend(data)
 
     def _track(self, connection: socket.socket, active: bool) -> None:
         with self._lock:
@@ -168,10 +211,10 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self._read_body()
         owner = self.server.owner
-        fault = owner._take_fault()
+        fault, recording = owner._take_fault(ReceivedRequest(self.command, self.path, body))
         try:
             if fault is None:
-                self._forward(body)
+                self._forward(body, recording)
             elif fault.name in _FAULT_STATUS:
                 self._send_status_fault(_FAULT_STATUS[fault.name])
             elif fault is Fault.HANG:
@@ -245,8 +288,11 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, recording: Optional[_Recording]) -> None:
         upstream = self.server.owner.upstream_base_url
+        if upstream is None and self.server.owner.canned_answer is not None:
+            self._send_canned_answer(self.server.owner.canned_answer)
+            return
         if upstream is None:
             self._send_error_json(503, "fault-injection server has no upstream", "server_error", None)
             return
@@ -265,12 +311,26 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
                 self._send_error_json(502, f"upstream unreachable: {type(exc).__name__}",
                                       "server_error", None)
                 return
-            self._relay(response)
+            self._relay(response, recording)
         finally:
             # Closing here (also when our client went away mid-stream) tells the upstream to stop.
             connection.close()
 
-    def _relay(self, response: http.client.HTTPResponse) -> None:
+    def _send_canned_answer(self, text: str) -> None:
+        owner = self.server.owner
+        if owner._stopping.wait(owner.answer_latency_s):
+            self.close_connection = True
+            return
+        self._send_sse_start()
+        self._send_sse_event(_chunk_json(text))
+        self._send_sse_event(json.dumps({
+            "id": "chatcmpl-fault-injection", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": "fault-injection", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}))
+        self._send_sse_event("[DONE]")
+        self._end_chunked()
+
+    def _relay(self, response: http.client.HTTPResponse, recording: Optional[_Recording]) -> None:
         self.send_response(response.status)
         for name, value in response.getheaders():
             if name.lower() not in _NOT_FORWARDED:
@@ -278,6 +338,7 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         length = response.getheader("Content-Length")
         if length is not None:
             payload = response.read()
+            self.server.owner._record_relayed(recording, payload)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -288,6 +349,7 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             data = response.read1(_READ_SIZE)
             if not data:
                 break
+            self.server.owner._record_relayed(recording, data)
             self._write_chunk(data)
         self._end_chunked()
 

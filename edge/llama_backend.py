@@ -6,6 +6,10 @@ thread. The worker hands tokens to the event loop through edge/_handoff.py (one 
 flush interval, not per token); a cancel flag is checked after every token, so closing a stream
 stops generation within a token.
 
+The prompt is tokenised so that only the chat template's markers become control tokens and every
+message's content is plain text (edge/_prompt_tokens.py): `<|im_end|>` typed by a user or written in a
+retrieved passage stays text and cannot end a turn.
+
 Logprobs come from the logits row llama.cpp already computed to sample each token
 (`llama_get_logits_ith(ctx, -1)`), so they cost one log-softmax per token and never need
 `logits_all=True`, which makes prompt processing about 3.3x slower.
@@ -32,7 +36,8 @@ from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
 from edge._handoff import TokenHandoff
-from edge.errors import EdgeError, EdgeGenerationError, PromptTemplateError, PromptTooLongError
+from edge._prompt_tokens import PromptTokenizer
+from edge.errors import EdgeError, EdgeGenerationError, PromptTooLongError
 from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
 
 logger = logging.getLogger(__name__)
@@ -195,7 +200,7 @@ class LlamaBackend:
         self._vocab = self._llm._model.vocab
         self.n_params: int = self._llm._model.n_params()  # for the router's energy-cost estimate
         self._n_vocab = self._llm.n_vocab()
-        self._formatter = self._make_formatter(chat_template)
+        self._prompt_tokenizer = PromptTokenizer(self._vocab, self._make_formatter(chat_template), self.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edge-{self.name}")
         self._counter = _MetricsCounter()
         self._lock: asyncio.Lock | None = None
@@ -237,9 +242,10 @@ class LlamaBackend:
         return EdgeStream(self, request)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of `text` alone, as it would be tokenised inside a prompt (special-token text
-        included). Reads only the vocabulary, so it is safe beside a running generation."""
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        """Tokens of `text` alone, as a message's content is tokenised inside a prompt: as plain text, so
+        control-token text counts as the text it is. Reads only the vocabulary, so it is safe beside a
+        running generation."""
+        return len(self._prompt_tokenizer.tokenize(text, special=False))
 
     def count_prompt_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
         """Tokens of the whole prompt these messages render to (chat template included)."""
@@ -272,22 +278,16 @@ class LlamaBackend:
         return self._lock
 
     def _prepare(self, request: _Request) -> _Prompt:
-        """Render the chat template and tokenise (worker thread)."""
+        """Render the chat template and tokenise, contents as plain text (worker thread). A template that
+        fails on these messages raises PromptTemplateError."""
         try:
-            rendered = self._formatter(messages=list(request.messages))
-        except Exception as exc:  # jinja's raise_exception, a template that trips on these messages
-            raise PromptTemplateError(self.name, str(exc) or type(exc).__name__) from exc
-        try:
-            tokens = self._llm.tokenize(
-                rendered.prompt.encode("utf-8"),
-                add_bos=not rendered.added_special,
-                special=True,
-            )
+            prompt = self._prompt_tokenizer.prompt(request.messages)
+        except EdgeError:
+            raise
         except Exception as exc:  # the tokenizer failed: the model's fault, not the request's
             raise EdgeGenerationError(f"could not build the prompt for {self.name}: {exc}") from exc
-        template_stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
-        stops = tuple(s for s in (*request.stop, *template_stops) if s)
-        return _Prompt(tokens=tuple(tokens), stops=stops)
+        stops = tuple(s for s in (*request.stop, *prompt.stops) if s)
+        return _Prompt(tokens=tuple(prompt.tokens), stops=stops)
 
     def _generate(
         self,

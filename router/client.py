@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from router.assembly.grpc_channels import ChannelTrust, read_token_file
 from router.doors import wire
+from router.domain.config import AuthSettings
 from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
                            error_from_status)
 from router.domain.types import (Caller, ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
@@ -26,6 +29,18 @@ from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
 MessagesLike = Sequence[Union[ChatMessage, Mapping[str, str]]]
+# Where a daemon on this machine writes its local admin token on first start (auth.local_token_file's
+# default): read when the client is given no token, as Jupyter's clients find its server's token.
+DEFAULT_TOKEN_FILE = AuthSettings.model_fields["local_token_file"].default
+
+
+def client_trust(token: Optional[str], token_file: Optional[Path], ca_file: Optional[Path],
+                 client_cert_file: Optional[Path], client_key_file: Optional[Path]) -> ChannelTrust:
+    """`token`, else the one in `token_file` (default: this machine's local admin token, if any)."""
+    if token is None:
+        token = read_token_file(DEFAULT_TOKEN_FILE if token_file is None else token_file)
+    return ChannelTrust(token=token, ca_file=ca_file, client_cert_file=client_cert_file,
+                        client_key_file=client_key_file)
 
 
 def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional[str] = None,
@@ -66,7 +81,8 @@ def _translate(exc: grpc.RpcError) -> RouterError:
     details = exc.details() or ""
     if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         # gRPC's own message-size cap, not a rate limit: retrying the same request cannot help.
-        return InvalidRequestError(f"the request is too large for the transport: {details}")
+        return InvalidRequestError(f"the request is too large for the daemon (its server.max_request_bytes): "
+                                   f"{details}; send a shorter conversation")
     retry_after = None
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     for key, value in trailing or ():
@@ -211,10 +227,17 @@ class AsyncGenerateStream(_StreamedAnswer):
 
 
 class RouterClient:
-    def __init__(self, target: str, *, timeout_s: Optional[float] = None) -> None:
+    def __init__(self, target: str, *, timeout_s: Optional[float] = None, token: Optional[str] = None,
+                 token_file: Optional[Path] = None, ca_file: Optional[Path] = None,
+                 client_cert_file: Optional[Path] = None, client_key_file: Optional[Path] = None) -> None:
+        """`token`: the bearer token; unset, the one in `token_file` (default: the local admin token a
+        daemon on this machine wrote). `ca_file`: PEM of the CA that signed the daemon's certificate
+        (TLS); `client_cert_file` and `client_key_file`: a client certificate (mTLS)."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=_channel_options())
+        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file)
+        self._metadata = trust.metadata
+        self._channel = trust.channel(target, _channel_options())
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -222,7 +245,7 @@ class RouterClient:
                  **fields: object) -> GenerateResult:
         message = encode_request(request, fields)
         try:
-            reply = self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
+            reply = self._stub.Generate(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return wire.result_from_proto(reply)
@@ -230,11 +253,11 @@ class RouterClient:
     def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                **fields: object) -> GenerateStream:
         message = encode_request(request, fields)
-        return GenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
+        return GenerateStream(self._stub.GenerateStream(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s))
 
     def info(self) -> DaemonInfo:
         try:
-            return wire.info_from_proto(self._stub.Info(pb.InfoRequest(), timeout=self.timeout_s))
+            return wire.info_from_proto(self._stub.Info(pb.InfoRequest(), metadata=self._metadata, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
@@ -243,7 +266,7 @@ class RouterClient:
         """Rate an answer by its result's request_id; raises NotFoundError for an unknown id."""
         try:
             self._stub.Feedback(_feedback_request(request_id, score, thumbs_up, corrected_answer),
-                                timeout=self.timeout_s)
+                                metadata=self._metadata, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
@@ -252,14 +275,14 @@ class RouterClient:
         returns (previous, current) as decisions name them. InvalidRequestError for a model the
         daemon refused; the router in use then stays."""
         try:
-            reply = self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), timeout=self.timeout_s)
+            reply = self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), metadata=self._metadata, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return reply.previous, reply.current
 
     def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
         try:
-            return wire.stats_from_proto(self._stub.Stats(_stats_request(since_unix_s), timeout=self.timeout_s))
+            return wire.stats_from_proto(self._stub.Stats(_stats_request(since_unix_s), metadata=self._metadata, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
@@ -288,10 +311,17 @@ class RouterClient:
 
 
 class AsyncRouterClient:
-    def __init__(self, target: str, *, timeout_s: Optional[float] = None) -> None:
+    def __init__(self, target: str, *, timeout_s: Optional[float] = None, token: Optional[str] = None,
+                 token_file: Optional[Path] = None, ca_file: Optional[Path] = None,
+                 client_cert_file: Optional[Path] = None, client_key_file: Optional[Path] = None) -> None:
+        """`token`: the bearer token; unset, the one in `token_file` (default: the local admin token a
+        daemon on this machine wrote). `ca_file`: PEM of the CA that signed the daemon's certificate
+        (TLS); `client_cert_file` and `client_key_file`: a client certificate (mTLS)."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file)
+        self._metadata = trust.metadata
+        self._channel = trust.aio_channel(target, _channel_options())
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -299,7 +329,7 @@ class AsyncRouterClient:
                        **fields: object) -> GenerateResult:
         message = encode_request(request, fields)
         try:
-            reply = await self._stub.Generate(message, timeout=timeout_s or self.timeout_s)
+            reply = await self._stub.Generate(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return wire.result_from_proto(reply)
@@ -307,11 +337,11 @@ class AsyncRouterClient:
     def stream(self, request: Optional[GenerateRequest] = None, *, timeout_s: Optional[float] = None,
                **fields: object) -> AsyncGenerateStream:
         message = encode_request(request, fields)
-        return AsyncGenerateStream(self._stub.GenerateStream(message, timeout=timeout_s or self.timeout_s))
+        return AsyncGenerateStream(self._stub.GenerateStream(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s))
 
     async def info(self) -> DaemonInfo:
         try:
-            return wire.info_from_proto(await self._stub.Info(pb.InfoRequest(), timeout=self.timeout_s))
+            return wire.info_from_proto(await self._stub.Info(pb.InfoRequest(), metadata=self._metadata, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
@@ -319,20 +349,20 @@ class AsyncRouterClient:
                        corrected_answer: Optional[str] = None) -> None:
         try:
             await self._stub.Feedback(_feedback_request(request_id, score, thumbs_up, corrected_answer),
-                                      timeout=self.timeout_s)
+                                      metadata=self._metadata, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
     async def reload(self, model_dir: Optional[str] = None) -> tuple[str, str]:
         try:
-            reply = await self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), timeout=self.timeout_s)
+            reply = await self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), metadata=self._metadata, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return reply.previous, reply.current
 
     async def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
         try:
-            return wire.stats_from_proto(await self._stub.Stats(_stats_request(since_unix_s), timeout=self.timeout_s))
+            return wire.stats_from_proto(await self._stub.Stats(_stats_request(since_unix_s), metadata=self._metadata, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 

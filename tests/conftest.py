@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, MutableMapping, Optional
 
 import pytest
 
@@ -18,6 +20,9 @@ from router.domain.config import Settings, load_settings
 from router.doors.server import RouterServer
 
 TEST_MODEL = "smollm2-135m"
+# The longest any test waits for something that must happen (a log line, a row, a process's end) before
+# it takes it as never coming: far beyond what a loaded 2-core machine needs (README "Test bounds").
+WAIT_S = 600.0
 
 
 def models_dir() -> Path:
@@ -29,9 +34,71 @@ def smollm_path() -> Path:
     return ModelCache(models_dir()).require(TEST_MODEL)
 
 
+# Variables a test daemon must never inherit: a real provider's key or a user's config would point a test
+# at money or at the user's own files.
+INHERITED_PREFIXES = ("HYBRID_ROUTER_", "OPENAI_")
+MODELS_CACHE_ENV = "HYBRID_ROUTER_MODELS__CACHE_DIR"
+
+
+def forget_inherited_variables(environ: MutableMapping[str, str]) -> None:
+    """Removes every HYBRID_ROUTER_* and OPENAI_* variable but where the models were pulled."""
+    for key in [key for key in environ if key.startswith(INHERITED_PREFIXES) and key != MODELS_CACHE_ENV]:
+        del environ[key]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test process itself forgets the user's variables, so that an in-process daemon (the OpenAI
+    client reads OPENAI_API_KEY and OPENAI_BASE_URL itself), the CLI called in-process and every child
+    started without isolated_env see none of them either."""
+    forget_inherited_variables(os.environ)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    """Polls `condition` until it holds; fails naming `what` if it never does within timeout_s. The
+    pause between polls orders nothing: only the condition decides when the test goes on."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: still not the case after {timeout_s:g} s"
+        time.sleep(0.01)  # a poll: the condition decides, the pause orders nothing
+
+
+async def wait_until_async(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    """wait_until for a condition that this event loop's own tasks make true: each poll lets them run a
+    step. The pause orders nothing: only the condition decides when the test goes on."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: still not the case after {timeout_s:g} s"
+        await asyncio.sleep(0)  # a poll that lets the loop run a step: the condition decides
+
+
+def isolated_env(home: Path, overrides: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment of a test daemon in a child process: this process's, less every HYBRID_ROUTER_*
+    and OPENAI_* variable, with its own HOME (so its ledger, Info index, principals and token files are
+    the test's), and the shared model cache read from where the models were pulled."""
+    env = dict(os.environ)
+    forget_inherited_variables(env)
+    home.mkdir(parents=True, exist_ok=True)
+    env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / ".local" / "state"),
+                "HYBRID_ROUTER_MODELS__CACHE_DIR": str(models_dir())})
+    env.update(overrides or {})
+    return env
+
+
+def private_paths(home: Path) -> dict[str, str]:
+    """Every setting whose default lives in the user's home, moved under `home`."""
+    return {"HYBRID_ROUTER_LEDGER__PATH": str(home / "ledger.db"),
+            "HYBRID_ROUTER_INFO__INDEX_DIR": str(home / "info-index"),
+            "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(home / "principals.toml"),
+            "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token")}
+
+
 def make_settings(overrides: Optional[Mapping[str, str]] = None, config_file: Optional[Path] = None) -> Settings:
-    """Settings for tests: the 135M model as edge and as the stand-in cloud, small contexts, port 0."""
+    """Settings for tests: the 135M model as edge and as the stand-in cloud, small contexts, port 0, and
+    every file of its own in a new temporary directory. Authentication is off (loopback, set explicitly):
+    the trust tests (tests/integration/test_trust.py) turn it on with principals of their own."""
     env = {
+        **private_paths(Path(tempfile.mkdtemp(prefix="hybrid-router-test-"))),
+        "HYBRID_ROUTER_AUTH__MODE": "none",
         "HYBRID_ROUTER_MODELS__CACHE_DIR": str(models_dir()),
         "HYBRID_ROUTER_SERVER__LISTEN": "127.0.0.1:0",
         "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": "5",

@@ -32,7 +32,7 @@ from cloud.info.documents import Document, validate_document
 from cloud.info.errors import IndexCorruptError, InfoIndexError, InvalidDocumentError, InvalidQueryError
 from cloud.info.ranking import RerankWeights, SentenceVectors, reciprocal_rank_fusion, rerank_features
 from cloud.info.search import Bm25Parameters, ExactVectorStore, KeywordIndex, Ranking, VectorStore, row_dot, top_rows
-from cloud.info.store import IndexDirectory, IndexShape, Snapshot, StoredChunk
+from cloud.info.store import IndexDirectory, IndexShape, Snapshot, StoredChunk, make_private_directories
 
 MAX_QUERY_CHARS = 4000
 MAX_K = 100
@@ -200,7 +200,7 @@ class InfoIndex:
         if path.exists() and not path.is_dir():
             raise IndexCorruptError(f"{path} is a file, not an index directory; give a directory path "
                                     "(it is created if missing)")
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_directories(path)
         store = IndexDirectory(path)
         snapshot = store.load()
         dim = _embedder_dim(embedder)

@@ -10,6 +10,10 @@ Layout (generation g, zero-padded):
 A save writes the new generation's data files (temp name, fsync, rename), then swaps the manifest
 the same way, then removes the older generation. A crash at any point leaves the old manifest and
 its files, or the new ones: never a mix, since the manifest names (and hashes) the files it uses.
+
+The index holds the documents' text, group-restricted ones included: its files are created 0600 and the
+directories it creates 0700 (the owner's alone; the umask can only take more away). Every save writes
+every file anew, so an index from an earlier version is private after its next save.
 """
 from __future__ import annotations
 
@@ -32,6 +36,22 @@ FORMAT = "hybrid-router-info-index"
 VERSION = 1
 MANIFEST = "manifest.json"
 _DATA_FILE = re.compile(r"^(chunks|vectors|sentences)-\d{6}\.(jsonl|npy)$")
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIRECTORY_MODE = 0o700
+
+
+def make_private_directories(directory: Path) -> None:
+    """Creates `directory` and its missing parents, each 0700; directories already there are left alone."""
+    missing: list[Path] = []
+    current = Path(directory)
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIRECTORY_MODE)
+        except FileExistsError:
+            pass  # made meanwhile by another process
 
 
 @dataclass(frozen=True)
@@ -179,7 +199,7 @@ class IndexDirectory:
 
     def save(self, snapshot: Snapshot) -> None:
         """Write `snapshot` as the next generation and make it current (see the module docstring)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_private_directories(self.path)
         generation = self.generation + 1
         chunk_lines = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in snapshot.chunks)
         files = {
@@ -208,7 +228,11 @@ class IndexDirectory:
 
     def _write_atomically(self, name: str, data: bytes) -> None:
         temporary = self.path / f"{name}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
+        # O_TRUNC, not O_EXCL: a leftover of a crashed save by a process with the same pid is rewritten.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        # A leftover keeps its old mode through O_CREAT: narrow it before writing.
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from router.assembly.auth import build_trust
+from router.assembly.cloud_guards import GuardedCloud, guard_cloud
+from router.assembly.grpc_channels import ChannelTrust, read_token_file
 from router.assembly.info_client import GrpcInfoClient
+from router.assembly.limits import build_admission, build_backend_queues, build_budget
 from router.assembly.modes import build_modes
 from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
@@ -27,7 +31,7 @@ from router.core.engine import Backends, Router
 from router.core.judge import CloudJudge
 from router.domain.config import ConfigError, Settings
 from router.core.routing.mode import PreArbitrationMode
-from router.domain.types import DaemonInfo, Mode, ModelInfo
+from router.domain.types import CloudBreakerStatus, DaemonInfo, Mode, ModelInfo
 
 # A close step that waits on others' work (pending judge grades) gets at most this share of the
 # budget left at its turn, so the ledger's close and the backends' after it always get time.
@@ -41,7 +45,9 @@ class Daemon:
     def __init__(self, settings: Settings, *, logger: Optional[logging.Logger] = None) -> None:
         self.settings = settings
         self.logger = logger or logging.getLogger("hybrid_router.server")
-        self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"))
+        self.trust = build_trust(settings, self.logger)
+        self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"),
+                                   max_feedback_bytes=settings.server.max_request_bytes)
         self._model_cache = model_cache(settings)
         modes = build_modes(settings.arbitration, model_cache=self._model_cache, routing=settings.routing,
                             info=settings.info, agent=settings.agent, edge_n_ctx=settings.edge.n_ctx,
@@ -52,7 +58,14 @@ class Daemon:
                               f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")
         self.router.sinks = (self.ledger,)
         self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
+        self.router.admission = build_admission(settings.limits)
+        # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
+        self.budget = build_budget(settings)
+        if self.budget is not None:
+            self.router.sinks = (*self.router.sinks, self.budget)
+            self.router.cloud_gates = (*self.router.cloud_gates, self.budget)
         self.judge: Optional[CloudJudge] = None
+        self.cloud: Optional[GuardedCloud] = None  # at load(): its breaker's snapshot() is for health and Info
         self.info_client: Optional[GrpcInfoClient] = None
         self._reloading = asyncio.Lock()
         self.backends: Optional[LoadedBackends] = None
@@ -62,6 +75,8 @@ class Daemon:
     def open(self) -> None:
         """Opens the ledger (blocking: call it in a thread)."""
         self.ledger.open()
+        if self.budget is not None and self.ledger.ledger is not None:
+            self.budget.seed_from_ledger(self.ledger.ledger.path)  # the spend so far survives a restart
 
     async def load(self, *, info_target: Optional[str] = None) -> None:
         """Loads the models and connects the cloud and the Info service; the router is ready when it
@@ -71,17 +86,26 @@ class Daemon:
         info = self.settings.info
         target = info_target or (info.address if info.service == "remote" else None)
         if target:
-            self.info_client = GrpcInfoClient(target, timeout_s=info.timeout_s,
+            # In-process: the daemon's own principal, in memory. Remote: the token the Info host issued it.
+            trust = (ChannelTrust(token=self.trust.service_token) if info_target else
+                     ChannelTrust(token=read_token_file(info.token_file), ca_file=info.tls_ca_file))
+            self.info_client = GrpcInfoClient(target, timeout_s=info.timeout_s, trust=trust,
                                               price_per_retrieval_usd=info.price_per_retrieval_usd)
             self.router.info = self.info_client
         edge = self.backends.edge
         self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
         self.ledger.set_edge_parameters(float(edge.n_params))
-        self.judge = CloudJudge(cloud=self.backends.cloud, costs=self.router.costs, signals=self.ledger,
+        # Each backend's bounded queue is innermost: every call is counted, whatever wraps it.
+        edge_queue, cloud_queue = build_backend_queues(self.settings, edge=edge, cloud=self.backends.cloud)
+        # Every cloud call, the judge's included, passes the privacy policy and the circuit breaker.
+        self.cloud = guard_cloud(cloud_queue, self.settings, logging.getLogger("hybrid_router.cloud"))
+        # Privacy first: a request that may not leave the device goes to the edge, whatever else holds.
+        self.router.cloud_gates = (*self.cloud.gates, *self.router.cloud_gates)
+        self.judge = CloudJudge(cloud=self.cloud.backend, costs=self.router.costs, signals=self.ledger,
                                 sample_rate=self.settings.ledger.judge_sample_rate)
         # The one place where finished results leave the request path: the ledger, then the judge.
-        self.router.sinks = (self.ledger, self.judge)
-        self.router.backends = Backends(edge=edge, cloud=self.backends.cloud)
+        self.router.sinks = (self.ledger, self.judge, *((self.budget,) if self.budget is not None else ()))
+        self.router.backends = Backends(edge=edge_queue, cloud=self.cloud.backend)
         self.router.ready = True
         self.logger.info("serving", extra={"fields": {
             "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
@@ -119,7 +143,16 @@ class Daemon:
             edge=loaded.edge_info if loaded else ModelInfo(name=""),
             cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
             packages=self._packages, hardware=self._hardware,
-            max_tokens_limit=self.settings.server.max_tokens_limit)
+            max_tokens_limit=self.settings.server.max_tokens_limit, cloud_breaker=self.breaker_status())
+
+    def breaker_status(self) -> Optional[CloudBreakerStatus]:
+        """The cloud's circuit breaker, for Info and health; None before load()."""
+        if self.cloud is None:
+            return None
+        snapshot = self.cloud.breaker.snapshot()
+        return CloudBreakerStatus(state=snapshot.state.value, consecutive_failures=snapshot.consecutive_failures,
+                                  failures_to_open=snapshot.failures_to_open, retry_in_s=snapshot.retry_in_s,
+                                  times_opened=snapshot.times_opened, times_closed=snapshot.times_closed)
 
     async def close(self, timeout_s: float) -> bool:
         """Closes every part within timeout_s, in this order. The request rows recorded so far come

@@ -21,7 +21,9 @@ from typing import Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import grpc
 
-from router.core.info import (InfoError, InfoRejectedError, InfoTimeoutError, InfoUnavailableError, Retrieval)
+from router.assembly.grpc_channels import ChannelTrust
+from router.core.info import (InfoAccessError, InfoError, InfoRejectedError, InfoTimeoutError, InfoUnavailableError,
+                              Retrieval)
 from router.domain.types import Caller, Passage
 from router.v1 import info_pb2 as pb
 from router.v1 import info_pb2_grpc
@@ -29,9 +31,9 @@ from router.v1 import info_pb2_grpc
 DEFAULT_BATCH_DOCUMENTS = 256
 MAX_BATCH_DOCUMENTS = 1000  # the service's limit per Ingest message
 # Per Ingest message. The service takes up to 32 MiB, but a daemon hosting it (info.service = in_process)
-# caps every message at its transport limit, 8 x server.max_request_bytes (8 MiB by default): 4 MiB fits
-# both. A single document larger than this travels alone.
-DEFAULT_MESSAGE_BYTES = 4 * 2**20
+# refuses every message over its transport limit, server.max_request_bytes (1 MiB by default) before
+# parsing it: half a MiB fits both. A single document larger than this travels alone.
+DEFAULT_MESSAGE_BYTES = 512 * 2**10
 CHANNEL_MESSAGE_BYTES = 64 * 2**20
 INT32_MAX = 2**31 - 1
 
@@ -76,6 +78,8 @@ def translate(exc: grpc.RpcError, target: str) -> InfoError:
         # gRPC's own message-size cap, not a rate limit: sending the same message again cannot help.
         return InfoRejectedError(f"a message is too large for the transport of the {where}: {details}; "
                                  "send fewer documents per message")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return InfoAccessError(f"{where} refused the call ({code.name}): {details}")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return InfoError(f"the server at {target} does not host the Info service (info.service = off there, "
                          f"or an older daemon): {details}")
@@ -166,10 +170,13 @@ def _channel_options() -> list[tuple[str, int]]:
 class _InfoClientBase:
     """What both clients share: the target, the timeouts, the price, and the priced failure."""
 
-    def __init__(self, target: str, timeout_s: Optional[float], price_per_retrieval_usd: float) -> None:
+    def __init__(self, target: str, timeout_s: Optional[float], price_per_retrieval_usd: float,
+                 trust: Optional[ChannelTrust]) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.price_per_retrieval_usd = price_per_retrieval_usd
+        self.trust = trust or ChannelTrust()
+        self._metadata = self.trust.metadata
 
     def _priced_failure(self, exc: grpc.RpcError, began: float) -> InfoError:
         error = translate(exc, self.target)
@@ -198,9 +205,10 @@ class GrpcInfoClient(_InfoClientBase):
     unless it is given one (a corpus takes as long as it takes to embed).
     """
 
-    def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float) -> None:
-        super().__init__(target, timeout_s, price_per_retrieval_usd)
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+    def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float,
+                 trust: Optional[ChannelTrust] = None) -> None:
+        super().__init__(target, timeout_s, price_per_retrieval_usd, trust)
+        self._channel = self.trust.aio_channel(target, _channel_options())
         self._stub = info_pb2_grpc.InfoStub(self._channel)
 
     async def retrieve(self, query: str, *, k: int, caller: Caller, filters: Optional[Mapping[str, str]] = None,
@@ -208,7 +216,7 @@ class GrpcInfoClient(_InfoClientBase):
         message = self._encode(query, k, caller, filters)
         began = time.perf_counter()
         try:
-            reply = await self._stub.Retrieve(message, timeout=timeout_s or self.timeout_s)
+            reply = await self._stub.Retrieve(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise self._priced_failure(exc, began) from None
         return Retrieval(passages=passages_from_proto(reply), latency_s=time.perf_counter() - began,
@@ -220,7 +228,7 @@ class GrpcInfoClient(_InfoClientBase):
         ingested already (ingesting them again replaces them, it does not add copies)."""
         stream = IngestStream(documents, batch_size)
         try:
-            reply = await self._stub.Ingest(stream, timeout=timeout_s)
+            reply = await self._stub.Ingest(stream, metadata=self._metadata, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise stream.error or translate(exc, self.target) from None
         except asyncio.CancelledError:
@@ -235,14 +243,14 @@ class GrpcInfoClient(_InfoClientBase):
         """How many of the documents were in the index."""
         try:
             reply = await self._stub.Delete(pb.DeleteRequest(document_ids=list(document_ids)),
-                                            timeout=timeout_s or self.timeout_s)
+                                            metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise translate(exc, self.target) from None
         return reply.deleted
 
     async def stats(self, *, timeout_s: Optional[float] = None) -> InfoIndexStats:
         try:
-            reply = await self._stub.Stats(pb.IndexStatsRequest(), timeout=timeout_s or self.timeout_s)
+            reply = await self._stub.Stats(pb.IndexStatsRequest(), metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise translate(exc, self.target) from None
         return stats_from_proto(reply)
@@ -260,9 +268,10 @@ class GrpcInfoClient(_InfoClientBase):
 class InfoClient(_InfoClientBase):
     """The synchronous mirror of GrpcInfoClient, for the CLI and scripts."""
 
-    def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float) -> None:
-        super().__init__(target, timeout_s, price_per_retrieval_usd)
-        self._channel = grpc.insecure_channel(target, options=_channel_options())
+    def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float,
+                 trust: Optional[ChannelTrust] = None) -> None:
+        super().__init__(target, timeout_s, price_per_retrieval_usd, trust)
+        self._channel = self.trust.channel(target, _channel_options())
         self._stub = info_pb2_grpc.InfoStub(self._channel)
 
     def retrieve(self, query: str, *, k: int, caller: Optional[Caller] = None,
@@ -270,7 +279,7 @@ class InfoClient(_InfoClientBase):
         message = self._encode(query, k, caller, filters)
         began = time.perf_counter()
         try:
-            reply = self._stub.Retrieve(message, timeout=timeout_s or self.timeout_s)
+            reply = self._stub.Retrieve(message, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise self._priced_failure(exc, began) from None
         return Retrieval(passages=passages_from_proto(reply), latency_s=time.perf_counter() - began,
@@ -280,7 +289,7 @@ class InfoClient(_InfoClientBase):
                timeout_s: Optional[float] = None) -> IngestCounts:
         stream = IngestStream(documents, batch_size)
         try:
-            reply = self._stub.Ingest(stream, timeout=timeout_s)
+            reply = self._stub.Ingest(stream, metadata=self._metadata, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise stream.error or translate(exc, self.target) from None
         return counts_from_proto(reply)
@@ -288,14 +297,14 @@ class InfoClient(_InfoClientBase):
     def delete(self, document_ids: Sequence[str], *, timeout_s: Optional[float] = None) -> int:
         try:
             reply = self._stub.Delete(pb.DeleteRequest(document_ids=list(document_ids)),
-                                      timeout=timeout_s or self.timeout_s)
+                                      metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise translate(exc, self.target) from None
         return reply.deleted
 
     def stats(self, *, timeout_s: Optional[float] = None) -> InfoIndexStats:
         try:
-            reply = self._stub.Stats(pb.IndexStatsRequest(), timeout=timeout_s or self.timeout_s)
+            reply = self._stub.Stats(pb.IndexStatsRequest(), metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise translate(exc, self.target) from None
         return stats_from_proto(reply)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
@@ -59,6 +60,19 @@ def hardware_summary() -> str:
     except (ValueError, OSError):
         pass
     return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}"
+
+
+def public_endpoint(endpoint: str) -> str:
+    """What `Info` (and the logs) may show of a backend's endpoint: for a URL, scheme://host[:port]/path,
+    without the user and password a base_url can embed, the query (`?key=...`) or the fragment; for a
+    file, its name alone, since the full path says how the host's file system is laid out."""
+    parts = urlsplit(endpoint)
+    if parts.scheme and parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{host}{parts.path}"
+    if "/" in endpoint or "\\" in endpoint:
+        return Path(endpoint.replace("\\", "/")).name
+    return endpoint
 
 
 @dataclass
@@ -213,15 +227,17 @@ async def load_backends(settings: Settings, logger: logging.Logger) -> LoadedBac
         cloud = OpenAIBackend(base_url=standin.base_url, api_key=STANDIN_API_KEY, model=standin_model.name,
                               timeout_s=settings.cloud.timeout_s, max_retries=settings.cloud.max_retries,
                               max_concurrency=settings.cloud.max_concurrency, context_tokens=settings.standin.n_ctx)
-        cloud_info = ModelInfo(name=standin_model.name, sha256=standin_model.sha256, endpoint=standin.base_url,
+        cloud_info = ModelInfo(name=standin_model.name, sha256=standin_model.sha256,
+                               endpoint=public_endpoint(standin.base_url),
                                local_standin=True, priced_as=settings.cloud.model, n_ctx=settings.standin.n_ctx)
     else:
         api_key = settings.cloud.api_key.get_secret_value() if settings.cloud.api_key else None
         cloud = OpenAIBackend(base_url=settings.cloud.base_url, api_key=api_key, model=settings.cloud.model,
                               timeout_s=settings.cloud.timeout_s, max_retries=settings.cloud.max_retries,
                               max_concurrency=settings.cloud.max_concurrency)
-        cloud_info = ModelInfo(name=settings.cloud.model, endpoint=settings.cloud.base_url or "default",
+        cloud_info = ModelInfo(name=settings.cloud.model,
+                               endpoint=public_endpoint(settings.cloud.base_url or "default"),
                                priced_as=settings.cloud.model)
-    edge_info = ModelInfo(name=edge.name, sha256=edge_model.sha256, endpoint=str(edge_model.path),
+    edge_info = ModelInfo(name=edge.name, sha256=edge_model.sha256, endpoint=public_endpoint(str(edge_model.path)),
                           n_ctx=settings.edge.n_ctx)
     return LoadedBackends(edge=edge, cloud=cloud, edge_info=edge_info, cloud_info=cloud_info, standin=standin)

@@ -27,8 +27,9 @@ ALLOWED_SUMMARY = "numbers, + - * / // % ** ( ) and round, abs, min, max"
 # What small models write for arithmetic that Python spells differently.
 _SPELLINGS = (("×", "*"), ("÷", "/"), ("−", "-"), ("^", "**"), ("$", ""))
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,250 is one number, not a tuple
-# 25% is a quarter where no number follows the sign; 10 % 3 stays the remainder.
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\d(.])")
+# 25% is a quarter where no number follows the sign; 10 % 3 stays the remainder. A match starts only where
+# a number starts, so a long run of digits is read once, not once from each of its digits.
+_PERCENT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*%(?!\s*[\d(.])")
 
 
 class CalculationError(ValueError):
@@ -118,16 +119,24 @@ def _call(node: ast.Call) -> Number:
     return _bounded(function(*(_evaluate(arg) for arg in node.args)))
 
 
+def _refuse_long(text: str) -> None:
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise CalculationError(f"the expression is too long ({len(text)} characters; at most "
+                               f"{MAX_EXPRESSION_CHARS})")
+
+
 def evaluate(expression: str) -> Number:
     """The value of an arithmetic expression; raises CalculationError for anything else."""
     text = expression.strip().rstrip("=").strip()
+    # Checked before any rewriting or pattern runs, so that no input costs more than a short one; and
+    # again after, because the rewrites lengthen the text ("5%" becomes "(5/100)").
+    _refuse_long(text)
     for written, python in _SPELLINGS:
         text = text.replace(written, python)
     text = _PERCENT.sub(r"(\1/100)", _THOUSANDS_COMMA.sub("", text))
     if not text:
         raise CalculationError("the expression is empty; write arithmetic such as (20 - 4) * 3")
-    if len(text) > MAX_EXPRESSION_CHARS:
-        raise CalculationError(f"the expression is too long (at most {MAX_EXPRESSION_CHARS} characters)")
+    _refuse_long(text)
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
@@ -154,6 +163,8 @@ def format_number(value: Number) -> str:
 
 def is_plain_number(expression: str) -> bool:
     """Whether the expression is one number and nothing to calculate (small models "calculate" 24)."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return False
     try:
         node = ast.parse(expression.strip().rstrip("=").replace(",", "").strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):

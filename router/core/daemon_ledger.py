@@ -1,7 +1,7 @@
 """The daemon's ledger: built from settings, watched for health, and read for Feedback and Stats.
 
 With `ledger.enabled = false` it still answers: Stats reports the ledger as disabled, and Feedback
-is refused as unavailable, with the setting to change.
+(with the ownership lookup before it) is refused as unavailable, with the setting to change.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from router.domain.config import LedgerSettings
-from router.core.ledger import Ledger, LedgerUnavailableError, ModeStats
+from router.core.ledger import MAX_FEEDBACK_BYTES, Ledger, LedgerUnavailableError, ModeStats
 from router.domain.types import GenerateRequest, GenerateResult, LedgerStatus, Mode, ModeSummary, SignalSummary, StatsReport
 
 
@@ -31,13 +31,17 @@ def _summary(stats: ModeStats) -> ModeSummary:
 
 
 class DaemonLedger:
-    def __init__(self, settings: LedgerSettings, logger: logging.Logger) -> None:
+    def __init__(self, settings: LedgerSettings, logger: logging.Logger, *,
+                 max_feedback_bytes: int = MAX_FEEDBACK_BYTES) -> None:
+        """`max_feedback_bytes`: the largest corrected answer Feedback takes (server.max_request_bytes)."""
         self.settings = settings
+        self.max_feedback_bytes = max_feedback_bytes
         self.ledger: Optional[Ledger] = None
         if settings.enabled:
             self.ledger = Ledger(settings.path, log_content=settings.log_content, queue_size=settings.queue_size,
                                  batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
-                                 logger=logger)
+                                 logger=logger, retention_days=settings.retention_days,
+                                 retention_max_bytes=settings.retention_max_bytes)
 
     def open(self) -> None:
         if self.ledger is not None:
@@ -83,9 +87,16 @@ class DaemonLedger:
                                          "record feedback and statistics")
         return self.ledger
 
+    def owner(self, request_id: str) -> Optional[str]:
+        """The principal who made the request, '' when it was recorded without one, None when the ledger
+        holds no such request (queued or written). Blocks: call it through asyncio.to_thread. Raises
+        LedgerUnavailableError when the ledger is disabled or cannot be read."""
+        return self._require().owner(request_id)
+
     def feedback(self, request_id: str, *, score: Optional[float], thumbs_up: Optional[bool],
                  corrected_answer: Optional[str]) -> None:
-        self._require().feedback(request_id, score=score, thumbs_up=thumbs_up, corrected_answer=corrected_answer)
+        self._require().feedback(request_id, score=score, thumbs_up=thumbs_up, corrected_answer=corrected_answer,
+                                 max_bytes=self.max_feedback_bytes)
 
     def stats(self, since_unix_s: Optional[float]) -> StatsReport:
         since = datetime.fromtimestamp(since_unix_s, tz=timezone.utc) if since_unix_s is not None else None

@@ -13,7 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence
 
+from router.core.admission import Admission, AdmissionSlot
 from router.core.backends import Backend, translate_backend_error
+from router.core.cloud_gate import CLOUD_CAPABLE_MODES, CloudGate
+from router.core.modes.degraded import EdgeInsteadOfCloud
 from router.core.info import InfoSource
 from router.domain.config import ServerSettings
 from router.domain.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
@@ -71,6 +74,11 @@ class Router:
     # A client-supplied request_id must be new: in flight here or recorded there, it is refused, so
     # that no answer (and no cloud spend) is left out of the ledger as a duplicate.
     recorded_ids: Optional[RecordedIds] = None
+    # Asked in order before a cloud-capable mode runs (budgets, the breaker, privacy): the first reason
+    # given sends the request to the edge alone, marked degraded.
+    cloud_gates: Sequence[CloudGate] = ()
+    # Whether a request may start now (concurrency, a principal's rate): refused at once, never queued.
+    admission: Optional[Admission] = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.requests"))
     ready: bool = False
     _in_flight_ids: set[str] = field(default_factory=set, init=False, repr=False)
@@ -100,21 +108,25 @@ class Router:
         ctx: Optional[ModeContext] = None
         first_text_at: Optional[float] = None
         claimed_id = False
+        slot: Optional[AdmissionSlot] = None
         try:
             mode = resolve_mode(request, self.default_mode, self.modes)
             params = validate_request(request, self.settings)
             if not self.ready:
                 raise NotReadyError("the daemon is still loading its models; retry when health reports SERVING")
+            if self.admission is not None:
+                slot = self.admission.acquire(request.caller.user)  # the caller is the principal
             if request.request_id:  # the router's own uuid4 ids need no check
                 self._refuse_if_in_flight(request_id)
                 # Claimed before the first await, so a concurrent twin is refused by the check above.
                 self._in_flight_ids.add(request_id)
                 claimed_id = True
                 await self._refuse_if_recorded(request_id)
+            handler = self._handler(request, mode)
             ctx = ModeContext(request=request, mode=mode, params=params,
                               backends=self.backends.as_dict(), costs=self.costs, info=self.info)
             outcome: Optional[ModeOutcome] = None
-            async with contextlib.aclosing(self.modes[mode].run(ctx)) as events:
+            async with contextlib.aclosing(handler.run(ctx)) as events:
                 async for event in events:
                     if isinstance(event, ModeOutcome):
                         outcome = event
@@ -159,10 +171,21 @@ class Router:
                                                     f"failed: {translated.message}", received, first_text_at)
             raise translated from exc
         finally:
+            if slot is not None:
+                slot.release()
             if claimed_id:
                 # By now a result has reached the ledger's queue (if any), where contains() finds it.
                 self._in_flight_ids.discard(request_id)
             self._log(request_id, mode, status, result or unanswered, time.perf_counter() - received)
+
+    def _handler(self, request: GenerateRequest, mode: Mode) -> ModeHandler:
+        """The mode's handler, or the edge alone when a gate keeps this request off the cloud."""
+        if mode in CLOUD_CAPABLE_MODES:
+            for gate in self.cloud_gates:
+                reason = gate.keep_off_cloud(request)  # a gate that refuses raises a RouterError here
+                if reason is not None:
+                    return EdgeInsteadOfCloud(mode, reason)
+        return self.modes[mode]
 
     def _hand_to_sinks(self, request: GenerateRequest, result: GenerateResult) -> None:
         for sink in self.sinks:

@@ -32,6 +32,12 @@ class InfoRejectedError(InfoError):
     reason = "info service refused the query"
 
 
+class InfoAccessError(InfoError):
+    """The service does not know the caller's credential, or its role does not allow the call."""
+
+    reason = "info service refused the caller's credential"
+
+
 @dataclass(frozen=True)
 class Retrieval:
     passages: tuple[Passage, ...]

@@ -76,8 +76,15 @@ class CloudJudge:
         from router.core.ledger import AccuracySignal, SignalTarget  # the ledger is optional for the judge
 
         cloud = self._cloud
-        stream = cloud.stream(judge_messages(request, edge_run.text), max_tokens=JUDGE_MAX_TOKENS,
-                              temperature=0.0)
+        try:
+            # Inside the try: the cloud's guards (a full queue, an open breaker, the privacy policy) may
+            # refuse the call when it is opened, and a refused grade is as lost as a failed one.
+            stream = cloud.stream(judge_messages(request, edge_run.text), max_tokens=JUDGE_MAX_TOKENS,
+                                  temperature=0.0)
+        except Exception as exc:
+            self._logger.warning("judge call refused", extra={"fields": {"request_id": result.request_id,
+                                                                         "error": str(exc)}})
+            return
         try:
             async for _ in stream:
                 pass

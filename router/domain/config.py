@@ -41,15 +41,90 @@ class ServerSettings(_Section):
     default_temperature: float = Field(0.0, ge=0, description="temperature when a request leaves it unset.")
     max_temperature: float = Field(2.0, ge=0, description="Largest temperature a request may ask for.")
     max_messages: int = Field(256, gt=0, description="Most chat messages in one request.")
+    tls_cert_file: Optional[Path] = Field(None, description="PEM certificate chain the server presents (TLS). "
+                                          "Required, with tls_key_file, to listen on any address but loopback.")
+    tls_key_file: Optional[Path] = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Optional[Path] = Field(
+        None, description="PEM CA bundle: when set, every client must present a certificate it signed (mTLS), "
+        "and a certificate whose common name matches a principal's `cert_cn` authenticates as that principal.")
 
     @model_validator(mode="after")
     def _check(self) -> "ServerSettings":
         Mode.parse(self.default_mode)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
         if self.default_temperature > self.max_temperature:
             raise ValueError("default_temperature must not exceed max_temperature")
         return self
+
+
+class AuthSettings(_Section):
+    """Who may call (router/core/auth/, README "Security")."""
+
+    mode: Literal["token", "none"] = Field(
+        "token", description="token: every call carries `authorization: Bearer <token>` (or a client certificate "
+        "under mTLS) that principals_file knows. none: no authentication, every caller is an admin reading every "
+        "group; allowed only on loopback and unix sockets, and only when set explicitly.")
+    principals_file: Path = Field(
+        Path("~/.local/state/hybrid-router/principals.toml"),
+        description="The principals: name, role (user | admin | service), groups, and the SHA-256 of each token "
+        "(never the token). Created 0600 with the local admin on first start; `hybrid-router token issue` adds "
+        "to it. Re-read when it changes, so issuing or revoking needs no restart.")
+    local_token_file: Path = Field(
+        Path("~/.local/state/hybrid-router/admin.token"),
+        description="The local admin's token, written 0600 on first start; the CLI and SDK on this machine read "
+        "it when no token is given.")
+
+
+class LimitsSettings(_Section):
+    """Admission (router/core/admission.py): what is refused at once with RESOURCE_EXHAUSTED, never left to wait."""
+
+    max_concurrent_requests: int = Field(64, gt=0, description="Generate calls running at once, all principals.")
+    max_queued_per_backend: int = Field(
+        32, ge=0, description="Calls waiting for a busy backend (the edge runs one at a time; the cloud "
+        "cloud.max_concurrency); one more is refused at once.")
+    per_principal_concurrency: int = Field(16, gt=0, description="Generate calls one principal may run at once.")
+    per_principal_rate_per_s: float = Field(100.0, gt=0, description="Sustained Generate calls a second per principal "
+                                            "(a token bucket): far above what the edge answers, it stops a runaway "
+                                            "client, not a busy one.")
+    per_principal_burst: int = Field(200, gt=0, description="Calls a principal may make at once above the rate.")
+
+
+class BudgetSettings(_Section):
+    """Cloud dollars (router/core/budget.py), counted from the ledger's own prices, so they survive a restart.
+    Unset: no limit. Days and months are UTC calendar days and months."""
+
+    principal_daily_usd: Optional[float] = Field(None, ge=0, description="Cloud spend one principal may make a day.")
+    principal_monthly_usd: Optional[float] = Field(None, ge=0, description="Cloud spend one principal may make a month.")
+    total_daily_usd: Optional[float] = Field(None, ge=0, description="Cloud spend of all principals together a day.")
+    total_monthly_usd: Optional[float] = Field(None, ge=0, description="Cloud spend of all principals a month.")
+    when_spent: Literal["degrade", "refuse"] = Field(
+        "degrade", description="A cloud-bound request once a budget is spent. degrade: the edge answers and the "
+        "decision says `degraded: budget`. refuse: RESOURCE_EXHAUSTED naming the budget.")
+
+
+class BreakerSettings(_Section):
+    """The cloud's circuit breaker (router/core/breaker.py)."""
+
+    failures_to_open: int = Field(5, gt=0, description="Consecutive failed cloud calls that open the breaker.")
+    cooldown_s: float = Field(30.0, gt=0, description="How long it stays open before one trial call (half-open).")
+    when_open: Literal["degrade", "fail"] = Field(
+        "degrade", description="Cloud-capable requests while it is open. degrade: the edge answers, marked "
+        "degraded. fail: UNAVAILABLE at once.")
+
+
+class PrivacySettings(_Section):
+    """What leaves the device (router/core/privacy/)."""
+
+    cloud_egress: Literal["allow", "redact", "edge_only"] = Field(
+        "allow", description="allow: requests reach the cloud as sent. redact: personal data found on the device "
+        "(e-mail, phone, card, IBAN, national ids, API keys, street addresses) is replaced by stable placeholders "
+        "([EMAIL_1]) before any cloud call, and restored in the cloud's answer. edge_only: a request that holds "
+        "personal data never reaches the cloud, whatever its mode; the edge answers and the decision says why.")
 
 
 class ModelsSettings(_Section):
@@ -105,6 +180,10 @@ class LedgerSettings(_Section):
     batch_size: int = Field(256, gt=0, description="Rows per commit.")
     flush_interval_s: float = Field(0.05, gt=0, description="Longest wait before a partial batch is committed.")
     judge_sample_rate: float = Field(0.0, ge=0, le=1, description="Share of edge answers the cloud grades.")
+    retention_days: Optional[float] = Field(None, gt=0, description="Requests older than this are deleted by the "
+                                            "writer (with their runs, signals and Info calls). Unset: kept.")
+    retention_max_bytes: Optional[int] = Field(None, gt=0, description="The oldest requests are deleted while the "
+                                               "database is larger than this. Unset: no cap.")
 
 
 # The one list of each: config validation, the builders (router/core/arbiters/) and the errors read these.
@@ -204,6 +283,10 @@ class InfoSettings(_Section):
     encoder: str = Field("use-multilingual-512", description="Catalogue name of the dense text encoder.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for one retrieval; past it the mode answers "
                              "without passages, marked degraded.")
+    token_file: Optional[Path] = Field(None, description="service = remote: a file holding the daemon's own token for "
+                                       "the Info service (a `service` principal there). Unset: no token sent.")
+    tls_ca_file: Optional[Path] = Field(None, description="service = remote: PEM CA that signed the Info service's "
+                                        "certificate. Set: the daemon connects with TLS.")
     price_per_retrieval_usd: float = Field(
         0.000002, ge=0, description="What one retrieval call costs, recorded in the result and the ledger. The "
         "default prices a self-hosted index: a query takes ~2 ms of CPU (bench/results/retrieval_tuning.md), about "
@@ -266,6 +349,11 @@ class LoggingSettings(_Section):
 
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    budget: BudgetSettings = BudgetSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    privacy: PrivacySettings = PrivacySettings()
     models: ModelsSettings = ModelsSettings()
     edge: EdgeSettings = EdgeSettings()
     cloud: CloudSettings = CloudSettings()

@@ -66,7 +66,30 @@ class RequestIdInUseError(RouterError):
 
 
 class RateLimitedError(RouterError):
+    """A limit was reached: the cloud's rate limit, or one of the daemon's own (concurrency, queue, rate,
+    budget). `retry_after_s`, when set, says when a retry can succeed."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class LimitExceededError(RateLimitedError):
+    """The daemon's own admission limits: too many requests at once, a full queue, a principal's rate."""
+
+
+class BudgetExhaustedError(RateLimitedError):
+    """A cloud budget is spent and budget.when_spent = "refuse"; the message names the budget."""
+
+
+class UnauthenticatedError(RouterError):
+    """No credential, or one the server does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(RouterError):
+    """A known principal asked for something its role or groups do not allow."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class BackendTimeoutError(RouterError):
@@ -92,6 +115,8 @@ ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[RouterError]] = MappingProxyType({
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.FAILED_PRECONDITION: BackendMisconfiguredError,
     grpc.StatusCode.ALREADY_EXISTS: RequestIdInUseError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 })
 
 

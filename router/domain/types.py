@@ -270,6 +270,18 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class CloudBreakerStatus:
+    """The cloud's circuit breaker as Info shows it; `state` is closed | open | half_open."""
+
+    state: str
+    consecutive_failures: int = 0
+    failures_to_open: int = 0
+    retry_in_s: Optional[float] = None
+    times_opened: int = 0
+    times_closed: int = 0
+
+
+@dataclass(frozen=True)
 class DaemonInfo:
     """What a daemon serves: for clients choosing modes, and for reproducible bench reports."""
 
@@ -281,6 +293,7 @@ class DaemonInfo:
     packages: Mapping[str, str]
     hardware: str
     max_tokens_limit: int
+    cloud_breaker: Optional[CloudBreakerStatus] = None  # None before the models are loaded
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from edge.errors import EdgeError
+from router.doors.client_options import add_client_options, client_trust_args
 from router.domain.config import ConfigError, Settings, load_settings
 from router.domain.errors import RouterError
 from router.domain.types import DraftDiscarded, Mode
@@ -80,7 +81,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     messages.append({"role": "user", "content": args.question})
     fields = dict(messages=messages, mode=args.mode, max_tokens=args.max_tokens,
                   temperature=args.temperature, reference_answer=args.reference)
-    with RouterClient(target, timeout_s=args.timeout) as client:
+    with RouterClient(target, timeout_s=args.timeout, **client_trust_args(args, settings)) as client:
         if args.json:
             result = client.generate(**fields)
             print(result_as_json(result))
@@ -138,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else None
     print("starting the daemon on the embedded default (edge model + local cloud stand-in)...", file=sys.stderr)
-    with LocalDaemon(config=config) as daemon, RouterClient(daemon.target, timeout_s=600) as client:
+    with LocalDaemon(config=config) as daemon, daemon.client(timeout_s=600) as client:
         info = client.info()
         print(f"edge:  {info.edge.name}\ncloud: {info.cloud.name}"
               f"{' (local stand-in, priced as ' + info.cloud.priced_as + ')' if info.cloud.local_standin else ''}")
@@ -319,7 +320,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from router.client import RouterClient
 
     settings = _settings(args)
-    with RouterClient(args.target or settings.server.listen, timeout_s=120) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=120, **client_trust_args(args, settings)) as client:
         previous, current = client.reload(model_dir=str(Path(args.model_dir).expanduser().resolve())
                                           if args.model_dir else None)
     print(f"router: {previous} -> {current}")
@@ -330,7 +331,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from router.client import RouterClient
 
     settings = _settings(args)
-    with RouterClient(args.target or settings.server.listen, timeout_s=60) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=60, **client_trust_args(args, settings)) as client:
         report = client.stats(since_unix_s=args.since)
     if args.json:
         print(result_as_json(report))
@@ -361,7 +362,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     thumbs = True if args.thumbs_up else (False if args.thumbs_down else None)
-    with RouterClient(args.target or settings.server.listen, timeout_s=60) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=60, **client_trust_args(args, settings)) as client:
         client.feedback(args.request_id, score=args.score, thumbs_up=thumbs, corrected_answer=args.correct)
     print(f"feedback recorded for {args.request_id}")
     return 0
@@ -390,6 +391,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Edits the principals file directly: no daemon needed, and a running one re-reads it."""
+    from router.core.auth import PrincipalsFile
+    from router.core.auth.principals import write_private
+    from router.domain.access import Role
+
+    settings = _settings(args)
+    principals = PrincipalsFile(settings.auth.principals_file)
+    if args.token_action == "list":
+        for entry in principals.entries():
+            p = entry.principal
+            print(f"{p.name:24} {p.role.value:8} groups={','.join(p.groups) or '-'} tokens={len(entry.token_sha256)}"
+                  f"{' cert_cn=' + entry.cert_cn if entry.cert_cn else ''}")
+        return 0
+    if args.token_action == "revoke":
+        if not principals.revoke(args.name):
+            print(f"hybrid-router: no principal {args.name!r} in {principals.path}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"revoked {args.name}")
+        return 0
+    groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
+    token = principals.issue(args.name, Role(args.role), groups, cert_cn=args.cert_cn)
+    if args.out is not None:
+        write_private(args.out, token + "\n")
+        print(f"token for {args.name} written to {args.out}", file=sys.stderr)
+    else:
+        print(token)
+    return 0
+
+
 def _mode_argument(name: str) -> Mode:
     try:
         return Mode.parse(name)
@@ -414,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--mode", default="unspecified", help="edge, cloud, ... (default: the daemon's default_mode)")
     ask.add_argument("--target", help="daemon address (default: server.listen)")
+    add_client_options(ask)
     ask.add_argument("--system", help="a system message")
     ask.add_argument("--max-tokens", type=int)
     ask.add_argument("--temperature", type=float)
@@ -430,11 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="load PRE_ARBITRATION's router anew in the running daemon, without a restart")
     reload.add_argument("--model-dir", help="a version directory from train-router (default: routing.model_dir)")
     reload.add_argument("--target", help="daemon address (default: server.listen)")
+    add_client_options(reload)
     reload.set_defaults(func=cmd_reload)
 
     stats = commands.add_parser("stats", parents=[common], help="aggregates per mode from the daemon's ledger")
     stats.add_argument("--since", type=parse_since, help="30m, 2h, 7d or an ISO date/time")
     stats.add_argument("--target", help="daemon address (default: server.listen)")
+    add_client_options(stats)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)
 
@@ -446,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     thumbs.add_argument("--thumbs-down", action="store_true")
     feedback.add_argument("--correct", help="the corrected answer")
     feedback.add_argument("--target", help="daemon address (default: server.listen)")
+    add_client_options(feedback)
     feedback.set_defaults(func=cmd_feedback)
 
     export = commands.add_parser("export", parents=[common], help="write training data from the ledger")
@@ -471,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = commands.add_parser("selftest", parents=[common],
                                    help="one short decode of the test model in a child process")
     selftest.set_defaults(func=cmd_selftest)
+    token = commands.add_parser("token", parents=[common], help="issue, list or revoke principals' tokens "
+                                "(auth.principals_file; a running daemon sees the change at once)")
+    token_verbs = token.add_subparsers(dest="token_action", required=True)
+    issue = token_verbs.add_parser("issue", parents=[common], help="a new token for a principal (shown once)")
+    issue.add_argument("--name", required=True, help="the principal's name, as the ledger records it")
+    issue.add_argument("--role", choices=("user", "admin", "service"), default="user",
+                       help="user: generate, retrieve, label its own requests; admin: also ingest, delete, reload, "
+                       "Stats; service: a daemon retrieving for its own callers (default: user)")
+    issue.add_argument("--groups", default="", help="g1,g2: the document groups it reads (* for all)")
+    issue.add_argument("--cert-cn", help="also accept a client certificate with this common name (mTLS)")
+    issue.add_argument("--out", type=Path, help="write the token to this file (0600) instead of stdout")
+    token_verbs.add_parser("list", parents=[common], help="the principals, without their tokens")
+    revoke = token_verbs.add_parser("revoke", parents=[common], help="remove a principal and all its tokens")
+    revoke.add_argument("--name", required=True)
+    token.set_defaults(func=cmd_token)
     from router.doors import info_cli  # here, not at the top: info_cli imports this module
 
     info_cli.add_parser(commands, common)  # `info serve|ingest|retrieve|delete|stats`, dispatched by its run()

@@ -27,6 +27,9 @@ class InfoUsageError(Exception):
     """A command line that cannot run as given (exit status 2); the message says what to give."""
 
 
+from router.doors.client_options import add_client_options
+
+
 def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
                common: argparse.ArgumentParser) -> None:
     """Registers `info` and its verbs on the `hybrid-router` command's subparsers."""
@@ -48,28 +51,33 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
                         "(replaces groups a JSONL line gives); default: the file's, else every caller")
     ingest.add_argument("--batch-size", type=int, default=256, help="documents per message (1..1000)")
     ingest.add_argument("--address", help=address_help)
+    add_client_options(ingest)
     ingest.set_defaults(info_func=cmd_ingest)
 
     retrieve = verbs.add_parser("retrieve", parents=[common], help="the passages a caller gets for a query")
     retrieve.add_argument("query")
     retrieve.add_argument("--k", type=int, default=0, help="passages wanted (default: the service's info.k)")
     retrieve.add_argument("--user", default="", help="who asks (for the service's log)")
-    retrieve.add_argument("--groups", help="g1,g2: the caller's groups (default: none, so only open documents)")
+    retrieve.add_argument("--groups", help="g1,g2: read with only these of your principal's groups (default: all "
+                          "of them); a group your principal does not hold is refused")
     retrieve.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                           help="only documents whose metadata has KEY = VALUE (repeatable)")
     retrieve.add_argument("--json", action="store_true", help="print the passages, latency and cost as one object")
     retrieve.add_argument("--address", help=address_help)
+    add_client_options(retrieve)
     retrieve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     retrieve.set_defaults(info_func=cmd_retrieve)
 
     delete = verbs.add_parser("delete", parents=[common], help="remove documents by id")
     delete.add_argument("ids", nargs="+", metavar="ID")
     delete.add_argument("--address", help=address_help)
+    add_client_options(delete)
     delete.set_defaults(info_func=cmd_delete)
 
     stats = verbs.add_parser("stats", parents=[common], help="what the index holds")
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--address", help=address_help)
+    add_client_options(stats)
     stats.set_defaults(info_func=cmd_stats)
     info.set_defaults(func=run)
 
@@ -137,8 +145,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace, settings: "Settings", timeout_s: float = DEFAULT_TIMEOUT_S):
     from router.assembly.info_client import InfoClient
 
+    from router.client import client_trust
+    from router.doors.client_options import client_trust_args
+
     return InfoClient(service_address(settings, args.address), timeout_s=timeout_s,
-                      price_per_retrieval_usd=settings.info.price_per_retrieval_usd)
+                      price_per_retrieval_usd=settings.info.price_per_retrieval_usd,
+                      trust=client_trust(None, **client_trust_args(args, settings)))
 
 
 def _documents(paths: Sequence[Path], fmt: str, groups: tuple[str, ...]) -> Iterator["Document"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Optional
 
@@ -17,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edge.encoder import TextEncoder
+from router.assembly.auth import build_trust, check_binding, server_credentials
 from router.assembly.parts import model_cache
 from router.domain.config import Settings
 from router.doors.info_service import SERVICE_NAME, TRANSPORT_RECEIVE_BYTES, InfoHost
@@ -32,7 +34,10 @@ class InfoServer:
         """`encoder`: one already loaded in this process, to share (tests run several servers)."""
         self.settings = settings
         self.logger = logger or logging.getLogger("hybrid_router.info")
-        self.host = InfoHost(settings.info, model_cache(settings), logger=self.logger, encoder=encoder)
+        # Its own principals (auth.principals_file on its host): a daemon reaches it with a `service` token.
+        self.trust = build_trust(settings, self.logger)
+        self.host = InfoHost(settings.info, model_cache(settings), guard=self.trust.guard, logger=self.logger,
+                             encoder=encoder)
         self.health = health.aio.HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not silently share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
@@ -56,9 +61,14 @@ class InfoServer:
         listen = listen or self.settings.info.address
         if not listen:
             raise RuntimeError("no address to listen on: give --listen HOST:PORT or set info.address")
+        check_binding(self.settings, listen)
         await self._set_health()
-        port = self._server.add_insecure_port(listen)
-        if not listen.startswith("unix:"):
+        credentials = server_credentials(self.settings.server)
+        port = (self._server.add_secure_port(listen, credentials) if credentials is not None
+                else self._server.add_insecure_port(listen))
+        if listen.startswith("unix:"):
+            os.chmod(listen.removeprefix("unix:").removeprefix("//"), 0o600)
+        else:
             if port == 0:
                 raise RuntimeError(f"could not bind {listen}")
             listen = f"{listen.rsplit(':', 1)[0]}:{port}"

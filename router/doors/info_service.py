@@ -23,7 +23,11 @@ from cloud.info import (Caller, Document, IndexCorruptError, IndexSettings, Info
                         InvalidDocumentError, InvalidQueryError)
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
+from router.core.auth import Guard
+from router.domain.access import ALL_GROUPS, Action, GroupNotHeldError, Principal
 from router.domain.config import InfoSettings
+from router.domain.errors import PermissionDeniedError, UnauthenticatedError
+from router.doors.grpc_credentials import credential_of
 from router.v1 import info_pb2 as pb
 from router.v1 import info_pb2_grpc
 
@@ -53,9 +57,10 @@ def document_from_proto(message: pb.Document) -> Document:
 class InfoService(info_pb2_grpc.InfoServicer):
     """The servicer. It answers UNAVAILABLE until `attach` hands it an open index, and again after `detach`."""
 
-    def __init__(self, *, index_dir: Path, default_k: int, logger: logging.Logger,
+    def __init__(self, *, index_dir: Path, default_k: int, logger: logging.Logger, guard: Guard,
                  max_batch_documents: int = MAX_BATCH_DOCUMENTS, max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
         self._index: Optional[InfoIndex] = None
+        self._guard = guard
         self._max_batch_documents = max_batch_documents
         self._max_batch_bytes = max_batch_bytes
         self._not_open_reason = NOT_OPEN
@@ -76,8 +81,15 @@ class InfoService(info_pb2_grpc.InfoServicer):
             raise InfoNotOpenError(self._not_open_reason)
         return index
 
+    def _authorize(self, context: grpc.aio.ServicerContext, action: Action) -> Principal:
+        return self._guard.authorize(credential_of(context), action)
+
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException, refused_note: str = "") -> None:
         """Ends the call with exc's status code; `refused_note` is added to an INVALID_ARGUMENT message."""
+        if isinstance(exc, UnauthenticatedError):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        if isinstance(exc, PermissionDeniedError):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
         if isinstance(exc, (InvalidDocumentError, InvalidQueryError, InfoRequestError)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}{refused_note}")
         if isinstance(exc, IndexCorruptError):  # its message names the directory and what to do
@@ -99,6 +111,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
         totals = pb.IngestResponse()
         batches = 0
         try:
+            self._authorize(context, Action.INGEST)
             async for message in request_iterator:
                 batches += 1
                 if not message.documents:
@@ -124,14 +137,33 @@ class InfoService(info_pb2_grpc.InfoServicer):
                 f"Ingest message {number} holds {count} documents in {size} bytes; the limits are "
                 f"{self._max_batch_documents} documents and {self._max_batch_bytes} bytes per message: split "
                 "the batch into smaller messages (`hybrid-router info ingest --batch-size`)")
-        return [document_from_proto(document) for document in message.documents]  # the index validates them
+        documents = [document_from_proto(document) for document in message.documents]  # the index validates them
+        for document in documents:
+            if ALL_GROUPS in document.groups:
+                raise InfoRequestError(f"document {document.id!r} names the group {ALL_GROUPS!r}, which means "
+                                       "every group to a principal; name real groups")
+        return documents
+
+    def _caller(self, principal: Principal, index: InfoIndex, request: pb.RetrieveRequest) -> Caller:
+        """Whose passages: a daemon's own principal (role service) retrieves for its authenticated caller,
+        as it sends it; anyone else with its own groups, narrowed to those the request names."""
+        user = request.caller.user if principal.may(Action.ACT_FOR_CALLER) or not self._guard.enabled \
+            else principal.name
+        try:
+            groups = self._guard.groups_for(principal, tuple(request.caller.groups))
+        except GroupNotHeldError as exc:
+            raise PermissionDeniedError(str(exc)) from None
+        if ALL_GROUPS in groups:
+            groups = index.stats().groups
+        return Caller(user=user, groups=groups)
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
-        caller = Caller(user=request.caller.user, groups=tuple(request.caller.groups))
         k = request.k or self._default_k
         filters = dict(request.filters) or None
         try:
+            principal = self._authorize(context, Action.RETRIEVE)
             index = self._open_index()
+            caller = self._caller(principal, index, request)
             began = time.perf_counter()
             passages = await asyncio.to_thread(index.retrieve, request.query, k=k, caller=caller, filters=filters)
             took_ms = (time.perf_counter() - began) * 1000
@@ -145,6 +177,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
         try:
+            self._authorize(context, Action.DELETE)
             if not request.document_ids:
                 raise InfoRequestError("document_ids is empty; give the ids of the documents to delete")
             deleted = await asyncio.to_thread(self._open_index().delete, list(request.document_ids))
@@ -154,11 +187,18 @@ class InfoService(info_pb2_grpc.InfoServicer):
 
     async def Stats(self, request: pb.IndexStatsRequest, context: grpc.aio.ServicerContext) -> pb.IndexStatsResponse:
         try:
-            stats = await asyncio.to_thread(self._open_index().stats)
+            principal = self._authorize(context, Action.INDEX_STATS)
+            # Only what the principal may read is counted or named; the whole index (its size and where
+            # it lives) only for one that reads every group.
+            caller = (None if principal.reads_all_groups or not self._guard.enabled
+                      else Caller(user=principal.name, groups=principal.groups))
+            index = self._open_index()
+            stats = await asyncio.to_thread(index.stats) if caller is None else await asyncio.to_thread(index.stats, caller)
         except Exception as exc:
             await self._abort(context, exc)
         return pb.IndexStatsResponse(documents=stats.documents, chunks=stats.chunks, groups=list(stats.groups),
-                                     dim=stats.dim, bytes_on_disk=stats.bytes_on_disk, index_dir=str(self._index_dir))
+                                     dim=stats.dim, bytes_on_disk=stats.bytes_on_disk,
+                                     index_dir=str(self._index_dir) if caller is None else "")
 
 
 def index_settings(settings: InfoSettings) -> IndexSettings:
@@ -177,14 +217,14 @@ class InfoHost:
     `encoder`: a TextEncoder already loaded elsewhere in the process (the daemon's), to share it.
     """
 
-    def __init__(self, settings: InfoSettings, cache: ModelCache, *, logger: Optional[logging.Logger] = None,
-                 encoder: Optional[TextEncoder] = None) -> None:
+    def __init__(self, settings: InfoSettings, cache: ModelCache, *, guard: Guard,
+                 logger: Optional[logging.Logger] = None, encoder: Optional[TextEncoder] = None) -> None:
         self.settings = settings
         self.index_dir = settings.index_dir.expanduser()
         self._cache = cache
         self._encoder = encoder
         self._logger = logger or logging.getLogger("hybrid_router.info")
-        self.service = InfoService(index_dir=self.index_dir, default_k=settings.k, logger=self._logger)
+        self.service = InfoService(index_dir=self.index_dir, default_k=settings.k, logger=self._logger, guard=guard)
         self._index: Optional[InfoIndex] = None
         self._closed = False
         # open() runs in a worker thread and cannot be interrupted: a close() that comes meanwhile (a

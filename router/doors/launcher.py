@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from cloud.standin import die_with_parent
+from router.assembly.grpc_channels import read_token_file
 from router.client import RouterClient
+from router.domain.config import CONFIG_FILE_ENV, load_settings
 from router.domain.errors import NotReadyError
 
 
@@ -32,6 +34,23 @@ class LocalDaemon:
         self.target = f"unix:{self._tmp.name}/router.sock"
         self.log_path = log_path or Path(self._tmp.name) / "daemon.log"
         self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def token(self) -> Optional[str]:
+        """The daemon's local admin token (its auth.local_token_file, written on its first start); None
+        under auth.mode = "none"."""
+        settings = load_settings(self._config, {k: v for k, v in self._env.items()
+                                                if k.startswith("HYBRID_ROUTER_") or k == CONFIG_FILE_ENV})
+        if settings.auth.mode == "none":
+            return None
+        path = settings.auth.local_token_file
+        if str(path).startswith("~") and "HOME" in self._env:  # the child's home, not this process's
+            path = Path(self._env["HOME"]) / str(path)[2:]
+        return read_token_file(path.expanduser())
+
+    def client(self, timeout_s: Optional[float] = None) -> RouterClient:
+        """An SDK client of this daemon, with its local admin token."""
+        return RouterClient(self.target, timeout_s=timeout_s, token=self.token)
 
     def start(self) -> "LocalDaemon":
         command = [sys.executable, "-m", "router"]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -11,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from router.assembly.auth import check_binding, server_credentials
 from router.assembly.daemon import WAIT_SHARE_OF_BUDGET, Daemon
 from router.assembly.parts import LoadedBackends, model_cache
 from router.core.engine import Router
@@ -26,20 +30,13 @@ from router.v1 import router_pb2, router_pb2_grpc
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 # Health-service name whose status follows the ledger: SERVING when it writes, NOT_SERVING when degraded.
 LEDGER_HEALTH_NAME = "router.v1.Ledger"
+# Health-service name whose status follows the cloud's circuit breaker: NOT_SERVING while it is open.
+BREAKER_HEALTH_NAME = "router.v1.CloudBreaker"
 LEDGER_WATCH_INTERVAL_S = 1.0
-# gRPC's own cap sits well above server.max_request_bytes so that the service, not the transport,
-# refuses oversized requests with INVALID_ARGUMENT and an actionable message.
-TRANSPORT_LIMIT_FACTOR = 8
-
-
-def loopback(address: str) -> str:
-    """Where this process reaches its own server: a wildcard host becomes the loopback address."""
-    if address.startswith("unix:"):
-        return address
-    host, port = address.rsplit(":", 1)
-    if host in ("", "0.0.0.0", "[::]", "::"):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
+# The transport refuses a message over server.max_request_bytes before parsing it (RESOURCE_EXHAUSTED,
+# which the SDK reports as InvalidRequestError naming the limit), so no large message is ever decoded.
+# The floor keeps Info Ingest messages (the client sends at most DEFAULT_MESSAGE_BYTES) within reach.
+MIN_TRANSPORT_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -64,13 +61,14 @@ class RouterServer:
         self.stopped_in_time = True
         self._calls = InFlightCalls()
         self.health = health.aio.HealthServicer()
-        limit = max(settings.server.max_request_bytes * TRANSPORT_LIMIT_FACTOR, 4 * 2**20)
+        limit = max(settings.server.max_request_bytes, MIN_TRANSPORT_BYTES)
         # so_reuseport off: a second daemon on a taken port must fail, not silently share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
                                                 ("grpc.max_receive_message_length", limit),
                                                 ("grpc.max_send_message_length", 64 * 2**20)])
+        guard = self.daemon.trust.guard
         router_pb2_grpc.add_RouterServicer_to_server(
-            RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger,
+            RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger, guard=guard,
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
                           calls=self._calls, reload=self.daemon.reload_router), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -78,8 +76,12 @@ class RouterServer:
         # through the same gRPC client as a remote one (router/assembly/info_client.py).
         self.info_host: Optional[InfoHost] = None
         services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        # The router reaches the Info service it hosts on a unix socket in a directory only this user can
+        # enter, as its own principal: the public port may be TLS, whose certificate names no loopback host.
+        self._private_dir: Optional[str] = None
         if settings.info.service == "in_process":
-            self.info_host = InfoHost(settings.info, model_cache(settings), logger=logging.getLogger("hybrid_router.info"))
+            self.info_host = InfoHost(settings.info, model_cache(settings), guard=guard,
+                                      logger=logging.getLogger("hybrid_router.info"))
             self.info_host.add_to(self._server, self.health)
             services.append(INFO_SERVICE_NAME)
         reflection.enable_server_reflection(services, self._server)
@@ -94,9 +96,17 @@ class RouterServer:
     async def start(self, listen: Optional[str] = None) -> str:
         """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
         listen = listen or self.settings.server.listen
+        check_binding(self.settings, listen)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Bind first: an address that cannot be had must fail before the ledger opens or a task starts.
-        port = self._server.add_insecure_port(listen)
+        credentials = server_credentials(self.settings.server)
+        port = (self._server.add_secure_port(listen, credentials) if credentials is not None
+                else self._server.add_insecure_port(listen))
+        if listen.startswith("unix:"):
+            os.chmod(listen.removeprefix("unix:").removeprefix("//"), 0o600)
+        if self.info_host is not None:
+            self._private_dir = tempfile.mkdtemp(prefix="hybrid-router-")  # 0700
+            self._server.add_insecure_port(f"unix:{self._private_dir}/info.sock")
         if not listen.startswith("unix:"):
             if port == 0:
                 raise RuntimeError(f"could not bind {listen}")
@@ -114,7 +124,7 @@ class RouterServer:
         if self.info_host is not None:
             await asyncio.to_thread(self.info_host.open)
             await self.info_host.publish_health()
-            info_target = loopback(self.address)
+            info_target = f"unix:{self._private_dir}/info.sock"
         await self.daemon.load(info_target=info_target)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
@@ -127,11 +137,15 @@ class RouterServer:
         return self.daemon.backends
 
     async def _watch_ledger(self) -> None:
-        """Mirrors the ledger's health on the health service under LEDGER_HEALTH_NAME; the reason is in Stats."""
+        """Mirrors the ledger's health on the health service under LEDGER_HEALTH_NAME (the reason is in
+        Stats), and the cloud breaker's under BREAKER_HEALTH_NAME (its state is in Info)."""
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
         while True:
             status = self.daemon.ledger.status()
             await self.health.set(LEDGER_HEALTH_NAME, serving if status.ok else not_serving)
+            breaker = self.daemon.breaker_status()
+            if breaker is not None:
+                await self.health.set(BREAKER_HEALTH_NAME, not_serving if breaker.state == "open" else serving)
             await asyncio.sleep(LEDGER_WATCH_INTERVAL_S)
 
     def request_stop(self) -> None:
@@ -166,6 +180,8 @@ class RouterServer:
         self.stopped_in_time = await self.daemon.close(deadline.remaining())
         if self.info_host is not None:
             await asyncio.to_thread(self.info_host.close)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         if not self.stopped_in_time:
             self.logger.warning("the edge model was still busy when the shutdown budget ran out; the process "
                                 "exits without waiting for it", extra={"fields": {

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Protocol, TypeVar
@@ -10,9 +11,13 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Proto
 import grpc
 
 from router.doors import wire
+from router.doors.grpc_credentials import credential_of
+from router.core.auth import Guard
 from router.core.engine import Router
-from router.domain.errors import RETRY_AFTER_METADATA_KEY, InvalidRequestError, RouterError
-from router.domain.types import DaemonInfo, GenerateRequest, StatsReport
+from router.domain.access import Action, GroupNotHeldError, Principal
+from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotFoundError,
+                                  PermissionDeniedError, RouterError)
+from router.domain.types import Caller, DaemonInfo, GenerateRequest, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
@@ -101,14 +106,20 @@ class LedgerAccess(Protocol):
 
     def stats(self, since_unix_s: Optional[float]) -> StatsReport: ...
 
+    def owner(self, request_id: str) -> Optional[str]:
+        """The principal who made the request, or None when it is not recorded."""
+        ...
+
 
 class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
-                 max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None,
+                 guard: Guard, max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None,
                  reload: Optional[Callable[[Optional[Path]], Awaitable[tuple[str, str]]]] = None) -> None:
         """`reload`: loads PRE_ARBITRATION's router from a directory (None: the configured one) and
-        returns (previous name, new name); see Daemon.reload_router."""
+        returns (previous name, new name); see Daemon.reload_router. `guard`: who each call is, and
+        whether its role allows the RPC (router/domain/access.py's table)."""
         self._router = router
+        self._guard = guard
         self._reload = reload
         self.calls = calls if calls is not None else InFlightCalls()
         self._info = info
@@ -116,12 +127,24 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self._max_request_bytes = max_request_bytes
         self._logger = logger
 
-    def _decode(self, message: pb.GenerateRequest) -> GenerateRequest:
+    def _authorize(self, context: grpc.aio.ServicerContext, action: Action) -> Principal:
+        return self._guard.authorize(credential_of(context), action)
+
+    def _decode(self, message: pb.GenerateRequest, principal: Principal) -> GenerateRequest:
+        """The request as the core sees it, its caller replaced by the principal: the name is the
+        principal's, and the groups those of the principal's that the request named (all when none)."""
         size = message.ByteSize()
         if size > self._max_request_bytes:
             raise InvalidRequestError(f"the request is {size} bytes; the limit is {self._max_request_bytes} "
                                       "bytes (server.max_request_bytes); send a shorter conversation")
-        return wire.request_from_proto(message)
+        request = wire.request_from_proto(message)
+        if not self._guard.enabled:  # auth.mode = "none": the caller as sent, as before authentication
+            return request
+        try:
+            groups = self._guard.groups_for(principal, tuple(request.caller.groups))
+        except GroupNotHeldError as exc:
+            raise PermissionDeniedError(str(exc)) from None
+        return dataclasses.replace(request, caller=Caller(user=principal.name, groups=groups))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, RouterError):
@@ -134,7 +157,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResult:
         with self.calls.track() as call:
             try:
-                decoded = self._decode(request)
+                decoded = self._decode(request, self._authorize(context, Action.GENERATE))
                 result = await call.run(lambda: self._router.generate(decoded))
             except Exception as exc:  # every error leaves through _abort, typed
                 await self._abort(context, exc)
@@ -145,13 +168,18 @@ class RouterService(router_pb2_grpc.RouterServicer):
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateStreamResponse]:
         with self.calls.track() as call:
             try:
-                async with contextlib.aclosing(self._router.stream(self._decode(request))) as events:
+                decoded = self._decode(request, self._authorize(context, Action.GENERATE))
+                async with contextlib.aclosing(self._router.stream(decoded)) as events:
                     while (event := await call.run(lambda: anext(events, None))) is not None:
                         yield wire.stream_event_to_proto(event)  # text, a discarded draft, the result
             except Exception as exc:
                 await self._abort(context, exc)
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        try:
+            self._authorize(context, Action.INFO)
+        except Exception as exc:
+            await self._abort(context, exc)
         return wire.info_to_proto(self._info())
 
     async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
@@ -159,16 +187,34 @@ class RouterService(router_pb2_grpc.RouterServicer):
             return getattr(request, field) if request.HasField(field) else None
 
         try:
+            principal = self._authorize(context, Action.FEEDBACK)
             if not request.request_id:
                 raise InvalidRequestError("request_id is empty; give the id from the result you are rating")
+            size = request.ByteSize()
+            if size > self._max_request_bytes:
+                raise InvalidRequestError(f"the feedback is {size} bytes; the limit is {self._max_request_bytes} "
+                                          "bytes (server.max_request_bytes); send a shorter corrected_answer")
+            await self._refuse_unless_owner(principal, request.request_id)
             await asyncio.to_thread(self._ledger.feedback, request.request_id, score=optional("score"),
                                     thumbs_up=optional("thumbs_up"), corrected_answer=optional("corrected_answer"))
         except Exception as exc:
             await self._abort(context, exc)
         return pb.FeedbackResponse(request_id=request.request_id)
 
+    async def _refuse_unless_owner(self, principal: Principal, request_id: str) -> None:
+        """A label becomes training data: only the request's own principal, or an admin, may give one."""
+        if principal.may(Action.STATS):  # an admin: labels any request (the ledger says if it exists)
+            return
+        owner = await asyncio.to_thread(self._ledger.owner, request_id)
+        if owner is None:
+            raise NotFoundError(f"no request {request_id!r} is recorded; give the id from your result")
+        if owner != principal.name:
+            raise PermissionDeniedError(f"request {request_id!r} was made by another principal; only its own "
+                                        "principal or an admin may label it")
+
     async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
         try:
+            self._authorize(context, Action.RELOAD)
             if self._reload is None:
                 raise InvalidRequestError("this daemon cannot reload its router")
             previous, current = await self._reload(Path(request.model_dir) if request.model_dir else None)
@@ -179,6 +225,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         since = request.since_unix_s if request.HasField("since_unix_s") else None
         try:
+            self._authorize(context, Action.STATS)
             if since is not None and not 0 <= since < MAX_UNIX_TIME_S:
                 raise InvalidRequestError(f"since_unix_s must be a Unix time between 0 and {MAX_UNIX_TIME_S:.0f} "
                                           f"(got {since})")

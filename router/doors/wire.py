@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from router.domain.types import (AgentStep, BackendKind, BackendRun, Caller, ChatMessage, DaemonInfo, Decision,
+from router.domain.types import (AgentStep, BackendKind, BackendRun, Caller, ChatMessage, CloudBreakerStatus, DaemonInfo, Decision,
                                  DraftDiscarded, GenerateRequest, GenerateResult, InfoCall, Latency, LedgerStatus,
                                  Mode, ModelInfo, ModeSummary, RunPurpose, SignalSummary, StatsReport, StreamEvent,
                                  TextDelta)
@@ -162,19 +162,33 @@ def _model_from_proto(message: pb.ModelInfo) -> ModelInfo:
 
 
 def info_to_proto(info: DaemonInfo) -> pb.InfoResponse:
-    return pb.InfoResponse(
+    message = pb.InfoResponse(
         version=info.version, implemented_modes=[int(m) for m in info.implemented_modes],
         default_mode=int(info.default_mode), edge=_model_to_proto(info.edge),
         cloud=_model_to_proto(info.cloud), packages=dict(info.packages), hardware=info.hardware,
         max_tokens_limit=info.max_tokens_limit)
+    breaker = info.cloud_breaker
+    if breaker is not None:
+        message.cloud_breaker.CopyFrom(pb.CloudBreaker(
+            state=breaker.state, consecutive_failures=breaker.consecutive_failures,
+            failures_to_open=breaker.failures_to_open, times_opened=breaker.times_opened,
+            times_closed=breaker.times_closed))
+        _set_optional(message.cloud_breaker, "retry_in_s", breaker.retry_in_s)
+    return message
 
 
 def info_from_proto(message: pb.InfoResponse) -> DaemonInfo:
+    breaker = None
+    if message.HasField("cloud_breaker"):
+        b = message.cloud_breaker
+        breaker = CloudBreakerStatus(state=b.state, consecutive_failures=b.consecutive_failures,
+                                     failures_to_open=b.failures_to_open, retry_in_s=_get_optional(b, "retry_in_s"),
+                                     times_opened=b.times_opened, times_closed=b.times_closed)
     return DaemonInfo(
         version=message.version, implemented_modes=tuple(Mode(m) for m in message.implemented_modes),
         default_mode=Mode(message.default_mode), edge=_model_from_proto(message.edge),
         cloud=_model_from_proto(message.cloud), packages=dict(message.packages),
-        hardware=message.hardware, max_tokens_limit=message.max_tokens_limit)
+        hardware=message.hardware, max_tokens_limit=message.max_tokens_limit, cloud_breaker=breaker)
 
 
 def _set_optional(message: object, field: str, value: Optional[float]) -> None:

@@ -272,8 +272,24 @@ class ModelInfo(_message.Message):
     n_ctx: int
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., endpoint: _Optional[str] = ..., local_standin: _Optional[bool] = ..., priced_as: _Optional[str] = ..., n_ctx: _Optional[int] = ...) -> None: ...
 
+class CloudBreaker(_message.Message):
+    __slots__ = ("state", "consecutive_failures", "failures_to_open", "retry_in_s", "times_opened", "times_closed")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_TO_OPEN_FIELD_NUMBER: _ClassVar[int]
+    RETRY_IN_S_FIELD_NUMBER: _ClassVar[int]
+    TIMES_OPENED_FIELD_NUMBER: _ClassVar[int]
+    TIMES_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    consecutive_failures: int
+    failures_to_open: int
+    retry_in_s: float
+    times_opened: int
+    times_closed: int
+    def __init__(self, state: _Optional[str] = ..., consecutive_failures: _Optional[int] = ..., failures_to_open: _Optional[int] = ..., retry_in_s: _Optional[float] = ..., times_opened: _Optional[int] = ..., times_closed: _Optional[int] = ...) -> None: ...
+
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "implemented_modes", "default_mode", "edge", "cloud", "packages", "hardware", "max_tokens_limit")
+    __slots__ = ("version", "implemented_modes", "default_mode", "edge", "cloud", "packages", "hardware", "max_tokens_limit", "cloud_breaker")
     class PackagesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +305,7 @@ class InfoResponse(_message.Message):
     PACKAGES_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_BREAKER_FIELD_NUMBER: _ClassVar[int]
     version: str
     implemented_modes: _containers.RepeatedScalarFieldContainer[Mode]
     default_mode: Mode
@@ -297,7 +314,8 @@ class InfoResponse(_message.Message):
     packages: _containers.ScalarMap[str, str]
     hardware: str
     max_tokens_limit: int
-    def __init__(self, version: _Optional[str] = ..., implemented_modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., edge: _Optional[_Union[ModelInfo, _Mapping]] = ..., cloud: _Optional[_Union[ModelInfo, _Mapping]] = ..., packages: _Optional[_Mapping[str, str]] = ..., hardware: _Optional[str] = ..., max_tokens_limit: _Optional[int] = ...) -> None: ...
+    cloud_breaker: CloudBreaker
+    def __init__(self, version: _Optional[str] = ..., implemented_modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., edge: _Optional[_Union[ModelInfo, _Mapping]] = ..., cloud: _Optional[_Union[ModelInfo, _Mapping]] = ..., packages: _Optional[_Mapping[str, str]] = ..., hardware: _Optional[str] = ..., max_tokens_limit: _Optional[int] = ..., cloud_breaker: _Optional[_Union[CloudBreaker, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "score", "thumbs_up", "corrected_answer")

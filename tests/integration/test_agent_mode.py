@@ -1,6 +1,8 @@
 """EDGE_AGENT_CLOUD_INFO with real parts: SmolLM2-135M as the edge (llama.cpp, grammar-constrained steps),
-the 135M stand-in behind the fault-injection server as the cloud, and a test-only Info source, all
-through the Router and a real ModeContext, so every step, tool call and cost lands in the result.
+the 135M stand-in behind the fault-injection server as the cloud, and the Info service (the real encoder
+and index, over gRPC) holding two documents about Zorbia, all through the Router and a real ModeContext,
+so every step, tool call and cost lands in the result. A test-only Info source stands in for the service
+only to inject its faults (a search that hangs or fails).
 
 The 135M model answers at once when left alone, so the tests that need a tool prime it with earlier
 turns of the request's own conversation that call that tool (at temperature 0 it follows them). Each
@@ -12,22 +14,28 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import AsyncIterator, Iterator, Optional
 
 import pytest
 
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
+from cloud.info import Document
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
+from edge.catalogue import ModelCache
+from edge.encoder import TextEncoder
 from edge.llama_backend import LlamaBackend
+from router.assembly.info_client import GrpcInfoClient, InfoClient
 from router.assembly.parts import STANDIN_SERVER_MODULE
 from router.core.engine import Backends, Router
-from router.core.info import InfoUnavailableError
+from router.core.info import InfoSource, InfoUnavailableError
 from router.core.modes.agent import EdgeAgentMode
 from router.domain.config import AgentSettings, ServerSettings
 from router.domain.pricing import CostModel
 from router.domain.types import (BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode, Passage,
                                  RunPurpose)
+from tests.conftest import models_dir
+from tests.integration.test_info_service import InfoServerThread
 from tests.unit.test_agent_tools import FaultInjectionInfoSource
 
 pytestmark = pytest.mark.integration
@@ -37,6 +45,10 @@ COSTS = CostModel(0.15, 0.6, 1.35e8, 7e-10, 0.15)
 CLOUD_ALIAS = "agent-cloud-standin"
 PASSAGES = (Passage("zorbia#1", "zorbia", "Zorbia was founded by Queen Alma in 1204.", 0.0),
             Passage("zorbia#2", "zorbia", "Zorbia lies on the river Tarn.", 0.0))
+# The same two facts as documents of the Info service: one chunk each, so a search finds both.
+DOCUMENTS = (Document(id="zorbia-founding", text="Zorbia was founded by Queen Alma in 1204."),
+             Document(id="zorbia-river", text="Zorbia lies on the river Tarn."))
+SEARCH_PRICE_USD = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +71,27 @@ def cloud_server(smollm_path: Path) -> Iterator[FaultInjectionOpenAIServer]:
         asyncio.run(standin.stop())
 
 
+@pytest.fixture(scope="module")
+def info_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Info service with DOCUMENTS ingested, on its own event loop in a background thread."""
+    server = InfoServerThread(tmp_path_factory.mktemp("agent-info") / "index",
+                              TextEncoder.from_cache(ModelCache(models_dir())))
+    try:
+        with InfoClient(server.address, timeout_s=60, price_per_retrieval_usd=0) as client:
+            client.ingest(DOCUMENTS)
+        yield server.address
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def info(info_address: str) -> AsyncIterator[GrpcInfoClient]:
+    """A client of the Info service, as the daemon's router has one; every search priced SEARCH_PRICE_USD."""
+    client = GrpcInfoClient(info_address, timeout_s=60, price_per_retrieval_usd=SEARCH_PRICE_USD)
+    yield client
+    await client.aclose()
+
+
 def primed_for(tool: str, question: str) -> tuple[ChatMessage, ...]:
     """A request whose earlier turns call `tool`, so that the 135M model calls it too."""
     def step(text: str) -> str:
@@ -74,7 +107,7 @@ CALCULATION = (ChatMessage("user", 'Reply with exactly this JSON: {"thought": "I
 
 
 async def ask(edge: LlamaBackend, messages: tuple[ChatMessage, ...], settings: AgentSettings, *,
-              info: Optional[FaultInjectionInfoSource] = None, cloud: Optional[OpenAIBackend] = None) -> GenerateResult:
+              info: Optional[InfoSource] = None, cloud: Optional[OpenAIBackend] = None) -> GenerateResult:
     router = Router(settings=ServerSettings(), costs=COSTS, modes={MODE: EdgeAgentMode(settings)},
                     backends=Backends(edge=edge, cloud=cloud), info=info, ready=True)
     return await router.generate(GenerateRequest(messages=messages, mode=MODE, temperature=0.0))
@@ -115,19 +148,20 @@ async def test_the_edge_calculates_then_answers_and_the_trace_is_in_the_decision
     assert result.served_by == BackendKind.EDGE and result.cloud_cost_usd == 0.0
 
 
-async def test_the_first_step_must_call_a_tool_even_when_the_edge_would_answer(edge: LlamaBackend) -> None:
+async def test_the_first_step_must_call_a_tool_even_when_the_edge_would_answer(edge: LlamaBackend,
+                                                                                 info: GrpcInfoClient) -> None:
     told_to_answer = (ChatMessage("user", 'Reply with exactly this JSON: {"thought": "I know it.", '
                                           '"tool": "answer", "input": "Paris"}'),)
-    result = await ask(edge, told_to_answer, AgentSettings(max_steps=3),
-                       info=FaultInjectionInfoSource(PASSAGES))
+    result = await ask(edge, told_to_answer, AgentSettings(max_steps=3), info=info)
     assert_priced_and_traced(result)
     first = result.decision.steps[0]
     assert first.tool in ("search", "ask_cloud", "calculate"), first  # the grammar left no "answer" at step 1
 
 
-async def test_an_answer_right_after_a_search_is_read_from_the_passages_it_found(edge: LlamaBackend) -> None:
+async def test_an_answer_right_after_a_search_is_read_from_the_passages_it_found(edge: LlamaBackend,
+                                                                                 info: GrpcInfoClient) -> None:
     question = primed_for("search", "Who founded Zorbia?")
-    result = await ask(edge, question, AgentSettings(max_steps=2), info=FaultInjectionInfoSource(PASSAGES))
+    result = await ask(edge, question, AgentSettings(max_steps=2), info=info)
     assert_priced_and_traced(result)
     first, last = result.decision.steps
     assert (first.tool, last.tool) == ("search", "answer")
@@ -135,9 +169,11 @@ async def test_an_answer_right_after_a_search_is_read_from_the_passages_it_found
     assert read.backend == BackendKind.EDGE and result.text == read.text.strip() == last.observation
     assert "the answer was read from the 2 passages its searches found" in result.decision.reason
     assert result.decision.features["sources"] == 2.0
+    [call] = result.info_calls
+    assert call.operation == "search" and not call.error and call.cost_usd == pytest.approx(SEARCH_PRICE_USD)
+    assert sorted(call.passage_ids) == ["zorbia-founding#0", "zorbia-river#0"]
     # Turned off, the answer step's own input is served, and no reading runs.
-    plain = await ask(edge, question, AgentSettings(max_steps=2, read_search_results=False),
-                      info=FaultInjectionInfoSource(PASSAGES))
+    plain = await ask(edge, question, AgentSettings(max_steps=2, read_search_results=False), info=info)
     assert_priced_and_traced(plain)
     assert plain.decision.features["read_search_results"] == 0.0
     assert plain.text == plain.decision.steps[-1].arguments and "read from" not in plain.decision.reason
@@ -159,15 +195,15 @@ async def test_the_token_cap_bounds_every_edge_token_of_the_loop(edge: LlamaBack
     assert "token cap (max_tokens=30 edge tokens)" in result.decision.reason
 
 
-async def test_the_dollar_cap_stops_the_tools_and_the_edge_answers(edge: LlamaBackend) -> None:
-    info = FaultInjectionInfoSource(PASSAGES, cost_usd=1e-4)
+async def test_the_dollar_cap_stops_the_tools_and_the_edge_answers(edge: LlamaBackend, info: GrpcInfoClient) -> None:
     result = await ask(edge, primed_for("search", "Who founded Zorbia?"), AgentSettings(max_usd=1e-6), info=info)
     assert_priced_and_traced(result)
     first, second = result.decision.steps
-    assert first.tool == "search" and "[id zorbia#1]" in first.observation and first.cost_usd == pytest.approx(1e-4)
+    assert first.tool == "search" and "[id zorbia-founding#0]" in first.observation
+    assert first.cost_usd == pytest.approx(SEARCH_PRICE_USD)
     assert second.tool == "answer" and result.served_by == BackendKind.EDGE
     assert "dollar cap (max_usd=$1e-06) forced step 2 to answer" in result.decision.reason
-    assert result.info_cost_usd == pytest.approx(1e-4) and len(info.queries) == 1
+    assert result.info_cost_usd == pytest.approx(SEARCH_PRICE_USD) and len(result.info_calls) == 1
 
 
 async def test_the_wall_time_cap_cuts_a_hanging_search_and_ends_the_loop(edge: LlamaBackend) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import models_dir
+from tests.conftest import isolated_env
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -16,10 +16,10 @@ SQUAD = f"squad:{FIXTURES / 'squad-dev-first-article-2-passages.json'}"
 
 
 def run_bench(out: Path, *args: str, datasets: tuple[str, ...] = (GSM8K, SQUAD)) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HYBRID_ROUTER_MODELS__CACHE_DIR=str(models_dir()),
+    env = isolated_env(out.parent / "home", dict(
                HYBRID_ROUTER_EDGE__MODEL="smollm2-135m", HYBRID_ROUTER_STANDIN__MODEL="smollm2-135m",
                HYBRID_ROUTER_EDGE__N_CTX="2048", HYBRID_ROUTER_STANDIN__N_CTX="2048",
-               HYBRID_ROUTER_LEDGER__ENABLED="false", HYBRID_ROUTER_INFO__INDEX_DIR=str(out.parent / "info-index"))
+               HYBRID_ROUTER_LEDGER__ENABLED="false", HYBRID_ROUTER_INFO__INDEX_DIR=str(out.parent / "info-index")))
     return subprocess.run([sys.executable, "-m", "bench", *(arg for spec in datasets for arg in ("--dataset", spec)),
                            "--max-tokens", "24", "--seed", "3", "--out", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=900)
@@ -96,6 +96,6 @@ def test_a_malformed_dataset_stops_with_file_and_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"question": "ok?", "answer": "yes"}\n{"question": "no answer"}\n')
     proc = subprocess.run([sys.executable, "-m", "bench", "--dataset", f"jsonl:{data}", "--target", "unix:/nowhere"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=isolated_env(tmp_path / "home"))
     assert proc.returncode == 2
     assert f"{data}:2:" in proc.stderr

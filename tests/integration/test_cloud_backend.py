@@ -3,16 +3,14 @@ OpenAIBackend over loopback HTTP, and the fault-injection server in front of the
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import models_dir
+from tests.conftest import isolated_env, models_dir, wait_until
 
 from cloud.errors import CloudBadResponseError, CloudRejectedError, StandinStartError
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
@@ -153,11 +151,11 @@ async def test_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
         "                           log_path=Path(sys.argv[2]))\n"
         "    await server.start()\n"
         "    print(server.pid, flush=True)\n"
-        "    await asyncio.sleep(600)\n"
+        "    await asyncio.sleep(600)\n"  # only lives until the test kills it: the sleep orders nothing
         "asyncio.run(main())\n")
     parent = subprocess.Popen([sys.executable, "-c", parent_script, str(MODEL_PATH), str(tmp_path / "log")],
                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                              env=isolated_env(tmp_path / "home", {"PYTHONPATH": str(REPO_ROOT)}))
     try:
         child_pid = int(await asyncio.to_thread(parent.stdout.readline))
         assert process_alive(child_pid)
@@ -165,10 +163,7 @@ async def test_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         parent.stdout.close()
-    deadline = time.monotonic() + 30
-    while process_alive(child_pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert not process_alive(child_pid)
+    await asyncio.to_thread(wait_until, lambda: not process_alive(child_pid), "the orphaned stand-in dying")
 
 
 async def test_corrupt_model_fails_to_start_with_the_childs_output(tmp_path: Path) -> None:

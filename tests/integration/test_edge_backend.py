@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from tests.conftest import models_dir
+from tests.conftest import models_dir, wait_until_async
 from llama_cpp import llama_chat_format
 
 from edge.catalogue import ModelCache
@@ -285,7 +285,7 @@ async def test_closing_a_queued_stream_cancels_it_without_running(smollm_backend
     await running.__anext__()  # holds the model
     queued = smollm_backend.stream(ask("Describe a river."), max_tokens=12, temperature=0)
     waiter = asyncio.ensure_future(queued.__anext__())
-    await asyncio.sleep(0)  # let it start waiting for the model
+    await wait_until_async(lambda: queued._waiting_for_lock, "the queued stream waiting for the model")
 
     await queued.aclose()
 

@@ -1,4 +1,5 @@
-"""The learned scorer with the question embedding: trained with the real text encoder, run by the router."""
+"""The learned scorer with the question embedding: trained with the real text encoder, run by the router on
+the 135M edge and stand-in; and the trainer's CLI, which loads the encoder before it reads the corpus."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,14 @@ from router.assembly.modes import build_arbiter
 from router.core.arbiters.features import FEATURE_NAMES, as_vector
 from router.core.arbiters.learned import META_FILE, LearnedModel, gain_to_score
 from router.core.arbiters.training import train_arbiter
+from cloud.standin import StandinServer
+from edge.llama_backend import LlamaBackend
+from router.doors.cli import main as cli_main
 from router.domain.config import ArbitrationSettings, ConfigError
 from tests.conftest import models_dir
+from tests.integration.test_learned_scorer_routes import REQUEST, decisions
 from tests.learned_arbiter_corpus import write_synthetic_corpus
-from tests.unit.test_learned_arbiter import REQUEST, post_router
+from tests.unit.test_learned_arbiter import corpus  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +48,10 @@ def test_the_artifact_takes_features_and_embedding(artifact: Path) -> None:
     assert meta["onnx_max_abs_difference"] <= 1e-4
 
 
-async def test_the_router_scores_with_features_and_the_question_embedding(artifact: Path,
-                                                                          encoder: TextEncoder) -> None:
+async def test_the_router_scores_with_features_and_the_question_embedding(
+        artifact: Path, encoder: TextEncoder, smollm_edge: LlamaBackend, standin: StandinServer) -> None:
     settings = ArbitrationSettings(scorer="learned", model_dir=artifact)
-    decision = (await post_router(settings, ModelCache(models_dir())).generate(REQUEST)).decision
+    [decision] = await decisions(settings, ModelCache(models_dir()), smollm_edge, standin)
     assert decision.scorer == f"learned {artifact.name}"  # the version, for Stats and the bench
     row = np.concatenate([np.asarray(as_vector(decision.features), dtype=np.float32),
                           encoder.encode([REQUEST.messages[-1].content])[0]])
@@ -61,3 +66,16 @@ def test_an_embedding_model_without_the_encoder_file(artifact: Path, tmp_path: P
     fallback = build_arbiter(ArbitrationSettings(scorer="learned", model_dir=artifact, missing_model="rule"),
                              model_cache=empty_cache)
     assert fallback.scorer.name.startswith("rule (no learned model: ") and ENCODER_MODEL in fallback.scorer.name
+
+
+def test_train_arbiter_cli_names_features_only_when_the_corpus_has_no_texts(
+        corpus: Path,  # noqa: F811
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A corpus exported before lines carried their text: nothing to embed, so nothing is trained.
+    untexted = tmp_path / "untexted.jsonl"
+    untexted.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "text"}) + "\n"
+                                for line in corpus.read_text().splitlines()))
+    assert cli_main(["train-arbiter", "--corpus", str(untexted), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "synthetic:item-0" in error and "--features-only" in error
+    assert not (tmp_path / "out").exists()

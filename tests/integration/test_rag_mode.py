@@ -1,10 +1,10 @@
-"""EDGE_RAG_CLOUD_INFO through the real daemon: the Info service hosted in-process on the daemon's own port,
-the real encoder, llama.cpp with the 135M model, documents ingested through the Info client."""
+"""EDGE_RAG_CLOUD_INFO, and EDGE_AGENT_CLOUD_INFO's search, through the real daemon: the Info service hosted
+in-process on the daemon's own port, the real encoder, llama.cpp with the 135M model, documents ingested
+through the Info client."""
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +15,8 @@ from router.assembly.info_client import InfoClient
 from router.client import RouterClient
 from router.domain.types import Caller, Mode
 from router.v1 import info_pb2_grpc
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import WAIT_S, ServerThread, make_settings
+from tests.integration.test_agent_mode import primed_for
 
 PRICE = 0.0002
 DOCUMENTS = [
@@ -46,7 +47,8 @@ def rag_daemon(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def ask(address: str, question: str, **kwargs):
-    with RouterClient(address) as client:
+    # A daemon that hung would fail the call at the deadline instead of holding the test forever.
+    with RouterClient(address, timeout_s=WAIT_S) as client:
         return client.generate(prompt=question, mode="rag", max_tokens=16, **kwargs)
 
 
@@ -89,11 +91,33 @@ def test_a_bad_caller_is_refused_with_invalid_argument(rag_daemon: ServerThread)
     assert ask(rag_daemon.address, "Question: Who won Super Bowl 50?").text  # and it keeps serving
 
 
+def test_the_agent_searches_the_daemons_info_service_for_its_caller(rag_daemon: ServerThread) -> None:
+    """EDGE_AGENT_CLOUD_INFO through the daemon: its search goes to the in-process Info service, as the
+    caller, priced, traced in the decision and recorded in the ledger."""
+    messages = [{"role": m.role, "content": m.content} for m in primed_for("search", "Who won Super Bowl 50?")]
+    with RouterClient(rag_daemon.address, timeout_s=WAIT_S) as client:
+        result = client.generate(messages=messages, mode="agent", temperature=0.0)
+    decision = result.decision
+    assert decision.mode == Mode.EDGE_AGENT_CLOUD_INFO and decision.arbiter == "agent" and result.answered
+    first = decision.steps[0]
+    assert first.tool == "search" and not first.error and "[id broncos#" in first.observation
+    searches = [call for call in result.info_calls if call.operation == "search"]
+    assert searches and len(searches) == decision.features["tool_search"]
+    assert searches[0].passage_ids[0].startswith("broncos") and not searches[0].error
+    assert not any(pid.startswith("payroll") for call in searches for pid in call.passage_ids)  # public only
+    assert result.info_cost_usd == pytest.approx(PRICE * len(searches))
+    assert result.cost_usd == pytest.approx(result.edge_cost_usd + result.cloud_cost_usd + result.info_cost_usd)
+    ledger = rag_daemon.server.daemon.ledger
+    assert ledger.flush(30)
+    row = ledger.ledger.get(result.request_id)
+    assert row["mode"] == "EDGE_AGENT_CLOUD_INFO" and len(row["info_calls"]) == len(result.info_calls)
+
+
 class HangingInfoServiceFaultInjection(info_pb2_grpc.InfoServicer):
     """An Info service that accepts every Retrieve and never answers: the router must not hang."""
 
     async def Retrieve(self, request, context):
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # the fault: a service that never answers
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +146,7 @@ def test_retrieval_that_fails_degrades_to_the_edge_alone_and_never_hangs(
     server = ServerThread(make_settings({"HYBRID_ROUTER_INFO__SERVICE": "remote", "HYBRID_ROUTER_INFO__ADDRESS": address,
                                          "HYBRID_ROUTER_INFO__TIMEOUT_S": "0.5"}))
     try:
-        began = time.monotonic()
-        result = ask(server.address, "Question: Who won Super Bowl 50?")
-        assert time.monotonic() - began < 60  # bounded, not a speed target: a hang would wait forever
+        result = ask(server.address, "Question: Who won Super Bowl 50?")  # answered: the hang did not hold it
         assert result.decision.degraded and result.text
         assert "degraded" in result.decision.reason and "without passages" in result.decision.reason
         (call,) = result.info_calls

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,18 +14,16 @@ from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from router.client import AsyncRouterClient, RouterClient
 from router.domain.errors import BackendUnavailableError, InvalidRequestError, RequestIdInUseError, RouterError
 from router.domain.types import Mode
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import WAIT_S, ServerThread, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
-# How long a HANG fault holds a cloud request open: the request is in flight all that time.
-HANG_S = 3.0
 
 
 @pytest.fixture(scope="module")
 def faulty_cloud() -> Iterator[FaultInjectionOpenAIServer]:
     # A configured cloud also keeps the daemon from starting the stand-in.
-    with FaultInjectionOpenAIServer(hang_s=HANG_S) as cloud:
+    with FaultInjectionOpenAIServer(hang_s=WAIT_S) as cloud:
         yield cloud
 
 
@@ -48,13 +45,6 @@ def ledger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def daemon_with_ledger(smollm_path: Path, ledger_path: Path,
                        faulty_cloud: FaultInjectionOpenAIServer) -> Iterator[ServerThread]:
     server = start_daemon(faulty_cloud, ledger_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon_without_ledger(smollm_path: Path, faulty_cloud: FaultInjectionOpenAIServer) -> Iterator[ServerThread]:
-    server = start_daemon(faulty_cloud, None)
     yield server
     server.stop()
 
@@ -84,38 +74,42 @@ def test_a_reused_id_is_refused_and_the_first_answer_is_kept(daemon_with_ledger:
         assert edge_requests_recorded(client) == recorded_before + 2
 
 
-@pytest.mark.parametrize("daemon_fixture", ["daemon_with_ledger", "daemon_without_ledger"])
+@pytest.mark.parametrize("with_ledger", [True, False], ids=["with a ledger", "without a ledger"])
 def test_an_id_in_flight_is_refused_and_free_again_when_its_request_recorded_nothing(
-        daemon_fixture: str, faulty_cloud: FaultInjectionOpenAIServer, request: pytest.FixtureRequest) -> None:
-    daemon: ServerThread = request.getfixturevalue(daemon_fixture)
-    request_id = f"in-flight-{daemon_fixture}"
-    faulty_cloud.inject(Fault.HANG)  # the first request stays in flight for HANG_S, then fails
-    seen_before = faulty_cloud.requests_seen
-    outcome: dict[str, RouterError] = {}
+        smollm_path: Path, tmp_path: Path, with_ledger: bool) -> None:
+    request_id = "in-flight"
+    # A cloud of this test's own, whose hang lasts until the test ends it by stopping the server.
+    with FaultInjectionOpenAIServer(hang_s=WAIT_S) as cloud:
+        daemon = start_daemon(cloud, tmp_path / "ledger.db" if with_ledger else None)
+        try:
+            cloud.inject(Fault.HANG)
+            outcome: dict[str, RouterError] = {}
 
-    def first_request() -> None:
-        with RouterClient(daemon.address, timeout_s=120) as first_client:
-            try:
-                first_client.generate(prompt="hi", mode="cloud", max_tokens=2, request_id=request_id)
-            except RouterError as exc:  # asserted below
-                outcome["error"] = exc
+            def first_request() -> None:
+                with RouterClient(daemon.address, timeout_s=WAIT_S) as first_client:
+                    try:
+                        first_client.generate(prompt="hi", mode="cloud", max_tokens=2, request_id=request_id)
+                    except RouterError as exc:  # asserted below
+                        outcome["error"] = exc
 
-    first = threading.Thread(target=first_request)
-    first.start()
-    deadline = time.monotonic() + 60
-    while faulty_cloud.requests_seen == seen_before and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the first request reached the cloud: from then on it is in flight
-    with RouterClient(daemon.address, timeout_s=120) as client:
-        with pytest.raises(RequestIdInUseError, match="belongs to a request in flight"):
-            ask(client, request_id)
-        first.join(120)
-        assert isinstance(outcome.get("error"), BackendUnavailableError), outcome
-        assert ask(client, request_id).request_id == request_id  # the failed request recorded nothing
-        if daemon_fixture == "daemon_with_ledger":
-            with pytest.raises(RequestIdInUseError, match="already recorded"):
-                ask(client, request_id)
-        else:  # nothing records an answer, so only an id in flight is in use
-            assert ask(client, request_id).request_id == request_id
+            first = threading.Thread(target=first_request)
+            first.start()
+            # From the moment the cloud has it until the hang ends, the first request is in flight.
+            wait_until(lambda: cloud.requests_seen >= 1, "the first request reaching the cloud")
+            with RouterClient(daemon.address, timeout_s=WAIT_S) as client:
+                with pytest.raises(RequestIdInUseError, match="belongs to a request in flight"):
+                    ask(client, request_id)
+                cloud.stop()  # the hang ends: the connection drops before any token, nothing was spent
+                first.join(WAIT_S)
+                assert isinstance(outcome.get("error"), BackendUnavailableError), outcome
+                assert ask(client, request_id).request_id == request_id  # the failed request recorded nothing
+                if with_ledger:
+                    with pytest.raises(RequestIdInUseError, match="already recorded"):
+                        ask(client, request_id)
+                else:  # nothing records an answer, so only an id in flight is in use
+                    assert ask(client, request_id).request_id == request_id
+        finally:
+            daemon.stop()
 
 
 async def test_of_two_concurrent_requests_with_one_id_one_is_refused(daemon_with_ledger: ServerThread) -> None:

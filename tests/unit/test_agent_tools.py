@@ -37,7 +37,7 @@ class FaultInjectionInfoSource:
         self.queries.append(query)
         started = time.perf_counter()
         if self.hang_s:
-            await asyncio.sleep(self.hang_s)
+            await asyncio.sleep(self.hang_s)  # the fault: a service that hangs, whatever the caller's timeout
         if self.fail_with is not None:
             self.fail_with.cost_usd = self.cost_usd  # a failed call is priced too (see ModeContext.retrieve)
             raise self.fail_with

@@ -15,6 +15,7 @@ from bench.arbitration_latency import (DatasetPlan, PinnedProcess, arbiter_repor
                                        cloud_only_report, daemon_toml, distribution, guard_work_dir, markdown,
                                        parse_args, parse_dataset, request_rows, targets, wait_idle)
 from router.domain.config import load_settings
+from tests.conftest import wait_until
 
 
 def record(mode, item_id, latency, *, escalated=False, dataset="squad_passage", ttft=None, cost=0.0,
@@ -241,17 +242,14 @@ def test_wait_idle_waits_while_a_process_still_uses_cpu():
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 def test_a_pinned_child_runs_on_its_core_alone_and_stops_with_its_group(tmp_path):
     core = min(os.sched_getaffinity(0))
-    child = PinnedProcess("sleeper", [sys.executable, "-c", "import threading, time; "
-                                      "threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"],
+    # A child with two threads that only have to exist until the test stops it: its sleeps order nothing.
+    lives = "import threading, time; threading.Thread(target=time.sleep, args=(600,)).start(); time.sleep(600)"
+    child = PinnedProcess("sleeper", [sys.executable, "-c", lives],
                           core=core, env=os.environ, log_path=tmp_path / "log", death_signal=signal.SIGKILL)
     child.start()
     try:
-        for _ in range(100):
-            affinity = child.thread_affinity()
-            if affinity["threads"] >= 2:
-                break
-            __import__("time").sleep(0.05)
-        assert affinity == {"threads": 2, "cpus_allowed": [str(core)]}
+        wait_until(lambda: child.thread_affinity()["threads"] >= 2, "the child's second thread")
+        assert child.thread_affinity() == {"threads": 2, "cpus_allowed": [str(core)]}
     finally:
         child.stop(timeout_s=5.0)
     assert child.exited() is not None

@@ -2,6 +2,7 @@
 (APGR and CPT worked out by hand), the written summary and the PNG plots."""
 import enum
 import json
+import random
 
 import pytest
 from matplotlib.image import imread
@@ -278,8 +279,15 @@ def test_write_summary_writes_strict_json_and_markdown(tmp_path):
         assert expected in markdown
 
 
-def test_build_summary_is_deterministic():
-    assert build_summary(realistic_records(), META) == build_summary(realistic_records(), META)
+def test_build_summary_depends_on_the_records_not_on_their_order():
+    records = realistic_records()
+    shuffled = records[:]
+    random.Random(0).shuffle(shuffled)  # the bench's concurrent requests finish in any order
+    summary = build_summary(records, META)
+    assert shuffled != records and build_summary(shuffled, META) == summary
+    # And the comparison can tell summaries apart: one outcome more is a different summary.
+    changed = [dict(records[0], correct=not records[0]["correct"]), *records[1:]]
+    assert build_summary(changed, META) != summary
 
 
 def test_pareto_frontier_keeps_only_undominated_points():

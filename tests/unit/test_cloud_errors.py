@@ -22,6 +22,7 @@ from cloud.errors import (
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend, estimate_prompt_tokens, translate_openai_error
 from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
+from tests.conftest import wait_until, wait_until_async
 
 API_KEY = "sk-test-Zq81vB2mXk5Lr0pT7wYc"
 MESSAGES = ({"role": "user", "content": "Say hello."},)
@@ -344,12 +345,12 @@ async def test_concurrency_limit_queues_the_second_stream(fault_server) -> None:
     hanging = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
     queued = backend.stream(MESSAGES, max_tokens=8, temperature=0.0)
     hanging_task = asyncio.create_task(drain_stream(hanging))
-    while fault_server.requests_seen < 1:
-        await asyncio.sleep(0.01)
+    await asyncio.to_thread(wait_until, lambda: fault_server.requests_seen >= 1, "the first stream reaching the cloud")
     queued_task = asyncio.create_task(drain_stream(queued))
-    await asyncio.sleep(0.3)
-    assert fault_server.requests_seen == 1  # the second waits for the permit, unsent
-    assert not queued_task.done()
+    await wait_until_async(lambda: queued._started_at is not None, "the second stream asking for a permit")
+    # The hanging stream holds the only permit, so the second waits for it, unsent, for as long as it does.
+    assert not queued._permit_held and not queued._request_sent and not queued_task.done()
+    assert fault_server.requests_seen == 1
     hanging_task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await hanging_task

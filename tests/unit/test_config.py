@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from router.domain.config import ConfigError, Settings, load_settings
+from tests.conftest import isolated_env
 
 
 def test_defaults_are_loopback_and_the_embedded_default() -> None:
@@ -74,7 +75,7 @@ def test_serve_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
     config = tmp_path / "router.toml"
     config.write_text("[edge]\nn_ctx = -4\n")
     proc = subprocess.run([sys.executable, "-m", "router", "--config", str(config), "serve"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=isolated_env(tmp_path / "home"))
     assert proc.returncode == 2
     assert "edge.n_ctx" in proc.stderr
 
@@ -83,5 +84,5 @@ def test_config_is_accepted_after_the_command(tmp_path: Path) -> None:
     config = tmp_path / "router.toml"
     config.write_text("[edge]\nn_ctx = -4\n")
     proc = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=isolated_env(tmp_path / "home"))
     assert proc.returncode == 2 and "edge.n_ctx" in proc.stderr

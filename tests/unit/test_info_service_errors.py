@@ -11,6 +11,7 @@ import pytest
 
 from cloud.info import (Document, IndexCorruptError, IndexStats, IngestReport, InvalidDocumentError,
                         InvalidQueryError, RetrievedPassage)
+from router.core.auth import Guard
 from router.assembly.info_client import GrpcInfoClient, ingest_messages
 from router.core.info import InfoError, InfoRejectedError, InfoUnavailableError
 from router.domain.types import Caller
@@ -57,7 +58,7 @@ class FaultInjectionIndex:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[InfoService, FaultInjectionIndex, GrpcInfoClient]]:
     service = InfoService(index_dir=Path("/srv/info"), default_k=3, logger=logging.getLogger("hybrid_router.info"),
-                          max_batch_documents=4, max_batch_bytes=4096)
+                          guard=Guard(None), max_batch_documents=4, max_batch_bytes=4096)
     index = FaultInjectionIndex()
     server = grpc.aio.server()
     info_pb2_grpc.add_InfoServicer_to_server(service, server)

@@ -1,7 +1,7 @@
 """The learned deferral scorer, features only: training, the artifact, its validation, and start-up wiring.
 
-Trained for real (scikit-learn, skl2onnx) on a small synthetic corpus in tmp_path; the requests run
-through the real router with the fault-injection backend standing in for both models.
+Trained for real (scikit-learn, skl2onnx) on a small synthetic corpus in tmp_path. Requests decided by
+the scorer, on the 135M model, are in tests/integration/test_learned_scorer_routes.py.
 """
 from __future__ import annotations
 
@@ -19,15 +19,8 @@ from router.core.arbiters.features import FEATURE_NAMES, as_vector
 from router.core.arbiters.learned import META_FILE, MODEL_FILE, LearnedModel, LearnedModelError, gain_to_score
 from router.core.arbiters.training import TrainingError, deferral_metrics, read_corpus, train_arbiter
 from router.doors.cli import main as cli_main
-from router.domain.config import ArbitrationSettings, ConfigError, ServerSettings, load_settings
-from router.core.engine import Backends, Router
-from router.core.fault_injection import FixedLatencyFaultInjectionBackend
-from router.assembly.modes import build_modes
-from router.domain.pricing import CostModel
-from router.domain.types import ChatMessage, GenerateRequest, Mode
+from router.domain.config import ArbitrationSettings, ConfigError, load_settings
 from tests.learned_arbiter_corpus import write_synthetic_corpus
-
-COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
 
 
 @pytest.fixture(scope="module")
@@ -178,29 +171,6 @@ def test_the_out_directory_instead_of_a_version_is_explained(artifact: Path) -> 
 # -- start-up and decisions -------------------------------------------------------------------------
 
 
-def post_router(settings: ArbitrationSettings, cache: ModelCache) -> Router:
-    backends = Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0),
-                        cloud=FixedLatencyFaultInjectionBackend(latency_s=0.0))
-    return Router(settings=ServerSettings(), costs=COSTS, modes=build_modes(settings, model_cache=cache),
-                  backends=backends, ready=True)
-
-
-REQUEST = GenerateRequest(messages=(ChatMessage("user", "What is the capital of France?"),),
-                          mode=Mode.POST_ARBITRATION, max_tokens=4)
-
-
-async def test_the_learned_scorer_decides_and_records_its_prediction(artifact: Path, tmp_path: Path) -> None:
-    settings = ArbitrationSettings(scorer="learned", model_dir=artifact)
-    result = await post_router(settings, ModelCache(tmp_path)).generate(REQUEST)  # no encoder needed
-    decision = result.decision
-    assert decision.scorer == f"learned {artifact.name}"  # the version, for Stats and the bench
-    expected_gain = LearnedModel(artifact).predict_gain(np.asarray([as_vector(decision.features)]))[0]
-    assert decision.features["learned_gain"] == pytest.approx(expected_gain, abs=1e-6)
-    assert decision.score == pytest.approx(gain_to_score(expected_gain), abs=1e-6)
-    assert decision.features["has_verification"] == 1.0  # the features the corpus was recorded with
-    assert decision.escalated == (decision.score < settings.fixed_threshold)
-
-
 @pytest.mark.parametrize("model_dir", [None, "absent"])
 def test_no_usable_model_stops_start_up_naming_the_key(tmp_path: Path, model_dir) -> None:
     directory = None if model_dir is None else tmp_path / model_dir
@@ -216,19 +186,6 @@ def test_a_corrupt_model_stops_start_up_naming_the_file(artifact: Path, tmp_path
     (broken / MODEL_FILE).write_bytes(b"not onnx")
     with pytest.raises(ConfigError, match=rf"arbitration.model_dir = {broken}: .*{MODEL_FILE}: onnxruntime"):
         build_arbiter(ArbitrationSettings(scorer="learned", model_dir=broken), model_cache=ModelCache(tmp_path))
-
-
-@pytest.mark.parametrize("model_dir, why", [(None, "arbitration.model_dir is unset"),
-                                            ("absent", "no such directory")])
-async def test_missing_model_rule_scores_with_the_rule_and_every_decision_says_so(
-        tmp_path: Path, model_dir, why: str) -> None:
-    directory = None if model_dir is None else tmp_path / model_dir
-    settings = ArbitrationSettings(scorer="learned", model_dir=directory, missing_model="rule")
-    router = post_router(settings, ModelCache(tmp_path))
-    for _ in range(2):
-        decision = (await router.generate(REQUEST)).decision
-        assert decision.scorer.startswith("rule (no learned model: ") and why in decision.scorer
-        assert "learned_gain" not in decision.features
 
 
 def test_the_settings_accept_the_learned_scorer_from_the_environment(tmp_path: Path) -> None:
@@ -247,18 +204,6 @@ def test_train_arbiter_cli_without_the_train_extra_says_how_to_install_it(corpus
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 1 and "pip install -e '.[train]'" in done.stderr
     assert not any(tmp_path.iterdir())
-
-
-def test_train_arbiter_cli_names_features_only_when_the_corpus_has_no_texts(
-        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # A corpus exported before lines carried their text: nothing to embed, so nothing is trained.
-    untexted = tmp_path / "untexted.jsonl"
-    untexted.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "text"}) + "\n"
-                                for line in corpus.read_text().splitlines()))
-    assert cli_main(["train-arbiter", "--corpus", str(untexted), "--out", str(tmp_path / "out")]) == 1
-    error = capsys.readouterr().err
-    assert "synthetic:item-0" in error and "--features-only" in error
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("gain, score", [(0.0, 0.5), (1.0, 0.0), (-1.0, 1.0), (0.5, 0.25), (3.0, 0.0), (-3.0, 1.0)])

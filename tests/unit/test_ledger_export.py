@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 from router.domain.errors import InvalidRequestError
 from router.core.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget, validation_path_for
 from router.domain.types import BackendKind, Mode
-from tests.unit.test_ledger_support import SYSTEM, make_exchange, make_run, make_unanswered, open_ledger
+from tests.unit.test_ledger_support import a_moment_between, SYSTEM, make_exchange, make_run, make_unanswered, open_ledger
 
 CLOUD, EDGE = BackendKind.CLOUD, BackendKind.EDGE
 POST = Mode.POST_ARBITRATION
@@ -133,9 +131,7 @@ def test_min_score_moves_the_judge_threshold(ledger: Ledger, tmp_path: Path) -> 
 def test_filters_by_mode_and_time(ledger: Ledger, tmp_path: Path) -> None:
     rows = _load(ledger.export("openai", tmp_path / "cloud.jsonl", mode="cloud").path)
     assert {_user_turn(row["messages"]) for row in rows} == {"q6", "q8"}
-    time.sleep(0.01)
-    cutoff = datetime.now(timezone.utc)
-    time.sleep(0.01)
+    cutoff = a_moment_between()
     ledger.record(*make_exchange("new", question="q10", cloud="Oslo", served_by=CLOUD, reference="Oslo"))
     assert ledger.flush()
     recent = ledger.export("openai", tmp_path / "recent.jsonl", since=cutoff)

@@ -52,7 +52,7 @@ def test_older_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     assert ledger.get("new-1")["decision"]["arbiter"] == "test-arbiter"
     ledger.close()
     with sqlite3.connect(path) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 6
+        assert schema_version(conn) == SCHEMA_VERSION == 7
         assert "requests_by_mode_time" in _indexes(conn)
         assert "decision_json" in {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
 

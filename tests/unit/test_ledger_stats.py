@@ -1,8 +1,7 @@
 """Per-mode statistics computed from a real ledger file."""
 from __future__ import annotations
 
-import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from router.core.ledger import AccuracySignal, SignalKind
 from router.domain.types import BackendKind, Mode
-from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
+from tests.unit.test_ledger_support import a_moment_between, make_exchange, make_run, make_unanswered, open_ledger
 
 
 def test_stats_per_mode(tmp_path: Path) -> None:
@@ -72,9 +71,7 @@ def test_stats_per_mode(tmp_path: Path) -> None:
 def test_stats_since(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path / "ledger.db")
     ledger.record(*make_exchange("before", edge="x"))
-    time.sleep(0.01)  # ordering only: the cutoff must fall strictly between the two records
-    cutoff = datetime.now(timezone.utc)
-    time.sleep(0.01)
+    cutoff = a_moment_between()
     ledger.record(*make_exchange("after1", edge="x"))
     ledger.record(*make_exchange("after2", edge="x", mode=Mode.CLOUD_ONLY, cloud="y",
                                  served_by=BackendKind.CLOUD))

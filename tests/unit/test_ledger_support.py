@@ -4,6 +4,8 @@ No tests here; the module is named test_ledger_* only to stay inside the ledger'
 """
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -76,3 +78,17 @@ def open_ledger(path: Path, **options: object) -> Ledger:
     ledger.open()
     assert ledger.health.ok, ledger.health.reason
     return ledger
+
+
+def a_moment_between() -> datetime:
+    """A moment strictly after every record stamped before the call and strictly before every record
+    stamped after it (the ledger stamps a record with time.time() when it is queued, to the microsecond):
+    it reads the clock until it has moved on, on both sides, rather than sleeping for a guess."""
+    before = time.time()
+    while time.time() < before + 1e-3:
+        pass
+    moment = datetime.now(timezone.utc)
+    while time.time() < moment.timestamp() + 1e-3:
+        pass
+    return moment
+

@@ -1,6 +1,6 @@
-"""PRE_ARBITRATION through the real router, with the fault-injection backend standing in for both
-models: the default rule, a trained router (trained for real on a small synthetic corpus), the decision
-record, reloading (atomic, in-flight requests keep their router, bad artifacts refused) and config."""
+"""PRE_ARBITRATION's router without a model to route to: the default rule, a trained router (trained for real
+on a small synthetic corpus), reloading refusals (bad artifacts, the router in use stays) and config.
+Requests routed on the 135M edge and stand-in are in tests/integration/test_pre_arbitration_routes.py."""
 from __future__ import annotations
 
 import json
@@ -9,25 +9,20 @@ from pathlib import Path
 import pytest
 
 from edge.catalogue import ModelCache
-from router.assembly.modes import build_modes
 from router.assembly.routing import RouterModelRefusedError, build_pre_arbitration, load_routing_or_refuse
 from router.core.arbiters.corpus import read_corpus
 from router.core.arbiters.learned import META_FILE, MODEL_FILE
-from router.core.engine import Backends, Router
-from router.core.fault_injection import FixedLatencyFaultInjectionBackend
 from router.core.routing.features import ROUTER_FEATURE_NAMES, router_features
-from router.core.routing.model import Routing, RuleRouter, rule_score
+from router.core.routing.model import RuleRouter, rule_score
 from router.core.routing.training import train_router
 from router.core.arbiters.thresholds import TargetAccuracyThreshold
 from router.doors.cli import main as cli_main
-from router.domain.config import ArbitrationSettings, ConfigError, RoutingSettings, ServerSettings, load_settings
-from router.domain.pricing import CostModel
-from router.domain.types import BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode
+from router.domain.config import ConfigError, RoutingSettings, load_settings
+from router.domain.types import ChatMessage, GenerateRequest, Mode
 from tests.learned_arbiter_corpus import write_synthetic_corpus
 from tests.unit.test_learned_arbiter import artifact as deferral_artifact  # noqa: F401
 from tests.unit.test_learned_arbiter import corpus  # noqa: F401
 
-COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
 MATHS = "Tom has 12 apples and buys 30 more at $2 each. How much did he spend in total?"
 READING = "Passage: The Amazon is the largest rainforest on Earth.\nQuestion: What is the largest rainforest?"
 CAPITAL = "What is the capital of France?"
@@ -37,13 +32,6 @@ SUM = "Work out 47 plus 18 times 3, step by step."
 def request(text: str, *, max_tokens: int = 4) -> GenerateRequest:
     return GenerateRequest(messages=(ChatMessage("system", "Be brief."), ChatMessage("user", text)),
                            mode=Mode.PRE_ARBITRATION, max_tokens=max_tokens)
-
-
-def pre_router(routing: RoutingSettings, cache: ModelCache, *, latency_s: float = 0.0) -> Router:
-    backends = Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=latency_s),
-                        cloud=FixedLatencyFaultInjectionBackend(latency_s=latency_s))
-    return Router(settings=ServerSettings(), costs=COSTS, backends=backends, ready=True,
-                  modes=build_modes(ArbitrationSettings(), model_cache=cache, routing=routing))
 
 
 @pytest.fixture(scope="module")
@@ -69,22 +57,6 @@ def test_router_features_read_only_the_last_user_message() -> None:
     assert request_text([{"role": m.role, "content": m.content} for m in with_system]) == MATHS
 
 
-@pytest.mark.parametrize("text, served", [(MATHS, BackendKind.CLOUD), (READING, BackendKind.CLOUD),
-                                          (CAPITAL, BackendKind.EDGE)])
-async def test_with_no_trained_router_the_rule_routes_and_the_decision_says_so(
-        tmp_path: Path, text: str, served: BackendKind) -> None:
-    routing = RoutingSettings(threshold="fixed", fixed_threshold=0.5)
-    result = await pre_router(routing, ModelCache(tmp_path)).generate(request(text))
-    decision = result.decision
-    assert result.served_by == served and [run.backend for run in result.runs] == [served]
-    assert decision.mode == Mode.PRE_ARBITRATION and decision.arbiter == "pre"
-    assert decision.scorer == "rule (no trained router: routing.model_dir is unset)"
-    assert decision.threshold == 0.5 and decision.threshold_kind == "fixed"
-    assert decision.escalated == (served == BackendKind.CLOUD)
-    assert decision.features["decide_ms"] >= 0 and "predicted_gain" in decision.features
-    assert set(ROUTER_FEATURE_NAMES) <= set(decision.features)
-
-
 # -- a trained router ----------------------------------------------------------------------------------
 
 
@@ -93,66 +65,6 @@ def test_the_router_artifact_says_what_it_is(router_artifact: Path) -> None:
     assert meta["kind"] == "router" and meta["feature_names"] == list(ROUTER_FEATURE_NAMES)
     assert meta["metrics"]["learned"]["auc"] > 0.9 and meta["calibration"]["items"] == 60
 
-
-async def test_a_trained_router_routes_by_what_it_learned(router_artifact: Path, tmp_path: Path) -> None:
-    routing = RoutingSettings(model_dir=router_artifact, threshold="fixed", fixed_threshold=0.5)
-    router = pre_router(routing, ModelCache(tmp_path))
-    knows = await router.generate(request("What is the capital of Peru?"))
-    fails = await router.generate(request("Work out 31 plus 77 times 4, step by step."))
-    assert knows.decision.scorer == fails.decision.scorer == f"router {router_artifact.name}"
-    assert knows.served_by == BackendKind.EDGE and fails.served_by == BackendKind.CLOUD
-    assert knows.decision.score > fails.decision.score
-
-
-async def test_target_accuracy_takes_the_routers_calibration(router_artifact: Path, tmp_path: Path) -> None:
-    routing = RoutingSettings(model_dir=router_artifact, threshold="target_accuracy", target_accuracy=0.95)
-    decision = (await pre_router(routing, ModelCache(tmp_path)).generate(request(CAPITAL))).decision
-    from router.core.arbiters.learned import LearnedModel
-    from router.core.arbiters.learned import ROUTER_KIND
-    model = LearnedModel(router_artifact, feature_names=ROUTER_FEATURE_NAMES, kind=ROUTER_KIND)
-    expected = TargetAccuracyThreshold.from_calibration(0.95, model.calibration())
-    assert decision.threshold_kind == "target_accuracy" and decision.threshold == expected.value
-
-
-# -- reloading -----------------------------------------------------------------------------------------
-
-
-async def test_a_reload_is_atomic_and_a_request_in_flight_keeps_its_router(router_artifact: Path,
-                                                                           tmp_path: Path) -> None:
-    cache = ModelCache(tmp_path)
-    router = pre_router(RoutingSettings(threshold="fixed"), cache, latency_s=0.05)
-    slot = router.modes[Mode.PRE_ARBITRATION].slot
-    stream = router.stream(request(CAPITAL, max_tokens=6))
-    first = await stream.__anext__()  # the request has decided and is generating
-    slot.swap(load_routing_or_refuse(router_artifact, RoutingSettings(threshold="fixed"), cache, slot.current.router))
-    events = [first] + [event async for event in stream]
-    in_flight = events[-1]
-    assert isinstance(in_flight, GenerateResult) and in_flight.decision.scorer.startswith("rule (")
-    after = await router.generate(request(CAPITAL))
-    assert after.decision.scorer == f"router {router_artifact.name}"
-
-
-class FaultInjectionRouter:
-    """A router whose model fails at run time (as a broken onnxruntime session or encoder would)."""
-
-    name = "router v0099"
-    version = "v0099"
-
-    def decide(self, messages: object) -> object:
-        raise RuntimeError("injected fault: the model session failed")
-
-
-async def test_a_router_that_fails_at_run_time_sends_the_request_to_the_cloud_and_says_why(tmp_path: Path) -> None:
-    router = pre_router(RoutingSettings(threshold="fixed"), ModelCache(tmp_path))
-    slot = router.modes[Mode.PRE_ARBITRATION].slot
-    slot.swap(Routing(router=FaultInjectionRouter(), threshold=slot.current.threshold))
-    result = await router.generate(request(READING))  # the rule would have kept the edge
-    assert result.served_by == BackendKind.CLOUD and [run.backend for run in result.runs] == [BackendKind.CLOUD]
-    decision = result.decision
-    assert decision.escalated and decision.score is None and decision.scorer == "router v0099"
-    assert "router v0099 failed (RuntimeError: injected fault" in decision.reason and "cloud answers" in decision.reason
-    again = await router.generate(request(READING))  # the daemon keeps serving
-    assert again.served_by == BackendKind.CLOUD and again.text
 
 
 def corrupt(artifact: Path, to: Path) -> Path:

@@ -75,7 +75,7 @@ def test_a_call_that_starts_after_the_cut_is_stopped_at_once() -> None:
         calls.cut(SHUTTING_DOWN)
         with calls.track() as call:
             with pytest.raises(BackendUnavailableError):
-                await call.run(lambda: asyncio.sleep(0))
+                await call.run(lambda: asyncio.sleep(0))  # any step at all: it must never start
 
     asyncio.run(scenario())
 

@@ -17,6 +17,7 @@ Every scorer returns its score and the features it computed, which go into the d
 """
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Protocol, Sequence
@@ -146,12 +147,18 @@ async def verification(draft: Draft, calls: EdgeCalls) -> dict[str, float]:
     return {"has_verification": 1.0, "verify_p_yes": p_yes}
 
 
+async def base_features_off_loop(draft: Draft) -> dict[str, float]:
+    """`base_features` in a worker thread: its regexes and the arithmetic check's calculator run over the
+    whole draft, CPU work that does not belong on the event loop."""
+    return await asyncio.to_thread(base_features, draft)
+
+
 @dataclass(frozen=True)
 class LogprobScorer:
     name: str = "logprob"
 
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
-        features = base_features(draft)
+        features = await base_features_off_loop(draft)
         return Score(logprob_score(features), features)
 
 
@@ -160,7 +167,7 @@ class TaskScorer:
     name: str = "task"
 
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
-        features = base_features(draft)
+        features = await base_features_off_loop(draft)
         return Score(task_score(draft, features), features)
 
 
@@ -170,7 +177,7 @@ class ConsistencyScorer:
     name: str = "consistency"
 
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
-        features = base_features(draft)
+        features = await base_features_off_loop(draft)
         features.update(await consistency(draft, calls, samples=self.samples, max_tokens=max_tokens))
         return Score(consistency_score_from_features(features), features)
 
@@ -180,7 +187,7 @@ class VerifyScorer:
     name: str = "verify"
 
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
-        features = base_features(draft)
+        features = await base_features_off_loop(draft)
         features.update(await verification(draft, calls))
         return Score(features["verify_p_yes"], features)
 
@@ -194,7 +201,7 @@ class RuleScorer:
     name: str = "rule"
 
     async def score(self, draft: Draft, calls: EdgeCalls, *, max_tokens: int) -> Score:
-        features = base_features(draft)
+        features = await base_features_off_loop(draft)
         features.update(await consistency(draft, calls, samples=self.samples, max_tokens=max_tokens))
         if self.verify:
             features.update(await verification(draft, calls))

@@ -4,6 +4,7 @@
     ledger.open()                       # never raises: on failure health is degraded
     ledger.record(request, result)      # request path: put_nowait on a bounded queue, never raises
     ledger.contains(request_id)         # is the id recorded (queued or written)? a primary-key lookup
+    ledger.owner(request_id)            # the principal who made it (queued or written), None if unknown
     ...
     ledger.close()                      # SIGTERM path: flushes the queue, then closes
 
@@ -27,10 +28,12 @@ the ledger loses at most what was not yet committed: the jobs still in the queue
 
 Threads. `record`, `add_signal` and the properties are safe from any thread and never block (the
 lock they share with `close()` is held only around a flag check and a `put_nowait`).
-`contains`, `feedback`, `flush`, `get`, `stats`, `export` and `close` block (SQLite or waiting for the
+`contains`, `owner`, `feedback`, `flush`, `get`, `stats`, `export` and `close` block (SQLite or waiting for the
 writer): from asyncio, call them through `asyncio.to_thread`.
 
-Privacy: `log_content` = full | redacted | none, see router/core/ledger/redaction.py.
+Privacy: `log_content` = full | redacted | none, see router/core/ledger/redaction.py. The database and
+its WAL are created 0600 (router/core/ledger/files.py). Retention by age and size is enforced by the
+writer (router/core/ledger/retention.py).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from router.domain.errors import InvalidRequestError
 from router.core.ledger.export import (FORMATS, ExportReport, LedgerExportRefusedError, check_options,
                                   export_dataset, validation_path_for)
 from router.core.ledger.redaction import ContentFilter, ContentPolicy, redact
+from router.core.ledger.retention import SWEEP_INTERVAL_S, RetentionPolicy
 from router.core.ledger.schema import SCHEMA_VERSION, SchemaVersionError
 from router.core.ledger.signals import AccuracySignal, SignalKind, SignalTarget
 from router.core.ledger.stats import ModeStats, SignalAccuracy, mode_stats
@@ -60,15 +64,18 @@ from router.domain.types import GenerateRequest, GenerateResult, Mode
 
 __all__ = [
     "AccuracySignal", "ContentPolicy", "ExportReport", "FORMATS", "Ledger", "LedgerExportRefusedError",
-    "LedgerHealth", "LedgerMetrics", "LedgerNotFoundError", "LedgerUnavailableError", "ModeStats",
-    "SCHEMA_VERSION", "SchemaVersionError", "SignalAccuracy", "SignalKind", "SignalTarget", "redact",
-    "validation_path_for",
+    "LedgerHealth", "LedgerMetrics", "LedgerNotFoundError", "LedgerUnavailableError",
+    "MAX_FEEDBACK_BYTES", "ModeStats", "RetentionPolicy", "SCHEMA_VERSION", "SchemaVersionError",
+    "SignalAccuracy", "SignalKind", "SignalTarget", "redact", "validation_path_for",
 ]
 
 T = TypeVar("T")
 
 # How long feedback() and flush() wait for the writer before calling the ledger unavailable.
 SYNC_TIMEOUT_S = 10.0
+# The largest corrected answer feedback() takes, in UTF-8 bytes, unless told another: the default of
+# server.max_request_bytes, since a corrected answer becomes a training label as a request's text does.
+MAX_FEEDBACK_BYTES = 1_048_576
 
 
 class Ledger:
@@ -77,11 +84,19 @@ class Ledger:
     def __init__(self, path: Path, *, log_content: str = "full", queue_size: int = 10_000,
                  batch_size: int = 256, flush_interval_s: float = 0.05,
                  edge_parameters: Optional[float] = None, logger: Optional[logging.Logger] = None,
-                 max_bytes: Optional[int] = None) -> None:
+                 max_bytes: Optional[int] = None, retention_days: Optional[float] = None,
+                 retention_max_bytes: Optional[int] = None,
+                 retention_interval_s: float = SWEEP_INTERVAL_S) -> None:
         """`edge_parameters`: the edge model's parameter count, stored on every request row.
-        `max_bytes`: an optional cap on the database size; past it writes fail as on a full disk."""
+        `max_bytes`: an optional hard cap on the database size; past it writes fail as on a full disk.
+        `retention_days`, `retention_max_bytes`: what the writer deletes, oldest first, checked every
+        `retention_interval_s` and after commits (router/core/ledger/retention.py)."""
         if queue_size <= 0 or batch_size <= 0 or flush_interval_s <= 0:
             raise ValueError("queue_size, batch_size and flush_interval_s must be positive")
+        if not retention_interval_s > 0:
+            raise ValueError("retention_interval_s must be positive")
+        self._retention = RetentionPolicy(max_age_days=retention_days, max_bytes=retention_max_bytes)
+        self._retention_interval_s = retention_interval_s
         self.path = Path(path).expanduser()
         self.content = ContentFilter(ContentPolicy.parse(log_content))
         self._batch_size = batch_size
@@ -115,7 +130,7 @@ class Ledger:
             self._jobs, lambda: LedgerStore.open(self.path, max_bytes=self._max_bytes),
             path=self.path, preparer=RecordPreparer(self.content, self._edge_parameters),
             state=self._state, batch_size=self._batch_size, flush_interval_s=self._flush_interval_s,
-            pending=self._pending_ids)
+            pending=self._pending_ids, retention=self._retention, retention_interval_s=self._retention_interval_s)
         self._writer.start()
         self._state.set_ok()
 
@@ -178,7 +193,7 @@ class Ledger:
                 if isinstance(job, RecordJob):
                     # Before the put: the writer may settle the id as soon as the job is queued.
                     pending_id = job.request_id
-                    self._pending_ids.add(pending_id)
+                    self._pending_ids.add(pending_id, job.request.caller.user)
                 self._jobs.put_nowait(job)
         except queue.Full:
             self._settle_unqueued(pending_id)
@@ -211,19 +226,40 @@ class Ledger:
                                   "not refused: %s", describe_failure(exc, self.path))
             return False
 
+    def owner(self, request_id: str) -> Optional[str]:
+        """The principal who made the request (GenerateRequest.caller.user when it was recorded), '' for
+        one recorded without a principal (before schema v7, or with no caller), or None when the ledger
+        holds no such request, queued or written. Blocks for a primary-key lookup (call it through
+        asyncio.to_thread). Raises LedgerUnavailableError when the ledger cannot be read: ownership
+        decides who may label a request, so an unreadable ledger is not taken to mean "nobody's"."""
+        # The queue first, as in contains(): a record settles only after its batch commits. The database
+        # wins where both know the id, since it keeps the first record of an id.
+        pending = self._pending_ids.principal(request_id)
+        stored = self._read(lambda store: store.owner(request_id))
+        return stored if stored is not None else pending
+
     # -- synchronous operations -------------------------------------------------------------
 
     def feedback(self, request_id: str, *, score: Optional[float] = None,
-                 thumbs_up: Optional[bool] = None, corrected_answer: Optional[str] = None) -> None:
+                 thumbs_up: Optional[bool] = None, corrected_answer: Optional[str] = None,
+                 max_bytes: int = MAX_FEEDBACK_BYTES) -> None:
         """Records a user's verdict on a request. Blocks until written (it is ordered after every
-        record queued before it, so feedback right after a request finds it).
+        record queued before it, so feedback right after a request finds it). `max_bytes`: the largest
+        corrected answer, in UTF-8 bytes (the daemon passes server.max_request_bytes).
 
-        Raises InvalidRequestError (nothing given, score outside [0, 1]), LedgerNotFoundError
-        (unknown id), LedgerUnavailableError (the ledger is degraded or its writer is stuck)."""
+        Raises InvalidRequestError (nothing given, score outside [0, 1], a corrected answer over
+        max_bytes), LedgerNotFoundError (unknown id), LedgerUnavailableError (the ledger is degraded or
+        its writer is stuck)."""
         if score is None and thumbs_up is None and not corrected_answer:
             raise InvalidRequestError("feedback needs a score, thumbs_up or corrected_answer")
         if score is not None and not 0.0 <= score <= 1.0:
             raise InvalidRequestError(f"feedback score must be between 0 and 1, got {score!r}")
+        if corrected_answer:
+            size = len(corrected_answer.encode("utf-8", "surrogatepass"))
+            if size > max_bytes:
+                raise InvalidRequestError(
+                    f"feedback corrected_answer is {size} bytes; the limit is {max_bytes} bytes "
+                    "(server.max_request_bytes); send a shorter answer")
         self._require_writer()
         if score is None and thumbs_up is not None:
             score = 1.0 if thumbs_up else 0.0

@@ -8,6 +8,20 @@
 - `none`: only `sha256:<hex>` of each text; numbers (tokens, costs, latencies, scores) are kept.
   Unsalted hashes of short or guessable texts ("yes", "42") can be recovered by guessing: `none`
   hides content from a casual reader of the file, not from a determined one.
+
+Content (`ContentFilter.text`): what a person or a model wrote, the messages, answers, reference and
+corrected answers, queries, metadata, the agent's thoughts, tool inputs, observations and step errors
+(an unparseable step quotes the model's raw output).
+
+Incidental text (`ContentFilter.incidental`): everything else the ledger stores as text from a request
+or its result: decision reasons, scorer and threshold names, model names, finish reasons, Info errors,
+passage ids, signal sources. The router writes these to explain a decision, yet they can quote content
+(an id, an error that echoes its input). Under `redacted` and `none` they are masked like content under
+`redacted`, and kept readable: hashing them would leave Stats and a reader of the file no reason to go by.
+
+Stored as is under every policy, because they are keys, not content: the request id (the name Feedback
+and exports look a request up by; validation allows no `@`), and the principal (the audit trail and the
+budgets group by it; its names come from the server's principals file, never from a request).
 """
 from __future__ import annotations
 
@@ -16,6 +30,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Pattern
+
+# The patterns are shared with the cloud egress policy (router/core/privacy/), which finds more kinds.
+from router.core.privacy.patterns import (BEARER_TOKEN, CARD_CANDIDATE, EMAIL, LONG_HEX, OPAQUE_TOKEN, PHONE,
+                                          PREFIXED_KEY, luhn_valid)
 
 
 class ContentPolicy(str, enum.Enum):
@@ -36,48 +54,6 @@ PHONE_MASK = "[PHONE]"
 CARD_MASK = "[CARD]"
 API_KEY_MASK = "[API_KEY]"
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-
-# Keys with a known vendor prefix, then `Bearer <token>`, then long opaque tokens.
-_PREFIXED_KEY = re.compile(
-    r"\b(?:"
-    r"sk-[A-Za-z0-9_-]{16,}"            # OpenAI, Anthropic (sk-ant-...), sk-proj-...
-    r"|gh[pousr]_[A-Za-z0-9]{30,}"      # GitHub tokens
-    r"|github_pat_[A-Za-z0-9_]{30,}"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}"   # Slack
-    r"|hf_[A-Za-z0-9]{30,}"             # Hugging Face
-    r"|AKIA[0-9A-Z]{16}"                # AWS access key id
-    r"|AIza[0-9A-Za-z_-]{35}"           # Google API key
-    r")")
-_BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
-_LONG_HEX = re.compile(r"(?<![A-Za-z0-9])[0-9a-fA-F]{32,}(?![A-Za-z0-9])")
-# 32+ characters of base64/base64url that mix letters and digits: words and numbers do not.
-_OPAQUE_TOKEN = re.compile(
-    r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*[0-9])(?=[A-Za-z0-9+/_-]*[A-Za-z])"
-    r"[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/_=-])")
-
-# 13-19 digits written the ways cards are: in one run, in groups of four (4-4-4-4, 4-4-4-4-3,
-# 4-4-4-1..4) or Amex's 4-6-5, with spaces or dashes. Masked only if the Luhn check passes, so a
-# long order number or a row of small numbers ("1 2 3 ...") is not a card.
-_CARD_CANDIDATE = re.compile(
-    r"(?<![\d.,+-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,4}(?:[ -]\d{3})?|\d{4}[ -]\d{6}[ -]\d{5})"
-    r"(?![\d-]|[.,]\d)")
-
-# Phone numbers need a separator shape or a leading +, so bare numbers in maths stay untouched.
-_PHONE = re.compile(
-    r"(?:(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"
-    r"|(?<![\w.,-])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w]|[.,]\d))")
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
 
 def _mask_card(match: "re.Match[str]") -> str:
     digits = re.sub(r"[ -]", "", match.group(0))
@@ -87,13 +63,13 @@ def _mask_card(match: "re.Match[str]") -> str:
 # Order matters: keys first (a hex key contains digit runs a card or phone pattern would split),
 # cards before phones (a card written in groups looks like a long phone number).
 _RULES: tuple[tuple[Pattern[str], "str | Callable[[re.Match[str]], str]"], ...] = (
-    (_EMAIL, EMAIL_MASK),
-    (_PREFIXED_KEY, API_KEY_MASK),
-    (_BEARER, r"\1 " + API_KEY_MASK),
-    (_LONG_HEX, API_KEY_MASK),
-    (_OPAQUE_TOKEN, API_KEY_MASK),
-    (_CARD_CANDIDATE, _mask_card),
-    (_PHONE, PHONE_MASK),
+    (EMAIL, EMAIL_MASK),
+    (PREFIXED_KEY, API_KEY_MASK),
+    (BEARER_TOKEN, r"\1 " + API_KEY_MASK),
+    (LONG_HEX, API_KEY_MASK),
+    (OPAQUE_TOKEN, API_KEY_MASK),
+    (CARD_CANDIDATE, _mask_card),
+    (PHONE, PHONE_MASK),
 )
 
 
@@ -127,6 +103,12 @@ class ContentFilter:
             return redact(value)
         return sha256_text(value)
 
+    def incidental(self, value: Optional[str]) -> Optional[str]:
+        """Text the router wrote that may quote content (see the module docstring): masked, never hashed."""
+        if value is None or self.policy is ContentPolicy.FULL:
+            return value
+        return redact(value)
+
     def metadata(self, metadata: Mapping[str, Any]) -> dict[str, Optional[str]]:
         """A request's metadata: the caller's keys are content as much as its values. Two keys that
         mask alike (two e-mail addresses under redacted) stay apart: nothing is lost."""
@@ -145,7 +127,7 @@ class ContentFilter:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {str(key): self.value(item) for key, item in value.items()}
+            return {self.incidental(str(key)) or "": self.value(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.value(item) for item in value]
         return value

@@ -134,8 +134,17 @@ _V6_INFO_CALLS: Migration = (
     "CREATE INDEX info_calls_by_request ON info_calls (request_id)",
 )
 
+# Who asked: the authenticated principal's name (GenerateRequest.caller.user, set by the door), for the
+# audit trail (who retrieved what), Feedback's ownership check, and the budgets, which sum
+# cloud_cost_usd per principal per day and month: hence the index on (principal, created_at). Info calls
+# belong to their request: join on request_id for their principal. Rows written before v7 read ''.
+_V7_PRINCIPAL: Migration = (
+    "ALTER TABLE requests ADD COLUMN principal TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX requests_by_principal_time ON requests (principal, created_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (_V1_TABLES, _V2_INDEXES, _V3_ESTIMATED_USAGE, _V4_RUN_PURPOSE,
-                                     _V5_DECISION_JSON, _V6_INFO_CALLS)
+                                     _V5_DECISION_JSON, _V6_INFO_CALLS, _V7_PRINCIPAL)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

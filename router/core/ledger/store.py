@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from router.domain.errors import NotFoundError, RouterError
+from router.core.ledger.files import create_private_file, narrow_database_to_owner
 from router.core.ledger.schema import MIGRATIONS, Migration, migrate
 
 BUSY_TIMEOUT_MS = 5_000
@@ -80,6 +81,7 @@ class RequestRow:
     info_cost_usd: float = 0.0  # schema v6: the Info service's calls (total_cost_usd includes them)
     info_s: Optional[float] = None
     citations_json: str = "[]"
+    principal: str = ""  # schema v7: who asked (GenerateRequest.caller.user, the authenticated principal)
 
 
 @dataclass(frozen=True)
@@ -187,13 +189,19 @@ def _values(row: Any) -> list[Any]:
 
 
 def connect(path: Path, *, max_bytes: Optional[int] = None) -> sqlite3.Connection:
-    """Opens (creating if needed) the database file in WAL mode, autocommit, foreign keys on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Opens (creating if needed) the database file in WAL mode, autocommit, foreign keys on. The file
+    and its WAL are the owner's alone (router/core/ledger/files.py); a new database vacuums
+    incrementally (router/core/ledger/retention.py)."""
+    create_private_file(path)
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     try:
-        # journal_mode reads the file header: a junk file fails here with "file is not a database".
+        # page_count reads the file header: a junk file fails here with "file is not a database".
+        if int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:
+            # Only a database with no page yet can take it, so before journal_mode writes the first.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        narrow_database_to_owner(path)
         # NORMAL in WAL mode: a commit survives the process being killed; only an OS crash or power
         # loss can take the last transactions back.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -318,6 +326,12 @@ class LedgerStore:
     def contains(self, request_id: str) -> bool:
         """Whether a request with this id is stored (a primary-key lookup)."""
         return self.conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is not None
+
+    def owner(self, request_id: str) -> Optional[str]:
+        """The principal recorded with the request ('' for one recorded without: before schema v7, or
+        with no caller), or None when no request has this id (a primary-key lookup)."""
+        row = self.conn.execute("SELECT principal FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def get(self, request_id: str) -> Optional[dict[str, Any]]:
         """One request with its backend runs and signals, JSON columns decoded (`decision_json` as

@@ -12,6 +12,9 @@ just before it always finds the request.
 Failures: a batch that SQLite refuses (disk full, I/O error, a corrupt page) is rolled back and
 counted in `failed_writes`; health turns degraded with the reason, logged once; the next batch is
 tried as usual, and the first one that commits turns health back to ok (logged once).
+
+Retention (ledger.retention_days, ledger.retention_max_bytes) is enforced here too, between batches:
+when and how in router/core/ledger/retention.py.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from router.core.ledger.redaction import ContentFilter
+from router.core.ledger.retention import SWEEP_INTERVAL_S, RetentionPolicy, RetentionSchedule, SweepOutcome, sweep
 from router.core.ledger.signals import AccuracySignal, compute_signals
 from router.core.ledger.store import (InfoCallRow, LedgerNotFoundError, LedgerStore, LedgerUnavailableError,
                                       PendingSignal, PreparedRecord, RequestRow, RunRow, SignalRow, format_time,
@@ -52,6 +56,7 @@ class LedgerMetrics:
     duplicates: int = 0         # records skipped because their request id was already stored
     orphan_signals: int = 0     # signals for request ids the ledger never stored
     signal_errors: int = 0      # records stored without signals because scoring raised
+    retention_deleted: int = 0  # requests deleted by retention (age or size), with their runs and signals
 
 
 class LedgerState:
@@ -114,6 +119,9 @@ class LedgerState:
         if was:
             self._logger.warning("ledger accepting writes again; %d dropped so far", dropped)
 
+    def info(self, message: str, *args: object) -> None:
+        self._logger.info(message, *args)
+
     def warn_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
         with self._lock:
             if key in self._warned:
@@ -124,19 +132,23 @@ class LedgerState:
 
 class PendingRequestIds:
     """Request ids of records queued for the writer and not yet settled (committed, refused or lost
-    with a failed batch). The ledger adds an id before its job is queued and the writer settles it only
-    after the job's batch, so an id is always pending or, once committed, in the database.
+    with a failed batch), with the principal of each. The ledger adds an id before its job is queued
+    and the writer settles it only after the job's batch, so an id is always pending or, once
+    committed, in the database.
 
-    A multiset: the same id queued twice stays pending until both jobs are settled.
+    A multiset: the same id queued twice stays pending until both jobs are settled; its principal is
+    the first one's, as the database keeps the first record of an id.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
+        self._principals: dict[str, str] = {}
 
-    def add(self, request_id: str) -> None:
+    def add(self, request_id: str, principal: str = "") -> None:
         with self._lock:
             self._counts[request_id] += 1
+            self._principals.setdefault(request_id, principal)
 
     def settle(self, request_id: str) -> None:
         with self._lock:
@@ -145,6 +157,12 @@ class PendingRequestIds:
                 self._counts[request_id] = remaining
             else:
                 del self._counts[request_id]
+                self._principals.pop(request_id, None)
+
+    def principal(self, request_id: str) -> Optional[str]:
+        """The principal of a pending id, or None when the id is not pending."""
+        with self._lock:
+            return self._principals.get(request_id) if request_id in self._counts else None
 
     def __contains__(self, request_id: object) -> bool:
         with self._lock:
@@ -219,20 +237,24 @@ def _number(value: object) -> Optional[float]:
 
 def decision_record(decision: Decision, content: Optional[ContentFilter] = None) -> dict[str, Any]:
     """The whole decision as stored in `requests.decision_json`. The features are numbers computed from
-    the answer, not content, and the rest names the arbiter, the scorer and the threshold (the reason is
-    stored unfiltered in decision_reason already), so those are kept under every log_content policy.
-    The agent's steps hold content (thoughts, tool inputs and results): `content` filters them."""
+    the answer, not content, and the rest names the arbiter, the scorer and the threshold and says why:
+    incidental text, masked under redacted and none but kept readable (router/core/ledger/redaction.py).
+    The agent's steps hold content (thoughts, tool inputs and results, and errors that quote the model's
+    raw output): `content` filters them like any request text. No `content`: everything as it was."""
+    text: Callable[[str], Optional[str]] = content.text if content is not None else (lambda value: value)
+    incidental: Callable[[str], Optional[str]] = (content.incidental if content is not None
+                                                  else (lambda value: value))
     record: dict[str, Any] = {
-        "arbiter": decision.arbiter, "scorer": decision.scorer, "score": _number(decision.score),
-        "threshold": _number(decision.threshold), "threshold_kind": decision.threshold_kind,
-        "escalated": bool(decision.escalated), "reason": decision.reason, "degraded": bool(decision.degraded),
-        "features": {str(name): _number(value) for name, value in decision.features.items()}}
+        "arbiter": incidental(decision.arbiter), "scorer": incidental(decision.scorer),
+        "score": _number(decision.score), "threshold": _number(decision.threshold),
+        "threshold_kind": incidental(decision.threshold_kind), "escalated": bool(decision.escalated),
+        "reason": incidental(decision.reason), "degraded": bool(decision.degraded),
+        "features": {incidental(str(name)): _number(value) for name, value in decision.features.items()}}
     if decision.steps:
-        text = content.text if content is not None else (lambda value: value)
-        record["steps"] = [{"index": step.index, "thought": text(step.thought), "tool": step.tool,
+        record["steps"] = [{"index": step.index, "thought": text(step.thought), "tool": incidental(step.tool),
                             "arguments": text(step.arguments), "observation": text(step.observation),
                             "cost_usd": _number(step.cost_usd), "latency_s": _number(step.latency_s),
-                            "error": step.error} for step in decision.steps]
+                            "error": text(step.error)} for step in decision.steps]
     return record
 
 
@@ -240,7 +262,7 @@ def signal_row(signal: AccuracySignal, content: ContentFilter, created_at: str) 
     return SignalRow(kind=signal.kind.value, target=signal.target.value, score=signal.score,
                      correct=signal.correct, f1=signal.f1,
                      detail_json=to_json(content.value(dict(signal.detail))),
-                     source=signal.source, created_at=created_at)
+                     source=content.incidental(signal.source) or "", created_at=created_at)
 
 
 @dataclass(frozen=True)
@@ -266,20 +288,21 @@ class RecordPreparer:
         decision = result.decision
         mode = decision.mode if decision.mode else request.mode
         latency = result.latency
+        incidental = content.incidental
         row = RequestRow(
             id=job.request_id,
             created_at=created_at,
             mode=mode.name,
-            arbiter=decision.arbiter,
+            arbiter=incidental(decision.arbiter) or "",
             decision_score=decision.score,
-            decision_reason=decision.reason,
+            decision_reason=incidental(decision.reason) or "",
             backends_run=",".join(BackendKind(run.backend).name for run in result.runs),
             served_by=BackendKind(result.served_by).name,
-            edge_model=result.edge_model,
-            cloud_model=result.cloud_model,
+            edge_model=incidental(result.edge_model) or "",
+            cloud_model=incidental(result.cloud_model) or "",
             edge_parameters=self.edge_parameters,
             final_text=content.text(result.text),
-            messages_json=to_json([{"role": m.role, "content": content.text(m.content)}
+            messages_json=to_json([{"role": incidental(m.role), "content": content.text(m.content)}
                                    for m in request.messages]),
             reference_answer=content.text(request.reference_answer),
             metadata_json=to_json(content.metadata(request.metadata)),
@@ -290,25 +313,27 @@ class RecordPreparer:
             total_s=latency.total_s,
             edge_s=latency.edge_s,
             cloud_s=latency.cloud_s,
-            finish_reason=result.finish_reason,
+            finish_reason=incidental(result.finish_reason) or "",
             content_hash=content_hash(request, result),
             content_policy=content.policy.value,
             decision_json=to_json(decision_record(decision, content)),
             info_cost_usd=result.info_cost_usd,
             info_s=latency.info_s if result.info_calls else None,
-            citations_json=to_json(list(result.citations)),
+            citations_json=to_json([incidental(citation) for citation in result.citations]),
+            principal=request.caller.user,
         )
         runs = tuple(RunRow(
-            ordinal=index, backend=BackendKind(run.backend).name, model=run.model,
+            ordinal=index, backend=BackendKind(run.backend).name, model=incidental(run.model) or "",
             text=content.text(run.text), prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens, queue_s=run.queue_s, ttft_s=run.ttft_s,
-            total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=run.finish_reason,
-            usage_estimated=run.usage_estimated, purpose=str(run.purpose))
+            total_s=run.total_s, cost_usd=run.cost_usd, finish_reason=incidental(run.finish_reason) or "",
+            usage_estimated=run.usage_estimated, purpose=incidental(str(run.purpose)) or "")
             for index, run in enumerate(result.runs))
         info_calls = tuple(InfoCallRow(
-            ordinal=index, operation=call.operation, query=content.text(call.query),
-            passage_ids_json=to_json(list(call.passage_ids)), scores_json=to_json([_number(s) for s in call.scores]),
-            latency_s=call.latency_s, cost_usd=call.cost_usd, error=call.error)
+            ordinal=index, operation=incidental(call.operation) or "", query=content.text(call.query),
+            passage_ids_json=to_json([incidental(passage_id) for passage_id in call.passage_ids]),
+            scores_json=to_json([_number(s) for s in call.scores]),
+            latency_s=call.latency_s, cost_usd=call.cost_usd, error=incidental(call.error) or "")
             for index, call in enumerate(result.info_calls))
         return PreparedRecord(request=row, runs=runs, info_calls=info_calls,
                               signals=tuple(signal_row(s, content, created_at) for s in signals))
@@ -337,7 +362,9 @@ class LedgerWriter:
 
     def __init__(self, jobs: "queue.Queue[Job]", open_store: Callable[[], LedgerStore], *,
                  path: Path, preparer: RecordPreparer, state: LedgerState, batch_size: int,
-                 flush_interval_s: float, pending: PendingRequestIds) -> None:
+                 flush_interval_s: float, pending: PendingRequestIds,
+                 retention: RetentionPolicy = RetentionPolicy(),
+                 retention_interval_s: float = SWEEP_INTERVAL_S) -> None:
         self._jobs = jobs
         self._pending = pending
         self._open_store = open_store
@@ -347,6 +374,8 @@ class LedgerWriter:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._store: Optional[LedgerStore] = None
+        self._retention = (RetentionSchedule(retention, interval_s=retention_interval_s) if retention.enabled
+                           else None)
         # Daemon: a process that exits without close() must not hang on this thread; close() is
         # the path that flushes.
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
@@ -364,9 +393,12 @@ class LedgerWriter:
 
     def _run(self) -> None:
         try:
+            self._sweep_if_due()
             stopping = False
             while not stopping:
                 stopping = self._process_safely(self._next_batch())
+                if not stopping:
+                    self._sweep_if_due()  # an idle writer wakes for its sweeps (see _next_batch)
                 if stopping:
                     # Records and signals cannot follow the stop job (Ledger.close() refuses them
                     # before queueing it); a flush or feedback that raced in behind it is answered.
@@ -402,7 +434,12 @@ class LedgerWriter:
                 job.done.set()
 
     def _next_batch(self) -> list[Job]:
-        batch: list[Job] = [self._jobs.get()]
+        """Up to batch_size jobs (see the module docstring); empty when a retention sweep fell due first."""
+        try:
+            first = self._jobs.get(timeout=None if self._retention is None else self._retention.seconds_until_due())
+        except queue.Empty:
+            return []
+        batch: list[Job] = [first]
         deadline = time.monotonic() + self._flush_interval_s
         while len(batch) < self._batch_size and not isinstance(batch[-1], _CONTROL):
             remaining = deadline - time.monotonic()
@@ -488,12 +525,42 @@ class LedgerWriter:
                         duplicates=outcome.duplicates, orphan_signals=outcome.orphan_signals,
                         failed_writes=outcome.rejected, batches=1)
         self._state.set_ok()
+        # Here, not only between batches: a flush or feedback behind this batch then finds the cap kept.
+        self._sweep_if_due()
         if outcome.duplicates:
             self._state.warn_once("duplicates", "ledger: a request id was recorded twice; the later "
                                   "record was skipped (metrics.duplicates counts them)")
         if outcome.errors:
             self._state.warn_once("rejected", "ledger: SQLite refused a record (%s); it was skipped",
                                   outcome.errors[0])
+
+    def _sweep_if_due(self) -> None:
+        schedule = self._retention
+        if schedule is None:
+            return
+        outcome: Optional[SweepOutcome] = None
+        try:
+            conn = self._connected().conn
+            if not schedule.due(conn):
+                return
+            outcome = sweep(conn, schedule.policy, time.time(), may_rewrite=schedule.may_rewrite)
+        except Exception as exc:  # retention must never stop the writer; the next sweep tries again
+            self._state.warn_once("retention", "ledger: a retention sweep failed (%s); it is tried again "
+                                  "later", describe_failure(exc, self._path))
+        schedule.swept(outcome)
+        if outcome is None:
+            return
+        if outcome.deleted:
+            self._state.add(retention_deleted=outcome.deleted)
+            self._state.info("ledger retention: deleted %d requests past retention_days and %d more for "
+                             "retention_max_bytes", outcome.deleted_by_age, outcome.deleted_by_size)
+        if outcome.rewritten:
+            self._state.info("ledger retention: rewrote %s once so that it gives freed space back from now on",
+                             self._path)
+        if outcome.rewrite_error:
+            self._state.warn_once("retention-rewrite", "ledger: could not rewrite %s to give freed space back "
+                                  "(%s); freed pages are reused instead, so the file stops growing but does not "
+                                  "shrink", self._path, outcome.rewrite_error)
 
     def _feedback(self, job: FeedbackJob) -> None:
         try:

@@ -57,7 +57,7 @@ from typing import AsyncIterator, Optional, Sequence
 from router.core.modes.agent_prompt import (ANSWER, FORCED_ANSWER_NOTE, RETRY_NOTE, TOOLS, ParsedStep,
                                             StepParseError, agent_messages, observation_turn, parse_step,
                                             repeated_observation, step_grammar, trim, with_note)
-from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate, no_time_left, search
+from router.core.modes.agent_tools import ToolResult, ask_cloud, calculate_off_loop, no_time_left, search
 from router.core.backends import is_backend_failure
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.modes.edge_context import CONTEXT_MARGIN_TOKENS, EdgeContext
@@ -234,7 +234,7 @@ class _ToolLoop:
 
     async def _call_tool(self, step: ParsedStep) -> ToolResult:
         if step.tool == "calculate":
-            return calculate(step.input)
+            return await calculate_off_loop(step.input)
         time_left = self._time_left()
         if time_left <= 0:
             return no_time_left(step.tool)

@@ -41,6 +41,7 @@ class ToolResult:
 # -- calculate ---------------------------------------------------------------------------------------
 
 def calculate(expression: str) -> ToolResult:
+    """The tool's result, computed on the calling thread (see calculate_off_loop for async callers)."""
     started = time.perf_counter()
     try:
         result = format_number(evaluate(expression))
@@ -48,6 +49,12 @@ def calculate(expression: str) -> ToolResult:
         return ToolResult(error_observation(str(exc)), error=str(exc), latency_s=time.perf_counter() - started)
     observation = calculation_observation(expression, result, already_a_number=is_plain_number(expression))
     return ToolResult(observation, answer=result, latency_s=time.perf_counter() - started)
+
+
+async def calculate_off_loop(expression: str) -> ToolResult:
+    """`calculate` in a worker thread: the expression is the edge's text, and however cheap the calculator's
+    bounds make it, parsing it is CPU work that does not belong on the event loop."""
+    return await asyncio.to_thread(calculate, expression)
 
 
 # -- search and ask_cloud ----------------------------------------------------------------------------

@@ -6,9 +6,11 @@ Why the passages cannot give orders:
 - the system turn says that what lies between the markers is data from documents, never instructions;
 - each passage sits between `<<<passage N>>>` and `<<<end passage N>>>`, and any marker-like text inside
   a passage is defused first, so a passage cannot close its block early and speak outside it;
-- chat-template control text (`<|im_start|>`, `<|system|>`, `[INST]`, ...) is defused too: the edge
-  tokenises the rendered prompt with special tokens on, so such text inside a passage would otherwise
-  become a real role switch.
+- chat-template control text of any common template (`<|im_start|>`, `<|eot_id|>`, `<start_of_turn>`,
+  `[INST]`, `</s>`, DeepSeek's `<｜User｜>`, ...) is defused too, in any letter case, with fullwidth
+  brackets and with zero-width characters hidden inside. The edge already tokenises every message's
+  content as plain text (edge/llama_backend.py), so this is the second layer: it keeps a passage from
+  looking like a turn to a model reading it, and guards any backend that parses special tokens in content.
 
 Citations are attributed, not asked for: a small model told to cite often cites wrongly and answers
 worse. A passage is cited when it contains the answer (after SQuAD normalisation), the best-scored
@@ -40,19 +42,53 @@ SPAN_EXAMPLE = (
                                 "Question: When was the Eiffel Tower completed?"},
     {"role": "assistant", "content": "1889"},
 )
-# Marker-like and template-control text that a passage must not carry through verbatim.
-_MARKER = re.compile(r"<<<|>>>")
-_TEMPLATE_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>", re.IGNORECASE)
+# Marker-like and template-control text that a passage must not carry through verbatim. Zero-width
+# characters (which render as nothing) may sit anywhere inside one, and brackets may be fullwidth.
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+_HIDDEN = f"[{_ZERO_WIDTH}]*"
+_OPEN, _CLOSE, _BAR = "[<\uff1c]", "[>\uff1e]", "[|\uff5c]"
+_MARKER = re.compile(f"{_OPEN}(?:{_HIDDEN}{_OPEN}){{2}}|{_CLOSE}(?:{_HIDDEN}{_CLOSE}){{2}}")
+# Angle-bracket turn and sequence markers written without bars (Gemma, Llama 2, Qwen's tool tags, ...).
+_NAMED_MARKERS = ("s", "bos", "eos", "pad", "unk", "start_of_turn", "end_of_turn", "tool_call", "tool_response",
+                  "think")
+# Square-bracket control tokens (Mistral's instruction and tool markers).
+_BRACKETED_MARKERS = ("INST", "SYSTEM_PROMPT", "TOOL_CALLS", "AVAILABLE_TOOLS", "TOOL_RESULTS", "TOOL_CONTENT")
+
+
+def _spelled(word: str) -> str:
+    """A regex for `word` with zero-width characters allowed between its letters."""
+    return _HIDDEN.join(re.escape(letter) for letter in word)
+
+
+def _alternatives(words: Sequence[str]) -> str:
+    return "|".join(_spelled(word) for word in sorted(words, key=len, reverse=True))
+
+
+_TEMPLATE_CONTROL = re.compile(
+    "|".join((
+        # <|im_start|>, <|eot_id|>, <|begin_of_text|>, <|system|>, <|endoftext|>, <｜User｜>, ...
+        f"{_OPEN}{_HIDDEN}{_BAR}[^|>\uff5c\uff1e\n]{{0,40}}{_BAR}{_HIDDEN}{_CLOSE}",
+        f"{_OPEN}{_HIDDEN}(?:/{_HIDDEN})?(?:{_alternatives(_NAMED_MARKERS)}){_HIDDEN}{_CLOSE}",
+        f"\\[{_HIDDEN}(?:/{_HIDDEN})?(?:{_alternatives(_BRACKETED_MARKERS)}){_HIDDEN}\\]",
+        f"{_OPEN}{_HIDDEN}{_OPEN}{_HIDDEN}(?:/{_HIDDEN})?{_spelled('SYS')}{_HIDDEN}{_CLOSE}{_HIDDEN}{_CLOSE}",
+    )),
+    re.IGNORECASE,
+)
+# What a defused marker's brackets become: look-alikes that no tokenizer reads as a marker.
+_DEFUSED = str.maketrans({"<": "‹", ">": "›", "\uff1c": "‹", "\uff1e": "›", "[": "⟦", "]": "⟧",
+                          **{character: None for character in _ZERO_WIDTH}})
+_DEFUSED_SPACING = str.maketrans({character: None for character in _ZERO_WIDTH})
 _QUESTION_LINE = re.compile(r"^\s*question\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 # The request metadata key that names the retrieval query outright.
 QUERY_METADATA_KEY = "retrieval_query"
 
 
 def defuse(text: str) -> str:
-    """The passage's text with delimiter and chat-template control sequences broken apart."""
-    text = _MARKER.sub(lambda m: " ".join(m.group(0)), text)
-    return _TEMPLATE_CONTROL.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "⟦")
-                                 .replace("]", "⟧"), text)
+    """The passage's text with delimiter and chat-template control sequences broken apart: a block
+    delimiter's brackets are spaced out, a control marker's brackets become look-alikes, and the
+    zero-width characters hidden in either are dropped. Everything else is left as it was."""
+    text = _MARKER.sub(lambda m: " ".join(m.group(0).translate(_DEFUSED_SPACING)), text)
+    return _TEMPLATE_CONTROL.sub(lambda m: m.group(0).translate(_DEFUSED), text)
 
 
 def retrieval_query(messages: Sequence[Mapping[str, str]], metadata: Mapping[str, str]) -> str:
