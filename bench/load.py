@@ -3,7 +3,8 @@ a fixed time, so that what is measured is the router (admission, queues, auth, t
 
     .venv/bin/python bench/load.py [--clients 16 64 200] [--seconds 20] [--queue 32]
 
-The edge is the fixed-latency fault-injection backend (it serves one call at a time, as llama.cpp does),
+The edge is the fixed-latency fault-injection backend (its calls overlap, where llama.cpp serves one at a
+time; the edge's bounded queue still lets at most 1 + limits.max_queued_per_backend calls be in flight),
 the cloud the fault-injection OpenAI server answering every call after a fixed latency. Every client is a
 principal of its own with a token (so the per-principal limits do not hide the daemon's own), half of them
 asking EDGE_ONLY and half CLOUD_ONLY. Reports, per number of clients: throughput, p50/p99 latency of the
@@ -146,7 +147,7 @@ def main() -> int:
         "benchmark": "load", "command": " ".join(["python", *sys.argv]), "commit": commit(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": info.hardware,
         "packages": {k: info.packages[k] for k in ("hybrid-router", "grpcio", "protobuf") if k in info.packages},
-        "setup": {"edge": f"fault-injection, fixed {args.edge_ms:g} ms, one call at a time",
+        "setup": {"edge": f"fault-injection, fixed {args.edge_ms:g} ms a call; its calls overlap, unlike llama.cpp's, but its queue still lets at most 1 + the queue limit be in flight",
                   "cloud": f"fault-injection OpenAI server, fixed {args.cloud_ms:g} ms",
                   "limits.max_queued_per_backend": args.queue, "limits.max_concurrent_requests": args.max_concurrent,
                   "auth": "token, one principal per client", "seconds_per_level": args.seconds},

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from router.client import RouterClient
+from bench.load import commit
 from edge.catalogue import ModelCache
+from router.client import RouterClient
 from router.domain.config import load_settings
 from router.doors.launcher import LocalDaemon
 
@@ -207,11 +208,12 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = (f"# Router overhead\n\n`{report['command']}` on {report['date_utc']}\n\n"
+    md = (f"# Router overhead\n\n`{report['command']}` at commit {commit()}, {report['date_utc']}\n\n"
           f"Machine: {report['machine']}; Python {report['python']}; "
           f"llama-cpp-python {report['packages']['llama-cpp-python']}, grpcio {report['packages']['grpcio']}\n\n"
           f"Model: {args.model} ({info.edge.sha256[:12]}…), {args.threads} threads, greedy, {args.max_tokens} new tokens; "
-          f"edge.stream_flush_interval_s = {report['edge_stream_flush_interval_s']}\n\n"
+          f"edge.stream_flush_interval_s = {report['edge_stream_flush_interval_s']}; auth.mode = "
+          f"{load_settings(None, env).auth.mode} (every call carries a bearer token the daemon checks)\n\n"
           f"| measure | value | target |\n|---|---|---|\n"
           f"| direct llama-cpp-python tokens/s (median of {args.stream_runs}) | {statistics.median(direct):.1f} | |\n"
           f"| streamed through the router over gRPC, tokens/s (median) | {statistics.median(routed):.1f} | |\n"

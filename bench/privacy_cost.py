@@ -237,12 +237,15 @@ def whole_set_cost(detection: Mapping[str, Any], groups: Sequence[Mapping[str, A
     return costs
 
 
-def git_tree_dirty() -> bool:
+def uncommitted_code() -> list[str]:
+    """The files of the code this run uses that differ from the commit it names (tests and docs do not count)."""
     try:
-        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, check=True).stdout.strip())
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "router", "edge",
+                                 "cloud", "bench/*.py", "pyproject.toml"],
+                                capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        return False
+        return ["unknown"]
+    return [line[3:] for line in status.splitlines() if line.strip()]
 
 
 def detection_markdown(detection: Mapping[str, Any]) -> list[str]:
@@ -318,7 +321,7 @@ def write_results(report: Mapping[str, Any], out: Path) -> None:
     (out / "privacy_cost.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     lines = ["# The quality cost of `privacy.cloud_egress = redact`\n",
              f"`{report['command']}` at commit {report['commit']}"
-             + (" (with uncommitted changes in the working tree)" if report["tree_dirty"] else "")
+             + (f" (uncommitted changes in: {', '.join(report['uncommitted_code'])})" if report["uncommitted_code"] else "")
              + f", {report['date_utc']}\n"]
     if report.get("machine"):
         lines.append(f"Machine: {report['machine']}; versions: "
@@ -345,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       for k, v in detection["sets"].items()}), file=sys.stderr)
     report: dict[str, Any] = {
         "benchmark": "privacy_cost", "command": " ".join(["python -m bench.privacy_cost", *(argv or sys.argv[1:])]),
-        "commit": commit(), "tree_dirty": git_tree_dirty(),
+        "commit": commit(), "uncommitted_code": uncommitted_code(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "prompts": {key: PROMPTS[key] for key in ("system", *DETECTION_SETS)}, "detection": detection,
     }

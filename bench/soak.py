@@ -59,10 +59,15 @@ def daemon_env(home: Path, cloud_url: str, edge_ms: float) -> dict[str, str]:
 
 
 def inject_faults(cloud: FaultInjectionOpenAIServer, stop: threading.Event, seed: int) -> collections.Counter:
-    """Random faults until `stop`: mostly single 5xx answers, sometimes a burst that opens the breaker."""
+    """Random faults until `stop`: mostly single 5xx answers, sometimes a burst that opens the breaker. A
+    fault is only added when none is pending: while the breaker is open no call takes them, and faults
+    piled up then would fail every trial call, which is a cloud that never recovers, not random faults."""
     rng = random.Random(seed)
     injected: collections.Counter[str] = collections.Counter()
     while not stop.wait(rng.uniform(2.0, 8.0)):
+        if cloud.pending_faults:
+            injected["skipped_pending"] += 1
+            continue
         if rng.random() < 0.3:
             cloud.inject(Fault.STATUS_503, times=FAILURES_TO_OPEN)
             injected["burst"] += 1

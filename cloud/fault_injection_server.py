@@ -98,6 +98,12 @@ class FaultInjectionOpenAIServer:
             return self._requests_seen
 
     @property
+    def pending_faults(self) -> int:
+        """Faults injected and not yet taken by a request."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
     def received(self) -> tuple[ReceivedRequest, ...]:
         """Every request received so far, in order (record=True; empty otherwise)."""
         with self._lock:

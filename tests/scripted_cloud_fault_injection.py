@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from router.core.backends import CompletionRecord
+
 MODEL_NAME = "scripted-cloud-fault-injection"
 
 
@@ -18,19 +20,6 @@ class ScriptedDelta:
     text: str
     logprob: Optional[float] = None
     token_logprobs: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class ScriptedCompletion:
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    queue_s: float
-    ttft_s: float
-    total_s: float
-    finish_reason: str
-    usage_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ class ScriptedStream:
         self._error_after = backend.error_after
         self._sent = 0
         self.started = False
-        self.completion: Optional[ScriptedCompletion] = None
+        self.completion: Optional[CompletionRecord] = None
 
     def __aiter__(self) -> "ScriptedStream":
         return self
@@ -73,7 +62,7 @@ class ScriptedStream:
 
     def _finish(self, reason: str) -> None:
         if self.completion is None:
-            self.completion = ScriptedCompletion(text="".join(self._chunks[:self._sent]), model=MODEL_NAME,
+            self.completion = CompletionRecord(text="".join(self._chunks[:self._sent]), model=MODEL_NAME,
                                                  prompt_tokens=10 if self.started else 0,
                                                  completion_tokens=self._sent, queue_s=0.0, ttft_s=0.0,
                                                  total_s=0.0, finish_reason=reason)

@@ -5,7 +5,9 @@ this module, so each stays a library that can be used and tested alone.
 """
 from __future__ import annotations
 
-from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence, runtime_checkable
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from cloud import errors as cloud_errors
 from edge import errors as edge_errors
@@ -38,6 +40,28 @@ class Completion(Protocol):
     total_s: float
     finish_reason: str      # "stop" | "length" | "cancelled" (closed early) | "error" (failed after it started)
     usage_estimated: bool   # the server sent no usage, so the token counts are the backend's own
+
+
+@dataclass(frozen=True)
+class CompletionRecord:
+    """A Completion that the core itself builds: a decorator that rewrites a backend's (the privacy
+    layer's restored text), or a fault injection's. One definition, so a new field is one edit here."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+    finish_reason: str
+    usage_estimated: bool = False
+
+    @classmethod
+    def of(cls, completion: Completion, **changes: Any) -> "CompletionRecord":
+        """`completion`'s fields, some of them changed."""
+        fields = {f.name: getattr(completion, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**fields, **changes})
 
 
 class BackendStream(Protocol):

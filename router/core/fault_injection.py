@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from edge.errors import EdgeGenerationError
+from router.core.backends import CompletionRecord
 
 MODEL_NAME = "fault-injection-fixed-latency"
 
@@ -26,19 +27,6 @@ class InjectedDelta:
         return () if self.logprob is None else (self.logprob,)
 
 
-@dataclass(frozen=True)
-class InjectedCompletion:
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    queue_s: float
-    ttft_s: float
-    total_s: float
-    finish_reason: str
-    usage_estimated: bool = False
-
-
 class FaultInjectionStream:
     def __init__(self, backend: "FixedLatencyFaultInjectionBackend", max_tokens: int, prompt_tokens: int) -> None:
         self._backend = backend
@@ -47,7 +35,7 @@ class FaultInjectionStream:
         self._sent = 0
         self._started: Optional[float] = None
         self._first: Optional[float] = None
-        self.completion: Optional[InjectedCompletion] = None
+        self.completion: Optional[CompletionRecord] = None
 
     def __aiter__(self) -> "FaultInjectionStream":
         return self
@@ -76,7 +64,7 @@ class FaultInjectionStream:
             now = time.perf_counter()
             started = self._started or now
             evaluated = prompt_evaluated and self._started is not None  # closed before it began: nothing ran
-            self.completion = InjectedCompletion(
+            self.completion = CompletionRecord(
                 text=" ok" * self._sent, model=MODEL_NAME, prompt_tokens=self._prompt_tokens if evaluated else 0,
                 completion_tokens=self._sent, queue_s=0.0, ttft_s=(self._first or now) - started,
                 total_s=now - started, finish_reason=reason)

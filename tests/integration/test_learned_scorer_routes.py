@@ -1,6 +1,8 @@
-"""The learned deferral scorer (features only) deciding real requests: the router in this process, the
-135M model as the edge and the 135M stand-in as the cloud. The artifact is trained for real on a small
-synthetic corpus (tests/unit/test_learned_arbiter.py, which checks the training and the artifact)."""
+"""The learned deferral scorer (features only) deciding real requests, against a fixed threshold or its
+calibrated target_accuracy one: the router in this process, the 135M model as the edge and the 135M
+stand-in as the cloud. The artifact is trained for real on a small synthetic corpus
+(tests/unit/test_learned_arbiter.py and tests/unit/test_target_accuracy.py check the training, the
+artifact and its calibration)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,12 +17,14 @@ from edge.llama_backend import LlamaBackend
 from router.assembly.modes import build_modes
 from router.core.arbiters.features import as_vector
 from router.core.arbiters.learned import LearnedModel, gain_to_score
+from router.core.arbiters.thresholds import TargetAccuracyThreshold
 from router.core.engine import Backends, Router
 from router.domain.config import ArbitrationSettings, ServerSettings
 from router.domain.pricing import CostModel
 from router.domain.types import ChatMessage, Decision, GenerateRequest, Mode
 from tests.integration.conftest import standin_cloud
 from tests.unit.test_learned_arbiter import artifact, corpus  # noqa: F401
+from tests.unit.test_target_accuracy import uncalibrated
 
 COSTS = CostModel(0.15, 0.6, 1.35e8, 7e-10, 0.15)
 REQUEST = GenerateRequest(messages=(ChatMessage("user", "What is the capital of France?"),),
@@ -61,3 +65,23 @@ async def test_missing_model_rule_scores_with_the_rule_and_every_decision_says_s
     for decision in await decisions(settings, ModelCache(tmp_path), smollm_edge, standin, times=2):
         assert decision.scorer.startswith("rule (no learned model: ") and why in decision.scorer
         assert "learned_gain" not in decision.features
+
+
+async def test_the_router_decides_against_the_calibrated_threshold(artifact: Path, tmp_path: Path,  # noqa: F811
+                                                                   smollm_edge: LlamaBackend,
+                                                                   standin: StandinServer) -> None:
+    settings = ArbitrationSettings(scorer="learned", model_dir=artifact, threshold="target_accuracy",
+                                   target_accuracy=0.9)
+    expected = TargetAccuracyThreshold.from_calibration(0.9, LearnedModel(artifact).calibration())
+    [decision] = await decisions(settings, ModelCache(tmp_path), smollm_edge, standin)
+    assert decision.threshold_kind == "target_accuracy" and decision.threshold == expected.value
+    assert decision.escalated == (decision.score < expected.value)
+
+
+async def test_missing_model_rule_falls_back_to_the_fixed_threshold_and_says_why(
+        artifact: Path, tmp_path: Path, smollm_edge: LlamaBackend, standin: StandinServer) -> None:  # noqa: F811
+    old = uncalibrated(artifact, tmp_path / "old")
+    settings = ArbitrationSettings(scorer="learned", model_dir=old, threshold="target_accuracy",
+                                   missing_model="rule", fixed_threshold=0.5)
+    [decision] = await decisions(settings, ModelCache(tmp_path), smollm_edge, standin)
+    assert decision.threshold == 0.5 and decision.threshold_kind.startswith("fixed (no calibration: ")

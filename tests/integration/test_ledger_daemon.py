@@ -202,13 +202,14 @@ def test_sigkill_loses_at_most_the_queued_writes(tmp_path: Path, smollm_path: Pa
         with progress:  # as many answers as it takes the daemon, not as many as fit in a time
             progress.wait_for(lambda: len(answered) >= wanted or len(errors) == len(workers))
         assert len(answered) >= wanted, f"the load stopped after {len(answered)} answers: {errors[:1]}"
-        with daemon.client(timeout_s=WAIT_S) as client:
+        with progress:
             before = set(answered)  # answered, so their writes were queued (or dropped) already
+        with daemon.client(timeout_s=WAIT_S) as client:
             ledger = client.stats().ledger
         os.kill(daemon.process.pid, signal.SIGKILL)  # mid-load: the workers are still asking
         stop.set()
         for worker in workers:
-            worker.join()
+            worker.join(WAIT_S)
     finally:
         stop.set()
         daemon.close()

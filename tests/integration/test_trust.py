@@ -19,7 +19,8 @@ from router.client import RouterClient
 from router.core.auth import PrincipalsFile
 from router.core.info import InfoAccessError
 from router.domain.access import Role
-from router.domain.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from router.domain.errors import (InvalidRequestError, NotFoundError, PermissionDeniedError, RateLimitedError,
+                                  UnauthenticatedError)
 from router.domain.types import Caller
 from router.v1 import info_pb2, router_pb2
 from tests.conftest import ServerThread, isolated_env, make_settings
@@ -60,6 +61,9 @@ def trusted(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token"),
         "HYBRID_ROUTER_INFO__SERVICE": "in_process", "HYBRID_ROUTER_INFO__INDEX_DIR": str(home / "index"),
         "HYBRID_ROUTER_INFO__K": "3",
+        # Every principal may spend a millionth of a dollar a day on the cloud: one call, then refused.
+        "HYBRID_ROUTER_BUDGET__PRINCIPAL_DAILY_USD": "0.000001", "HYBRID_ROUTER_BUDGET__WHEN_SPENT": "refuse",
+        "HYBRID_ROUTER_LIMITS__PER_PRINCIPAL_CONCURRENCY": "1",
         "HYBRID_ROUTER_LEDGER__ENABLED": "true", "HYBRID_ROUTER_LEDGER__PATH": str(home / "ledger.db")})
     server = ServerThread(settings)
     principals = PrincipalsFile(home / "principals.toml")
@@ -194,10 +198,53 @@ def test_labels_only_from_the_requests_own_principal_or_an_admin(trusted: Truste
     assert ("planted label",) not in labels and len(labels) == 2
 
 
+def _once_admitted(call, attempts: int = 600):
+    import threading
+
+    wait = threading.Event()
+    for _ in range(attempts):
+        try:
+            return call()
+        except RateLimitedError:
+            wait.wait(0.1)  # a retry period, not an ordering: the call decides when it is admitted
+    return call()
+
+
 async def _flushed(server: ServerThread) -> None:
     import asyncio
 
     await asyncio.to_thread(server.server.daemon.ledger.flush, 30)
+
+
+def test_a_principal_cannot_spend_beyond_its_own_budget_and_others_keep_theirs(trusted: Trusted) -> None:
+    with trusted.router(trusted.bob) as client:
+        first = client.generate(prompt="Say hi.", mode="cloud", max_tokens=4)
+        assert first.cloud_cost_usd > 0
+        trusted.server.call(_flushed(trusted.server))
+        with pytest.raises(RateLimitedError, match="principal bob's daily cloud budget"):
+            client.generate(prompt="Say hi again.", mode="cloud", max_tokens=4)
+        assert client.generate(prompt="Say hi.", mode="edge", max_tokens=4).text is not None  # the edge is free
+    with trusted.router(trusted.alice) as client:  # bob's spending is not alice's
+        assert client.generate(prompt="Say hi.", mode="cloud", max_tokens=4).cloud_cost_usd > 0
+
+
+def test_a_principal_over_its_concurrency_is_refused_at_once_and_others_are_not(trusted: Trusted) -> None:
+    with trusted.router(trusted.bob) as bob, trusted.router(trusted.alice) as alice:
+        with bob.stream(prompt="Count from one to fifty.", mode="edge", max_tokens=64) as running:
+            next(iter(running))  # bob's first request is in flight: its first text has arrived
+            with pytest.raises(RateLimitedError, match="per_principal_concurrency"):
+                bob.generate(prompt="Say hi.", mode="edge", max_tokens=4)
+            assert alice.generate(prompt="Say hi.", mode="edge", max_tokens=4).request_id  # not held up by bob
+        # The slot comes back once the daemon has ended the cancelled stream, which the client does not
+        # wait for: retry until it has, as a client told RESOURCE_EXHAUSTED would.
+        assert _once_admitted(lambda: bob.generate(prompt="Say hi.", mode="edge", max_tokens=4)).request_id
+
+
+def test_a_message_over_the_limit_is_refused_by_the_transport(trusted: Trusted) -> None:
+    with trusted.router(trusted.alice) as client, pytest.raises(InvalidRequestError, match="max_request_bytes"):
+        client.generate(prompt="x" * (2 * 2**20), mode="edge", max_tokens=4)
+    with trusted.router(trusted.alice) as client:
+        assert client.generate(prompt="Say hi.", mode="edge", max_tokens=4).request_id  # and keeps serving
 
 
 def test_a_token_issued_or_revoked_while_the_daemon_runs_takes_effect_at_once(trusted: Trusted) -> None:
@@ -233,6 +280,8 @@ def test_the_cli_on_the_daemons_machine_reads_the_local_token_with_no_flag(tmp_p
     with LocalDaemon(env=env, ready_timeout_s=300) as daemon:
         token_file = tmp_path / "home" / ".local" / "state" / "hybrid-router" / "admin.token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        socket_path = Path(daemon.target.removeprefix("unix:"))
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600  # other local users cannot connect
         asked = subprocess.run([sys.executable, "-m", "router", "ask", "Say hi.", "--mode", "edge", "--max-tokens",
                                 "4", "--target", daemon.target], env=env, capture_output=True, text=True, timeout=300)
         assert asked.returncode == 0, asked.stderr

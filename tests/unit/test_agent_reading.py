@@ -10,7 +10,8 @@ import pytest
 
 from edge.errors import EdgeGenerationError
 from router.core.engine import Backends, Router
-from router.core.fault_injection import InjectedCompletion, InjectedDelta
+from router.core.backends import CompletionRecord
+from router.core.fault_injection import InjectedDelta
 from router.core.modes.agent import EdgeAgentMode
 from router.domain.config import AgentSettings, ServerSettings
 from router.domain.pricing import CostModel
@@ -30,7 +31,7 @@ def step(tool: str, text: str) -> str:
 class _ScriptedStream:
     def __init__(self, reply: Reply, prompt_tokens: int) -> None:
         self._reply, self._prompt_tokens, self._sent = reply, prompt_tokens, False
-        self.completion: Optional[InjectedCompletion] = None
+        self.completion: Optional[CompletionRecord] = None
 
     def __aiter__(self) -> "_ScriptedStream":
         return self
@@ -47,7 +48,7 @@ class _ScriptedStream:
 
     def _finish(self, text: str, reason: str) -> None:
         if self.completion is None:
-            self.completion = InjectedCompletion(text=text, model="scripted-fault-injection", completion_tokens=
+            self.completion = CompletionRecord(text=text, model="scripted-fault-injection", completion_tokens=
                                                  len(text.split()), prompt_tokens=self._prompt_tokens, queue_s=0.0,
                                                  ttft_s=0.0, total_s=0.0, finish_reason=reason)
 

@@ -12,7 +12,8 @@ import pytest
 from router.assembly.limits import build_backend_queues
 from router.core.backend_queue import QueuedBackend
 from router.core.engine import Backends, Router
-from router.core.fault_injection import FixedLatencyFaultInjectionBackend, InjectedCompletion
+from router.core.backends import CompletionRecord
+from router.core.fault_injection import FixedLatencyFaultInjectionBackend
 from router.core.modes import builtin_modes
 from router.domain.config import ServerSettings
 from router.domain.errors import LimitExceededError
@@ -95,7 +96,7 @@ class BlockingStreamFaultInjection:
     model runs on until aclose()."""
 
     def __init__(self) -> None:
-        self.completion: Optional[InjectedCompletion] = None
+        self.completion: Optional[CompletionRecord] = None
         self.reading = asyncio.Event()
 
     def __aiter__(self) -> "BlockingStreamFaultInjection":
@@ -106,7 +107,7 @@ class BlockingStreamFaultInjection:
         await asyncio.Event().wait()
 
     async def aclose(self) -> None:
-        self.completion = InjectedCompletion(text="", model="blocking", prompt_tokens=0, completion_tokens=0,
+        self.completion = CompletionRecord(text="", model="blocking", prompt_tokens=0, completion_tokens=0,
                                              queue_s=0.0, ttft_s=0.0, total_s=0.0, finish_reason="cancelled")
 
 

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from cloud.openai_backend import OpenAIBackend
 from router.assembly.parts import LoadedBackends, _close_in_daemon_thread
 from router.domain.errors import BackendUnavailableError
 from router.doors.service import InFlightCalls
@@ -15,6 +16,7 @@ from router.doors.stop_request import STOP_SIGNALS, StopRequest
 from router.domain.types import ModelInfo
 
 SHUTTING_DOWN = BackendUnavailableError("the daemon is shutting down")
+NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a client that must never be called
 
 
 async def forever(started: asyncio.Event, cleaned: list[str]) -> None:
@@ -99,8 +101,8 @@ def test_a_cancellation_that_is_not_a_cut_passes_through() -> None:
     asyncio.run(scenario())
 
 
-class BusyEdge:
-    """An edge whose close blocks until released, like llama.cpp in the middle of a prompt."""
+class BusyEdgeFaultInjection:
+    """Fault injection: an edge whose close blocks until released, like llama.cpp in the middle of a prompt."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -109,22 +111,16 @@ class BusyEdge:
         self.release.wait(60)  # bounded, so that a close that waits for it fails the test, not hangs it
 
 
-class ClosingCloud:
-    closed = False
-
-    async def close(self) -> None:
-        self.closed = True
-
-
 def test_backends_close_reports_an_edge_that_did_not_stop_within_the_budget() -> None:
-    edge, cloud = BusyEdge(), ClosingCloud()
+    edge = BusyEdgeFaultInjection()
+    cloud = OpenAIBackend(base_url=NOWHERE, api_key=None, model="cloud")  # the real client, never called
     backends = LoadedBackends(edge=edge, cloud=cloud, edge_info=ModelInfo(name="edge"),
                               cloud_info=ModelInfo(name="cloud"))
     try:
         assert asyncio.run(backends.close(timeout_s=0.05)) is False
     finally:
         edge.release.set()
-    assert cloud.closed
+    assert cloud._client.is_closed()  # the busy edge did not keep the cloud's connections open
 
 
 def test_a_close_in_a_daemon_thread_returns_its_outcome() -> None:

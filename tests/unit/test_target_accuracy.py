@@ -13,7 +13,7 @@ from router.core.arbiters.learned import META_FILE, LearnedModel
 from router.core.arbiters.thresholds import CalibrationPoint, TargetAccuracyThreshold
 from router.core.arbiters.training import calibration_points
 from router.domain.config import ArbitrationSettings, ConfigError, load_settings
-from tests.unit.test_learned_arbiter import REQUEST, artifact, copy_artifact, corpus, post_router  # noqa: F401
+from tests.unit.test_learned_arbiter import artifact, copy_artifact, corpus  # noqa: F401
 
 POINTS = [CalibrationPoint(0.2, 0.1, 0.50), CalibrationPoint(0.4, 0.3, 0.62),
           CalibrationPoint(0.6, 0.5, 0.70), CalibrationPoint(0.8, 0.9, 0.66)]
@@ -56,15 +56,6 @@ def test_the_trained_artifact_carries_its_held_out_calibration(artifact: Path) -
     assert points[-1].cloud_share == 1.0 and points[-1].quality == pytest.approx(calibration["cloud_quality"])
 
 
-async def test_the_daemon_decides_against_the_calibrated_threshold(artifact: Path, tmp_path: Path) -> None:  # noqa: F811
-    settings = ArbitrationSettings(scorer="learned", model_dir=artifact, threshold="target_accuracy",
-                                   target_accuracy=0.9)
-    expected = TargetAccuracyThreshold.from_calibration(0.9, LearnedModel(artifact).calibration())
-    decision = (await post_router(settings, ModelCache(tmp_path)).generate(REQUEST)).decision
-    assert decision.threshold_kind == "target_accuracy" and decision.threshold == expected.value
-    assert decision.escalated == (decision.score < expected.value)
-
-
 def test_target_accuracy_without_the_learned_scorer_is_refused_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "router.toml"
     config.write_text('[arbitration]\nthreshold = "target_accuracy"\nscorer = "rule"\n')
@@ -93,12 +84,3 @@ def test_a_model_without_a_calibration_table_is_refused_naming_the_file(artifact
     settings = ArbitrationSettings(scorer="learned", model_dir=old, threshold="target_accuracy")
     with pytest.raises(ConfigError, match=rf"target_accuracy: .*{old / META_FILE}.*calibration"):
         build_arbiter(settings, model_cache=ModelCache(tmp_path))
-
-
-async def test_missing_model_rule_falls_back_to_the_fixed_threshold_and_says_why(
-        artifact: Path, tmp_path: Path) -> None:  # noqa: F811
-    old = uncalibrated(artifact, tmp_path / "old")
-    settings = ArbitrationSettings(scorer="learned", model_dir=old, threshold="target_accuracy",
-                                   missing_model="rule", fixed_threshold=0.5)
-    decision = (await post_router(settings, ModelCache(tmp_path)).generate(REQUEST)).decision
-    assert decision.threshold == 0.5 and decision.threshold_kind.startswith("fixed (no calibration: ")

@@ -25,12 +25,15 @@ UK_POSTCODE = r"(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2
 _UK_TAIL = rf"(?:,\s+(?:[A-Z][A-Za-z]+\s){{0,2}}{UK_POSTCODE})?"
 
 # "221B Baker Street", "1600 Pennsylvania Avenue NW, Washington, DC 20500", "12 West 34th St., Apt 5".
+# No comma between the number and the street: "In 1879, Mosley Street ..." is a year, not a house.
 _NUMBER_FIRST = re.compile(
-    rf"(?<![\w.,-])\d{{1,5}}[A-Za-z]?(?:-\d{{1,5}})?,?\s+(?:{_NAME_WORD}\s+){{1,4}}(?:{_STREET_SUFFIXES})"
+    rf"(?<![\w.,-])\d{{1,5}}[A-Za-z]?(?:-\d{{1,5}})?\s+(?:{_NAME_WORD}\s+){{1,4}}(?:{_STREET_SUFFIXES})"
     rf"(?:\s+(?:NE|NW|SE|SW|N|S|E|W)\b)?{_UNIT}{_US_TAIL}{_UK_TAIL}")
-# "Hauptstraße 5", "Bahnhofstr. 12a", "Kalverstraat 92".
+# "Hauptstraße 5", "Bahnhofstr. 12a", "Kalverstraat 92", "Kaiserring 3". A -ring street's stem is at least
+# three letters and ends in a consonant, so English words ("During 15", "Considering 16", "Spring 2") are not.
 _COMPOUND_FIRST = re.compile(
-    r"(?<![\w-])[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ring|straat|laan|gracht|plein)"
+    r"(?<![\w-])[A-ZÄÖÜ](?:[a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|straat|laan|gracht|plein)"
+    r"|[a-zäöüß]+[b-df-hj-np-tv-zß]ring)"
     r"\s+\d{1,4}\s?[a-z]?(?![\w])")
 # "12 rue de la Paix", "8 bis avenue Victor Hugo".
 _FRENCH = re.compile(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from router.core.backends import Backend, BackendStream, Completion, Delta
+from router.core.backends import Backend, BackendStream, Completion, CompletionRecord, Delta
 from router.core.privacy.placeholders import Placeholders, StreamRestorer
 
 
@@ -37,19 +37,6 @@ class RestoredDelta:
     token_logprobs: tuple[float, ...]
 
 
-@dataclass(frozen=True)
-class RestoredCompletion:
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    queue_s: float
-    ttft_s: float
-    total_s: float
-    finish_reason: str
-    usage_estimated: bool
-
-
 class RestoringStream:
     """The inner stream with its answer restored. A delta whose text may end in the start of a placeholder
     keeps that tail for the next one (its text may be empty, its logprobs still pass on); the tail held at
@@ -60,7 +47,7 @@ class RestoringStream:
         self._placeholders = placeholders
         self._restorer = StreamRestorer(placeholders)
         self._ended = False
-        self._restored: Optional[tuple[Completion, RestoredCompletion]] = None
+        self._restored: Optional[tuple[Completion, CompletionRecord]] = None
 
     @property
     def completion(self) -> Optional[Completion]:
@@ -68,10 +55,7 @@ class RestoringStream:
         if done is None:
             return None
         if self._restored is None or self._restored[0] is not done:
-            self._restored = (done, RestoredCompletion(
-                text=self._placeholders.restore(done.text), model=done.model, prompt_tokens=done.prompt_tokens,
-                completion_tokens=done.completion_tokens, queue_s=done.queue_s, ttft_s=done.ttft_s,
-                total_s=done.total_s, finish_reason=done.finish_reason, usage_estimated=done.usage_estimated))
+            self._restored = (done, CompletionRecord.of(done, text=self._placeholders.restore(done.text)))
         return self._restored[1]
 
     def __aiter__(self) -> "RestoringStream":

@@ -3,17 +3,16 @@ ranks first. Skipped, with the reason, where the encoder model or the SQuAD file
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from cloud.info import Caller, Document, InfoIndex
 from cloud.info.documents import slug
+from tests.conftest import models_dir
 
 # The repository sits beside ../shared (as bench/datasets.py finds it).
 SQUAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad" / "dev-v1.1-partA.json"
-MODELS = Path(os.environ.get("HYBRID_ROUTER_MODELS__CACHE_DIR", "~/.cache/hybrid-router/models")).expanduser()
 ARTICLES = 2  # Super_Bowl_50 and Warsaw: about 100 paragraphs, encoded in a few seconds
 
 
@@ -31,7 +30,7 @@ def encoder():
     from edge.errors import EdgeError
 
     try:
-        return TextEncoder.from_cache(ModelCache(MODELS), threads=1)
+        return TextEncoder.from_cache(ModelCache(models_dir()), threads=1)
     except EdgeError as exc:
         pytest.skip(f"the text encoder {ENCODER_MODEL} is not usable here: {exc}")
 
