@@ -12,7 +12,7 @@ import grpc
 
 from router.core.auth import Guard, PrincipalsFile
 from router.core.auth.principals import ensure_local_admin, new_token
-from router.domain.access import Principal, Role
+from router.domain.access import ALL_GROUPS, Principal, Role
 from router.domain.config import ConfigError, ServerSettings, Settings
 
 DAEMON_SERVICE_PRINCIPAL = "daemon"
@@ -41,7 +41,8 @@ def build_trust(settings: Settings, logger: Optional[logging.Logger] = None) -> 
     except Exception as exc:
         raise ConfigError(f"auth: {exc}") from None
     service_token = new_token()
-    guard = Guard(principals, extra={service_token: Principal(DAEMON_SERVICE_PRINCIPAL, Role.SERVICE)})
+    # In-process, the Info service is the daemon's own: it may read any group for the callers it authenticated.
+    guard = Guard(principals, extra={service_token: Principal(DAEMON_SERVICE_PRINCIPAL, Role.SERVICE, (ALL_GROUPS,))})
     return Trust(guard=guard, service_token=service_token)
 
 

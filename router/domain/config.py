@@ -7,8 +7,10 @@ environment: `load_settings` is handed it explicitly.
 """
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -17,6 +19,20 @@ from router.domain.types import Mode
 
 ENV_PREFIX = "HYBRID_ROUTER_"
 CONFIG_FILE_ENV = "HYBRID_ROUTER_CONFIG"
+
+
+def _plaintext_beyond_loopback(url: str) -> bool:
+    """An http:// URL whose host is not this machine."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 class ConfigError(Exception):
@@ -157,6 +173,13 @@ class CloudSettings(_Section):
     max_concurrency: int = Field(8, gt=0, description="Cloud requests in flight at once.")
     input_usd_per_mtok: float = Field(0.15, ge=0, description="Price per million prompt tokens.")
     output_usd_per_mtok: float = Field(0.60, ge=0, description="Price per million completion tokens.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "CloudSettings":
+        if self.api_key is not None and self.base_url is not None and _plaintext_beyond_loopback(self.base_url):
+            raise ValueError("base_url is plain http:// to a host beyond loopback, so api_key would travel in clear: "
+                             "use https://")
+        return self
 
     @property
     def uses_standin(self) -> bool:

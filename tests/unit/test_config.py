@@ -86,3 +86,12 @@ def test_config_is_accepted_after_the_command(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(config)],
                           capture_output=True, text=True, timeout=60, env=isolated_env(tmp_path / "home"))
     assert proc.returncode == 2 and "edge.n_ctx" in proc.stderr
+
+
+def test_an_api_key_never_travels_in_clear_beyond_loopback() -> None:
+    with pytest.raises(ConfigError, match="in clear"):
+        load_settings(None, {"HYBRID_ROUTER_CLOUD__BASE_URL": "http://api.example.com/v1",
+                             "HYBRID_ROUTER_CLOUD__API_KEY": "sk-x"})
+    for url in ("https://api.example.com/v1", "http://127.0.0.1:8080/v1", "http://localhost:8080/v1"):
+        assert load_settings(None, {"HYBRID_ROUTER_CLOUD__BASE_URL": url,
+                                    "HYBRID_ROUTER_CLOUD__API_KEY": "sk-x"}).cloud.base_url == url

@@ -68,10 +68,18 @@ class Guard:
 
     def groups_for(self, principal: Principal, requested: tuple[str, ...]) -> tuple[str, ...]:
         """The groups a call reads with. As the request sent them under auth.mode = "none" (as before
-        authentication existed) and for a daemon acting for its own authenticated caller; otherwise the
-        principal's, narrowed to those the request names (GroupNotHeldError for one it does not hold)."""
-        if self._principals is None or principal.may(Action.ACT_FOR_CALLER):
+        authentication existed); for a daemon acting for its own authenticated caller (role service), the
+        caller's as sent, cut to the groups this host granted the daemon; otherwise the principal's,
+        narrowed to those the request names (GroupNotHeldError for one it does not hold)."""
+        if self._principals is None:
             return requested
+        if principal.may(Action.ACT_FOR_CALLER):
+            # A daemon speaks for callers it authenticated itself, within the groups this host granted it.
+            if principal.reads_all_groups:
+                return requested
+            if ALL_GROUPS in requested:
+                return principal.groups
+            return tuple(group for group in requested if principal.holds(group))
         return principal.narrow(requested)
 
     def authorize(self, credential: Credential, action: Action) -> Principal:
