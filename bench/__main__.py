@@ -101,7 +101,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
     refuse_other_questions_under_the_same_ids(items, args.out)  # before a daemon starts or run.json changes
     daemon = None if args.target else LocalDaemon(config=args.config).start()
     try:
-        trust = (client_trust(None, args.token_file, args.ca_file, None, None) if daemon is None
+        trust = (client_trust(None, args.token_file, args.ca_file, None, None, args.target) if daemon is None
                  else ChannelTrust(token=daemon.token))
         with RouterClient(args.target or daemon.target, token=trust.token, ca_file=trust.ca_file) as client:
             client.wait_ready(timeout_s=600)

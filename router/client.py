@@ -18,7 +18,7 @@ from typing import AsyncIterator, Iterator, Mapping, Optional, Sequence, Union
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from router.assembly.grpc_channels import ChannelTrust, read_token_file
+from router.assembly.grpc_channels import ChannelTrust, InsecureCredentialError, is_local_address, read_token_file
 from router.doors import wire
 from router.domain.config import AuthSettings
 from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
@@ -35,10 +35,14 @@ DEFAULT_TOKEN_FILE = AuthSettings.model_fields["local_token_file"].default
 
 
 def client_trust(token: Optional[str], token_file: Optional[Path], ca_file: Optional[Path],
-                 client_cert_file: Optional[Path], client_key_file: Optional[Path]) -> ChannelTrust:
-    """`token`, else the one in `token_file` (default: this machine's local admin token, if any)."""
-    if token is None:
-        token = read_token_file(DEFAULT_TOKEN_FILE if token_file is None else token_file)
+                 client_cert_file: Optional[Path], client_key_file: Optional[Path],
+                 target: Optional[str] = None) -> ChannelTrust:
+    """`token`, else the one in `token_file`; with neither, this machine's local admin token, but only for
+    a daemon on this machine (`target` local): it reads every group, and must not reach another host."""
+    if token is None and token_file is not None:
+        token = read_token_file(token_file)
+    elif token is None and target is not None and is_local_address(target):
+        token = read_token_file(DEFAULT_TOKEN_FILE)
     return ChannelTrust(token=token, ca_file=ca_file, client_cert_file=client_cert_file,
                         client_key_file=client_key_file)
 
@@ -235,9 +239,12 @@ class RouterClient:
         (TLS); `client_cert_file` and `client_key_file`: a client certificate (mTLS)."""
         self.target = target
         self.timeout_s = timeout_s
-        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file)
+        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file, target)
         self._metadata = trust.metadata
-        self._channel = trust.channel(target, _channel_options())
+        try:
+            self._channel = trust.channel(target, _channel_options())
+        except InsecureCredentialError as exc:
+            raise InvalidRequestError(str(exc)) from None
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -319,9 +326,12 @@ class AsyncRouterClient:
         (TLS); `client_cert_file` and `client_key_file`: a client certificate (mTLS)."""
         self.target = target
         self.timeout_s = timeout_s
-        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file)
+        trust = client_trust(token, token_file, ca_file, client_cert_file, client_key_file, target)
         self._metadata = trust.metadata
-        self._channel = trust.aio_channel(target, _channel_options())
+        try:
+            self._channel = trust.aio_channel(target, _channel_options())
+        except InsecureCredentialError as exc:
+            raise InvalidRequestError(str(exc)) from None
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -2,7 +2,6 @@
 service, the server's TLS credentials, and the rule that keeps an open port from being served naked."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +9,13 @@ from typing import Optional
 
 import grpc
 
+from router.assembly.grpc_channels import is_local_address
 from router.core.auth import Guard, PrincipalsFile
 from router.core.auth.principals import ensure_local_admin, new_token
 from router.domain.access import ALL_GROUPS, Principal, Role
 from router.domain.config import ConfigError, ServerSettings, Settings
 
 DAEMON_SERVICE_PRINCIPAL = "daemon"
-LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -44,19 +43,6 @@ def build_trust(settings: Settings, logger: Optional[logging.Logger] = None) -> 
     # In-process, the Info service is the daemon's own: it may read any group for the callers it authenticated.
     guard = Guard(principals, extra={service_token: Principal(DAEMON_SERVICE_PRINCIPAL, Role.SERVICE, (ALL_GROUPS,))})
     return Trust(guard=guard, service_token=service_token)
-
-
-def is_local_address(listen: str) -> bool:
-    """A unix socket, or a loopback host."""
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(settings: Settings, listen: str) -> None:

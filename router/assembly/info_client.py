@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import grpc
 
-from router.assembly.grpc_channels import ChannelTrust
+from router.assembly.grpc_channels import ChannelTrust, InsecureCredentialError
 from router.core.info import (InfoAccessError, InfoError, InfoRejectedError, InfoTimeoutError, InfoUnavailableError,
                               Retrieval)
 from router.domain.types import Caller, Passage
@@ -208,7 +208,10 @@ class GrpcInfoClient(_InfoClientBase):
     def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float,
                  trust: Optional[ChannelTrust] = None) -> None:
         super().__init__(target, timeout_s, price_per_retrieval_usd, trust)
-        self._channel = self.trust.aio_channel(target, _channel_options())
+        try:
+            self._channel = self.trust.aio_channel(target, _channel_options())
+        except InsecureCredentialError as exc:
+            raise InfoRejectedError(str(exc)) from None
         self._stub = info_pb2_grpc.InfoStub(self._channel)
 
     async def retrieve(self, query: str, *, k: int, caller: Caller, filters: Optional[Mapping[str, str]] = None,
@@ -271,7 +274,10 @@ class InfoClient(_InfoClientBase):
     def __init__(self, target: str, *, timeout_s: float, price_per_retrieval_usd: float,
                  trust: Optional[ChannelTrust] = None) -> None:
         super().__init__(target, timeout_s, price_per_retrieval_usd, trust)
-        self._channel = self.trust.channel(target, _channel_options())
+        try:
+            self._channel = self.trust.channel(target, _channel_options())
+        except InsecureCredentialError as exc:
+            raise InfoRejectedError(str(exc)) from None
         self._stub = info_pb2_grpc.InfoStub(self._channel)
 
     def retrieve(self, query: str, *, k: int, caller: Optional[Caller] = None,

@@ -25,6 +25,10 @@ def build_backend_queues(settings: Settings, *, edge: Backend, cloud: Backend) -
             QueuedBackend(cloud, capacity=settings.cloud.max_concurrency, max_waiting=waiting, label="cloud"))
 
 
+# The longest month: a retention shorter than it may delete spend a monthly budget still counts.
+MONTH_DAYS = 31
+
+
 def build_budget(settings: Settings, logger: Optional[logging.Logger] = None) -> Optional[Budget]:
     """The cloud budgets, or None when none is set. Seed it from the ledger before serving
     (`Budget.seed_from_ledger`, blocking); with the ledger disabled it counts from zero at every start."""
@@ -35,4 +39,10 @@ def build_budget(settings: Settings, logger: Optional[logging.Logger] = None) ->
     if not settings.ledger.enabled:
         logger.warning("cloud budgets are counted in memory only (ledger.enabled = false): a restart starts "
                        "them from zero")
+    ledger = settings.ledger
+    monthly = settings.budget.principal_monthly_usd is not None or settings.budget.total_monthly_usd is not None
+    if ledger.enabled and ((monthly and ledger.retention_days is not None and ledger.retention_days < MONTH_DAYS)
+                           or ledger.retention_max_bytes is not None):
+        logger.warning("ledger retention may delete requests the budgets still count (ledger.retention_days, "
+                       "ledger.retention_max_bytes): after a restart they undercount what was spent")
     return budget

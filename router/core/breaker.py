@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 from router.core.backends import Backend, BackendStream, Completion, Delta, translate_backend_error
+from router.core.cloud_gate import CloudKeptOffError
 from router.core.refused_stream import NothingSpent
 from router.domain.config import BreakerSettings
 from router.domain.errors import (BackendUnavailableError, BudgetExhaustedError, CancelledError, InvalidRequestError,
@@ -49,7 +50,7 @@ class CallOutcome(enum.Enum):
     NEUTRAL = "neutral"  # cancelled, or failed for a reason that is not the cloud's
 
 
-class CloudBreakerOpenError(BackendUnavailableError):
+class CloudBreakerOpenError(CloudKeptOffError):
     """The breaker refuses the call (UNAVAILABLE); `retry_after_s` says when a trial call is let through."""
 
 
@@ -123,7 +124,9 @@ class CloudBreaker:
                 self._trial_started = now
                 return Admission(self._generation, trial=True)
             why, retry_in = self._refusal(now)
-        raise CloudBreakerOpenError(f"the cloud circuit breaker is open: {why}", retry_after_s=retry_in)
+        degrade = f"cloud circuit breaker open: {why}" if self.settings.when_open == "degrade" else None
+        raise CloudBreakerOpenError(f"the cloud circuit breaker is open: {why}", retry_after_s=retry_in,
+                                    degrade_reason=degrade)
 
     def record(self, admission: Admission, outcome: CallOutcome, error: str = "") -> None:
         """How a call let through by `admit` ended."""

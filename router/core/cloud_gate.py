@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
+from router.domain.errors import BackendUnavailableError
 from router.domain.types import GenerateRequest, Mode
 
 # The modes that may call the cloud model. EDGE_RAG_CLOUD_INFO reads the Info service, not the cloud
@@ -23,3 +24,15 @@ class CloudGate(Protocol):
         """None: the request may reach the cloud. A reason ("budget: ..."): the edge answers it, marked
         degraded. Raises a RouterError to refuse the request instead."""
         ...
+
+
+class CloudKeptOffError(BackendUnavailableError):
+    """A guard refused a cloud call before anything was sent (an open breaker), after the gates had let the
+    request through: another request took the breaker's one trial, or it opened meanwhile. With
+    `degrade_reason` set, the policy is to answer from the edge instead, and the Router does so for a
+    request that has sent nothing to its client yet."""
+
+    def __init__(self, message: str, *, degrade_reason: Optional[str] = None,
+                 retry_after_s: Optional[float] = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.degrade_reason = degrade_reason

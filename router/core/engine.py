@@ -15,12 +15,12 @@ from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence
 
 from router.core.admission import Admission, AdmissionSlot
 from router.core.backends import Backend, translate_backend_error
-from router.core.cloud_gate import CLOUD_CAPABLE_MODES, CloudGate
+from router.core.cloud_gate import CLOUD_CAPABLE_MODES, CloudGate, CloudKeptOffError
 from router.core.modes.degraded import EdgeInsteadOfCloud
 from router.core.info import InfoSource
 from router.domain.config import ServerSettings
 from router.domain.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
-from router.core.modes.base import ModeContext, ModeHandler, ModeOutcome
+from router.core.modes.base import ModeContext, ModeEvent, ModeHandler, ModeOutcome
 from router.domain.pricing import CostModel
 from router.domain.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, Decision, DraftDiscarded,
                                  GenerateRequest, GenerateResult, Latency, Mode, RunPurpose, StreamEvent, TextDelta)
@@ -126,7 +126,7 @@ class Router:
             ctx = ModeContext(request=request, mode=mode, params=params,
                               backends=self.backends.as_dict(), costs=self.costs, info=self.info)
             outcome: Optional[ModeOutcome] = None
-            async with contextlib.aclosing(handler.run(ctx)) as events:
+            async with contextlib.aclosing(self._events(handler, ctx, mode)) as events:
                 async for event in events:
                     if isinstance(event, ModeOutcome):
                         outcome = event
@@ -177,6 +177,26 @@ class Router:
                 # By now a result has reached the ledger's queue (if any), where contains() finds it.
                 self._in_flight_ids.discard(request_id)
             self._log(request_id, mode, status, result or unanswered, time.perf_counter() - received)
+
+    async def _events(self, handler: ModeHandler, ctx: ModeContext, mode: Mode) -> AsyncIterator[ModeEvent]:
+        """The mode's events. A cloud call a guard refused before anything was sent, whose policy is to
+        degrade, hands a request that has sent its client nothing yet to the edge, marked degraded: the
+        gates let it through a moment before (another request took the breaker's one trial)."""
+        fallback: Optional[ModeHandler] = None
+        sent = False
+        try:
+            async with contextlib.aclosing(handler.run(ctx)) as events:
+                async for event in events:
+                    sent = True
+                    yield event
+        except CloudKeptOffError as exc:
+            if sent or exc.degrade_reason is None:
+                raise
+            fallback = EdgeInsteadOfCloud(mode, exc.degrade_reason)
+        if fallback is not None:
+            async with contextlib.aclosing(fallback.run(ctx)) as events:
+                async for event in events:
+                    yield event
 
     def _handler(self, request: GenerateRequest, mode: Mode) -> ModeHandler:
         """The mode's handler, or the edge alone when a gate keeps this request off the cloud."""

@@ -83,8 +83,9 @@ class AuthSettings(_Section):
 
     mode: Literal["token", "none"] = Field(
         "token", description="token: every call carries `authorization: Bearer <token>` (or a client certificate "
-        "under mTLS) that principals_file knows. none: no authentication, every caller is an admin reading every "
-        "group; allowed only on loopback and unix sockets, and only when set explicitly.")
+        "under mTLS) that principals_file knows. none: no authentication: every caller is an admin, reads the groups "
+        "its request names (none named: public documents only) and is the caller.user it sends; allowed only on "
+        "loopback and unix sockets, and only when set explicitly.")
     principals_file: Path = Field(
         Path("~/.local/state/hybrid-router/principals.toml"),
         description="The principals: name, role (user | admin | service), groups, and the SHA-256 of each token "
@@ -337,6 +338,10 @@ class InfoSettings(_Section):
     def _check(self) -> "InfoSettings":
         if self.service == "remote" and not self.address:
             raise ValueError("service = remote needs address (host:port of `hybrid-router info serve`)")
+        if (self.service == "remote" and self.token_file is not None and self.tls_ca_file is None
+                and _plaintext_beyond_loopback(f"http://{self.address}")):
+            raise ValueError("service = remote with token_file needs tls_ca_file for an address beyond loopback: "
+                             "the daemon's token would travel in clear")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.bm25_weight == 0 and self.dense_weight == 0:

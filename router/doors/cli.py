@@ -81,7 +81,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     messages.append({"role": "user", "content": args.question})
     fields = dict(messages=messages, mode=args.mode, max_tokens=args.max_tokens,
                   temperature=args.temperature, reference_answer=args.reference)
-    with RouterClient(target, timeout_s=args.timeout, **client_trust_args(args, settings)) as client:
+    with RouterClient(target, timeout_s=args.timeout, **client_trust_args(args, settings, target)) as client:
         if args.json:
             result = client.generate(**fields)
             print(result_as_json(result))
@@ -320,7 +320,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from router.client import RouterClient
 
     settings = _settings(args)
-    with RouterClient(args.target or settings.server.listen, timeout_s=120, **client_trust_args(args, settings)) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=120,
+                      **client_trust_args(args, settings, args.target or settings.server.listen)) as client:
         previous, current = client.reload(model_dir=str(Path(args.model_dir).expanduser().resolve())
                                           if args.model_dir else None)
     print(f"router: {previous} -> {current}")
@@ -331,7 +332,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from router.client import RouterClient
 
     settings = _settings(args)
-    with RouterClient(args.target or settings.server.listen, timeout_s=60, **client_trust_args(args, settings)) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=60,
+                      **client_trust_args(args, settings, args.target or settings.server.listen)) as client:
         report = client.stats(since_unix_s=args.since)
     if args.json:
         print(result_as_json(report))
@@ -362,7 +364,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     thumbs = True if args.thumbs_up else (False if args.thumbs_down else None)
-    with RouterClient(args.target or settings.server.listen, timeout_s=60, **client_trust_args(args, settings)) as client:
+    with RouterClient(args.target or settings.server.listen, timeout_s=60,
+                      **client_trust_args(args, settings, args.target or settings.server.listen)) as client:
         client.feedback(args.request_id, score=args.score, thumbs_up=thumbs, corrected_answer=args.correct)
     print(f"feedback recorded for {args.request_id}")
     return 0

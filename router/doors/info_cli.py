@@ -148,9 +148,9 @@ def _client(args: argparse.Namespace, settings: "Settings", timeout_s: float = D
     from router.client import client_trust
     from router.doors.client_options import client_trust_args
 
-    return InfoClient(service_address(settings, args.address), timeout_s=timeout_s,
-                      price_per_retrieval_usd=settings.info.price_per_retrieval_usd,
-                      trust=client_trust(None, **client_trust_args(args, settings)))
+    address = service_address(settings, args.address)
+    return InfoClient(address, timeout_s=timeout_s, price_per_retrieval_usd=settings.info.price_per_retrieval_usd,
+                      trust=client_trust(None, **client_trust_args(args, settings, address), target=address))
 
 
 def _documents(paths: Sequence[Path], fmt: str, groups: tuple[str, ...]) -> Iterator["Document"]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Optional
 
@@ -21,6 +20,7 @@ from edge.encoder import TextEncoder
 from router.assembly.auth import build_trust, check_binding, server_credentials
 from router.assembly.parts import model_cache
 from router.domain.config import Settings
+from router.doors.binding import bind
 from router.doors.info_service import SERVICE_NAME, TRANSPORT_RECEIVE_BYTES, InfoHost
 from router.doors.serve_loop import serve_until_stopped
 from router.doors.stop_request import StopRequest
@@ -64,11 +64,8 @@ class InfoServer:
         check_binding(self.settings, listen)
         await self._set_health()
         credentials = server_credentials(self.settings.server)
-        port = (self._server.add_secure_port(listen, credentials) if credentials is not None
-                else self._server.add_insecure_port(listen))
-        if listen.startswith("unix:"):
-            os.chmod(listen.removeprefix("unix:").removeprefix("//"), 0o600)
-        else:
+        port = bind(self._server, listen, credentials)
+        if not listen.startswith("unix:"):
             if port == 0:
                 raise RuntimeError(f"could not bind {listen}")
             listen = f"{listen.rsplit(':', 1)[0]}:{port}"

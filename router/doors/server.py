@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from router.assembly.parts import LoadedBackends, model_cache
 from router.core.engine import Router
 from router.domain.config import Settings
 from router.domain.errors import BackendUnavailableError
+from router.doors.binding import bind
 from router.doors.info_service import SERVICE_NAME as INFO_SERVICE_NAME
 from router.doors.info_service import InfoHost
 from router.doors.service import InFlightCalls, RouterService
@@ -100,13 +100,10 @@ class RouterServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Bind first: an address that cannot be had must fail before the ledger opens or a task starts.
         credentials = server_credentials(self.settings.server)
-        port = (self._server.add_secure_port(listen, credentials) if credentials is not None
-                else self._server.add_insecure_port(listen))
-        if listen.startswith("unix:"):
-            os.chmod(listen.removeprefix("unix:").removeprefix("//"), 0o600)
+        port = bind(self._server, listen, credentials)
         if self.info_host is not None:
             self._private_dir = tempfile.mkdtemp(prefix="hybrid-router-")  # 0700
-            self._server.add_insecure_port(f"unix:{self._private_dir}/info.sock")
+            bind(self._server, f"unix:{self._private_dir}/info.sock", None)
         if not listen.startswith("unix:"):
             if port == 0:
                 raise RuntimeError(f"could not bind {listen}")

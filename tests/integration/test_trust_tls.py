@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from router.client import RouterClient
 from router.core.auth import PrincipalsFile
+from router.core.auth.principals import write_private
 from router.domain.access import Role
 from router.domain.errors import BackendUnavailableError, UnauthenticatedError
 from tests.conftest import ServerThread, make_settings
@@ -69,6 +70,8 @@ def tls_daemon(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     pki = Pki(home)
     principals = PrincipalsFile(home / "principals.toml")
     principals.issue("carol", Role.USER, (), cert_cn="carol.clients")
+    # The principals file exists before the daemon starts, so it makes no local admin: issue one here.
+    write_private(home / "admin.token", principals.issue("admin", Role.ADMIN, ("*",)) + "\n")
     server = ServerThread(make_settings({
         "HYBRID_ROUTER_AUTH__MODE": "token",
         "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(home / "principals.toml"),

@@ -53,3 +53,34 @@ def test_tokens_are_hashed_on_disk_and_a_revoked_token_stops_at_once(tmp_path: P
         guard.authenticate(Credential(authorization=f"Bearer {token}"))
     with pytest.raises(UnauthenticatedError, match="Bearer"):
         guard.authenticate(Credential(authorization=token))  # no scheme
+
+
+def test_the_local_admin_is_made_on_first_start_only_so_a_revocation_holds(tmp_path: Path) -> None:
+    from router.core.auth.principals import LOCAL_ADMIN, ensure_local_admin
+
+    principals = PrincipalsFile(tmp_path / "principals.toml")
+    assert ensure_local_admin(principals, tmp_path / "admin.token")
+    assert not ensure_local_admin(principals, tmp_path / "admin.token")  # the second start keeps both
+    assert principals.revoke(LOCAL_ADMIN)
+    assert not ensure_local_admin(principals, tmp_path / "admin.token")
+    assert LOCAL_ADMIN not in [entry.principal.name for entry in principals.entries()]
+
+
+def test_a_principals_file_others_may_write_or_with_a_shared_hash_is_refused(tmp_path: Path) -> None:
+    from router.core.auth import PrincipalsFileError
+
+    path = tmp_path / "principals.toml"
+    principals = PrincipalsFile(path)
+    principals.issue("alice", Role.USER, ())
+    path.chmod(0o666)
+    with pytest.raises(PrincipalsFileError, match="writable by others"):
+        PrincipalsFile(path).entries()
+    digest = "a" * 64
+    path.write_text(f'[[principal]]\nname = "a"\ntoken_sha256 = ["{digest}"]\n'
+                    f'[[principal]]\nname = "b"\ntoken_sha256 = ["{digest}"]\n')
+    path.chmod(0o600)
+    with pytest.raises(PrincipalsFileError, match="two entries"):
+        PrincipalsFile(path).entries()
+    path.write_text('[[principal]]\nname = "a"\ntoken_sha256 = ["' + "é" * 64 + '"]\n')
+    with pytest.raises(PrincipalsFileError, match="SHA-256"):
+        PrincipalsFile(path).entries()

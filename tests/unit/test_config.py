@@ -95,3 +95,12 @@ def test_an_api_key_never_travels_in_clear_beyond_loopback() -> None:
     for url in ("https://api.example.com/v1", "http://127.0.0.1:8080/v1", "http://localhost:8080/v1"):
         assert load_settings(None, {"HYBRID_ROUTER_CLOUD__BASE_URL": url,
                                     "HYBRID_ROUTER_CLOUD__API_KEY": "sk-x"}).cloud.base_url == url
+
+
+def test_the_daemons_info_token_never_travels_in_clear_beyond_loopback(tmp_path) -> None:
+    remote = {"HYBRID_ROUTER_INFO__SERVICE": "remote", "HYBRID_ROUTER_INFO__TOKEN_FILE": str(tmp_path / "t")}
+    with pytest.raises(ConfigError, match="in clear"):
+        load_settings(None, {**remote, "HYBRID_ROUTER_INFO__ADDRESS": "info.example:50052"})
+    assert load_settings(None, {**remote, "HYBRID_ROUTER_INFO__ADDRESS": "127.0.0.1:50052"}).info.token_file
+    assert load_settings(None, {**remote, "HYBRID_ROUTER_INFO__ADDRESS": "info.example:50052",
+                                "HYBRID_ROUTER_INFO__TLS_CA_FILE": str(tmp_path / "ca.pem")}).info.tls_ca_file

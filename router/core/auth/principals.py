@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Iterable, Optional
 from router.domain.access import ALL_GROUPS, Principal, Role
 
 TOKEN_PREFIX = "hr_"
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 MAX_NAME_CHARS = 128
 LOCAL_ADMIN = "local-admin"
 
@@ -67,7 +70,7 @@ def _entry(raw: object, where: str) -> PrincipalEntry:
         hashes = [hashes]
     if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
         raise PrincipalsFileError(f"{where} ({name}): groups must be a list of non-empty strings")
-    if not isinstance(hashes, list) or not all(isinstance(h, str) and len(h) == 64 for h in hashes):
+    if not isinstance(hashes, list) or not all(isinstance(h, str) and _SHA256_HEX.fullmatch(h) for h in hashes):
         raise PrincipalsFileError(f"{where} ({name}): token_sha256 must be a list of SHA-256 hex digests")
     cert_cn = raw.get("cert_cn")
     if cert_cn is not None and (not isinstance(cert_cn, str) or not cert_cn):
@@ -132,6 +135,11 @@ class PrincipalsFile:
         return self._entries
 
     def _read(self) -> tuple[PrincipalEntry, ...]:
+        # Whoever may write this file may make themselves an admin (sshd's StrictModes, for the same reason).
+        mode = self.path.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PrincipalsFileError(f"principals file {self.path} is writable by others (mode "
+                                      f"{stat.S_IMODE(mode):o}); make it 0600: chmod 600 {self.path}")
         try:
             data = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -143,6 +151,9 @@ class PrincipalsFile:
         names = [e.principal.name for e in entries]
         if len(set(names)) != len(names):
             raise PrincipalsFileError(f"principals file {self.path}: a name appears twice")
+        hashes = [h for e in entries for h in e.token_sha256]
+        if len(set(hashes)) != len(hashes):
+            raise PrincipalsFileError(f"principals file {self.path}: one token hash belongs to two entries")
         return entries
 
     def issue(self, name: str, role: Role, groups: tuple[str, ...], *, cert_cn: Optional[str] = None) -> str:
@@ -172,15 +183,11 @@ class PrincipalsFile:
 
 
 def ensure_local_admin(principals: PrincipalsFile, token_file: Path) -> bool:
-    """On first start: a local admin (every group) whose token is written 0600 to `token_file`, for the
-    CLI and the SDK on this machine. Returns True when it created them. A token file that exists is kept
-    as long as the principals file still knows its hash; otherwise a new one replaces it."""
-    token_file = token_file.expanduser()
-    if token_file.exists():
-        token = token_file.read_text(encoding="utf-8").strip()
-        known = hash_token(token)
-        if any(known in entry.token_sha256 for entry in principals.entries()):
-            return False
+    """On first start, when there is no principals file yet: a local admin (every group) whose token is
+    written 0600 to `token_file`, for the CLI and the SDK on this machine. Returns True when it created
+    them. Once the file exists it is the operator's: a revoked local admin stays revoked."""
+    if principals.path.exists():
+        return False
     token = principals.issue(LOCAL_ADMIN, Role.ADMIN, (ALL_GROUPS,))
-    write_private(token_file, token + "\n")
+    write_private(token_file.expanduser(), token + "\n")
     return True
