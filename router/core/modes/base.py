@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Sequence, Union
 
-from router.core.backends import Backend, BackendStream, Completion, Delta
+from router.core.backends import Backend, BackendStream, Completion, CompletionRecord, Delta
 from router.core.info import InfoError, InfoSource
 from router.domain.errors import BackendUnavailableError
 from router.domain.pricing import CostModel
@@ -154,23 +154,6 @@ class ModeHandler(Protocol):
     def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]: ...
 
 
-@dataclass(frozen=True)
-class _ObservedCompletion:
-    """A run built from what the call itself saw, for a stream that ended without a completion (a
-    backend breaking its contract, or a second cancellation while the stream was closing). Its counts
-    are the call's own, so they are flagged as estimates."""
-
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    queue_s: float
-    ttft_s: float
-    total_s: float
-    finish_reason: str
-    usage_estimated: bool = True
-
-
 class BackendCall:
     """One call to a backend; open it with `async with ctx.call(...) as call`, read `call.deltas()`.
 
@@ -287,12 +270,15 @@ class BackendCall:
         seconds[self.kind] = seconds.get(self.kind, 0.0) + elapsed
         self.run = self._to_run(completion if completion is not None else self._observed(elapsed))
 
-    def _observed(self, elapsed: float) -> _ObservedCompletion:
+    def _observed(self, elapsed: float) -> CompletionRecord:
+        """A run built from what the call itself saw, for a stream that ended without a completion (a
+        backend breaking its contract, or a second cancellation while the stream was closing). Its counts
+        are the call's own, so they are flagged as estimates."""
         first = (self._first_text_at - self._opened_at) if self._first_text_at is not None else elapsed
-        return _ObservedCompletion(
+        return CompletionRecord(
             text="".join(self._text_parts), model=self._ctx.backend(self.kind).name, prompt_tokens=0,
             completion_tokens=len(self.token_logprobs) or len(self._text_parts), queue_s=0.0, ttft_s=first,
-            total_s=elapsed, finish_reason=FINISH_ERROR if self._failed else FINISH_CANCELLED)
+            total_s=elapsed, finish_reason=FINISH_ERROR if self._failed else FINISH_CANCELLED, usage_estimated=True)
 
     def _to_run(self, done: Completion) -> BackendRun:
         costs = self._ctx.costs

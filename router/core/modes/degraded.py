@@ -2,10 +2,12 @@
 and the decision keeps the mode asked for, marked degraded, with the gate's reason."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
+from router.core.modes.single import SingleBackendMode
 from router.domain.types import BackendKind, Decision, Mode
 
 
@@ -15,11 +17,8 @@ class EdgeInsteadOfCloud:
     reason: str
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
-        async with ctx.call(BackendKind.EDGE) as call:
-            async for delta in call.deltas():
-                yield delta
-        assert call.run is not None
-        yield ModeOutcome(text=call.run.text, served_by=BackendKind.EDGE,
-                          decision=Decision(mode=self.mode, reason=f"degraded: {self.reason}; the edge answers",
-                                            degraded=True),
-                          finish_reason=call.run.finish_reason)
+        async for event in SingleBackendMode(self.mode, BackendKind.EDGE).run(ctx):
+            if isinstance(event, ModeOutcome):
+                event = dataclasses.replace(event, decision=Decision(
+                    mode=self.mode, reason=f"degraded: {self.reason}; the edge answers", degraded=True))
+            yield event
