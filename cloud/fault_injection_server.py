@@ -8,6 +8,11 @@ With `record=True` it also keeps every request it receives, body included, and t
 each one it forwards (`received`), so that a test can check what reached the cloud and what came back
 (the privacy tests: no personal data may reach it, and its answer is restored before the client sees it).
 
+It notices a client that goes away: while it hangs, stalls or waits to answer it watches the client's
+socket, and a relayed stream that can no longer be written ends there and closes the upstream connection.
+Each such request is counted (`disconnects`, `wait_for_disconnects`) and, recorded, marked
+(`ReceivedRequest.client_disconnected`), so that a test can prove a cancel really closed the connection.
+
 It runs the standard library's threading HTTP server in a background thread, so it works the same
 under any event loop (or none).
 """
@@ -18,6 +23,7 @@ import enum
 import http.client
 import http.server
 import json
+import select
 import socket
 import sys
 import threading
@@ -53,12 +59,14 @@ class ReceivedRequest:
     path: str
     body: bytes
     relayed: bytes = b""  # a forwarded request: the upstream's answer body as relayed so far (SSE for a stream)
+    client_disconnected: bool = False  # the client went away before this request's answer was whole
 
 
 @dataclass
 class _Recording:
     request: ReceivedRequest
     relayed: bytearray
+    client_disconnected: bool = False
 
 
 class FaultInjectionOpenAIServer:
@@ -80,6 +88,8 @@ class FaultInjectionOpenAIServer:
         self._record = record
         self._received: list[_Recording] = []
         self._lock = threading.Lock()
+        self._disconnected = threading.Condition(self._lock)
+        self._disconnects = 0
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._httpd: Optional[_FaultHTTPServer] = None
@@ -107,8 +117,20 @@ class FaultInjectionOpenAIServer:
     def received(self) -> tuple[ReceivedRequest, ...]:
         """Every request received so far, in order (record=True; empty otherwise)."""
         with self._lock:
-            return tuple(ReceivedRequest(r.request.method, r.request.path, r.request.body, bytes(r.relayed))
+            return tuple(ReceivedRequest(r.request.method, r.request.path, r.request.body, bytes(r.relayed),
+                                         r.client_disconnected)
                          for r in self._received)
+
+    @property
+    def disconnects(self) -> int:
+        """Requests whose client went away before their answer was whole."""
+        with self._lock:
+            return self._disconnects
+
+    def wait_for_disconnects(self, count: int, timeout: float) -> bool:
+        """Whether `count` clients in all have gone away mid-request within `timeout` seconds."""
+        with self._disconnected:
+            return self._disconnected.wait_for(lambda: self._disconnects >= count, timeout)
 
     def inject(self, fault: Fault, times: int = 1) -> None:
         """The next `times` requests (after any faults already pending) get `fault`."""
@@ -162,6 +184,13 @@ class FaultInjectionOpenAIServer:
         if recording is not None:
             with self._lock:
                 recording.relayed.extend(data)
+
+    def _record_disconnect(self, recording: Optional[_Recording]) -> None:
+        with self._disconnected:
+            self._disconnects += 1
+            if recording is not None:
+                recording.client_disconnected = True
+            self._disconnected.notify_all()
 
     def _track(self, connection: socket.socket, active: bool) -> None:
         with self._lock:
@@ -218,13 +247,14 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         body = self._read_body()
         owner = self.server.owner
         fault, recording = owner._take_fault(ReceivedRequest(self.command, self.path, body))
+        self._recording = recording
         try:
             if fault is None:
                 self._forward(body, recording)
             elif fault.name in _FAULT_STATUS:
                 self._send_status_fault(_FAULT_STATUS[fault.name])
             elif fault is Fault.HANG:
-                owner._stopping.wait(owner.hang_s)
+                self._wait_while_the_client_stays(owner.hang_s)
                 self.close_connection = True
             elif fault is Fault.GARBAGE_BODY:
                 self._send_bytes(200, "application/json", b"<html>\x00\xff\xfe 502 proxy says hi {{{")
@@ -237,7 +267,7 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
                 self._send_sse_start()
                 for text in ("Hello", " there"):
                     self._send_sse_event(_chunk_json(text))
-                owner._stopping.wait(owner.hang_s)
+                self._wait_while_the_client_stays(owner.hang_s)
                 self.close_connection = True
             elif fault is Fault.MALFORMED_CHUNK:
                 self._send_sse_start()
@@ -246,7 +276,33 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
                 self._send_sse_event("[DONE]")
                 self._end_chunked()
         except (BrokenPipeError, ConnectionResetError):
+            owner._record_disconnect(recording)
             self.close_connection = True
+
+    def _wait_while_the_client_stays(self, seconds: float) -> bool:
+        """Wait up to `seconds`, or until the server stops or the client closes its end (that is recorded).
+        True when the wait ran its course."""
+        owner = self.server.owner
+        deadline = time.monotonic() + seconds
+        while not owner._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                if self._client_closed():
+                    owner._record_disconnect(self._recording)
+                    return False
+                owner._stopping.wait(min(left, 0.05))  # bytes waiting (a next request): not a close
+        return False
+
+    def _client_closed(self) -> bool:
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -324,7 +380,7 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
 
     def _send_canned_answer(self, text: str) -> None:
         owner = self.server.owner
-        if owner._stopping.wait(owner.answer_latency_s):
+        if owner.answer_latency_s > 0 and not self._wait_while_the_client_stays(owner.answer_latency_s):
             self.close_connection = True
             return
         self._send_sse_start()

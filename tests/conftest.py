@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,8 +51,15 @@ def forget_inherited_variables(environ: MutableMapping[str, str]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """The test process itself forgets the user's variables, so that an in-process daemon (the OpenAI
     client reads OPENAI_API_KEY and OPENAI_BASE_URL itself), the CLI called in-process and every child
-    started without isolated_env see none of them either."""
+    started without isolated_env see none of them either.
+
+    It also gets a cache directory of its own: onnxruntime writes a device id under $XDG_CACHE_HOME
+    (else ~/.cache) when it is first imported, and no test may write into the user's home."""
     forget_inherited_variables(os.environ)
+    if "onnxruntime" not in sys.modules:
+        cache = Path(tempfile.mkdtemp(prefix="hybrid-router-tests-cache-"))
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+        os.environ["XDG_CACHE_HOME"] = str(cache)
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:

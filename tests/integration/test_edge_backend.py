@@ -36,7 +36,7 @@ def smollm_model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm_backend(smollm_model_path: Path) -> Iterator[LlamaBackend]:
-    backend = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=2)
+    backend = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=1)
     yield backend
     backend.close()
 
@@ -71,7 +71,7 @@ async def test_stream_yields_text_and_a_consistent_completion(smollm_backend: Ll
 async def test_a_flush_interval_sends_the_first_token_alone_and_merges_the_rest(smollm_model_path: Path) -> None:
     # An interval longer than the whole answer: after the first token's wake-up, the tokens wait for
     # the end and arrive merged, their logprobs kept one by one.
-    backend = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=2,
+    backend = LlamaBackend(smollm_model_path, model_name=TEST_MODEL, n_ctx=N_CTX, n_threads=1,
                            stream_flush_interval_s=60.0)
     try:
         deltas, completion = await collect(backend, ask("Count from one to twenty in words."),
@@ -106,7 +106,7 @@ async def test_logprobs_match_a_logits_all_reference(
     generated = [token for d in deltas for token in d.token_ids]
 
     reference = llama_cpp.Llama(
-        str(smollm_model_path), n_ctx=N_CTX, n_threads=2, logits_all=True, verbose=False
+        str(smollm_model_path), n_ctx=N_CTX, n_threads=1, logits_all=True, verbose=False
     )
     try:
         formatter = llama_chat_format.Jinja2ChatFormatter(

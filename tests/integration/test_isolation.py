@@ -4,6 +4,7 @@ client's own variables), a daemon started the way the tests start one serves wit
 its cloud and keeps its files in the test's own home."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,10 @@ def test_a_poisoned_parent_environment_has_no_effect_on_a_test_daemon(smollm_pat
     assert ledger.enabled and ledger.ok
     assert (home / ".local" / "share" / "hybrid-router" / "ledger.db").is_file()
     assert not any(value in log for value in POISON.values())
+
+
+def test_onnxruntime_writes_its_device_id_into_the_runs_own_cache_not_the_users_home() -> None:
+    import onnxruntime  # noqa: F401 - importing it is what writes the device id
+
+    cache = Path(os.environ["XDG_CACHE_HOME"])
+    assert not cache.is_relative_to(Path.home()) and (cache / "Microsoft").is_dir()

@@ -2,6 +2,7 @@
 `hybrid-router reload` command against a real daemon (SmolLM-135M as both models)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +15,7 @@ from router.core.routing.training import train_router
 from router.doors.cli import main as cli_main
 from router.domain.errors import InvalidRequestError
 from router.domain.types import Mode
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import WAIT_S, ServerThread, make_settings
 from tests.learned_arbiter_corpus import write_synthetic_corpus
 
 pytestmark = pytest.mark.integration
@@ -96,3 +97,27 @@ def test_a_router_that_takes_the_embedding_is_refused_without_the_encoder_file(t
     # empty cache, where loading it again would fail).
     again = load_routing_or_refuse(directory, RoutingSettings(), ModelCache(tmp_path / "empty-cache"), routing.router)
     assert again.router.encoder is routing.router.encoder
+
+
+async def test_reloads_at_once_and_during_decisions_run_one_at_a_time(rule_daemon: ServerThread,
+                                                                     routers: Path) -> None:
+    """Two reloads asked for together, while PRE_ARBITRATION decisions are in flight: every decision is
+    made whole by one router, the reloads chain (the second replaces what the first put in), and the one
+    asked for last to finish is the one that stays."""
+    from router.client import AsyncRouterClient
+
+    question = "What is the capital of Peru?"
+    async with AsyncRouterClient(rule_daemon.address, timeout_s=WAIT_S) as client:
+        before = (await client.generate(prompt=question, mode=Mode.PRE_ARBITRATION, max_tokens=2)).decision.scorer
+        decisions = [asyncio.create_task(client.generate(prompt=question, mode=Mode.PRE_ARBITRATION, max_tokens=2))
+                     for _ in range(6)]
+        first, second = await asyncio.gather(client.reload(model_dir=str(routers / "v0001")),
+                                             client.reload(model_dir=str(routers / "v0002")))
+        results = await asyncio.gather(*decisions)
+        after = (await client.generate(prompt=question, mode=Mode.PRE_ARBITRATION, max_tokens=2)).decision.scorer
+    known = {before, "router v0001", "router v0002"}
+    assert all(result.decision.scorer in known and result.text is not None for result in results)
+    # Serialised: one reload's new router is the other's previous one, whichever ran first.
+    chain = (first, second) if first[0] == before else (second, first)
+    assert chain[0][0] == before and chain[1][0] == chain[0][1] and after == chain[1][1]
+    assert {first[1], second[1]} == {"router v0001", "router v0002"}

@@ -2,7 +2,6 @@
 and the Router taking a slot per request, given back however the request ends."""
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 
@@ -13,7 +12,7 @@ from router.core.modes import builtin_modes
 from router.domain.config import LimitsSettings, ServerSettings
 from router.domain.errors import BackendUnavailableError, InvalidRequestError, LimitExceededError
 from router.domain.pricing import CostModel
-from router.domain.types import Caller, ChatMessage, GenerateRequest, GenerateResult, Mode, TextDelta
+from router.domain.types import Caller, ChatMessage, GenerateRequest, GenerateResult, Mode
 from router.assembly.limits import build_admission
 
 COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
@@ -131,32 +130,17 @@ def request(user: str, mode: Mode = Mode.EDGE_ONLY) -> GenerateRequest:
                            caller=Caller(user=user))
 
 
-def make_router(gate: Admission, sink: RecordingSink, *, fail: bool = False) -> Router:
-    edge = FixedLatencyFaultInjectionBackend(latency_s=0, fail=fail)
+def failing_router(gate: Admission, sink: RecordingSink) -> Router:
+    """The edge fails every call (fault injection); the success path is in
+    tests/integration/test_guards_over_real_backends.py."""
+    edge = FixedLatencyFaultInjectionBackend(latency_s=0, fail=True)
     return Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(), backends=Backends(edge=edge),
                   sinks=(sink,), admission=gate, ready=True)
 
 
-async def test_the_router_holds_a_slot_per_request_until_it_ends() -> None:
-    gate = admission(ManualClock(), max_concurrent=1)
-    sink = RecordingSink()
-    router = make_router(gate, sink)
-    async with contextlib.aclosing(router.stream(request("alice"))) as running:
-        assert isinstance(await running.__anext__(), TextDelta)  # under way: its slot is taken
-        assert gate.running_for("alice") == 1
-        with pytest.raises(LimitExceededError, match="max_concurrent_requests"):
-            await router.generate(request("bob"))
-        assert gate.running_for("bob") == 0
-    # Closed mid-answer (a cancel): its slot is back, and the refused request spent and recorded nothing.
-    assert gate.running == 0
-    assert [r.finish_reason for r in sink.results] == ["cancelled"]
-    answered = await router.generate(request("bob"))
-    assert answered.text == " ok ok ok" and gate.running == 0
-
-
 async def test_a_failed_or_invalid_request_gives_its_slot_back() -> None:
     gate = admission(ManualClock(), max_concurrent=1)
-    router = make_router(gate, RecordingSink(), fail=True)
+    router = failing_router(gate, RecordingSink())
     with pytest.raises(BackendUnavailableError):
         await router.generate(request("alice"))
     assert gate.running == 0

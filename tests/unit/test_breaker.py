@@ -2,23 +2,19 @@
 reports each call's end, and the gate, through the Router."""
 from __future__ import annotations
 
-import logging
 
 import pytest
 
 from cloud.errors import CloudRejectedError, CloudUnavailableError
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend
-from router.assembly.cloud_guards import guard_cloud
 from router.core.breaker import (Admission, BreakerGate, BreakerGuardedBackend, BreakerState, CallOutcome,
                                  CloudBreaker, CloudBreakerOpenError, outcome_of)
-from router.core.engine import Backends, Router
-from router.core.fault_injection import FixedLatencyFaultInjectionBackend
-from router.core.modes import builtin_modes
-from router.domain.config import BreakerSettings, ServerSettings, Settings
+from router.core.engine import Router
+from router.domain.config import BreakerSettings, Settings
 from router.domain.errors import BackendUnavailableError, InvalidRequestError, LimitExceededError, RateLimitedError
 from router.domain.pricing import CostModel
-from router.domain.types import BackendKind, ChatMessage, GenerateRequest, Mode
+from router.domain.types import ChatMessage, GenerateRequest, Mode
 from tests.scripted_cloud_fault_injection import ScriptedCloudFaultInjection
 
 COSTS = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
@@ -216,51 +212,8 @@ async def test_real_http_faults_open_the_breaker() -> None:
 
 # -- the gate, through the Router ------------------------------------------------------------------------
 
-def router_with(cloud: ScriptedCloudFaultInjection, clock: ManualClock, when_open: str) -> Router:
-    settings = Settings(breaker=BreakerSettings(failures_to_open=2, cooldown_s=30.0, when_open=when_open))
-    guarded = guard_cloud(cloud, settings, logging.getLogger("test.breaker"), clock=clock)
-    return Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(),
-                  backends=Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0), cloud=guarded.backend),
-                  cloud_gates=guarded.gates, ready=True)
-
-
 def cloud_request() -> GenerateRequest:
     return GenerateRequest(messages=(ChatMessage("user", "hi"),), mode=Mode.CLOUD_ONLY, max_tokens=3)
-
-
-async def open_it(router: Router) -> None:
-    for _ in range(2):
-        with pytest.raises(BackendUnavailableError, match="the cloud is unavailable"):
-            await router.generate(cloud_request())
-
-
-async def test_while_open_the_edge_answers_marked_degraded_then_the_trial_closes_it() -> None:
-    clock = ManualClock()
-    cloud = ScriptedCloudFaultInjection(["from the cloud"], error=CloudUnavailableError("HTTP 503"))
-    router = router_with(cloud, clock, "degrade")
-    await open_it(router)
-    result = await router.generate(cloud_request())
-    assert result.served_by == BackendKind.EDGE and result.decision.degraded
-    assert result.decision.mode == Mode.CLOUD_ONLY
-    assert result.decision.reason.startswith("degraded: cloud circuit breaker open: 2 consecutive cloud failures")
-    assert cloud.started_calls == 2  # the open breaker asked the cloud nothing
-    cloud.error = None
-    clock.now += 30.0
-    result = await router.generate(cloud_request())
-    assert result.served_by == BackendKind.CLOUD and result.text == "from the cloud" and not result.decision.degraded
-
-
-async def test_while_open_fail_refuses_at_once_with_unavailable() -> None:
-    clock = ManualClock()
-    cloud = ScriptedCloudFaultInjection(error=CloudUnavailableError("HTTP 503"))
-    router = router_with(cloud, clock, "fail")
-    await open_it(router)
-    with pytest.raises(CloudBreakerOpenError, match="the cloud circuit breaker is open") as refused:
-        await router.generate(cloud_request())
-    assert refused.value.retry_after_s == pytest.approx(30.0)
-    edge_only = GenerateRequest(messages=(ChatMessage("user", "hi"),), mode=Mode.EDGE_ONLY, max_tokens=3)
-    assert (await router.generate(edge_only)).served_by == BackendKind.EDGE  # only cloud-capable modes are gated
-    assert cloud.started_calls == 2
 
 
 def test_the_gate_lets_requests_through_while_closed_and_half_open() -> None:

@@ -22,7 +22,7 @@ from cloud.errors import (
 from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
 from cloud.openai_backend import OpenAIBackend, estimate_prompt_tokens, translate_openai_error
 from tests.openai_stream_fault_injection import STREAM_ERROR_STYLES, inject_stream_error_style
-from tests.conftest import wait_until, wait_until_async
+from tests.conftest import WAIT_S, wait_until, wait_until_async
 
 API_KEY = "sk-test-Zq81vB2mXk5Lr0pT7wYc"
 MESSAGES = ({"role": "user", "content": "Say hello."},)
@@ -309,6 +309,8 @@ async def test_a_stream_that_stalls_mid_body_is_a_timeout_whatever_openai_wraps(
     assert_spent_what_was_streamed(stream.completion)
     assert fault_server.requests_seen == 1
     assert_key_hidden(caught.value)
+    # Timed out, the client closed its connection: the server saw it go, not only the client give up.
+    assert fault_server.wait_for_disconnects(1, WAIT_S)
 
 
 def assert_spent_what_was_streamed(completion) -> None:
@@ -354,6 +356,7 @@ async def test_concurrency_limit_queues_the_second_stream(fault_server) -> None:
     hanging_task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await hanging_task
+    assert await asyncio.to_thread(fault_server.wait_for_disconnects, 1, WAIT_S)  # the cancel closed it
     with pytest.raises(CloudUnavailableError):  # now sent: no upstream, 503
         await queued_task
     await backend.close()
@@ -381,3 +384,42 @@ async def test_every_error_is_a_cloud_error(fault_server) -> None:
             await drain(backend)
         assert_key_hidden(caught.value)
     await backend.close()
+
+
+async def test_a_cloud_call_cancelled_before_its_first_chunk_is_priced_at_its_estimated_prompt(fault_server) -> None:
+    """Through the router: a CLOUD_ONLY request whose cloud call was sent and hangs is cancelled by its
+    client. The call is recorded as cancelled, paid for its prompt (estimated: the server never said), and
+    its HTTP connection is closed, which the server sees."""
+    from router.core.engine import Backends, Router
+    from router.core.modes import builtin_modes
+    from router.domain.config import ServerSettings
+    from router.domain.pricing import CostModel
+    from router.domain.types import BackendKind, ChatMessage, GenerateRequest, GenerateResult, Mode
+
+    class RecordingSink:
+        def __init__(self) -> None:
+            self.results: list[GenerateResult] = []
+
+        def record(self, request: GenerateRequest, result: GenerateResult) -> None:
+            self.results.append(result)
+
+    costs = CostModel(0.15, 0.6, 1e8, 3e-10, 0.15)
+    fault_server.inject(Fault.HANG)
+    cloud, sink = backend_for(fault_server, max_retries=0), RecordingSink()
+    router = Router(settings=ServerSettings(), costs=costs, modes=builtin_modes(), backends=Backends(cloud=cloud),
+                    sinks=(sink,), ready=True)
+    request = GenerateRequest(messages=tuple(ChatMessage(m["role"], m["content"]) for m in MESSAGES),
+                              mode=Mode.CLOUD_ONLY, max_tokens=8)
+    task = asyncio.create_task(router.generate(request))
+    await asyncio.to_thread(wait_until, lambda: fault_server.requests_seen >= 1, "the call reaching the cloud")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await cloud.close()
+    [result] = sink.results
+    [run] = result.runs
+    assert run.backend == BackendKind.CLOUD and run.finish_reason == "cancelled" and run.completion_tokens == 0
+    assert run.prompt_tokens == estimate_prompt_tokens(MESSAGES) > 0
+    assert run.cost_usd == pytest.approx(costs.cloud_cost(run.prompt_tokens, 0)) and run.cost_usd > 0
+    assert result.cost_usd == pytest.approx(run.cost_usd)
+    assert await asyncio.to_thread(fault_server.wait_for_disconnects, 1, WAIT_S)

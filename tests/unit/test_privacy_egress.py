@@ -9,8 +9,6 @@ import pytest
 from router.assembly.cloud_guards import guard_cloud
 from router.core.breaker import BreakerGate
 from router.core.engine import Backends, Router
-from router.core.fault_injection import FixedLatencyFaultInjectionBackend
-from router.core.judge import CloudJudge
 from router.core.modes import builtin_modes
 from router.core.privacy.edge_only import CloudEgressRefusedError, EdgeOnlyGate, EgressRefusingBackend
 from router.core.privacy.placeholders import Placeholders, StreamRestorer
@@ -122,8 +120,12 @@ async def test_a_cancelled_or_failed_stream_still_has_its_completion_restored() 
 
 
 async def test_the_router_serves_the_restored_answer_and_the_cloud_saw_placeholders() -> None:
+    # The cloud's answer is scripted: it echoes the placeholder, which no real model can be relied on to do.
     cloud = ScriptedCloudFaultInjection(["Noted: [EMAIL_1]."])
-    router = router_over(cloud, "redact")
+    guarded = guard_cloud(cloud, Settings(privacy=PrivacySettings(cloud_egress="redact")),
+                          logging.getLogger("test.privacy"))
+    router = Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(),
+                    backends=Backends(cloud=guarded.backend), cloud_gates=guarded.gates, ready=True)
     request = GenerateRequest(messages=(ChatMessage("user", f"My mail is {EMAIL}."),), mode=Mode.CLOUD_ONLY,
                               max_tokens=8)
     result = await router.generate(request)
@@ -156,54 +158,7 @@ async def test_the_backend_refuses_a_call_holding_personal_data_and_sends_nothin
     assert [delta.text for delta in await collect(clean)] == ["ok"]
 
 
-async def test_edge_only_answers_from_the_edge_marked_degraded_and_the_cloud_hears_nothing() -> None:
-    cloud = ScriptedCloudFaultInjection(["ok"])
-    router = router_over(cloud, "edge_only")
-    for mode in (Mode.CLOUD_ONLY, Mode.PRE_ARBITRATION, Mode.POST_ARBITRATION, Mode.EDGE_AGENT_CLOUD_INFO):
-        request = GenerateRequest(messages=(ChatMessage("user", f"My IBAN is GB82 WEST 1234 5698 7654 32."),),
-                                  mode=mode, max_tokens=3)
-        result = await router.generate(request)
-        assert result.served_by == BackendKind.EDGE and result.decision.degraded and result.decision.mode == mode
-        assert "privacy: the request holds personal data (IBAN)" in result.decision.reason
-        assert "GB82" not in result.decision.reason
-    assert cloud.calls == []
-    clean = await router.generate(GenerateRequest(messages=(ChatMessage("user", "hi"),), mode=Mode.CLOUD_ONLY,
-                                                  max_tokens=3))
-    assert clean.served_by == BackendKind.CLOUD
-
-
-async def test_the_judge_cannot_send_personal_data_under_edge_only() -> None:
-    cloud = ScriptedCloudFaultInjection(["7"])
-    guarded = guard_cloud(cloud, Settings(privacy=PrivacySettings(cloud_egress="edge_only")),
-                          logging.getLogger("test.privacy"))
-    signals: list = []
-
-    class Signals:
-        def add_signal(self, request_id: str, signal: object) -> None:
-            signals.append(signal)
-
-    judge = CloudJudge(cloud=guarded.backend, costs=COSTS, signals=Signals(), sample_rate=1.0)
-    router = Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(),
-                    backends=Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0), cloud=guarded.backend),
-                    cloud_gates=guarded.gates, sinks=(judge,), ready=True)
-    await router.generate(GenerateRequest(messages=(ChatMessage("user", f"Is {EMAIL} mine?"),), mode=Mode.EDGE_ONLY,
-                                          max_tokens=3))
-    await router.generate(GenerateRequest(messages=(ChatMessage("user", "Capital of Peru?"),), mode=Mode.EDGE_ONLY,
-                                          max_tokens=3))
-    await judge.aclose(timeout_s=10)
-    assert [EMAIL in call.text for call in cloud.calls] == [False]  # only the clean request was graded
-    assert len(signals) == 1
-
-
 # -- the assembly -------------------------------------------------------------------------------------------
-
-def router_over(cloud: ScriptedCloudFaultInjection, egress: str) -> Router:
-    guarded = guard_cloud(cloud, Settings(privacy=PrivacySettings(cloud_egress=egress)),
-                          logging.getLogger("test.privacy"))
-    return Router(settings=ServerSettings(), costs=COSTS, modes=builtin_modes(),
-                  backends=Backends(edge=FixedLatencyFaultInjectionBackend(latency_s=0.0), cloud=guarded.backend),
-                  cloud_gates=guarded.gates, ready=True)
-
 
 @pytest.mark.parametrize(("egress", "outer", "gates"), [
     ("allow", "BreakerGuardedBackend", [BreakerGate]),
