@@ -21,8 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from router.assembly.grpc_channels import ChannelTrust, InsecureCredentialError, is_local_address, read_token_file
 from router.doors import wire
 from router.domain.config import AuthSettings
-from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotReadyError, RouterError,
-                           error_from_status)
+from router.doors.grpc_errors import RETRY_AFTER_METADATA_KEY, error_from_status
+from router.domain.errors import InvalidRequestError, NotReadyError, RouterError
 from router.domain.types import (Caller, ChatMessage, DaemonInfo, DraftDiscarded, GenerateRequest, GenerateResult, Mode,
                           StatsReport, TextDelta)
 from router.v1 import router_pb2 as pb
@@ -52,9 +52,11 @@ def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional
                   max_tokens: Optional[int] = None, temperature: Optional[float] = None,
                   stop: Sequence[str] = (), request_id: str = "", metadata: Optional[Mapping[str, str]] = None,
                   reference_answer: Optional[str] = None, seed: Optional[int] = None,
-                  caller: Optional[Caller] = None) -> GenerateRequest:
+                  caller: Optional[Caller] = None, stream_draft: Optional[bool] = None) -> GenerateRequest:
     """One request from either a ready GenerateRequest, a prompt, or chat messages. `caller`: whose
-    documents retrieval may read (EDGE_RAG_CLOUD_INFO, the agent's search); unset, public ones only."""
+    documents retrieval may read (EDGE_RAG_CLOUD_INFO, the agent's search); unset, public ones only.
+    `stream_draft`: whether a cascade streams the edge's draft before it is judged; unset, the daemon's
+    arbitration.stream_draft."""
     if request is not None:
         return request
     if (prompt is None) == (messages is None):
@@ -69,7 +71,7 @@ def build_request(request: Optional[GenerateRequest] = None, *, prompt: Optional
     return GenerateRequest(messages=chat, max_tokens=max_tokens, temperature=temperature, stop=tuple(stop),
                            mode=mode, request_id=request_id,
                            metadata=dict(metadata or {}), reference_answer=reference_answer, seed=seed,
-                           caller=caller or Caller())
+                           caller=caller or Caller(), stream_draft=stream_draft)
 
 
 def encode_request(request: Optional[GenerateRequest], fields: Mapping[str, object]) -> pb.GenerateRequest:

@@ -20,7 +20,9 @@ from typing import Optional
 from router.assembly.auth import build_trust
 from router.assembly.cloud_guards import GuardedCloud, guard_cloud
 from router.assembly.grpc_channels import ChannelTrust, read_token_file
+from router.assembly.in_flight import InFlightCalls
 from router.assembly.info_client import GrpcInfoClient
+from router.assembly.local_info import LocalInfoIndex
 from router.assembly.limits import build_admission, build_backend_queues, build_budget
 from router.assembly.modes import build_modes
 from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
@@ -48,22 +50,26 @@ class Daemon:
         self.trust = build_trust(settings, self.logger)
         self.ledger = DaemonLedger(settings.ledger, logging.getLogger("hybrid_router.ledger"),
                                    max_feedback_bytes=settings.server.max_request_bytes)
-        self._model_cache = model_cache(settings)
-        modes = build_modes(settings.arbitration, model_cache=self._model_cache, routing=settings.routing,
+        self.model_cache = model_cache(settings)  # the one cache every part loads its files from
+        modes = build_modes(settings.arbitration, model_cache=self.model_cache, routing=settings.routing,
                             info=settings.info, agent=settings.agent, edge_n_ctx=settings.edge.n_ctx,
                             logger=logging.getLogger("hybrid_router.arbiter"))
-        self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes)
+        # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
+        self.budget = build_budget(settings)
+        budgets = (self.budget,) if self.budget is not None else ()
+        self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes,
+                             sinks=(self.ledger, *budgets), cloud_gates=budgets,
+                             # a reused client request_id is refused, not lost as a duplicate
+                             recorded_ids=self.ledger, admission=build_admission(settings.limits))
         if self.router.default_mode not in self.router.modes:
             raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
                               f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")
-        self.router.sinks = (self.ledger,)
-        self.router.recorded_ids = self.ledger  # a reused client request_id is refused, not lost as a duplicate
-        self.router.admission = build_admission(settings.limits)
-        # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
-        self.budget = build_budget(settings)
-        if self.budget is not None:
-            self.router.sinks = (*self.router.sinks, self.budget)
-            self.router.cloud_gates = (*self.router.cloud_gates, self.budget)
+        # The requests every door serves, so that one shutdown drains them all.
+        self.calls = InFlightCalls()
+        # info.service = in_process: the index this process serves; the gRPC door hosts the service over it.
+        self.info_index: Optional[LocalInfoIndex] = None
+        if settings.info.service == "in_process":
+            self.info_index = LocalInfoIndex(settings.info, self.model_cache, logger=logging.getLogger("hybrid_router.info"))
         self.judge: Optional[CloudJudge] = None
         self.cloud: Optional[GuardedCloud] = None  # at load(): its breaker's snapshot() is for health and Info
         self.info_client: Optional[GrpcInfoClient] = None
@@ -91,22 +97,21 @@ class Daemon:
                      ChannelTrust(token=read_token_file(info.token_file), ca_file=info.tls_ca_file))
             self.info_client = GrpcInfoClient(target, timeout_s=info.timeout_s, trust=trust,
                                               price_per_retrieval_usd=info.price_per_retrieval_usd)
-            self.router.info = self.info_client
         edge = self.backends.edge
-        self.router.costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
+        costs = cost_model(self.settings, edge_parameters=float(edge.n_params))
         self.ledger.set_edge_parameters(float(edge.n_params))
         # Each backend's bounded queue is innermost: every call is counted, whatever wraps it.
         edge_queue, cloud_queue = build_backend_queues(self.settings, edge=edge, cloud=self.backends.cloud)
         # Every cloud call, the judge's included, passes the privacy policy and the circuit breaker.
         self.cloud = guard_cloud(cloud_queue, self.settings, logging.getLogger("hybrid_router.cloud"))
-        # Privacy first: a request that may not leave the device goes to the edge, whatever else holds.
-        self.router.cloud_gates = (*self.cloud.gates, *self.router.cloud_gates)
-        self.judge = CloudJudge(cloud=self.cloud.backend, costs=self.router.costs, signals=self.ledger,
+        self.judge = CloudJudge(cloud=self.cloud.backend, costs=costs, signals=self.ledger,
                                 sample_rate=self.settings.ledger.judge_sample_rate)
-        # The one place where finished results leave the request path: the ledger, then the judge.
-        self.router.sinks = (self.ledger, self.judge, *((self.budget,) if self.budget is not None else ()))
-        self.router.backends = Backends(edge=edge_queue, cloud=self.cloud.backend)
-        self.router.ready = True
+        budgets = (self.budget,) if self.budget is not None else ()
+        # The one place where finished results leave the request path: the ledger, then the judge; and
+        # privacy first among the gates: a request that may not leave the device goes to the edge, whatever else holds.
+        self.router.go_live(backends=Backends(edge=edge_queue, cloud=self.cloud.backend), costs=costs,
+                            sinks=(self.ledger, self.judge, *budgets), cloud_gates=(*self.cloud.gates, *budgets),
+                            info=self.info_client)
         self.logger.info("serving", extra={"fields": {
             "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
             "cloud_endpoint": self.backends.cloud_info.endpoint}})
@@ -129,7 +134,7 @@ class Daemon:
         async with self._reloading:
             # The load (onnxruntime, the encoder) runs in a thread; only the swap is on the event loop.
             new = await asyncio.to_thread(load_routing_or_refuse, Path(directory), self.settings.routing,
-                                          self._model_cache, handler.slot.current.router)
+                                          self.model_cache, handler.slot.current.router)
             previous = handler.slot.swap(new)
         self.logger.info("router reloaded", extra={"fields": {"previous": previous.router.name,
                                                                "new": new.router.name}})

@@ -83,6 +83,14 @@ class Router:
     ready: bool = False
     _in_flight_ids: set[str] = field(default_factory=set, init=False, repr=False)
 
+    def go_live(self, *, backends: Backends, costs: CostModel, sinks: Sequence[ResultSink],
+                cloud_gates: Sequence[CloudGate], info: Optional[InfoSource]) -> None:
+        """What loading brings (the backends, the costs of the loaded edge model, the sinks and gates that
+        need the cloud, the Info service), set at once; the router takes requests from then on."""
+        self.backends, self.costs, self.sinks, self.cloud_gates, self.info = backends, costs, tuple(sinks), \
+            tuple(cloud_gates), info
+        self.ready = True
+
     @property
     def default_mode(self) -> Mode:
         return Mode.parse(self.settings.default_mode)

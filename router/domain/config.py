@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from router.domain.types import Mode
 
@@ -375,6 +375,23 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics of the daemon (router/assembly/metrics.py), served over HTTP at /metrics."""
+
+    address: str = Field(
+        "", description="host:port where the daemon serves Prometheus metrics at /metrics; empty: not served. "
+        "Loopback (127.0.0.1:9464) is advised. With auth.mode = token, a scrape must carry a token whose role "
+        "grants the metrics action.")
+
+    @field_validator("address")
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        if address and (not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError("expected host:port (e.g. 127.0.0.1:9464), or empty to serve no metrics")
+        return address
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
@@ -392,6 +409,7 @@ class Settings(_Section):
     info: InfoSettings = InfoSettings()
     agent: AgentSettings = AgentSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 SECTIONS = tuple(Settings.model_fields)

@@ -76,6 +76,10 @@ class GenerateRequest:
     reference_answer: Optional[str] = None
     seed: Optional[int] = None
     caller: Caller = Caller()  # whose documents retrieval may read (EDGE_RAG_CLOUD_INFO, the agent's search)
+    # Whether a cascade streams the edge's draft before it is judged (a DraftDiscarded event takes it back
+    # when the cloud answers instead); None: the daemon's arbitration.stream_draft. A door whose clients
+    # cannot take text back (the HTTP door's plain OpenAI clients) holds it unless the client opts in.
+    stream_draft: Optional[bool] = None
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,21 @@ def validate_caller(caller: Caller) -> None:
             raise InvalidRequestError(f"caller.groups[{index}] is {len(group)} characters; at most {MAX_GROUP_CHARS}")
 
 
+def request_size_bytes(request: GenerateRequest) -> int:
+    """The request's size as every door measures it: the UTF-8 bytes of its text (messages, stop sequences,
+    metadata, the reference answer, the caller), whatever the wire's own framing adds."""
+    texts = [request.request_id, request.reference_answer or "", request.caller.user, *request.caller.groups,
+             *request.stop, *(part for item in request.metadata.items() for part in item),
+             *(part for message in request.messages for part in (message.role, message.content))]
+    return sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+
+
 def validate_request(request: GenerateRequest, limits: ServerSettings) -> GenerationParams:
     validate_request_id(request.request_id)
+    size = request_size_bytes(request)
+    if size > limits.max_request_bytes:
+        raise InvalidRequestError(f"the request is {size} bytes; the limit is {limits.max_request_bytes} bytes "
+                                  "(server.max_request_bytes); send a shorter conversation")
     if not request.messages:
         raise InvalidRequestError("messages is empty; send at least one message, e.g. "
                                   "{role: 'user', content: 'your question'}")

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edge.encoder import TextEncoder
 from router.assembly.auth import build_trust, check_binding, server_credentials
+from router.assembly.local_info import LocalInfoIndex
 from router.assembly.parts import model_cache
 from router.domain.config import Settings
 from router.doors.binding import bind
@@ -36,8 +37,8 @@ class InfoServer:
         self.logger = logger or logging.getLogger("hybrid_router.info")
         # Its own principals (auth.principals_file on its host): a daemon reaches it with a `service` token.
         self.trust = build_trust(settings, self.logger)
-        self.host = InfoHost(settings.info, model_cache(settings), guard=self.trust.guard, logger=self.logger,
-                             encoder=encoder)
+        local = LocalInfoIndex(settings.info, model_cache(settings), logger=self.logger, encoder=encoder)
+        self.host = InfoHost(local, guard=self.trust.guard, logger=self.logger)
         self.health = health.aio.HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not silently share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0),

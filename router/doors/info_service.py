@@ -1,6 +1,6 @@
 """The Info service's gRPC door: protobuf <-> cloud/info types, and index errors -> status codes, at this
-one boundary; and `InfoHost`, which owns the encoder, the index and the servicer for whichever server hosts
-them (the daemon on its own port, or `hybrid-router info serve` on another host).
+one boundary; and `InfoHost`, which puts the servicer over the process's LocalInfoIndex for whichever server
+hosts it (the daemon on its own port, or `hybrid-router info serve` on another host).
 
 Status codes: a document or query the index refuses, and an Ingest stream that is empty or has a message
 over the batch limits, get INVALID_ARGUMENT with a message that says what to change; an index that cannot
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import AsyncIterator, Optional
@@ -19,15 +18,14 @@ from typing import AsyncIterator, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from cloud.info import (Caller, Document, IndexCorruptError, IndexSettings, InfoIndex, InfoIndexError,
-                        InvalidDocumentError, InvalidQueryError)
-from edge.catalogue import ModelCache
-from edge.encoder import TextEncoder
+from cloud.info import (Caller, Document, IndexCorruptError, InfoIndex, InfoIndexError, InvalidDocumentError,
+                        InvalidQueryError)
+from router.assembly.local_info import LocalInfoIndex
 from router.core.auth import Guard
 from router.domain.access import ALL_GROUPS, Action, GroupNotHeldError, Principal
-from router.domain.config import InfoSettings
-from router.domain.errors import PermissionDeniedError, UnauthenticatedError
+from router.domain.errors import PermissionDeniedError, RouterError
 from router.doors.grpc_credentials import credential_of
+from router.doors.grpc_errors import status_of
 from router.v1 import info_pb2 as pb
 from router.v1 import info_pb2_grpc
 
@@ -86,10 +84,8 @@ class InfoService(info_pb2_grpc.InfoServicer):
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException, refused_note: str = "") -> None:
         """Ends the call with exc's status code; `refused_note` is added to an INVALID_ARGUMENT message."""
-        if isinstance(exc, UnauthenticatedError):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
-        if isinstance(exc, PermissionDeniedError):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
+        if isinstance(exc, RouterError):  # refused by the guard: unauthenticated, permission denied
+            await context.abort(status_of(exc), exc.message)
         if isinstance(exc, (InvalidDocumentError, InvalidQueryError, InfoRequestError)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}{refused_note}")
         if isinstance(exc, IndexCorruptError):  # its message names the directory and what to do
@@ -201,40 +197,25 @@ class InfoService(info_pb2_grpc.InfoServicer):
                                      index_dir=str(self._index_dir) if caller is None else "")
 
 
-def index_settings(settings: InfoSettings) -> IndexSettings:
-    """The index's settings from `[info]`; those `[info]` does not name keep the library's defaults."""
-    return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap_tokens=settings.chunk_overlap_tokens,
-                         bm25_weight=settings.bm25_weight, dense_weight=settings.dense_weight,
-                         rrf_k=settings.rrf_k, rerank=settings.rerank)
-
-
 class InfoHost:
-    """The encoder, the index and the servicer, built from `[info]`, for one gRPC server to host.
+    """The Info servicer over a LocalInfoIndex (router/assembly/local_info.py), for one gRPC server to host.
 
     Order of use: `add_to(server, health)` before the server starts (calls get UNAVAILABLE until the
     index is open); `open()` in a thread, then `await publish_health()` (SERVING). At shutdown:
     `await publish_health(serving=False)`, stop the server, then `close()` in a thread.
-    `encoder`: a TextEncoder already loaded elsewhere in the process (the daemon's), to share it.
     """
 
-    def __init__(self, settings: InfoSettings, cache: ModelCache, *, guard: Guard,
-                 logger: Optional[logging.Logger] = None, encoder: Optional[TextEncoder] = None) -> None:
-        self.settings = settings
-        self.index_dir = settings.index_dir.expanduser()
-        self._cache = cache
-        self._encoder = encoder
+    def __init__(self, local: LocalInfoIndex, *, guard: Guard, logger: Optional[logging.Logger] = None) -> None:
+        self.local = local
+        self.index_dir = local.index_dir
         self._logger = logger or logging.getLogger("hybrid_router.info")
-        self.service = InfoService(index_dir=self.index_dir, default_k=settings.k, logger=self._logger, guard=guard)
-        self._index: Optional[InfoIndex] = None
-        self._closed = False
-        # open() runs in a worker thread and cannot be interrupted: a close() that comes meanwhile (a
-        # SIGTERM during start-up) waits for it, then closes what it opened.
-        self._lock = threading.Lock()
+        self.service = InfoService(index_dir=self.index_dir, default_k=local.settings.k, logger=self._logger,
+                                   guard=guard)
         self._health: Optional[health.aio.HealthServicer] = None
 
     @property
     def is_open(self) -> bool:
-        return self._index is not None
+        return self.local.index is not None
 
     def add_to(self, server: grpc.aio.Server, health_servicer: Optional[health.aio.HealthServicer] = None) -> None:
         """Registers the Info servicer on `server` (before it starts) and remembers the server's health
@@ -244,21 +225,10 @@ class InfoHost:
         self._health = health_servicer
 
     def open(self) -> None:
-        """Loads the encoder and opens (or creates) the index; blocking. Raises the encoder's EdgeError
-        (a missing model names the pull command) or the index's InfoIndexError."""
-        with self._lock:
-            if self._closed or self._index is not None:
-                return
-            began = time.monotonic()
-            encoder = self._encoder or TextEncoder.from_cache(self._cache, name=self.settings.encoder)
-            if self._closed:  # closed while the encoder loaded: leave the index unopened
-                return
-            self._index = InfoIndex.open(self.index_dir, embedder=encoder, settings=index_settings(self.settings))
-            self.service.attach(self._index)
-            stats = self._index.stats()
-        self._logger.info("info index open", extra={"fields": {
-            "index_dir": str(self.index_dir), "documents": stats.documents, "chunks": stats.chunks,
-            "encoder": self.settings.encoder, "open_s": round(time.monotonic() - began, 3)}})
+        """Opens the index (blocking) and starts answering from it."""
+        index = self.local.open()
+        if index is not None:
+            self.service.attach(index)
 
     async def publish_health(self, serving: Optional[bool] = None) -> None:
         """Sets SERVICE_NAME on the health servicer given to add_to (if any): `serving`, or by default
@@ -271,9 +241,5 @@ class InfoHost:
 
     def close(self) -> None:
         """Stops answering (UNAVAILABLE from now on) and closes the index; blocking, idempotent."""
-        self._closed = True  # before the lock: an open() in progress sees it and stops short
-        with self._lock:
-            self.service.detach()
-            index, self._index = self._index, None
-        if index is not None:
-            index.close()
+        self.service.detach()
+        self.local.close()

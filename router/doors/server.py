@@ -6,7 +6,6 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import grpc
@@ -15,14 +14,14 @@ from grpc_reflection.v1alpha import reflection
 
 from router.assembly.auth import check_binding, server_credentials
 from router.assembly.daemon import WAIT_SHARE_OF_BUDGET, Daemon
-from router.assembly.parts import LoadedBackends, model_cache
+from router.assembly.in_flight import Deadline, drain
+from router.assembly.parts import LoadedBackends
 from router.core.engine import Router
 from router.domain.config import Settings
-from router.domain.errors import BackendUnavailableError
 from router.doors.binding import bind
 from router.doors.info_service import SERVICE_NAME as INFO_SERVICE_NAME
 from router.doors.info_service import InfoHost
-from router.doors.service import InFlightCalls, RouterService
+from router.doors.service import RouterService
 from router.doors.serve_loop import serve_until_stopped
 from router.doors.stop_request import StopRequest
 from router.v1 import router_pb2, router_pb2_grpc
@@ -39,16 +38,6 @@ LEDGER_WATCH_INTERVAL_S = 1.0
 MIN_TRANSPORT_BYTES = 2**20
 
 
-@dataclass(frozen=True)
-class Deadline:
-    """One point in time (time.monotonic) that several steps share: each gets what the ones before left."""
-
-    at: float
-
-    def remaining(self) -> float:
-        return max(0.0, self.at - time.monotonic())
-
-
 class RouterServer:
     """Owns the grpc.aio server and the daemon's life: bind, load models, serve, drain, stop."""
 
@@ -59,7 +48,6 @@ class RouterServer:
         # False when a part overran the shutdown budget and is still running (the edge model in a
         # prompt evaluation, which cannot be interrupted): `hybrid-router serve` then exits without it.
         self.stopped_in_time = True
-        self._calls = InFlightCalls()
         self.health = health.aio.HealthServicer()
         limit = max(settings.server.max_request_bytes, MIN_TRANSPORT_BYTES)
         # so_reuseport off: a second daemon on a taken port must fail, not silently share it.
@@ -70,7 +58,7 @@ class RouterServer:
         router_pb2_grpc.add_RouterServicer_to_server(
             RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger, guard=guard,
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
-                          calls=self._calls, reload=self.daemon.reload_router), self._server)
+                          calls=self.daemon.calls, reload=self.daemon.reload_router), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         # info.service = in_process: this server hosts the Info service too, and the router reaches it
         # through the same gRPC client as a remote one (router/assembly/info_client.py).
@@ -79,9 +67,8 @@ class RouterServer:
         # The router reaches the Info service it hosts on a unix socket in a directory only this user can
         # enter, as its own principal: the public port may be TLS, whose certificate names no loopback host.
         self._private_dir: Optional[str] = None
-        if settings.info.service == "in_process":
-            self.info_host = InfoHost(settings.info, model_cache(settings), guard=guard,
-                                      logger=logging.getLogger("hybrid_router.info"))
+        if self.daemon.info_index is not None:
+            self.info_host = InfoHost(self.daemon.info_index, guard=guard, logger=logging.getLogger("hybrid_router.info"))
             self.info_host.add_to(self._server, self.health)
             services.append(INFO_SERVICE_NAME)
         reflection.enable_server_reflection(services, self._server)
@@ -190,15 +177,10 @@ class RouterServer:
         # gRPC refuses new calls from now on. Its own cut comes only at the deadline, as a backstop:
         # it ends a stream with "Cancelling all calls", where ours says why and what to do.
         transport = asyncio.create_task(self._server.stop(deadline.remaining()))
-        if not await self._calls.wait(grace_s):
-            stopped = self._calls.cut(BackendUnavailableError(
-                f"the daemon is shutting down: the request was still running when the grace period "
-                f"(server.grace_period_s = {grace_s:g} s) ended, so it was stopped; retry it"))
-            self.logger.warning("grace period over: stopping the requests still running",
-                                extra={"fields": {"requests": stopped}})
+        await drain(self.daemon.calls, grace_s, self.logger)
         # Stopped requests end within a token; what is left then (one stuck in a prompt evaluation, a
         # Health.Watch, a slow Stats) is cut by gRPC now rather than at the backstop.
         settled = Deadline(time.monotonic() + deadline.remaining() * WAIT_SHARE_OF_BUDGET)
-        await self._calls.wait(settled.remaining())
+        await self.daemon.calls.wait(settled.remaining())
         cut_the_rest = asyncio.create_task(self._server.stop(None))
         await asyncio.wait({transport, cut_the_rest}, timeout=settled.remaining())

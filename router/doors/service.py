@@ -6,96 +6,23 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, Protocol, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Optional, Protocol
 
 import grpc
 
+from router.assembly.in_flight import InFlightCalls
 from router.doors import wire
 from router.doors.grpc_credentials import credential_of
 from router.core.auth import Guard
 from router.core.engine import Router
 from router.domain.access import Action, GroupNotHeldError, Principal
-from router.domain.errors import (RETRY_AFTER_METADATA_KEY, InvalidRequestError, NotFoundError,
-                                  PermissionDeniedError, RouterError)
+from router.doors.grpc_errors import RETRY_AFTER_METADATA_KEY, status_of
+from router.domain.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, RouterError
 from router.domain.types import Caller, DaemonInfo, GenerateRequest, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
 MAX_UNIX_TIME_S = 253402300800.0  # 10000-01-01: beyond it datetime cannot represent a time
-T = TypeVar("T")
-
-
-class InFlightCall:
-    """One Generate or GenerateStream call, as a shutdown sees it.
-
-    A shutdown stops a call by cancelling its task, but only while the task awaits the router: there
-    the cancellation runs the router's own clean-up (the edge stops within a token, the cloud stream
-    closes) and comes back to the handler, which answers with `cut_error`. A task cancelled inside
-    gRPC's write of a message would never come back to the handler (gRPC swallows the cancellation
-    and sends no status), so a call caught there is only marked and stops before its next step.
-    """
-
-    def __init__(self, task: "asyncio.Task[object]", cut_error: Optional[RouterError]) -> None:
-        self.task = task
-        self.cut_error = cut_error
-        self._awaiting_router = False
-
-    async def run(self, step: Callable[[], Awaitable[T]]) -> T:
-        """Awaits one step of router work; raises `cut_error` if the call is cut before or during it."""
-        if self.cut_error is not None:
-            raise self.cut_error
-        self._awaiting_router = True
-        try:
-            return await step()
-        except asyncio.CancelledError:
-            if self.cut_error is None:
-                raise  # the client went away, or gRPC itself cancels: nothing to answer
-            self.task.uncancel()  # this cancellation was ours, and it is handled here
-            raise self.cut_error from None
-        finally:
-            self._awaiting_router = False
-
-    def cut(self, error: RouterError) -> None:
-        self.cut_error = error
-        if self._awaiting_router:
-            self.task.cancel()
-
-
-class InFlightCalls:
-    """The Generate and GenerateStream calls now running, so that a shutdown can wait for them and then
-    stop the rest with an error that says why (gRPC's own cut says only "Cancelling all calls")."""
-
-    def __init__(self) -> None:
-        self._calls: set[InFlightCall] = set()
-        self._cut_error: Optional[RouterError] = None
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[InFlightCall]:
-        task = asyncio.current_task()
-        assert task is not None
-        call = InFlightCall(task, self._cut_error)  # a call that starts after the cut stops at once
-        self._calls.add(call)
-        try:
-            yield call
-        finally:
-            self._calls.discard(call)
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    async def wait(self, timeout_s: float) -> bool:
-        """Waits until every call has ended (its status sent), at most timeout_s. True when none is left."""
-        tasks = {call.task for call in self._calls}
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
-        return not self._calls
-
-    def cut(self, error: RouterError) -> int:
-        """Stops every call with `error`; returns how many there were."""
-        self._cut_error = error
-        for call in tuple(self._calls):
-            call.cut(error)
-        return len(self._calls)
 
 
 class LedgerAccess(Protocol):
@@ -133,10 +60,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def _decode(self, message: pb.GenerateRequest, principal: Principal) -> GenerateRequest:
         """The request as the core sees it, its caller replaced by the principal: the name is the
         principal's, and the groups those of the principal's that the request named (all when none)."""
-        size = message.ByteSize()
-        if size > self._max_request_bytes:
-            raise InvalidRequestError(f"the request is {size} bytes; the limit is {self._max_request_bytes} "
-                                      "bytes (server.max_request_bytes); send a shorter conversation")
+        # Its size is checked in the core (router/domain/validation.py), as every door's request is.
         request = wire.request_from_proto(message)
         if not self._guard.enabled:  # auth.mode = "none": the caller as sent, as before authentication
             return request
@@ -150,7 +74,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         if isinstance(exc, RouterError):
             if exc.retry_after_s is not None:
                 context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{exc.retry_after_s:g}"),))
-            await context.abort(exc.code, exc.message)
+            await context.abort(status_of(exc), exc.message)
         self._logger.exception("unexpected error while serving a request", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the daemon log")
 

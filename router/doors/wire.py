@@ -43,6 +43,8 @@ def request_to_proto(request: GenerateRequest) -> pb.GenerateRequest:
         message.reference_answer = request.reference_answer
     if request.seed is not None:
         message.seed = request.seed
+    if request.stream_draft is not None:
+        message.stream_draft = request.stream_draft
     return message
 
 
@@ -55,7 +57,8 @@ def request_from_proto(message: pb.GenerateRequest) -> GenerateRequest:
         max_tokens=optional("max_tokens"), temperature=optional("temperature"),
         stop=tuple(message.stop), mode=_mode(message.mode), request_id=message.request_id,
         metadata=dict(message.metadata), reference_answer=optional("reference_answer"),
-        seed=optional("seed"), caller=Caller(user=message.caller.user, groups=tuple(message.caller.groups)))
+        seed=optional("seed"), caller=Caller(user=message.caller.user, groups=tuple(message.caller.groups)),
+        stream_draft=optional("stream_draft"))
 
 
 def _run_to_proto(run: BackendRun) -> pb.BackendRun:

@@ -43,7 +43,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "max_tokens", "temperature", "stop", "mode", "request_id", "metadata", "reference_answer", "seed", "caller")
+    __slots__ = ("messages", "max_tokens", "temperature", "stop", "mode", "request_id", "metadata", "reference_answer", "seed", "caller", "stream_draft")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class GenerateRequest(_message.Message):
     REFERENCE_ANSWER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DRAFT_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     max_tokens: int
     temperature: float
@@ -71,7 +72,8 @@ class GenerateRequest(_message.Message):
     reference_answer: str
     seed: int
     caller: _info_pb2.Caller
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ..., caller: _Optional[_Union[_info_pb2.Caller, _Mapping]] = ...) -> None: ...
+    stream_draft: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., reference_answer: _Optional[str] = ..., seed: _Optional[int] = ..., caller: _Optional[_Union[_info_pb2.Caller, _Mapping]] = ..., stream_draft: _Optional[bool] = ...) -> None: ...
 
 class BackendRun(_message.Message):
     __slots__ = ("backend", "model", "text", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "total_s", "cost_usd", "finish_reason", "mean_logprob", "usage_estimated", "purpose")

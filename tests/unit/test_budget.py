@@ -68,7 +68,7 @@ def test_refuse_names_the_budget_and_when_it_resets() -> None:
     with pytest.raises(BudgetExhaustedError, match=r"principal alice's daily .*budget\.principal_daily_usd") as refused:
         gate.keep_off_cloud(request("alice"))
     assert refused.value.retry_after_s == pytest.approx(3600)
-    assert refused.value.code.name == "RESOURCE_EXHAUSTED"
+    assert refused.value.kind.name == "RATE_LIMITED"
 
 
 def test_a_new_utc_day_starts_the_daily_budget_again_and_the_month_keeps_counting() -> None:

@@ -57,3 +57,14 @@ def test_the_backends_never_import_the_router(package: str) -> None:
     offenders = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / package).rglob("*.py"))
                  for m in imported_modules(p) if m.split(".")[0] in ("router", "bench")]
     assert offenders == []
+
+
+TRANSPORTS = ("grpc", "starlette", "fastapi", "uvicorn", "sse_starlette")
+
+
+@pytest.mark.parametrize("floor", ["domain", "core"])
+def test_the_domain_and_the_core_know_no_transport(floor: str) -> None:
+    """Errors carry a kind, not a status code: each door maps kinds to its own codes."""
+    offenders = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "router" / floor).rglob("*.py"))
+                 for m in imported_modules(p) if m.split(".")[0] in TRANSPORTS]
+    assert offenders == []

@@ -11,7 +11,7 @@ import pytest
 from cloud.openai_backend import OpenAIBackend
 from router.assembly.parts import LoadedBackends, _close_in_daemon_thread
 from router.domain.errors import BackendUnavailableError
-from router.doors.service import InFlightCalls
+from router.assembly.in_flight import InFlightCalls
 from router.doors.stop_request import STOP_SIGNALS, StopRequest
 from router.domain.types import ModelInfo
 

@@ -2,7 +2,7 @@ import pytest
 
 from router.domain.config import ServerSettings
 from router.domain.errors import InvalidRequestError, ModeNotImplementedError
-from router.domain.types import ChatMessage, GenerateRequest, Mode
+from router.domain.types import Caller, ChatMessage, GenerateRequest, Mode
 from router.domain.validation import MAX_REQUEST_ID_CHARS, resolve_mode, validate_request
 
 LIMITS = ServerSettings(max_tokens_limit=100, default_max_tokens=10, default_temperature=0.2)
@@ -73,3 +73,16 @@ def test_request_ids_outside_the_rules_are_refused(request_id: str, fragment: st
         validate_request(GenerateRequest(messages=USER, request_id=request_id), LIMITS)
     assert fragment in caught.value.message
     assert "omit it" in caught.value.message
+
+
+def test_the_size_limit_counts_the_texts_utf8_bytes_whatever_the_door() -> None:
+    from router.domain.validation import request_size_bytes
+
+    request = GenerateRequest(messages=(ChatMessage("user", "é" * 500),), stop=("##",), metadata={"k": "vv"},
+                              caller=Caller(user="ann", groups=("hr",)))
+    assert request_size_bytes(request) == 4 + 1000 + 2 + 1 + 2 + 3 + 2  # user, é×500, ##, k, vv, ann, hr
+    limits = ServerSettings(max_request_bytes=1014)
+    validate_request(request, limits)
+    with pytest.raises(InvalidRequestError, match=r"the request is 1015 bytes; the limit is 1014 bytes"):
+        validate_request(GenerateRequest(messages=request.messages, stop=("###",), metadata={"k": "vv"},
+                                         caller=request.caller), limits)

@@ -3,8 +3,9 @@ import math
 import grpc
 
 from router.doors import wire
-from router.domain.errors import (ERROR_FOR_CODE, InvalidRequestError, RateLimitedError, RequestIdInUseError,
-                           error_from_status)
+from router.doors.grpc_errors import KIND_FOR_STATUS, STATUS_FOR_KIND, error_from_status, status_of
+from router.domain.errors import (ERROR_FOR_KIND, ErrorKind, InternalError, InvalidRequestError, RateLimitedError,
+                                  RequestIdInUseError)
 from router.domain.pricing import CostModel
 from router.domain.types import (BackendKind, BackendRun, ChatMessage, Decision, GenerateRequest, GenerateResult,
                           Latency, Mode, RunPurpose, TextDelta)
@@ -15,8 +16,11 @@ def test_request_round_trip_keeps_unset_fields_unset() -> None:
                               mode=Mode.CLOUD_ONLY, request_id="r1", metadata={"k": "v"})
     back = wire.request_from_proto(wire.request_to_proto(request))
     assert back == request and back.max_tokens is None and back.temperature is None and back.seed is None
-    full = GenerateRequest(messages=request.messages, max_tokens=5, temperature=0.5, reference_answer="42", seed=7)
-    assert wire.request_from_proto(wire.request_to_proto(full)) == full
+    assert back.stream_draft is None
+    for stream_draft in (False, True):
+        full = GenerateRequest(messages=request.messages, max_tokens=5, temperature=0.5, reference_answer="42",
+                               seed=7, stream_draft=stream_draft)
+        assert wire.request_from_proto(wire.request_to_proto(full)) == full
 
 
 def test_unknown_mode_survives_the_wire_as_an_int() -> None:
@@ -50,8 +54,13 @@ def test_status_codes_map_to_typed_errors() -> None:
     limited = error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", 2.5)
     assert isinstance(limited, RateLimitedError) and limited.retry_after_s == 2.5
     assert isinstance(error_from_status(grpc.StatusCode.ALREADY_EXISTS, "in use"), RequestIdInUseError)
-    for code, cls in ERROR_FOR_CODE.items():
-        assert cls.code == code
+    assert isinstance(error_from_status(grpc.StatusCode.DATA_LOSS, "lost"), InternalError)  # not in the table
+    # The table is one-to-one over every kind, and each kind's class round-trips through the wire.
+    assert set(STATUS_FOR_KIND) == set(ErrorKind) == set(ERROR_FOR_KIND)
+    assert len(KIND_FOR_STATUS) == len(ErrorKind)
+    for kind, cls in ERROR_FOR_KIND.items():
+        assert cls.kind is kind
+        assert type(error_from_status(status_of(cls("x")), "x")) is cls
 
 
 def test_costs() -> None:

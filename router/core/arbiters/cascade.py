@@ -30,6 +30,13 @@ from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutc
 from router.domain.types import BackendKind, BackendRun, Decision, DraftDiscarded, TextDelta
 
 
+def streams_draft(ctx: ModeContext, configured: bool) -> bool:
+    """Whether this request's draft reaches the client before it is judged: the request's own choice
+    (GenerateRequest.stream_draft), else the arbiter's configured one."""
+    chosen = ctx.request.stream_draft
+    return configured if chosen is None else chosen
+
+
 @dataclass(frozen=True)
 class ContextEdgeCalls:
     """The scorers' extra edge generations, run through the mode context so each is priced and recorded."""
@@ -104,17 +111,18 @@ class ScoringArbiter:
         return Verdict(keep, score, threshold, f"{self.scorer.name} scored the edge {score.value:.3f} {relation} "
                                                f"threshold {threshold:.3f}: {answers}")
 
-    def serve_edge(self, edge_run: BackendRun, decision: Decision) -> list[ModeEvent]:
+    def serve_edge(self, ctx: ModeContext, edge_run: BackendRun, decision: Decision) -> list[ModeEvent]:
         """The end of a request the edge answers: its text, when it was held back, then the outcome."""
-        held_back = [TextDelta(edge_run.text, BackendKind.EDGE, None)] if not self.stream_draft and edge_run.text else []
+        streamed = streams_draft(ctx, self.stream_draft)
+        held_back = [TextDelta(edge_run.text, BackendKind.EDGE, None)] if not streamed and edge_run.text else []
         return [*held_back, ModeOutcome(text=edge_run.text, served_by=BackendKind.EDGE, decision=decision,
                                         finish_reason=edge_run.finish_reason)]
 
-    def discard_edge(self, edge: BackendCall, decision: Decision) -> list[ModeEvent]:
+    def discard_edge(self, ctx: ModeContext, edge: BackendCall, decision: Decision) -> list[ModeEvent]:
         """The edge's answer is set aside for the cloud's: a draft, and the client is told if it saw it."""
         edge.mark_discarded()
         run = edge.run
-        if self.stream_draft and run is not None and run.text:
+        if streams_draft(ctx, self.stream_draft) and run is not None and run.text:
             return [DraftDiscarded(discarded=BackendKind.EDGE, next=BackendKind.CLOUD, reason=decision.reason)]
         return []
 
@@ -135,7 +143,7 @@ class CascadeArbiter(ScoringArbiter):
         stopped_at: Optional[float] = None
         async with ctx.call(BackendKind.EDGE) as edge:
             async for delta in edge.deltas():
-                if self.stream_draft:
+                if streams_draft(ctx, self.stream_draft):
                     yield delta
                 confidence = self.early.running_confidence(edge.token_logprobs) if self.early else None
                 if confidence is not None and confidence < self.early.threshold:
@@ -152,10 +160,10 @@ class CascadeArbiter(ScoringArbiter):
             verdict = await self.judge(ctx, edge, always_escalate=self.always_escalate)
         decision = self.decision(ctx, verdict, threshold_kind="early" if stopped_at is not None else "")
         if verdict.keep:
-            for event in self.serve_edge(edge_run, decision):
+            for event in self.serve_edge(ctx, edge_run, decision):
                 yield event
             return
-        for event in self.discard_edge(edge, decision):
+        for event in self.discard_edge(ctx, edge, decision):
             yield event
         async with ctx.call(BackendKind.CLOUD) as cloud:
             async for delta in cloud.deltas():

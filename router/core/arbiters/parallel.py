@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
 
-from router.core.arbiters.cascade import ScoringArbiter, Verdict
+from router.core.arbiters.cascade import ScoringArbiter, Verdict, streams_draft
 from router.core.backends import is_backend_failure
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
 from router.domain.types import BackendKind, TextDelta
@@ -125,7 +125,7 @@ class ParallelArbiter(ScoringArbiter):
                         edge_failure = item
                         break
                     if isinstance(item, TextDelta):
-                        if self.stream_draft:
+                        if streams_draft(ctx, self.stream_draft):
                             yield item
                         continue
                     verdict = item
@@ -139,7 +139,7 @@ class ParallelArbiter(ScoringArbiter):
                            f"the edge failed ({type(edge_failure).__name__}: {edge_failure}): the cloud answers")
                     decision = self.decision(ctx, Verdict(False, None, self.threshold.current(), why))
                     if "edge" in box:
-                        for event in self.discard_edge(box["edge"], decision):
+                        for event in self.discard_edge(ctx, box["edge"], decision):
                             yield event
                     async for delta in feed.drain():
                         yield delta
@@ -158,10 +158,10 @@ class ParallelArbiter(ScoringArbiter):
                         if cloud_failure is None:
                             decision = dataclasses.replace(decision, reason=f"{decision.reason}; the cloud call was "
                                                            "cancelled (what it had generated is recorded and priced)")
-                        for event in self.serve_edge(edge_run, decision):
+                        for event in self.serve_edge(ctx, edge_run, decision):
                             yield event
                         return
-                    for event in self.discard_edge(edge, decision):
+                    for event in self.discard_edge(ctx, edge, decision):
                         yield event
                     sent_cloud_text = False
                     try:

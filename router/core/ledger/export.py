@@ -38,10 +38,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-import grpc
 import numpy as np
 
-from router.domain.errors import InvalidRequestError, RouterError
+from router.domain.errors import ErrorKind, InvalidRequestError, RouterError
 
 FORMATS = ("openai", "sharegpt", "dpo")
 _SHAREGPT_ROLES = MappingProxyType({"system": "system", "user": "human", "assistant": "gpt"})
@@ -53,7 +52,7 @@ _UNANSWERED = "UNSPECIFIED"              # served_by of a request that ended wit
 class LedgerExportRefusedError(RouterError):
     """The ledger holds no text to export (log_content = none)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    kind = ErrorKind.PRECONDITION_FAILED
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import grpc
 
-from router.domain.errors import NotFoundError, RouterError
+from router.domain.errors import ErrorKind, NotFoundError, RouterError
 from router.core.ledger.files import create_private_file, narrow_database_to_owner
 from router.core.ledger.schema import MIGRATIONS, Migration, migrate
 
@@ -29,7 +28,7 @@ class LedgerNotFoundError(NotFoundError):
 class LedgerUnavailableError(RouterError):
     """The ledger cannot be used right now (it could not open its file, or writes are failing)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    kind = ErrorKind.UNAVAILABLE
 
 
 def format_time(moment: "datetime | float") -> str:
