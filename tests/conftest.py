@@ -23,7 +23,7 @@ from router.doors.server import RouterServer
 
 TEST_MODEL = "smollm2-135m"
 # The longest any test waits for something that must happen (a log line, a row, a process's end) before
-# it takes it as never coming: far beyond what a loaded 2-core machine needs (README "Test bounds").
+# it takes it as never coming: far beyond what a loaded 2-core machine needs (docs/development.md, "Test bounds").
 WAIT_S = 600.0
 
 

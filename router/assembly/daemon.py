@@ -24,6 +24,7 @@ from router.assembly.in_flight import InFlightCalls
 from router.assembly.info_client import GrpcInfoClient
 from router.assembly.local_info import LocalInfoIndex
 from router.assembly.limits import build_admission, build_backend_queues, build_budget
+from router.assembly.metrics import RouterMetrics, budget_left_usd
 from router.assembly.modes import build_modes
 from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
@@ -57,8 +58,10 @@ class Daemon:
         # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
         self.budget = build_budget(settings)
         budgets = (self.budget,) if self.budget is not None else ()
+        # Prometheus series for every finished request, served by a door when metrics.address is set.
+        self.metrics = RouterMetrics(edge_model=settings.edge.model, cloud_model=settings.cloud.model)
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes,
-                             sinks=(self.ledger, *budgets), cloud_gates=budgets,
+                             sinks=(self.ledger, self.metrics, *budgets), cloud_gates=budgets,
                              # a reused client request_id is refused, not lost as a duplicate
                              recorded_ids=self.ledger, admission=build_admission(settings.limits))
         if self.router.default_mode not in self.router.modes:
@@ -110,8 +113,13 @@ class Daemon:
         # The one place where finished results leave the request path: the ledger, then the judge; and
         # privacy first among the gates: a request that may not leave the device goes to the edge, whatever else holds.
         self.router.go_live(backends=Backends(edge=edge_queue, cloud=self.cloud.backend), costs=costs,
-                            sinks=(self.ledger, self.judge, *budgets), cloud_gates=(*self.cloud.gates, *budgets),
-                            info=self.info_client)
+                            sinks=(self.ledger, self.judge, self.metrics, *budgets),
+                            cloud_gates=(*self.cloud.gates, *budgets), info=self.info_client)
+        budget = self.budget
+        self.metrics.watch(
+            breaker=self.breaker_status, ledger_dropped_writes=lambda: self.ledger.status().dropped_writes,
+            budget_left_usd=(lambda: budget_left_usd(budget)) if budget is not None else dict,
+            queue_depths=lambda: {"edge": edge_queue.in_flight, "cloud": cloud_queue.in_flight})
         self.logger.info("serving", extra={"fields": {
             "edge": self.backends.edge_info.name, "cloud": self.backends.cloud_info.name,
             "cloud_endpoint": self.backends.cloud_info.endpoint}})

@@ -26,11 +26,11 @@ class Role(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    """One thing a caller may ask for; each RPC (and later each HTTP endpoint) names the one it needs."""
+    """One thing a caller may ask for; each RPC and each HTTP endpoint names the one it needs."""
 
-    GENERATE = "generate"        # Router.Generate, Router.GenerateStream
+    GENERATE = "generate"        # Router.Generate, Router.GenerateStream, POST /v1/chat/completions
     FEEDBACK = "feedback"        # Router.Feedback, on the caller's own requests (an admin's: on any)
-    INFO = "info"                # Router.Info: versions and models, no credentials, no paths
+    INFO = "info"                # Router.Info, GET /v1/models: versions and models, no credentials, no paths
     STATS = "stats"              # Router.Stats: every principal's traffic and spend
     RELOAD = "reload"            # Router.Reload: loads a model from the daemon's disk
     RETRIEVE = "retrieve"        # Info.Retrieve, within the caller's groups
@@ -38,11 +38,13 @@ class Action(enum.StrEnum):
     INGEST = "ingest"            # Info.Ingest: writes documents, replaces them by id
     DELETE = "delete"            # Info.Delete
     ACT_FOR_CALLER = "act_for_caller"  # Info.Retrieve with the caller's groups as sent: a daemon's own identity
+    METRICS = "metrics"          # GET /metrics: counts, costs and states, no per-principal data
 
 
 _USER = frozenset({Action.GENERATE, Action.FEEDBACK, Action.INFO, Action.RETRIEVE, Action.INDEX_STATS})
-_ADMIN = _USER | {Action.STATS, Action.RELOAD, Action.INGEST, Action.DELETE}
-_SERVICE = frozenset({Action.RETRIEVE, Action.ACT_FOR_CALLER, Action.INDEX_STATS})
+_ADMIN = _USER | {Action.STATS, Action.RELOAD, Action.INGEST, Action.DELETE, Action.METRICS}
+# A monitoring system scrapes /metrics with a service token.
+_SERVICE = frozenset({Action.RETRIEVE, Action.ACT_FOR_CALLER, Action.INDEX_STATS, Action.METRICS})
 
 ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = MappingProxyType({
     Role.USER: _USER, Role.ADMIN: _ADMIN, Role.SERVICE: _SERVICE})

@@ -375,6 +375,24 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
 
 
+class HttpSettings(_Section):
+    """The OpenAI-compatible HTTP door (router/doors/http/): POST /v1/chat/completions, GET /v1/models."""
+
+    address: str = Field(
+        "", description="host:port where the daemon serves its OpenAI-compatible HTTP door; empty: not served "
+        "(`hybrid-router serve --http 127.0.0.1:8080` sets it). It takes the gRPC port's principals as "
+        "`Authorization: Bearer <token>`, its TLS (server.tls_*), and its binding rule: beyond loopback only "
+        "with TLS and tokens.")
+
+    @field_validator("address")
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        if address and (not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError("expected host:port (e.g. 127.0.0.1:8080), or empty to serve no HTTP door")
+        return address
+
+
 class MetricsSettings(_Section):
     """Prometheus metrics of the daemon (router/assembly/metrics.py), served over HTTP at /metrics."""
 
@@ -409,6 +427,7 @@ class Settings(_Section):
     info: InfoSettings = InfoSettings()
     agent: AgentSettings = AgentSettings()
     logging: LoggingSettings = LoggingSettings()
+    http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()
 
 

@@ -30,11 +30,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None, os.environ)
 
 
+def with_address(settings: Settings, section: str, address: str) -> Settings:
+    """The settings with `[section] address` set from the command line, checked as the file's would be."""
+    try:
+        chosen = type(getattr(settings, section)).model_validate({"address": address})
+    except ValueError as exc:
+        raise ConfigError(f"--{section} {address}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+    return settings.model_copy(update={section: chosen})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.doors.serve_command import serve, take_stop_signals  # standard library only: quick
 
     early_stop = take_stop_signals(args.early_stop)
     settings = _settings(args)
+    for section, address in (("http", args.http), ("metrics", args.metrics)):
+        if address is not None:
+            settings = with_address(settings, section, address)
     from router.doors.server import RouterServer
 
     return serve(early_stop, settings, args.listen, build=lambda s, logger: RouterServer(s, logger=logger),
@@ -442,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the daemon")
     serve.add_argument("--listen", help="host:port or unix:PATH (default: server.listen)")
+    serve.add_argument("--http", metavar="HOST:PORT", help="also serve the OpenAI-compatible HTTP door there "
+                       "(default: http.address; off when empty), e.g. 127.0.0.1:8080")
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="also serve Prometheus metrics at /metrics there "
+                       "(default: metrics.address; off when empty), e.g. 127.0.0.1:9464")
     serve.set_defaults(func=cmd_serve)
 
     ask = commands.add_parser("ask", parents=[common], help="ask a running daemon one question")

@@ -19,6 +19,9 @@ from router.assembly.parts import LoadedBackends
 from router.core.engine import Router
 from router.domain.config import Settings
 from router.doors.binding import bind
+from router.doors.http.app import HttpDoorState, build_app
+from router.doors.http.metrics_app import build_metrics_app
+from router.doors.http.serve import AsgiServer
 from router.doors.info_service import SERVICE_NAME as INFO_SERVICE_NAME
 from router.doors.info_service import InfoHost
 from router.doors.service import RouterService
@@ -73,6 +76,22 @@ class RouterServer:
             services.append(INFO_SERVICE_NAME)
         reflection.enable_server_reflection(services, self._server)
         self.address = ""
+        # The OpenAI-compatible HTTP door (http.address) and the metrics endpoint (metrics.address): more
+        # transports over the same daemon, its principals and its one drain.
+        self.http_state: Optional[HttpDoorState] = None
+        self.http: Optional[AsgiServer] = None
+        self.metrics_http: Optional[AsgiServer] = None
+        if settings.http.address:
+            self.http_state = HttpDoorState(router=self.daemon.router, guard=guard, calls=self.daemon.calls,
+                                            max_request_bytes=settings.server.max_request_bytes,
+                                            logger=logging.getLogger("hybrid_router.http"), metrics=self.daemon.metrics)
+            self.http = AsgiServer(build_app(self.http_state), settings.http.address, tls=settings.server,
+                                   logger=self.http_state.logger, name="http")
+        if settings.metrics.address:
+            metrics_logger = logging.getLogger("hybrid_router.metrics")
+            self.metrics_http = AsgiServer(build_metrics_app(self.daemon.metrics, guard, metrics_logger),
+                                           settings.metrics.address, tls=settings.server, logger=metrics_logger,
+                                           name="metrics")
         self._stopping = asyncio.Event()
         self._ledger_watch: Optional[asyncio.Task] = None
 
@@ -84,6 +103,9 @@ class RouterServer:
         """Bind and start answering (health NOT_SERVING until `load` finishes). Returns the bound address."""
         listen = listen or self.settings.server.listen
         check_binding(self.settings, listen)
+        for extra in (self.settings.http.address, self.settings.metrics.address):
+            if extra:
+                check_binding(self.settings, extra)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Bind first: an address that cannot be had must fail before the ledger opens or a task starts.
         credentials = server_credentials(self.settings.server)
@@ -96,6 +118,9 @@ class RouterServer:
                 raise RuntimeError(f"could not bind {listen}")
             host = listen.rsplit(":", 1)[0]
             listen = f"{host}:{port}"
+        for door in (self.http, self.metrics_http):
+            if door is not None:
+                await door.start()
         await asyncio.to_thread(self.daemon.open)
         self._ledger_watch = asyncio.create_task(self._watch_ledger())
         await self._server.start()
@@ -158,7 +183,13 @@ class RouterServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.info_host is not None:
             await self.info_host.publish_health(serving=False)
+        if self.http_state is not None and self.http is not None:
+            self.http_state.accepting = False
+            self.http.stop_accepting()
         await self._stop_serving(server.grace_period_s, deadline)
+        for door in (self.http, self.metrics_http):
+            if door is not None:
+                await door.stop()
         if self._ledger_watch is not None:
             self._ledger_watch.cancel()
         self.stopped_in_time = await self.daemon.close(deadline.remaining())

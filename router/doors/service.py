@@ -15,10 +15,10 @@ from router.doors import wire
 from router.doors.grpc_credentials import credential_of
 from router.core.auth import Guard
 from router.core.engine import Router
-from router.domain.access import Action, GroupNotHeldError, Principal
+from router.domain.access import Action, Principal
 from router.doors.grpc_errors import RETRY_AFTER_METADATA_KEY, status_of
 from router.domain.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, RouterError
-from router.domain.types import Caller, DaemonInfo, GenerateRequest, StatsReport
+from router.domain.types import DaemonInfo, GenerateRequest, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
 
@@ -62,13 +62,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         principal's, and the groups those of the principal's that the request named (all when none)."""
         # Its size is checked in the core (router/domain/validation.py), as every door's request is.
         request = wire.request_from_proto(message)
-        if not self._guard.enabled:  # auth.mode = "none": the caller as sent, as before authentication
-            return request
-        try:
-            groups = self._guard.groups_for(principal, tuple(request.caller.groups))
-        except GroupNotHeldError as exc:
-            raise PermissionDeniedError(str(exc)) from None
-        return dataclasses.replace(request, caller=Caller(user=principal.name, groups=groups))
+        return dataclasses.replace(request, caller=self._guard.caller_for(principal, request.caller))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, RouterError):

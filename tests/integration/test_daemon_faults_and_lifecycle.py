@@ -46,7 +46,7 @@ def test_grpcurl_lists_describes_and_calls_the_daemon(daemon: ServerThread) -> N
 
 # The router's cloud time-out is the fault under test for HANG and STALLED_STREAM. Every other fault is
 # answered by the fault server at once, over loopback, so 5 s is far from any answer's time even on a
-# loaded machine (README "Test bounds"); a hang lasts until the fault server stops.
+# loaded machine (docs/development.md, "Test bounds"); a hang lasts until the fault server stops.
 CLOUD_TIMEOUT_S = 5.0
 
 

@@ -21,9 +21,9 @@ from tests.conftest import WAIT_S, isolated_env, wait_until
 
 GRACE_S = 1.0
 FLUSH_S = 3.0
-# The daemon's bound (README: SIGTERM to exit within grace_period_s + shutdown_flush_s) starts when its
+# The daemon's bound (docs/usage.md: SIGTERM to exit within grace_period_s + shutdown_flush_s) starts when its
 # handler runs and ends when its drain returns; signal delivery and the interpreter's own exit come on top.
-# README "Test bounds" gives this slack and what it was measured against.
+# docs/development.md, "Test bounds", gives this slack and what it was measured against.
 SLACK_S = 2.0
 BOUND_S = GRACE_S + FLUSH_S + SLACK_S
 # The 135M model counts on for well over a thousand tokens: still talking when the grace period ends.

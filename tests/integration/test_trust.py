@@ -1,5 +1,5 @@
 """Trust through a real daemon on a real port, with two principals and an admin: who may call, read,
-write and label (README "Security"). The daemon hosts its Info service in-process; alice holds the
+write and label (docs/security.md). The daemon hosts its Info service in-process; alice holds the
 group `hr`, bob holds `eng`, and the admin is the local admin whose token the daemon wrote on its
 first start."""
 from __future__ import annotations

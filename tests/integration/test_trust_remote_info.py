@@ -1,4 +1,4 @@
-"""The Info service on another host, as README "Security" says to run it: its own principals, TLS, and the
+"""The Info service on another host, as docs/security.md says to run it: its own principals, TLS, and the
 daemon known to it by a `service` token. The daemon's own principals decide whose groups a retrieval reads."""
 from __future__ import annotations
 

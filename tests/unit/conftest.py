@@ -1,5 +1,5 @@
 """Everything under tests/unit is a `unit` test: no model, no daemon, no network beyond loopback servers
-the test starts itself. `pytest -m unit` runs them alone (README "Development")."""
+the test starts itself. `pytest -m unit` runs them alone (docs/development.md)."""
 from __future__ import annotations
 
 from pathlib import Path

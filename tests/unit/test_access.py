@@ -1,4 +1,4 @@
-"""The roles table: one in router/domain/access.py, and the README's copy of it stays equal; a principal's
+"""The roles table: one in router/domain/access.py, and the copy in docs/security.md stays equal; a principal's
 groups are narrowed, never widened."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from router.core.auth import Credential, Guard, PrincipalsFile
 from router.domain.access import ALL_GROUPS, ROLE_ACTIONS, Action, GroupNotHeldError, Principal, Role
 from router.domain.errors import PermissionDeniedError, UnauthenticatedError
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
-def test_the_readme_roles_table_is_the_code_table() -> None:
-    block = README.read_text().split("<!-- roles-table -->")[1].split("<!-- /roles-table -->")[0]
+def test_the_security_docs_roles_table_is_the_code_table() -> None:
+    block = SECURITY_DOC.read_text().split("<!-- roles-table -->")[1].split("<!-- /roles-table -->")[0]
     rows = [line for line in block.strip().splitlines()[2:]]
     table = {}
     for row in rows:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from router.core.auth.principals import PrincipalsFile, hash_token
-from router.domain.access import ALL_GROUPS, Action, Principal, Role
+from router.domain.access import ALL_GROUPS, Action, GroupNotHeldError, Principal, Role
 from router.domain.errors import PermissionDeniedError, UnauthenticatedError
+from router.domain.types import Caller
 
 BEARER = "bearer "
 # auth.mode = "none" (loopback only): every caller is this admin, and reads the groups its request names.
@@ -81,6 +82,18 @@ class Guard:
                 return principal.groups
             return tuple(group for group in requested if principal.holds(group))
         return principal.narrow(requested)
+
+    def caller_for(self, principal: Principal, sent: Caller) -> Caller:
+        """Who a request is made as, whatever door it came through: as sent under auth.mode = "none";
+        otherwise the principal's name, and the groups groups_for gives (PermissionDeniedError for a group
+        the principal does not hold)."""
+        if self._principals is None:
+            return sent
+        try:
+            groups = self.groups_for(principal, tuple(sent.groups))
+        except GroupNotHeldError as exc:
+            raise PermissionDeniedError(str(exc)) from None
+        return Caller(user=principal.name, groups=groups)
 
     def authorize(self, credential: Credential, action: Action) -> Principal:
         principal = self.authenticate(credential)
