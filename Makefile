@@ -10,10 +10,19 @@ HR     := $(BIN)/hybrid-router
 LLAMA_POLICY ?= auto
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
+.PHONY: run bench-demo test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
 
+# The quick start: the daemon, one answer per mode, then a smoke bench of a few items per mode. The full
+# demo bench (every item of the sample in every mode) is `make bench-demo`.
 run: models selftest
 	$(HR) demo
+	$(BIN)/python -m bench --quick --ingest demo --out bench/out/quick
+	@echo ""
+	@echo "That was a smoke run: 2 GSM8K problems and 2 SQuAD questions per mode, too few to measure anything."
+	@echo "The full demo bench (8 GSM8K + 24 SQuAD items in every mode; the accuracy, cost and latency of each"
+	@echo "mode): make bench-demo. The measured results and how to reproduce them: docs/bench.md."
+
+bench-demo: models selftest
 	$(BIN)/python -m bench --demo --ingest demo --out bench/out/demo
 
 test: check-stubs selftest

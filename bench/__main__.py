@@ -32,6 +32,8 @@ from router.domain.types import Mode
 
 
 DEMO_SPEC = "demo"  # how run.json names the built-in demo sample among the data sets
+QUICK_SPEC = "demo-quick"  # and its first QUICK_PER_DATASET items of each data set
+QUICK_PER_DATASET = 2
 META_FILE = "run.json"  # what the run was, written before the first request, so a partial run can be reported
 
 
@@ -41,6 +43,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--dataset", action="append", default=[],
                         help="gsm8k, squad, gsm8k:PATH, squad:PATH or jsonl:PATH (repeatable)")
     parser.add_argument("--demo", action="store_true", help="the built-in sample (8 GSM8K + 24 SQuAD items)")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: the built-in sample's first "
+                        f"{QUICK_PER_DATASET} GSM8K and {QUICK_PER_DATASET} SQuAD items (what `make run` runs)")
     parser.add_argument("--modes", help="comma-separated (default: every mode the daemon implements)")
     parser.add_argument("--limit", type=int, help="items per data set, drawn with --seed")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,8 +68,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="send nothing: score the stored answers again with the current scorer, rewrite "
                              "results.jsonl, then report")
     args = parser.parse_args(argv)
-    if not args.dataset and not args.demo:
-        parser.error("give --dataset (repeatable) or --demo")
+    if not args.dataset and not args.demo and not args.quick:
+        parser.error("give --dataset (repeatable), --demo or --quick")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     return args
@@ -114,7 +118,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
                                f"it implements {', '.join(mode.name for mode in implemented)}")
         modes = chosen_modes or implemented
         meta = {
-            "command": command, "seed": args.seed, "datasets": ([DEMO_SPEC] if args.demo else []) + list(args.dataset),
+            "command": command, "seed": args.seed, "datasets": _specs(args),
             "modes": [m.name for m in modes], "concurrency": args.concurrency,
             "max_tokens": args.max_tokens or dict(DEFAULT_MAX_TOKENS), "temperature": 0.0,
             "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
@@ -138,11 +142,32 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
             daemon.close()
 
 
+def _specs(args: argparse.Namespace) -> list[str]:
+    return ([DEMO_SPEC] if args.demo else []) + ([QUICK_SPEC] if args.quick else []) + list(args.dataset)
+
+
+def quick_items() -> list[BenchItem]:
+    """The demo sample's first QUICK_PER_DATASET items of each data set, in the sample's order."""
+    taken: dict[str, int] = {}
+    chosen = []
+    for item in demo_items():
+        if taken.get(item.dataset, 0) < QUICK_PER_DATASET:
+            taken[item.dataset] = taken.get(item.dataset, 0) + 1
+            chosen.append(item)
+    return chosen
+
+
 def _items(specs: Sequence[str], *, limit: Optional[int], seed: int) -> list[BenchItem]:
-    """The items of data set specs as run.json names them ("demo" is the built-in sample)."""
+    """The items of data set specs as run.json names them ("demo" is the built-in sample, "demo-quick" its
+    first few items of each data set)."""
     items: list[BenchItem] = []
     for spec in specs:
-        items += demo_items() if spec == DEMO_SPEC else sample(load_dataset(spec), limit=limit, seed=seed)
+        if spec == DEMO_SPEC:
+            items += demo_items()
+        elif spec == QUICK_SPEC:
+            items += quick_items()
+        else:
+            items += sample(load_dataset(spec), limit=limit, seed=seed)
     return _unique(items)
 
 
@@ -151,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     try:
-        items = _items(([DEMO_SPEC] if args.demo else []) + list(args.dataset), limit=args.limit, seed=args.seed)
+        items = _items(_specs(args), limit=args.limit, seed=args.seed)
         chosen_modes = [Mode.parse(name) for name in args.modes.split(",")] if args.modes else None
     except (DatasetError, OSError, ValueError) as exc:  # a bad file, path, data set kind or mode name
         print(f"bench: {exc}", file=sys.stderr)
@@ -173,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # the largest limit it was run with: the arbitration sweeps need the EDGE_ONLY and CLOUD_ONLY
             # records an earlier run made.
             modes = [Mode.parse(name) for name in meta["modes"]]
-            asked = (([DEMO_SPEC] if args.demo else []) + list(args.dataset), args.limit if args.dataset else None)
+            asked = (_specs(args), args.limit if args.dataset else None)
             if (meta["datasets"], meta.get("limit")) != asked:  # the usual case reuses the items loaded above
                 items = _items(meta["datasets"], limit=meta.get("limit"), seed=meta.get("seed", 0))
     except RunMetaError as exc:
