@@ -30,7 +30,8 @@ STANDIN_API_KEY = "local-standin"  # the stand-in checks no key, but the OpenAI 
 BACKENDS_CLOSE_S = 30.0  # LoadedBackends.close when no budget is given
 # llama_cpp.server behind a wrapper that loads this machine's llama.cpp CPU code first (edge/ggml_runtime.py).
 STANDIN_SERVER_MODULE = "edge.openai_server"
-PACKAGES = ("hybrid-router", "llama-cpp-python", "openai", "grpcio", "protobuf", "numpy")
+PACKAGES = ("hybrid-router", "llama-cpp-python", "openai", "grpcio", "protobuf", "numpy", "uvicorn", "starlette",
+            "prometheus-client")
 
 
 def package_versions() -> dict[str, str]:

@@ -282,3 +282,35 @@ def test_metrics_after_real_requests_parse_and_need_the_metrics_action(door: Doo
                  "hybrid_backend_queue_depth", "hybrid_cloud_breaker_state"):
         assert name in families, name
     assert all("alice" not in str(s.labels) for family in families.values() for s in family.samples)
+
+
+def test_a_cloud_past_its_deadline_is_a_504_and_an_open_breaker_a_503_with_retry_after(smollm_path: Path) -> None:
+    from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
+
+    with FaultInjectionOpenAIServer(hang_s=WAIT_S, canned_answer="4") as cloud:
+        server = ServerThread(make_settings({
+            "HYBRID_ROUTER_HTTP__ADDRESS": "127.0.0.1:0", "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url,
+            "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-http-fault", "HYBRID_ROUTER_CLOUD__MODEL": "fault-model",
+            "HYBRID_ROUTER_CLOUD__MAX_RETRIES": "0", "HYBRID_ROUTER_CLOUD__TIMEOUT_S": "2",
+            "HYBRID_ROUTER_BREAKER__FAILURES_TO_OPEN": "2", "HYBRID_ROUTER_BREAKER__WHEN_OPEN": "fail",
+            "HYBRID_ROUTER_BREAKER__COOLDOWN_S": "600"}))
+        try:
+            client = openai.OpenAI(base_url=f"http://{server.server.http.address}/v1", api_key="none",
+                                   max_retries=0, timeout=WAIT_S)
+            assert client.chat.completions.create(model="hybrid/cloud", messages=QUESTION).choices[0].message.content == "4"
+            cloud.inject(Fault.HANG)
+            with pytest.raises(openai.InternalServerError) as late:
+                client.chat.completions.create(model="hybrid/cloud", messages=QUESTION)
+            assert late.value.status_code == 504 and late.value.body["type"] == "timeout"
+            cloud.inject(Fault.STATUS_503)
+            with pytest.raises(openai.InternalServerError) as down:
+                client.chat.completions.create(model="hybrid/cloud", messages=QUESTION)
+            assert down.value.status_code == 503
+            seen = cloud.requests_seen
+            with pytest.raises(openai.InternalServerError, match="circuit breaker is open") as open_breaker:
+                client.chat.completions.create(model="hybrid/cloud", messages=QUESTION)
+            assert open_breaker.value.status_code == 503 and int(open_breaker.value.response.headers["retry-after"]) > 0
+            assert cloud.requests_seen == seen  # refused without a call
+            assert client.chat.completions.create(model="hybrid/edge", messages=QUESTION, max_tokens=2).choices
+        finally:
+            server.stop()
