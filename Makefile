@@ -10,7 +10,7 @@ HR     := $(BIN)/hybrid-router
 LLAMA_POLICY ?= auto
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run bench-demo test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
+.PHONY: run bench-demo bench-http bench-vs-litellm test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
 
 # The quick start: the daemon, one answer per mode, then a smoke bench of a few items per mode. The full
 # demo bench (every item of the sample in every mode) is `make bench-demo`.
@@ -62,7 +62,19 @@ check-stubs: install
 	rm -rf $$tmp; echo "stubs are fresh"
 
 bench-overhead: models selftest
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python -m bench.overhead
+
+# The HTTP door's overhead against gRPC and against llama-cpp-python called directly.
+bench-http: models selftest
+	$(BIN)/python -m bench.http_overhead
+
+# Our HTTP door beside LiteLLM's proxy. LiteLLM gets a virtualenv of its own: it brings about 130 packages.
+.venv-litellm/bin/litellm:
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install -q 'litellm[proxy]==1.108.7'
+
+bench-vs-litellm: models .venv-litellm/bin/litellm
+	$(BIN)/python -m bench.vs_litellm --litellm .venv-litellm/bin/litellm
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-litellm .pytest_cache

@@ -6,8 +6,8 @@ server) under `taskset -c CLOUD_CORE`, and for each arbiter a daemon (the router
 `taskset -c EDGE_CORE` that reaches the stand-in as an external cloud. The bench (`python -m bench`, through
 the SDK only) runs the items against each daemon; CLOUD_ONLY runs once, in the first arbiter's daemon.
 
-    .venv/bin/python bench/arbitration_latency.py                      # parallel, cascade, early; ~20 min idle
-    .venv/bin/python bench/arbitration_latency.py --arbiters cascade --dataset squad_passage=2   # a smoke run
+    .venv/bin/python -m bench.arbitration_latency                      # parallel, cascade, early; ~20 min idle
+    .venv/bin/python -m bench.arbitration_latency --arbiters cascade --dataset squad_passage=2   # a smoke run
 
 Writes OUT/arbitration_latency.json and .md (OUT defaults to bench/results); the bench's own results per
 arbiter and data set go to --work-dir (bench/out/arbitration_latency). Targets (the issue): parallel's p50
@@ -710,7 +710,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     arbitration = ArbitrationSettings()
     first = args.arbiters[0]
     report: dict[str, Any] = {
-        "benchmark": "arbitration_latency", "command": shlex.join(["python", "bench/arbitration_latency.py",
+        "benchmark": "arbitration_latency", "command": shlex.join(["python", "-m", "bench.arbitration_latency",
                                                                    *(sys.argv[1:] if argv is None else argv)]),
         "reproduce": reproduce, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - started, "git": git_state(),

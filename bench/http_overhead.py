@@ -3,7 +3,7 @@ OpenAI-compatible door (the official `openai` client) against llama-cpp-python c
 same daemon over gRPC, and the per-request latency each door adds (client wall time less the edge's own time,
 which the daemon reports) as p50/p99. One daemon serves both doors, with tokens on.
 
-    .venv/bin/python bench/http_overhead.py [--model qwen2.5-coder-0.5b] [--requests 200]
+    .venv/bin/python -m bench.http_overhead [--model qwen2.5-coder-0.5b] [--requests 200]
 
 Writes bench/results/http_overhead.json and http_overhead.md. Target: streamed tokens/s through HTTP >= 0.97 of
 direct.

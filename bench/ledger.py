@@ -1,6 +1,6 @@
 """The ledger's cost: what it adds to a request, and how many writes per second it sustains.
 
-    .venv/bin/python bench/ledger.py [--requests 1000]
+    .venv/bin/python -m bench.ledger [--requests 1000]
 
 Two daemons run side by side, identical but for `ledger.enabled`, both with the fixed-latency
 fault-injection edge (so model time does not hide the ledger) and a fault-injection cloud that is

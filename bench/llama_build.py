@@ -1,6 +1,6 @@
 """Decode speed of two llama-cpp-python builds on this machine, interleaved round by round.
 
-    python bench/llama_build.py --build native=/path/venv-native/bin/python --build dispatch=.venv/bin/python
+    python -m bench.llama_build --build native=/path/venv-native/bin/python --build dispatch=.venv/bin/python
 
 Each round runs every build once, in a rotating order, in a fresh child process: load the model,
 warm up, then time `--tokens` greedy decode steps (prompt evaluation excluded). The child reports

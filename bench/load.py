@@ -1,7 +1,7 @@
 """The router under load: many concurrent clients for a bounded time against a daemon whose backends take
 a fixed time, so that what is measured is the router (admission, queues, auth, the ledger), not a model.
 
-    .venv/bin/python bench/load.py [--clients 16 64 200] [--seconds 20] [--queue 32]
+    .venv/bin/python -m bench.load [--clients 16 64 200] [--seconds 20] [--queue 32]
 
 The edge is the fixed-latency fault-injection backend (its calls overlap, where llama.cpp serves one at a
 time; the edge's bounded queue still lets at most 1 + limits.max_queued_per_backend calls be in flight),

@@ -2,7 +2,7 @@
 per-request overhead (client wall time minus time inside the backend) as p50/p99, with the daemon's
 own share of it (timed inside the daemon) apart from gRPC's round trip.
 
-    .venv/bin/python bench/overhead.py [--model qwen2.5-coder-0.5b] [--requests 200]
+    .venv/bin/python -m bench.overhead [--model qwen2.5-coder-0.5b] [--requests 200]
 
 Writes bench/results/overhead.json and overhead.md. Targets: >= 97% of direct tokens/s, < 2 ms p50 seen by the
 client, <= 1 ms p50 inside the daemon.

@@ -1,7 +1,7 @@
 """PRE_ARBITRATION in the daemon: how long the router takes to decide, and what cloud share the
 target_share threshold gives, on the labelled corpus's test-split requests.
 
-    .venv/bin/python bench/routing.py [--router models/router/v0001] [--share 0.3] [--limit 200]
+    .venv/bin/python -m bench.routing [--router models/router/v0001] [--share 0.3] [--limit 200]
 
 Starts a daemon on the embedded default (with the router given, else the default rule), sends each
 test-split request of bench/corpus/arbitration.jsonl as PRE_ARBITRATION with max_tokens = 1 (the
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "scorer": result.decision.scorer})
     summary = summarize(decisions, share=args.share, min_samples=args.min_samples)
     summary.update(router=decisions[0]["scorer"], corpus=str(args.corpus), seed=args.seed,
-                   command=" ".join(["python", "bench/routing.py", *sys.argv[1:]]),
+                   command=" ".join(["python", "-m", "bench.routing", *sys.argv[1:]]),
                    hardware=info.hardware, packages=dict(info.packages))
     return summary
 

@@ -1,7 +1,7 @@
 """A long run with random cloud faults: memory stays flat, no answered request is missing from the ledger,
 and the cloud's circuit breaker opens and closes as configured.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--clients 8]
+    .venv/bin/python -m bench.soak [--minutes 10] [--clients 8]
 
 The backends take a fixed time (the fault-injection edge, and the fault-injection OpenAI server answering
 after a fixed latency), so the run exercises the router for its whole length. While clients send a mix of

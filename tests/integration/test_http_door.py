@@ -314,3 +314,26 @@ def test_a_cloud_past_its_deadline_is_a_504_and_an_open_breaker_a_503_with_retry
             assert client.chat.completions.create(model="hybrid/edge", messages=QUESTION, max_tokens=2).choices
         finally:
             server.stop()
+
+
+# -- a framework client: LangChain --------------------------------------------------------------------------------
+
+def test_langchains_chat_openai_works_unchanged_unary_and_streaming(door: Door, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """LangChain's ChatOpenAI sends max_completion_tokens and, streaming, reads a usage chunk. It needs nothing
+    from the internet here: only counting tokens (get_num_tokens) would fetch tiktoken's encodings, and an
+    empty tiktoken cache proves nothing was fetched."""
+    from langchain_openai import ChatOpenAI
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    chat = ChatOpenAI(base_url=door.base_url, api_key=door.tokens["dave"], model="hybrid/edge", max_retries=0,
+                      max_tokens=6, temperature=0, timeout=WAIT_S)
+    answer = chat.invoke("What is the capital of France?")
+    assert answer.content and answer.response_metadata["model_name"] == "smollm2-135m"
+    assert answer.usage_metadata["output_tokens"] > 0
+    pieces = list(ChatOpenAI(base_url=door.base_url, api_key=door.tokens["dave"], model="hybrid/post",
+                             max_retries=0, max_tokens=6, temperature=0, timeout=WAIT_S, stream_usage=True)
+                  .stream("What is the capital of France?"))
+    text = "".join(piece.content for piece in pieces)
+    assert text and any(piece.usage_metadata for piece in pieces)
+    assert not (tmp_path / "tiktoken").exists() or not any((tmp_path / "tiktoken").iterdir())

@@ -168,13 +168,13 @@ def report_for_markdown(records, clouds):
         "samples": 3, "seed": 0, "datasets": [{"spec": "squad_passage", "limit": 2, "items": 2}],
         "max_tokens": {"numeric": 400, "text": 48}, "cloud_only": "once", "settle": "settled",
         "pricing": "priced", "latency_definition": "daemon"}
-    return {"command": "python bench/arbitration_latency.py", "date_utc": "2026-01-01T00:00:00Z",
+    return {"command": "python -m bench.arbitration_latency", "date_utc": "2026-01-01T00:00:00Z",
             "git": {"commit": "0" * 40, "dirty": False}, "machine": "cpu",
             "packages": {"python": "3.11", "llama-cpp-python": "0.3", "grpcio": "1.7"},
             "load_average": {"start": 0.1, "end": 0.2}, "setup": plan_setup,
             "cloud_only": cloud_only_report(clouds),
             "arbiters": {name: arbiter_report(recs, clouds) for name, recs in records.items()},
-            "targets": targets(records, clouds), "reproduce": ".venv/bin/python bench/arbitration_latency.py"}
+            "targets": targets(records, clouds), "reproduce": ".venv/bin/python -m bench.arbitration_latency"}
 
 
 def test_markdown_tables_have_as_many_cells_as_headers_and_state_the_verdicts():
