@@ -18,7 +18,7 @@ run: models selftest
 	$(HR) demo
 	$(BIN)/python -m bench --quick --ingest demo --out bench/out/quick
 	@echo ""
-	@echo "That was a smoke run: 2 GSM8K problems and 2 SQuAD questions per mode, too few to measure anything."
+	@echo "That was a smoke run: 1 GSM8K problem and 3 SQuAD questions per mode, too few to measure anything."
 	@echo "The full demo bench (8 GSM8K + 24 SQuAD items in every mode; the accuracy, cost and latency of each"
 	@echo "mode): make bench-demo. The measured results and how to reproduce them: docs/bench.md."
 

@@ -118,7 +118,7 @@ def main() -> int:
     ttft_ms = {side: median(values[1:]) * 1000 for side, values in ttfts.items()}
     door_ms = [h - g for h, g in zip(added["http"], added["grpc"])]
     report = {
-        "benchmark": "http_overhead", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "benchmark": "http_overhead", "command": " ".join(["python", "-m", "bench.http_overhead", *sys.argv[1:]]),
         "commit": commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info.hardware, "packages": dict(info.packages),
         "model": {"name": args.model, "sha256": info.edge.sha256, "n_threads": args.threads, "n_ctx": n_ctx},

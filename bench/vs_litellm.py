@@ -110,8 +110,11 @@ class LiteLLMProxy:
 
 async def one(client: openai.AsyncOpenAI, model: str) -> float:
     started = time.perf_counter()
-    stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=8)
-    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+    try:
+        stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=8)
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+    except openai.APIError as exc:
+        raise RuntimeError(f"{model} at {client.base_url}: {type(exc).__name__}: {exc}") from exc
     if text != "4":
         raise RuntimeError(f"{model}: unexpected answer {text!r}")
     return time.perf_counter() - started
@@ -211,7 +214,7 @@ def main() -> int:
                                              litellm.base_url))
             litellm_startup_s = litellm.startup_s
 
-    report = {"benchmark": "vs_litellm", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    report = {"benchmark": "vs_litellm", "command": " ".join(["python", "-m", "bench.vs_litellm", *sys.argv[1:]]),
               "commit": commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": info.hardware, "packages": {**info.packages, "litellm": litellm_version},
               "upstream_latency_ms": args.upstream_ms, "litellm_startup_s": litellm_startup_s, "levels": results}

@@ -34,7 +34,7 @@ from router.core.engine import Backends, Router
 from router.core.judge import CloudJudge
 from router.domain.config import ConfigError, Settings
 from router.core.routing.mode import PreArbitrationMode
-from router.domain.types import CloudBreakerStatus, DaemonInfo, Mode, ModelInfo
+from router.domain.types import BackendKind, CloudBreakerStatus, DaemonInfo, Mode, ModelInfo
 
 # A close step that waits on others' work (pending judge grades) gets at most this share of the
 # budget left at its turn, so the ledger's close and the backends' after it always get time.
@@ -63,7 +63,8 @@ class Daemon:
         self.router = Router(settings=settings.server, costs=cost_model(settings, edge_parameters=0.0), modes=modes,
                              sinks=(self.ledger, self.metrics, *budgets), cloud_gates=budgets,
                              # a reused client request_id is refused, not lost as a duplicate
-                             recorded_ids=self.ledger, admission=build_admission(settings.limits))
+                             recorded_ids=self.ledger, admission=build_admission(settings.limits),
+                             on_refused=self.metrics.refused)
         if self.router.default_mode not in self.router.modes:
             raise ConfigError(f"server.default_mode {settings.server.default_mode!r} is not implemented yet; "
                               f"use one of: {', '.join(m.name.lower() for m in self.router.implemented_modes)}")
@@ -157,6 +158,12 @@ class Daemon:
             cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
             packages=self._packages, hardware=self._hardware,
             max_tokens_limit=self.settings.server.max_tokens_limit, cloud_breaker=self.breaker_status())
+
+    def model_names(self) -> dict[BackendKind, str]:
+        """The names results give the loaded edge and cloud models (empty before load())."""
+        loaded = self.router.backends
+        return {kind: backend.name for kind, backend in ((BackendKind.EDGE, loaded.edge), (BackendKind.CLOUD, loaded.cloud))
+                if backend is not None}
 
     def breaker_status(self) -> Optional[CloudBreakerStatus]:
         """The cloud's circuit breaker, for Info and health; None before load()."""

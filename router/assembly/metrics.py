@@ -4,8 +4,9 @@ Three ways in, one way out:
 
 - `record(request, result)`: a ResultSink (router/core/engine.py). The Router hands it every finished
   request, answered or not (one that ended after spending tokens), on the event loop.
-- `refused(mode, kind)`: a request refused before it ran (authentication, validation, admission, a gate that
-  refuses). The Router hands no result to its sinks for those, so the door that caught the error counts it.
+- `refused(mode, kind)`: a Generate request refused without spending anything. The Router calls it for its
+  own refusals (validation, admission, a reused id, a gate that refuses: `Router.on_refused`), each door for
+  the ones it makes before the core sees the request (no credential, no right, a body it cannot read).
 - `watch(...)`: state read at scrape time (the cloud's breaker, budgets left, backend queues, the ledger's
   dropped writes), through callables, so nothing here holds a reference to the parts it reads.
 - `exposition()`: the text a /metrics endpoint returns.

@@ -64,6 +64,10 @@ class CompletionRecord:
         return cls(**{**fields, **changes})
 
 
+# What every completion holds, in one list: a BackendRun takes each of them over as it is.
+COMPLETION_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(CompletionRecord))
+
+
 class BackendStream(Protocol):
     """Iterate for deltas; `aclose()` cancels. `completion` is set once the stream has ended, however it
     ended: at its end; by `aclose()` or a cancelled task ("cancelled"); or by an error raised after the

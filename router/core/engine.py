@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping, Optional, Protocol, Sequence
+from typing import AsyncIterator, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 from router.core.admission import Admission, AdmissionSlot
 from router.core.backends import Backend, translate_backend_error
@@ -19,7 +19,7 @@ from router.core.cloud_gate import CLOUD_CAPABLE_MODES, CloudGate, CloudKeptOffE
 from router.core.modes.degraded import EdgeInsteadOfCloud
 from router.core.info import InfoSource
 from router.domain.config import ServerSettings
-from router.domain.errors import InternalError, NotReadyError, RequestIdInUseError, RouterError
+from router.domain.errors import ErrorKind, InternalError, NotReadyError, RequestIdInUseError, RouterError
 from router.core.modes.base import ModeContext, ModeEvent, ModeHandler, ModeOutcome
 from router.domain.pricing import CostModel
 from router.domain.types import (FINISH_CANCELLED, FINISH_ERROR, BackendKind, BackendRun, Decision, DraftDiscarded,
@@ -79,6 +79,9 @@ class Router:
     cloud_gates: Sequence[CloudGate] = ()
     # Whether a request may start now (concurrency, a principal's rate): refused at once, never queued.
     admission: Optional[Admission] = None
+    # Told of every request the core refused without spending anything (a limit, a bad value, a reused id):
+    # those never reach the sinks, which see every request that spent (the metrics count both).
+    on_refused: Optional[Callable[[Union[Mode, int], ErrorKind], None]] = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.requests"))
     ready: bool = False
     _in_flight_ids: set[str] = field(default_factory=set, init=False, repr=False)
@@ -157,6 +160,8 @@ class Router:
             status = type(exc).__name__
             unanswered = await self._end_unanswered(request, request_id, ctx, FINISH_ERROR, f"failed: {exc.message}",
                                                     received, first_text_at)
+            if unanswered is None and self.on_refused is not None:  # nothing spent: no sink heard of it
+                self.on_refused(mode if mode is not None else request.mode, exc.kind)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             if result is None:  # closing the stream after its result is the normal end

@@ -23,6 +23,7 @@ class Role(enum.StrEnum):
     USER = "user"        # generates, retrieves its groups' passages, labels its own requests
     ADMIN = "admin"      # also ingests, deletes, reloads and reads Stats
     SERVICE = "service"  # a daemon calling an Info service on behalf of its own principals
+    MONITOR = "monitor"  # a monitoring system: scrapes /metrics, nothing else
 
 
 class Action(enum.StrEnum):
@@ -43,11 +44,12 @@ class Action(enum.StrEnum):
 
 _USER = frozenset({Action.GENERATE, Action.FEEDBACK, Action.INFO, Action.RETRIEVE, Action.INDEX_STATS})
 _ADMIN = _USER | {Action.STATS, Action.RELOAD, Action.INGEST, Action.DELETE, Action.METRICS}
-# A monitoring system scrapes /metrics with a service token.
-_SERVICE = frozenset({Action.RETRIEVE, Action.ACT_FOR_CALLER, Action.INDEX_STATS, Action.METRICS})
+_SERVICE = frozenset({Action.RETRIEVE, Action.ACT_FOR_CALLER, Action.INDEX_STATS})
+# A scrape credential sits in a monitoring system's config: it may read the metrics and nothing else.
+_MONITOR = frozenset({Action.METRICS})
 
 ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = MappingProxyType({
-    Role.USER: _USER, Role.ADMIN: _ADMIN, Role.SERVICE: _SERVICE})
+    Role.USER: _USER, Role.ADMIN: _ADMIN, Role.SERVICE: _SERVICE, Role.MONITOR: _MONITOR})
 
 
 @dataclass(frozen=True)

@@ -375,6 +375,13 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
 
 
+def _optional_host_port(address: str, example: str, empty_means: str) -> str:
+    host, _, port = address.rpartition(":")
+    if address and (not host or not port.isdigit() or int(port) > 65535):
+        raise ValueError(f"expected host:port (e.g. {example}), or empty {empty_means}")
+    return address
+
+
 class HttpSettings(_Section):
     """The OpenAI-compatible HTTP door (router/doors/http/): POST /v1/chat/completions, GET /v1/models."""
 
@@ -387,10 +394,7 @@ class HttpSettings(_Section):
     @field_validator("address")
     @classmethod
     def _host_and_port(cls, address: str) -> str:
-        host, _, port = address.rpartition(":")
-        if address and (not host or not port.isdigit() or int(port) > 65535):
-            raise ValueError("expected host:port (e.g. 127.0.0.1:8080), or empty to serve no HTTP door")
-        return address
+        return _optional_host_port(address, "127.0.0.1:8080", "to serve no HTTP door")
 
 
 class MetricsSettings(_Section):
@@ -404,10 +408,7 @@ class MetricsSettings(_Section):
     @field_validator("address")
     @classmethod
     def _host_and_port(cls, address: str) -> str:
-        host, _, port = address.rpartition(":")
-        if address and (not host or not port.isdigit() or int(port) > 65535):
-            raise ValueError("expected host:port (e.g. 127.0.0.1:9464), or empty to serve no metrics")
-        return address
+        return _optional_host_port(address, "127.0.0.1:9464", "to serve no metrics")
 
 
 class Settings(_Section):

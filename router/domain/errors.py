@@ -2,7 +2,7 @@
 
 Each error has a kind (`ErrorKind`): what went wrong, in terms a caller acts on. Each door maps kinds to its
 own codes in one table: router/doors/grpc_errors.py to gRPC status codes (and the SDK maps them back to the
-same classes), router/doors/http_errors.py to HTTP status codes with OpenAI's error JSON. So callers catch
+same classes), router/doors/http/errors.py to HTTP status codes with OpenAI's error JSON. So callers catch
 one set of types whichever door they came through. Backend-specific exceptions (edge.errors, cloud.errors)
 are translated into these in exactly one place: router/core/backends.py's `translate_backend_error`.
 """

@@ -530,9 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_verbs = token.add_subparsers(dest="token_action", required=True)
     issue = token_verbs.add_parser("issue", parents=[common], help="a new token for a principal (shown once)")
     issue.add_argument("--name", required=True, help="the principal's name, as the ledger records it")
-    issue.add_argument("--role", choices=("user", "admin", "service"), default="user",
+    issue.add_argument("--role", choices=("user", "admin", "service", "monitor"), default="user",
                        help="user: generate, retrieve, label its own requests; admin: also ingest, delete, reload, "
-                       "Stats; service: a daemon retrieving for its own callers (default: user)")
+                       "Stats, metrics; service: a daemon retrieving for its own callers; monitor: scrape /metrics "
+                       "only (default: user)")
     issue.add_argument("--groups", default="", help="g1,g2: the document groups it reads (* for all)")
     issue.add_argument("--cert-cn", help="also accept a client certificate with this common name (mTLS)")
     issue.add_argument("--out", type=Path, help="write the token to this file (0600) instead of stdout")

@@ -61,7 +61,8 @@ class RouterServer:
         router_pb2_grpc.add_RouterServicer_to_server(
             RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger, guard=guard,
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
-                          calls=self.daemon.calls, reload=self.daemon.reload_router), self._server)
+                          calls=self.daemon.calls, reload=self.daemon.reload_router,
+                          refused=self.daemon.metrics.refused), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         # info.service = in_process: this server hosts the Info service too, and the router reaches it
         # through the same gRPC client as a remote one (router/assembly/info_client.py).
@@ -84,7 +85,8 @@ class RouterServer:
         if settings.http.address:
             self.http_state = HttpDoorState(router=self.daemon.router, guard=guard, calls=self.daemon.calls,
                                             max_request_bytes=settings.server.max_request_bytes,
-                                            logger=logging.getLogger("hybrid_router.http"), metrics=self.daemon.metrics)
+                                            logger=logging.getLogger("hybrid_router.http"), metrics=self.daemon.metrics,
+                                            models=self.daemon.model_names)
             self.http = AsgiServer(build_app(self.http_state), settings.http.address, tls=settings.server,
                                    logger=self.http_state.logger, name="http")
         if settings.metrics.address:
@@ -187,9 +189,9 @@ class RouterServer:
             self.http_state.accepting = False
             self.http.stop_accepting()
         await self._stop_serving(server.grace_period_s, deadline)
-        for door in (self.http, self.metrics_http):
-            if door is not None:
-                await door.stop()
+        doors = [door.stop(deadline.remaining() * WAIT_SHARE_OF_BUDGET) for door in (self.http, self.metrics_http)
+                 if door is not None]
+        await asyncio.gather(*doors)
         if self._ledger_watch is not None:
             self._ledger_watch.cancel()
         self.stopped_in_time = await self.daemon.close(deadline.remaining())

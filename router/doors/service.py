@@ -17,7 +17,7 @@ from router.core.auth import Guard
 from router.core.engine import Router
 from router.domain.access import Action, Principal
 from router.doors.grpc_errors import RETRY_AFTER_METADATA_KEY, status_of
-from router.domain.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, RouterError
+from router.domain.errors import ErrorKind, InvalidRequestError, NotFoundError, PermissionDeniedError, RouterError
 from router.domain.types import DaemonInfo, GenerateRequest, StatsReport
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc
@@ -41,18 +41,30 @@ class LedgerAccess(Protocol):
 class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
                  guard: Guard, max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None,
-                 reload: Optional[Callable[[Optional[Path]], Awaitable[tuple[str, str]]]] = None) -> None:
+                 reload: Optional[Callable[[Optional[Path]], Awaitable[tuple[str, str]]]] = None,
+                 refused: Optional[Callable[[int, ErrorKind], None]] = None) -> None:
         """`reload`: loads PRE_ARBITRATION's router from a directory (None: the configured one) and
         returns (previous name, new name); see Daemon.reload_router. `guard`: who each call is, and
         whether its role allows the RPC (router/domain/access.py's table)."""
         self._router = router
         self._guard = guard
         self._reload = reload
+        self._refused = refused  # counts the refusals made here (the metrics)
         self.calls = calls if calls is not None else InFlightCalls()
         self._info = info
         self._ledger = ledger
         self._max_request_bytes = max_request_bytes
         self._logger = logger
+
+    def _admit(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> GenerateRequest:
+        """The Generate request as the core sees it, made as its principal; a refusal here (no credential,
+        no right, a group not held) is counted, as the core counts its own."""
+        try:
+            return self._decode(message, self._authorize(context, Action.GENERATE))
+        except RouterError as exc:
+            if self._refused is not None:
+                self._refused(message.mode, exc.kind)
+            raise
 
     def _authorize(self, context: grpc.aio.ServicerContext, action: Action) -> Principal:
         return self._guard.authorize(credential_of(context), action)
@@ -75,7 +87,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResult:
         with self.calls.track() as call:
             try:
-                decoded = self._decode(request, self._authorize(context, Action.GENERATE))
+                decoded = self._admit(request, context)
                 result = await call.run(lambda: self._router.generate(decoded))
             except Exception as exc:  # every error leaves through _abort, typed
                 await self._abort(context, exc)
@@ -86,7 +98,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateStreamResponse]:
         with self.calls.track() as call:
             try:
-                decoded = self._decode(request, self._authorize(context, Action.GENERATE))
+                decoded = self._admit(request, context)
                 async with contextlib.aclosing(self._router.stream(decoded)) as events:
                     while (event := await call.run(lambda: anext(events, None))) is not None:
                         yield wire.stream_event_to_proto(event)  # text, a discarded draft, the result

@@ -51,7 +51,7 @@ def door(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     principals = PrincipalsFile(principals_file)
     tokens = {name: principals.issue(name, role, ()) for name, role in
               (("alice", Role.USER), ("bob", Role.USER), ("carol", Role.USER), ("dave", Role.USER),
-               ("erin", Role.USER), ("prometheus", Role.SERVICE))}
+               ("erin", Role.USER), ("prometheus", Role.MONITOR))}
     tokens["admin"] = (home / "admin.token").read_text().strip()
     yield Door(server, home, tokens)
     server.stop()
@@ -168,6 +168,7 @@ def test_a_client_that_goes_away_cancels_the_request_which_is_still_priced_and_r
     assert row["finish_reason"] == "cancelled"
     (run,) = row["backend_runs"]
     assert run["finish_reason"] == "cancelled" and 0 < run["completion_tokens"] < 400 and run["cost_usd"] > 0
+    assert run["prompt_tokens"] > 0 and not run["usage_estimated"]  # counted by the edge, not guessed
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_bad_values_unknown_models_and_credentials_map_to_openais_error_classes(
         bad.chat.completions.create(model="hybrid/edge", messages=QUESTION)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
-    with pytest.raises(openai.PermissionDeniedError):  # a service token may scrape metrics, not generate
+    with pytest.raises(openai.PermissionDeniedError):  # a monitor token may scrape metrics, not generate
         door.client("prometheus").chat.completions.create(model="hybrid/edge", messages=QUESTION)
     with pytest.raises(openai.PermissionDeniedError, match="does not hold"):  # groups come from the principal
         door.client().chat.completions.create(model="hybrid/rag", messages=QUESTION,
@@ -337,3 +338,45 @@ def test_langchains_chat_openai_works_unchanged_unary_and_streaming(door: Door, 
     text = "".join(piece.content for piece in pieces)
     assert text and any(piece.usage_metadata for piece in pieces)
     assert not (tmp_path / "tiktoken").exists() or not any((tmp_path / "tiktoken").iterdir())
+
+
+# -- one drain for both doors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("grace_s", ["60", "0.5"])
+def test_a_shutdown_drains_http_requests_in_flight_then_cuts_them_with_a_503(smollm_path: Path, grace_s: str) -> None:
+    """The daemon's one drain covers the HTTP door: a request in flight when the daemon stops is answered if it
+    ends within server.grace_period_s (a cloud that answers after a second), and cut with a 503 that says why
+    if it does not (a cloud that never answers)."""
+    import threading
+
+    from cloud.fault_injection_server import Fault, FaultInjectionOpenAIServer
+
+    with FaultInjectionOpenAIServer(canned_answer="4", answer_latency_s=1.0, hang_s=WAIT_S) as cloud:
+        if grace_s == "0.5":
+            cloud.inject(Fault.HANG)
+        server = ServerThread(make_settings({
+            "HYBRID_ROUTER_HTTP__ADDRESS": "127.0.0.1:0", "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": grace_s,
+            "HYBRID_ROUTER_CLOUD__BASE_URL": cloud.base_url, "HYBRID_ROUTER_CLOUD__API_KEY": "sk-test-http-drain",
+            "HYBRID_ROUTER_CLOUD__MODEL": "fault-model", "HYBRID_ROUTER_CLOUD__TIMEOUT_S": str(WAIT_S)}))
+        client = openai.OpenAI(base_url=f"http://{server.server.http.address}/v1", api_key="none", max_retries=0,
+                               timeout=WAIT_S)
+        outcome: dict[str, object] = {}
+
+        def ask() -> None:
+            try:
+                outcome["answer"] = client.chat.completions.create(model="hybrid/cloud", messages=QUESTION)
+            except openai.APIError as exc:
+                outcome["error"] = exc
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        wait_until(lambda: cloud.requests_seen == 1 and len(server.server.daemon.calls) == 1,
+                   "the HTTP request in flight at the cloud")
+        server.stop()
+        asker.join(WAIT_S)
+    if grace_s == "60":
+        assert "error" not in outcome and outcome["answer"].choices[0].message.content == "4"
+    else:
+        error = outcome["error"]
+        assert isinstance(error, openai.InternalServerError) and error.status_code == 503
+        assert "grace period" in error.message

@@ -17,11 +17,12 @@ SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 def test_the_security_docs_roles_table_is_the_code_table() -> None:
     block = SECURITY_DOC.read_text().split("<!-- roles-table -->")[1].split("<!-- /roles-table -->")[0]
     rows = [line for line in block.strip().splitlines()[2:]]
+    header = [cell.strip() for cell in block.strip().splitlines()[0].strip("|").split("|")]
+    assert [Role(name) for name in header[2:]] == list(Role), "one column per role, in the code's order"
     table = {}
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        table[Action(cells[0])] = {Role.USER: cells[2] == "yes", Role.ADMIN: cells[3] == "yes",
-                                   Role.SERVICE: cells[4] == "yes"}
+        table[Action(cells[0])] = {role: cells[2 + index] == "yes" for index, role in enumerate(Role)}
     assert set(table) == set(Action), "every action has a row, and no row names an unknown action"
     for action, allowed in table.items():
         for role, yes in allowed.items():

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Sequence, Union
 
-from router.core.backends import Backend, BackendStream, Completion, CompletionRecord, Delta
+from router.core.backends import COMPLETION_FIELDS, Backend, BackendStream, Completion, CompletionRecord, Delta
 from router.core.info import InfoError, InfoSource
 from router.domain.errors import BackendUnavailableError
 from router.domain.pricing import CostModel
@@ -288,11 +288,10 @@ class BackendCall:
             cost = costs.cloud_cost(done.prompt_tokens, done.completion_tokens)
         mean_logprob = (sum(self.token_logprobs) / len(self.token_logprobs)
                         if self.token_logprobs else None)
-        return BackendRun(backend=self.kind, model=done.model, text=done.text,
-                          prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
-                          queue_s=done.queue_s, ttft_s=done.ttft_s, total_s=done.total_s,
-                          cost_usd=cost, finish_reason=done.finish_reason, mean_logprob=mean_logprob,
-                          usage_estimated=done.usage_estimated, purpose=self.purpose)
+        # Every completion field carries over as it is (tests/unit/test_completion_fields.py keeps the lists
+        # equal), so a new one needs no edit here.
+        carried = {name: getattr(done, name) for name in COMPLETION_FIELDS}
+        return BackendRun(**carried, backend=self.kind, cost_usd=cost, mean_logprob=mean_logprob, purpose=self.purpose)
 
 
 class _CallDeltas:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from router.domain.types import BackendKind, DraftDiscarded, GenerateResult, TextDelta
 
@@ -84,10 +84,18 @@ def logprob_entry(delta: TextDelta) -> dict[str, Any]:
             "top_logprobs": []}
 
 
+def logprob_entries(pieces: list[TextDelta]) -> Optional[list[dict[str, Any]]]:
+    """The answer's pieces with their log-probabilities; None when a piece has none (the cloud's, a draft
+    held back and sent whole), since OpenAI's clients expect a number for every entry they are given."""
+    if any(piece.logprob is None for piece in pieces if piece.text):
+        return None
+    return [logprob_entry(piece) for piece in pieces if piece.text]
+
+
 class ChunkWriter:
     """The SSE events of one streamed completion, in OpenAI's chunk format."""
 
-    def __init__(self, request_id: str, *, models: dict[BackendKind, str], include_usage: bool,
+    def __init__(self, request_id: str, *, models: Mapping[BackendKind, str], include_usage: bool,
                  logprobs: bool) -> None:
         self._id = completion_id(request_id)
         self._created = int(time.time())
@@ -109,7 +117,8 @@ class ChunkWriter:
 
     def text(self, delta: TextDelta) -> str:
         self._model = self._models.get(delta.backend, self._model)
-        logprobs = {"content": [logprob_entry(delta)], "refusal": None} if self._logprobs else None
+        logprobs = ({"content": [logprob_entry(delta)], "refusal": None}
+                    if self._logprobs and delta.logprob is not None else None)
         return self._event([{"index": 0, "delta": {"content": delta.text}, "logprobs": logprobs,
                              "finish_reason": None}])
 

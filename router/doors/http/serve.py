@@ -32,7 +32,9 @@ def split_address(address: str) -> tuple[str, int]:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections
+    # whose socket says it is TCP, and an SSE event held back for a delayed ACK would add tens of milliseconds.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # SO_REUSEADDR only: a port another process holds must fail here, not be shared.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -92,11 +94,13 @@ class AsgiServer:
             for server in self._server.servers:
                 server.close()
 
-    async def stop(self) -> None:
-        """Closes every connection (after CLOSE_CONNECTIONS_S for those still busy) and stops."""
+    async def stop(self, timeout_s: float = CLOSE_CONNECTIONS_S) -> None:
+        """Closes every connection (after at most `timeout_s`, capped at CLOSE_CONNECTIONS_S, for those still
+        busy) and stops."""
         server, ticks = self._server, self._ticks
         if server is None:
             return
+        server.config.timeout_graceful_shutdown = max(0.0, min(timeout_s, CLOSE_CONNECTIONS_S))
         server.should_exit = True
         if ticks is not None:
             with contextlib.suppress(asyncio.CancelledError):
