@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 import openai
 
 from bench.datasets import demo_items
+from bench.arbitration_latency import free_loopback_port
 from bench.load import commit
 from router.doors.launcher import LocalDaemon
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def first_token_s(client: openai.OpenAI, question: str, draft: str) -> tuple[float, bool]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import openai
 
+from bench.arbitration_latency import free_loopback_port
 from bench.load import commit
 from bench.overhead import PROMPT, SHORT_PROMPT, DirectLlama, _generated, percentiles, routed_tokens_per_s
 from edge.catalogue import ModelCache
@@ -29,12 +29,6 @@ from router.domain.config import load_settings
 from router.doors.launcher import LocalDaemon
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http_tokens_per_s(client: openai.OpenAI, max_tokens: int, ttfts: list[float]) -> float:

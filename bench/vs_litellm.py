@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Optional
 import numpy as np
 import openai
 
+from bench.arbitration_latency import free_loopback_port
 from bench.load import commit
 from cloud.fault_injection_server import FaultInjectionOpenAIServer
 from router.doors.launcher import LocalDaemon
@@ -56,12 +56,6 @@ general_settings: {}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class LiteLLMProxy:
     """LiteLLM's proxy as a child process, offline: the model-cost map from its package, not GitHub."""
 
@@ -74,7 +68,7 @@ class LiteLLMProxy:
     def __enter__(self) -> "LiteLLMProxy":
         config = self.workdir / "litellm.yaml"
         config.write_text(LITELLM_CONFIG)
-        port = free_port()
+        port = free_loopback_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "OPENAI_", "DATABASE_URL"))}
         env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=LITELLM_KEY, UPSTREAM_BASE_URL=self.upstream,
                    NO_PROXY="127.0.0.1,localhost")
@@ -197,7 +191,7 @@ def main() -> int:
     litellm_version = subprocess.run([str(args.litellm.parent / "python"), "-c",
                                       "import importlib.metadata as m; print(m.version('litellm'))"],
                                      capture_output=True, text=True).stdout.strip()
-    http_address = f"127.0.0.1:{free_port()}"
+    http_address = f"127.0.0.1:{free_loopback_port()}"
     with tempfile.TemporaryDirectory(prefix="vs-litellm-") as workdir, \
             FaultInjectionOpenAIServer(canned_answer="4", answer_latency_s=args.upstream_ms / 1000) as upstream:
         env = dict(os.environ, HYBRID_ROUTER_HTTP__ADDRESS=http_address, HYBRID_ROUTER_CLOUD__BASE_URL=upstream.base_url,

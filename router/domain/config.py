@@ -375,14 +375,31 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = Field("json", description="json: one object per line.")
 
 
-def _optional_host_port(address: str, example: str, empty_means: str) -> str:
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` as (host, port); ValueError otherwise. One parser for every listening address
+    a door binds, checked here when the settings load."""
     host, _, port = address.rpartition(":")
-    if address and (not host or not port.isdigit() or int(port) > 65535):
-        raise ValueError(f"expected host:port (e.g. {example}), or empty {empty_means}")
-    return address
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
 
 
-class HttpSettings(_Section):
+class _OptionalAddressSection(_Section):
+    """A section whose `address` is host:port, or empty for a door that is not served."""
+
+    @field_validator("address", check_fields=False)
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        if address:
+            try:
+                split_host_port(address)
+            except ValueError:
+                raise ValueError("expected host:port (e.g. 127.0.0.1:8080), or empty to serve nothing there") from None
+        return address
+
+
+class HttpSettings(_OptionalAddressSection):
     """The OpenAI-compatible HTTP door (router/doors/http/): POST /v1/chat/completions, GET /v1/models."""
 
     address: str = Field(
@@ -391,24 +408,14 @@ class HttpSettings(_Section):
         "`Authorization: Bearer <token>`, its TLS (server.tls_*), and its binding rule: beyond loopback only "
         "with TLS and tokens.")
 
-    @field_validator("address")
-    @classmethod
-    def _host_and_port(cls, address: str) -> str:
-        return _optional_host_port(address, "127.0.0.1:8080", "to serve no HTTP door")
 
-
-class MetricsSettings(_Section):
+class MetricsSettings(_OptionalAddressSection):
     """Prometheus metrics of the daemon (router/assembly/metrics.py), served over HTTP at /metrics."""
 
     address: str = Field(
         "", description="host:port where the daemon serves Prometheus metrics at /metrics; empty: not served. "
         "Loopback (127.0.0.1:9464) is advised. With auth.mode = token, a scrape must carry a token whose role "
         "grants the metrics action.")
-
-    @field_validator("address")
-    @classmethod
-    def _host_and_port(cls, address: str) -> str:
-        return _optional_host_port(address, "127.0.0.1:9464", "to serve no metrics")
 
 
 class Settings(_Section):

@@ -69,18 +69,27 @@ def build_app(state: HttpDoorState) -> Starlette:
     return app
 
 
-def _handler(state: HttpDoorState, endpoint):
+def typed_errors(logger: logging.Logger, endpoint: Callable[[Request], Awaitable[Response]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint with every error answered in OpenAI's error JSON: a RouterError with its kind's status, and
+    anything else (a bug) logged with its traceback and answered without it."""
     async def handle(request: Request) -> Response:
         try:
-            if not state.accepting:
-                raise BackendUnavailableError(SHUTTING_DOWN)
-            return await endpoint(state, request)
+            return await endpoint(request)
         except RouterError as exc:
             return error_response(exc)
-        except Exception:  # a bug: logged with its traceback, answered without it
-            state.logger.exception("unexpected error while serving an HTTP request")
+        except Exception:
+            logger.exception("unexpected error while serving an HTTP request")
             return error_response(InternalError("internal error; see the daemon log"))
     return handle
+
+
+def _handler(state: HttpDoorState, endpoint):
+    async def accepting(request: Request) -> Response:
+        if not state.accepting:
+            raise BackendUnavailableError(SHUTTING_DOWN)
+        return await endpoint(state, request)
+    return typed_errors(state.logger, accepting)
 
 
 def error_response(error: RouterError) -> JSONResponse:

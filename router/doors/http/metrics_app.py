@@ -12,20 +12,13 @@ from starlette.routing import Route
 from router.assembly.metrics import RouterMetrics
 from router.core.auth import Credential, Guard
 from router.domain.access import Action
-from router.domain.errors import InternalError, RouterError
-from router.doors.http.app import error_response
+from router.doors.http.app import typed_errors
 
 
 def build_metrics_app(metrics: RouterMetrics, guard: Guard, logger: logging.Logger) -> Starlette:
     async def scrape(request: Request) -> Response:
-        try:
-            guard.authorize(Credential(authorization=request.headers.get("authorization")), Action.METRICS)
-            body, content_type = metrics.exposition()
-            return Response(body, media_type=content_type)
-        except RouterError as exc:
-            return error_response(exc)
-        except Exception:  # a bug: logged with its traceback, answered without it
-            logger.exception("unexpected error while serving /metrics")
-            return error_response(InternalError("internal error; see the daemon log"))
+        guard.authorize(Credential(authorization=request.headers.get("authorization")), Action.METRICS)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
-    return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
+    return Starlette(routes=[Route("/metrics", typed_errors(logger, scrape), methods=["GET"])])

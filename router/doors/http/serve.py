@@ -15,7 +15,7 @@ from typing import Optional
 
 import uvicorn
 
-from router.domain.config import ConfigError, ServerSettings
+from router.domain.config import ConfigError, ServerSettings, split_host_port
 
 # After the drain, how long connections still open (idle keep-alives, a stream being cut) get to close.
 CLOSE_CONNECTIONS_S = 2.0
@@ -23,11 +23,10 @@ CLOSE_CONNECTIONS_S = 2.0
 
 def split_address(address: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port`; ConfigError naming the address otherwise."""
-    host, _, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{address!r} is not host:port (for example 127.0.0.1:8080)")
-    return host, int(port)
+    try:
+        return split_host_port(address)
+    except ValueError:
+        raise ConfigError(f"{address!r} is not host:port (for example 127.0.0.1:8080)") from None
 
 
 def _bind(host: str, port: int) -> socket.socket:
