@@ -5,6 +5,8 @@ its cloud and keeps its files in the test's own home."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,8 +45,14 @@ def test_a_poisoned_parent_environment_has_no_effect_on_a_test_daemon(smollm_pat
     assert not any(value in log for value in POISON.values())
 
 
-def test_onnxruntime_writes_its_device_id_into_the_runs_own_cache_not_the_users_home() -> None:
-    import onnxruntime  # noqa: F401 - importing it is what writes the device id
-
+def test_importing_onnxruntime_under_the_tests_environment_writes_nothing_into_home(tmp_path: Path) -> None:
+    """onnxruntime writes a device id under $XDG_CACHE_HOME, else ~/.cache, on its first import, on some
+    machines and not others. A child with the test process's own environment and a fresh, empty home
+    imports it: the home stays empty, wherever that machine's onnxruntime writes."""
     cache = Path(os.environ["XDG_CACHE_HOME"])
-    assert not cache.is_relative_to(Path.home()) and (cache / "Microsoft").is_dir()
+    assert not cache.is_relative_to(Path.home()) and cache.is_dir()
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env={**os.environ, "HOME": str(home)},
+                   check=True, timeout=WAIT_S)
+    assert not list(home.rglob("*"))
