@@ -21,12 +21,17 @@ from edge.errors import (
 )
 
 if TYPE_CHECKING:
-    from edge.llama_backend import EdgeCompletion, EdgeMetrics, EdgeStream, LlamaBackend, TokenDelta
+    from edge._hidden_states import HiddenStates
+    from edge.llama_backend import EdgeCompletion, EdgeMetrics, EdgeStream, LlamaBackend, PromptState, TokenDelta
 
-_BACKEND_NAMES = frozenset({"EdgeCompletion", "EdgeMetrics", "EdgeStream", "LlamaBackend", "TokenDelta"})
+_BACKEND_NAMES = frozenset({"EdgeCompletion", "EdgeMetrics", "EdgeStream", "LlamaBackend", "PromptState", "TokenDelta"})
 
 
 def __getattr__(name: str) -> Any:
+    if name == "HiddenStates":
+        from edge import _hidden_states
+
+        return _hidden_states.HiddenStates
     if name in _BACKEND_NAMES:
         from edge import llama_backend
 
@@ -41,6 +46,7 @@ __all__ = [
     "EdgeGenerationError",
     "EdgeMetrics",
     "EdgeStream",
+    "HiddenStates",
     "LlamaBackend",
     "ModelCache",
     "ModelCorruptError",
@@ -49,6 +55,7 @@ __all__ = [
     "ModelMissingError",
     "ModelSpec",
     "ModelStatus",
+    "PromptState",
     "PromptTemplateError",
     "PromptTooLongError",
     "TokenDelta",

@@ -36,6 +36,7 @@ from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
 from edge._handoff import TokenHandoff
+from edge._hidden_states import HiddenStates, prefill_with_state, read_last_state, set_embeddings
 from edge._prompt_tokens import PromptTokenizer
 from edge.errors import EdgeError, EdgeGenerationError, PromptTooLongError
 from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
@@ -94,6 +95,19 @@ class EdgeCompletion:
     finish_reason: FinishReason
     token_logprobs: tuple[float, ...]
     usage_estimated: bool = False  # llama.cpp counts its own tokens: never an estimate
+    states: HiddenStates | None = field(default=None, compare=False)  # asked for with capture_states
+
+
+@dataclass(frozen=True)
+class PromptState:
+    """A prompt evaluated without generating: the final layer's state at its last token. The context
+    keeps the prompt, so a stream of the same messages that comes next starts sampling at once."""
+
+    state: np.ndarray = field(repr=False, compare=False)
+    prompt_tokens: int
+    reused_prompt_tokens: int  # already in the context from an earlier request: not evaluated again
+    queue_s: float
+    total_s: float
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,7 @@ class _Request:
     stop: tuple[str, ...]
     seed: int | None
     grammar: str | None = None  # GBNF the output must follow (llama.cpp grammar sampling)
+    capture_states: bool = False  # read the final layer's state at the prompt's end and the draft's
 
 
 @dataclass
@@ -148,6 +163,8 @@ class _WorkerResult:
     text_parts: list[str] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     first_token_at: float | None = None
+    prompt_state: np.ndarray | None = None
+    draft_state: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,7 @@ class LlamaBackend:
         self._vocab = self._llm._model.vocab
         self.n_params: int = self._llm._model.n_params()  # for the router's energy-cost estimate
         self._n_vocab = self._llm.n_vocab()
+        self.n_embd: int = self._llm.n_embd()  # the length of a hidden state
         self._prompt_tokenizer = PromptTokenizer(self._vocab, self._make_formatter(chat_template), self.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edge-{self.name}")
         self._counter = _MetricsCounter()
@@ -222,9 +240,12 @@ class LlamaBackend:
         stop: Sequence[str] = (),
         seed: int | None = None,
         grammar: str | None = None,
+        capture_states: bool = False,
     ) -> EdgeStream:
         """`grammar`: a GBNF grammar the completion must follow (llama.cpp's grammar sampler), for
-        callers that need parseable output (the agent's tool calls); None samples freely."""
+        callers that need parseable output (the agent's tool calls); None samples freely.
+        `capture_states`: the completion carries the final layer's hidden states at the prompt's last
+        token and at the draft's end (edge/_hidden_states.py); costs one single-token decode."""
         if self._closed:
             raise EdgeGenerationError(f"edge backend {self.name} is closed")
         if max_tokens < 1:
@@ -238,8 +259,34 @@ class LlamaBackend:
             stop=tuple(stop),
             seed=seed,
             grammar=grammar or None,
+            capture_states=capture_states,
         )
         return EdgeStream(self, request)
+
+    async def read_prompt_state(self, messages: Sequence[Mapping[str, str]]) -> PromptState:
+        """Evaluates the prompt these messages render to, without generating, and returns the final
+        layer's state at its last token (a decision made after the prefill, before any decode). Queues on
+        the model like a stream; a stream of the same messages that follows reuses the evaluated prompt."""
+        if self._closed:
+            raise EdgeGenerationError(f"edge backend {self.name} is closed")
+        request = _Request(messages=tuple(dict(m) for m in messages), max_tokens=1, temperature=0.0, stop=(),
+                           seed=None)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        async with self._lock_for_running_loop():
+            queue_s = time.monotonic() - started
+            prompt = await loop.run_in_executor(self._executor, self._prepare, request)
+            if len(prompt.tokens) + 1 > self.n_ctx:
+                raise PromptTooLongError(len(prompt.tokens), 1, self.n_ctx)
+            try:
+                state, reused = await loop.run_in_executor(
+                    self._executor, prefill_with_state, self._llm, prompt.tokens, self.n_embd)
+            except EdgeError:
+                raise
+            except Exception as exc:
+                raise _as_edge_error(exc) from exc
+        return PromptState(state=state, prompt_tokens=len(prompt.tokens), reused_prompt_tokens=reused,
+                           queue_s=queue_s, total_s=time.monotonic() - started)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone, as a message's content is tokenised inside a prompt: as plain text, so
@@ -249,8 +296,12 @@ class LlamaBackend:
 
     def count_prompt_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
         """Tokens of the whole prompt these messages render to (chat template included)."""
-        return len(self._prepare(_Request(messages=tuple(dict(m) for m in messages), max_tokens=1,
-                                          temperature=0.0, stop=(), seed=None)).tokens)
+        return len(self.prompt_token_ids(messages))
+
+    def prompt_token_ids(self, messages: Sequence[Mapping[str, str]]) -> tuple[int, ...]:
+        """The prompt these messages render to, as the model sees it (contents as plain text)."""
+        return self._prepare(_Request(messages=tuple(dict(m) for m in messages), max_tokens=1,
+                                      temperature=0.0, stop=(), seed=None)).tokens
 
     def close(self) -> None:
         """Stop any running generation, then free the model."""
@@ -314,6 +365,15 @@ class LlamaBackend:
         if cancel.is_set():  # cancelled while queued: skip the prompt's evaluation altogether
             result.finish_reason = "cancelled"
             return result
+        if request.capture_states:
+            try:
+                result.prompt_state, _ = prefill_with_state(llm, prompt.tokens, self.n_embd)
+            except EdgeError:
+                raise
+            except Exception as exc:
+                raise EdgeGenerationError(f"llama.cpp failed while evaluating the prompt: {exc}") from exc
+        else:
+            set_embeddings(llm, False)  # an earlier request's capture left them on: keep prefill lean
         tokens = llm.generate(
             list(prompt.tokens),
             temp=request.temperature,
@@ -330,15 +390,18 @@ class LlamaBackend:
                     result.first_token_at = time.monotonic()
                 logprob = self._logprob_of_last_sample(token, scratch)
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    self._keep_draft_state(request, result)
                     send(token, logprob, stop_filter.feed(decoder.flush()) + stop_filter.flush())
                     result.finish_reason = "stop"
                     return result
                 text = stop_filter.feed(decoder.feed(self._piece(token, piece_buffer)))
                 if stop_filter.stopped:
+                    self._keep_draft_state(request, result)
                     send(token, logprob, text)
                     result.finish_reason = "stop"
                     return result
                 if len(result.logprobs) + 1 >= request.max_tokens:
+                    self._keep_draft_state(request, result)
                     send(token, logprob, text + stop_filter.feed(decoder.flush()) + stop_filter.flush())
                     result.finish_reason = "length"
                     return result
@@ -352,6 +415,12 @@ class LlamaBackend:
             raise EdgeGenerationError(f"llama.cpp failed while generating: {exc}") from exc
         finally:
             tokens.close()
+
+    def _keep_draft_state(self, request: _Request, result: _WorkerResult) -> None:
+        # Inside generate(), the last evaluated token is the one before the token just sampled: its
+        # state chose that token. The sampled token itself is never evaluated (no decode is spent on it).
+        if request.capture_states:
+            result.draft_state = read_last_state(self._llm, self.n_embd)
 
     def _logprob_of_last_sample(self, token: int, scratch: np.ndarray) -> float:
         # Inside generate(), logits row -1 is the one the sampler just drew `token` from.
@@ -506,6 +575,8 @@ class EdgeStream:
             total_s=ended - self._started_at,
             finish_reason=finish_reason,
             token_logprobs=tuple(progress.logprobs),
+            states=(HiddenStates(prompt=progress.prompt_state, draft=progress.draft_state)
+                    if progress.prompt_state is not None else None),
         )
 
     async def _produce(self, queue: TokenHandoff[_QueueItem]) -> None:
@@ -572,5 +643,6 @@ __all__ = [
     "EdgeStream",
     "FinishReason",
     "LlamaBackend",
+    "PromptState",
     "TokenDelta",
 ]
