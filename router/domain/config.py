@@ -262,6 +262,10 @@ class ArbitrationSettings(_ThresholdKeys):
         "(scorer = learned): the lowest threshold whose quality served, on the model's held-out split, reaches "
         "target_accuracy.")
     samples: int = Field(3, ge=1, le=16, description="Self-consistency samples (T=0.7) for answers that end in a number.")
+    shadow_features: Literal["all", "draft"] = Field(
+        "all", description="shadow: which features are recorded. all: every scorer's (samples and verification "
+        "included). draft: only those read from the draft itself, so an item costs the edge's answer and the "
+        "cloud's (cheap labelling).")
     early_threshold: float = Field(0.7, ge=0, le=1, description="early: the running confidence (geometric-mean "
                                    "token probability over early_window tokens) below which the edge is stopped. 0.7: "
                                    "on 31 GSM8K corpus items it fired on 13, 12 of them wrong answers, 78 tokens in "

@@ -33,7 +33,8 @@ def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = N
     threshold = threshold or build_threshold(settings)
     if settings.arbiter == "shadow":
         # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
-        return CascadeArbiter(scorer=build_scorer("all", samples=settings.samples), threshold=threshold,
+        features = "all" if settings.shadow_features == "all" else "task"
+        return CascadeArbiter(scorer=build_scorer(features, samples=settings.samples), threshold=threshold,
                               stream_draft=False, always_escalate=True, name="shadow")
     if scorer is None:
         scorer = build_scorer(settings.scorer, samples=settings.samples)
