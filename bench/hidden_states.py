@@ -17,73 +17,27 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from bench.arbitration import items_by_key, latest_records, results_file, skip_reason
 from bench.datasets import build_messages, load_dataset
 from bench.runner import load_records
+from router.core.arbiters.corpus import TrainingError
+from router.core.probes.states_file import HiddenStatesFile, row_key
 
 DEFAULT_OUT = Path("bench/out/hidden_states.npz")
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
-
-
-class StatesFileError(RuntimeError):
-    pass
-
-
-def item_key(dataset: str, item_id: str) -> str:
-    return f"{dataset}/{item_id}"
-
-
-def load_states(path: Path) -> dict[str, Any]:
-    """{"keys", "prompt", "draft", "model", "model_sha256", "layer"}; an absent file is empty."""
-    if not path.exists():
-        return {"keys": [], "prompt": [], "draft": [], "model": None, "model_sha256": None, "layer": None}
-    with np.load(path, allow_pickle=False) as data:
-        return {"keys": [str(key) for key in data["keys"]], "prompt": list(data["prompt"]),
-                "draft": list(data["draft"]), "model": str(data["model"]),
-                "model_sha256": str(data["model_sha256"]), "layer": str(data["layer"])}
-
-
-def save_states(path: Path, states: dict[str, Any]) -> None:
-    """Written beside the target and renamed: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, keys=np.array(states["keys"]), prompt=np.array(states["prompt"], dtype=np.float16),
-             draft=np.array(states["draft"], dtype=np.float16), model=np.array(states["model"]),
-             model_sha256=np.array(states["model_sha256"]), layer=np.array(states["layer"]))
-    partial.replace(path)
+LAYER = "final_norm"
 
 
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def draft_tokens(edge: Any, text: str, finished: bool) -> list[int]:
-    """The draft as the edge generated it: its text's tokens; one fewer when the budget cut it, because
-    the live capture reads the state before the last sampled token (that token is never evaluated)."""
-    tokens = edge._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    return tokens if finished else tokens[:-1]
-
-
-def states_of(edge: Any, messages: Sequence[dict[str, str]], draft: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    from edge._hidden_states import prefill_with_state, read_last_state
-
-    prompt = list(edge.prompt_token_ids(messages))
-    if len(prompt) + len(draft) > edge.n_ctx:
-        raise StatesFileError(f"prompt and draft ({len(prompt)} + {len(draft)} tokens) exceed n_ctx {edge.n_ctx}")
-    prompt_state, _ = prefill_with_state(edge._llm, prompt, edge.n_embd)
-    if not draft:  # the edge answered nothing: its last state is the prompt's
-        return prompt_state, prompt_state
-    edge._llm.eval(list(draft))
-    return prompt_state, read_last_state(edge._llm, edge.n_embd)
 
 
 def relabel(results: Path, out: Path, model_path: Path, model_name: str, *, every: int = 25,
@@ -92,14 +46,9 @@ def relabel(results: Path, out: Path, model_path: Path, model_name: str, *, ever
 
     records = [record for record in latest_records(load_records(results_file(results)))
                if skip_reason(record) is None]
-    states = load_states(out)
-    sha256 = file_sha256(model_path)
-    if states["model_sha256"] not in (None, sha256):
-        raise StatesFileError(f"{out} holds states of {states['model']} ({states['model_sha256']}); "
-                              f"this edge is {model_name} ({sha256}): write to another file")
-    states.update(model=model_name, model_sha256=sha256, layer="final_norm")
-    done = set(states["keys"])
-    todo = [record for record in records if item_key(record["dataset"], record["item_id"]) not in done]
+    states = HiddenStatesFile.open_for(out, edge_model=model_name, edge_model_sha256=file_sha256(model_path),
+                                       layer=LAYER)
+    todo = [record for record in records if row_key(record["dataset"], record["item_id"]) not in states]
     if limit is not None:
         todo = todo[:limit]
     items = items_by_key({record["dataset"] for record in todo}, load_dataset)
@@ -109,19 +58,15 @@ def relabel(results: Path, out: Path, model_path: Path, model_name: str, *, ever
         for index, record in enumerate(todo, 1):
             item = items[(record["dataset"], record["item_id"])]
             finished = bool(record["decision"]["features"].get("finished", 1.0))
-            draft = draft_tokens(edge, record["edge_text"], finished)
-            prompt_state, draft_state = states_of(edge, build_messages(item), draft)
-            states["keys"].append(item_key(item.dataset, item.item_id))
-            states["prompt"].append(prompt_state.astype(np.float16))
-            states["draft"].append(draft_state.astype(np.float16))
+            found = edge.hidden_states_of(build_messages(item), record["edge_text"], finished=finished)
+            states.add(row_key(item.dataset, item.item_id), found.prompt, found.draft)
             if index % every == 0 or index == len(todo):
-                save_states(out, states)
+                states.save(out)
                 rate = (time.monotonic() - started) / index
-                print(f"hidden_states: {len(states['keys'])} items in {out} ({rate:.2f} s an item)",
-                      file=sys.stderr, flush=True)
+                print(f"hidden_states: {len(states)} items in {out} ({rate:.2f} s an item)", file=sys.stderr, flush=True)
     finally:
         edge.close()
-    return {"items": len(states["keys"]), "added": len(todo), "seconds": time.monotonic() - started}
+    return {"items": len(states), "added": len(todo), "seconds": time.monotonic() - started}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -134,8 +79,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--limit", type=int, help="at most this many new items (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    import os
-
     from edge.catalogue import ModelCache
     from router.domain.config import load_settings
 
@@ -143,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = relabel(args.results, args.out, model_path, args.model, every=args.every, limit=args.limit,
                          n_threads=args.threads)
-    except StatesFileError as exc:
+    except TrainingError as exc:
         print(f"hidden_states: {exc}", file=sys.stderr)
         return 2
     print(f"hidden_states: {report['items']} items ({report['added']} added in {report['seconds']:.0f} s)")

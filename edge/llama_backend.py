@@ -303,6 +303,26 @@ class LlamaBackend:
         return self._prepare(_Request(messages=tuple(dict(m) for m in messages), max_tokens=1,
                                       temperature=0.0, stop=(), seed=None)).tokens
 
+    def hidden_states_of(self, messages: Sequence[Mapping[str, str]], draft: str, *,
+                         finished: bool = True) -> HiddenStates:
+        """The states a stream with `capture_states` would have read, for a draft already written: the
+        prompt is evaluated as a stream evaluates it, then the draft's tokens in one batch, so it costs a
+        prefill and no generation (relabelling logged answers). A draft cut by its token budget
+        (`finished` False) ends one token earlier, as a captured stream's does. Blocking, and not for a
+        backend that is serving streams: it uses the model without queueing."""
+        if self._closed:
+            raise EdgeGenerationError(f"edge backend {self.name} is closed")
+        prompt = list(self.prompt_token_ids(messages))
+        tokens = self._llm.tokenize(draft.encode("utf-8"), add_bos=False, special=False)
+        tokens = tokens if finished else tokens[:-1]
+        if len(prompt) + len(tokens) > self.n_ctx:
+            raise PromptTooLongError(len(prompt), len(tokens), self.n_ctx)
+        prompt_state, _ = prefill_with_state(self._llm, prompt, self.n_embd)
+        if not tokens:  # nothing was generated after the prompt: its last state chose the end
+            return HiddenStates(prompt=prompt_state, draft=prompt_state)
+        self._llm.eval(tokens)
+        return HiddenStates(prompt=prompt_state, draft=read_last_state(self._llm, self.n_embd))
+
     def close(self) -> None:
         """Stop any running generation, then free the model."""
         if self._closed:

@@ -26,6 +26,7 @@ from router.assembly.local_info import LocalInfoIndex
 from router.assembly.limits import build_admission, build_backend_queues, build_budget
 from router.assembly.metrics import RouterMetrics, budget_left_usd
 from router.assembly.modes import build_modes
+from router.assembly.probes import EdgeModelIdentity
 from router.assembly.routing import RouterModelRefusedError, load_routing_or_refuse
 from router.assembly.parts import (LoadedBackends, cost_model, hardware_summary, load_backends, model_cache,
                                    package_versions)
@@ -54,7 +55,8 @@ class Daemon:
         self.model_cache = model_cache(settings)  # the one cache every part loads its files from
         modes = build_modes(settings.arbitration, model_cache=self.model_cache, routing=settings.routing,
                             info=settings.info, agent=settings.agent, edge_n_ctx=settings.edge.n_ctx,
-                            logger=logging.getLogger("hybrid_router.arbiter"))
+                            logger=logging.getLogger("hybrid_router.arbiter"),
+                            edge=EdgeModelIdentity(settings.edge, self.model_cache))
         # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
         self.budget = build_budget(settings)
         budgets = (self.budget,) if self.budget is not None else ()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from edge.catalogue import ModelCache
 from router.core.arbiters import ScoringArbiter, build_arbiter as build_core_arbiter
@@ -10,13 +10,23 @@ from router.core.modes import builtin_modes
 from router.core.modes.base import ModeHandler
 from router.core.modes.agent import EdgeAgentMode
 from router.core.modes.rag import EdgeRagMode
-from router.domain.config import AgentSettings, ArbitrationSettings, InfoSettings, RoutingSettings
+
+if TYPE_CHECKING:
+    from router.assembly.probes import EdgeModelIdentity
+from router.domain.config import AgentSettings, ArbitrationSettings, EdgeSettings, InfoSettings, RoutingSettings
 from router.domain.types import Mode
 
 
 def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
-                  logger: Optional[logging.Logger] = None) -> ScoringArbiter:
-    """Raises ConfigError for a learned scorer whose model cannot be used (router/assembly/learned.py)."""
+                  logger: Optional[logging.Logger] = None, edge: Optional["EdgeModelIdentity"] = None) -> ScoringArbiter:
+    """Raises ConfigError for a learned scorer whose model cannot be used (router/assembly/learned.py), or a
+    configured probe trained for another edge (router/assembly/probes.py). `edge`: the edge model the probes
+    must fit; by default the default edge settings'."""
+    if settings.scorer == "probe" and settings.arbiter != "shadow":
+        from router.assembly.probes import EdgeModelIdentity, build_draft_probe_scorer
+
+        scorer = build_draft_probe_scorer(settings, edge or EdgeModelIdentity(EdgeSettings(), model_cache), logger)
+        return build_core_arbiter(settings, scorer=scorer)
     if settings.scorer == "learned" and settings.arbiter != "shadow":
         # Imported here: onnxruntime loads only for a daemon that uses the learned scorer.
         from router.assembly.learned import build_learned_scorer, build_target_accuracy_threshold
@@ -31,13 +41,16 @@ def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
 
 def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
                 routing: Optional[RoutingSettings] = None, info: Optional[InfoSettings] = None,
-                agent: Optional[AgentSettings] = None, edge_n_ctx: int = 4096, logger: Optional[logging.Logger] = None) -> dict[Mode, ModeHandler]:
-    """Raises ConfigError for a learned model (deferral or router) that cannot be used."""
+                agent: Optional[AgentSettings] = None, edge_n_ctx: int = 4096, logger: Optional[logging.Logger] = None,
+                edge: Optional["EdgeModelIdentity"] = None) -> dict[Mode, ModeHandler]:
+    """Raises ConfigError for a learned model (deferral or router) or a probe that cannot be used."""
+    from router.assembly.probes import EdgeModelIdentity
     from router.assembly.routing import build_pre_arbitration
 
     info = info or InfoSettings()
-    return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger),
-                         build_pre_arbitration(routing or RoutingSettings(), model_cache, logger),
+    edge = edge or EdgeModelIdentity(EdgeSettings(), model_cache)
+    return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger, edge=edge),
+                         build_pre_arbitration(routing or RoutingSettings(), model_cache, logger, edge=edge),
                          EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx,
                                      answer_style=info.answer_style, focus_sentences=info.focus_sentences),
                          EdgeAgentMode(agent or AgentSettings(), focus_sentences=info.focus_sentences))

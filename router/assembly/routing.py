@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from edge.catalogue import ModelCache
 from edge.encoder import EMBEDDING_DIM, TextEncoder
@@ -17,8 +17,11 @@ from router.core.arbiters.thresholds import Threshold
 from router.core.routing.features import ROUTER_FEATURE_NAMES
 from router.core.routing.mode import PreArbitrationMode
 from router.core.routing.model import LearnedRouter, RequestRouter, RouterSlot, Routing, RuleRouter
-from router.domain.config import ConfigError, RoutingSettings
+from router.domain.config import ConfigError, EdgeSettings, RoutingSettings
 from router.domain.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from router.assembly.probes import EdgeModelIdentity
 
 class RouterModelRefusedError(InvalidRequestError):
     """A reload named a router model that cannot be used; the router in use stays."""
@@ -58,8 +61,19 @@ def build_routing_threshold(settings: RoutingSettings, router: RequestRouter,
 
 
 def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
-                          logger: Optional[logging.Logger] = None) -> PreArbitrationMode:
-    """Raises ConfigError for a configured router that cannot be used."""
+                          logger: Optional[logging.Logger] = None,
+                          edge: Optional["EdgeModelIdentity"] = None) -> PreArbitrationMode:
+    """Raises ConfigError for a configured router, or prefill probe, that cannot be used."""
+    if settings.decide_at == "prefill":
+        from router.assembly.probes import EdgeModelIdentity, load_prefill_probe
+        from router.core.probes.router import PrefillProbeRouter
+
+        try:
+            router: RequestRouter = PrefillProbeRouter(load_prefill_probe(
+                settings.probe_dir, edge or EdgeModelIdentity(EdgeSettings(), cache)))
+        except LearnedModelError as exc:
+            raise ConfigError(f"routing.decide_at = prefill: {exc}; or set routing.decide_at = request") from exc
+        return PreArbitrationMode(RouterSlot(Routing(router, build_threshold(settings))))
     router = build_request_router(settings, cache)
     return PreArbitrationMode(RouterSlot(Routing(router, build_routing_threshold(settings, router, logger))))
 

@@ -212,7 +212,7 @@ class LedgerSettings(_Section):
 
 # The one list of each: config validation, the builders (router/core/arbiters/) and the errors read these.
 ArbiterName = Literal["cascade", "parallel", "early", "shadow"]
-ScorerName = Literal["logprob", "task", "consistency", "verify", "rule", "all", "learned"]
+ScorerName = Literal["logprob", "task", "consistency", "verify", "rule", "all", "learned", "probe"]
 
 
 ThresholdKind = Literal["fixed", "target_share", "target_accuracy"]
@@ -249,13 +249,19 @@ class ArbitrationSettings(_ThresholdKeys):
         "(labelling).")
     scorer: ScorerName = Field(
         "rule", description="How the edge answer is scored (router/core/arbiters/scorers.py); rule is the default rule. "
-        "learned: the trained deferral model in model_dir (router/core/arbiters/learned.py).")
+        "learned: the trained deferral model in model_dir (router/core/arbiters/learned.py). probe: the draft probe "
+        "on the edge's hidden state (probe_dir; router/core/probes/), which asks the edge nothing more.")
+    probe_dir: Optional[Path] = Field(None, description="scorer = probe: a draft probe, the vNNNN directory that "
+                                      "`hybrid-router train-probe --at draft` wrote for this edge model. Unset: the "
+                                      "probe shipped for the default edge model; on another edge the default rule "
+                                      "scores, and every decision's scorer says why.")
     model_dir: Optional[Path] = Field(None, description="scorer = learned: the model directory that "
                                       "`hybrid-router train-arbiter` wrote (a vNNNN directory with model.onnx and "
                                       "meta.json).")
     missing_model: Literal["error", "rule"] = Field(
-        "error", description="scorer = learned with model_dir unset, missing or invalid: error stops the daemon at "
-        "start-up; rule scores with the default rule, and every decision's scorer says why.")
+        "error", description="scorer = learned with model_dir unset, missing or invalid, or scorer = probe with "
+        "probe_dir set and unusable (trained for another edge model): error stops the daemon at start-up; rule "
+        "scores with the default rule, and every decision's scorer says why.")
     threshold: ThresholdKind = Field(
         "fixed", description="fixed: keep the edge when score >= fixed_threshold. target_share: the threshold "
         "follows recent scores so that about target_cloud_share of requests reach the cloud. target_accuracy "
@@ -286,6 +292,15 @@ class RoutingSettings(_ThresholdKeys):
     model_dir: Optional[Path] = Field(None, description="The trained router: a vNNNN directory that `hybrid-router "
                                       "train-router` wrote. Unset: the default rule routes, and every decision's "
                                       "scorer says so. Set but unusable: the daemon refuses to start, naming the file.")
+    decide_at: Literal["request", "prefill"] = Field(
+        "request", description="request: the router (model_dir, else the default rule) decides from the request's "
+        "text before the edge runs. prefill: the prefill probe (probe_dir) decides from the edge's hidden state "
+        "after the edge has read the prompt; a request it keeps reuses that prefill, one it sends to the cloud "
+        "has paid for it.")
+    probe_dir: Optional[Path] = Field(None, description="decide_at = prefill (and AUTO): a prefill probe, the vNNNN "
+                                      "directory that `hybrid-router train-probe --at prefill` wrote for this edge "
+                                      "model. Unset: the probe shipped for the default edge model. Unusable (another "
+                                      "edge model's): the daemon refuses to start, naming both models.")
     threshold: ThresholdKind = Field(
         "target_share", description="fixed: the edge when score >= fixed_threshold. target_share: the threshold "
         "follows recent scores so that about target_cloud_share of requests go to the cloud. target_accuracy (a "

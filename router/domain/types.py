@@ -105,6 +105,7 @@ class RunPurpose(enum.StrEnum):
     VERIFY = "verify"    # a self-verification prompt about an answer, not an answer itself
     AGENT_STEP = "agent_step"  # one step of the agent's tool loop on the edge (a thought and a tool call)
     TOOL = "tool"        # a backend called as the agent's tool (ask_cloud)
+    PREFILL = "prefill"  # the edge read the prompt so that a probe could decide; no text (a kept request reuses it)
 
 
 # The purposes whose text is an answer to the request, so scoring and judging may read it.

@@ -1,4 +1,5 @@
-"""`hybrid-router`: serve, ask, stats, feedback, export, models, demo, doctor, selftest, train-arbiter, info.
+"""`hybrid-router`: serve, ask, stats, feedback, export, models, demo, doctor, selftest, train-arbiter, train-router,
+train-probe, info.
 
 The bench is not a verb here: it sits above the router and talks to it through the SDK (`python -m bench`)."""
 from __future__ import annotations
@@ -199,6 +200,44 @@ def cmd_train_arbiter(args: argparse.Namespace) -> int:
 def cmd_train_router(args: argparse.Namespace) -> int:
     """Train PRE_ARBITRATION's router on the labelled corpus and/or the ledger; writes a new version directory."""
     return _train(args, "train-router", "router.core.routing.training", "train_router", need_features=())
+
+
+def cmd_train_probe(args: argparse.Namespace) -> int:
+    """Train a probe on the labelled corpus and the edge's hidden states of its items; writes a new version
+    directory bound to the edge model the states were read from."""
+    try:
+        from router.core.probes.training import train_probe
+    except ImportError as exc:  # scikit-learn / skl2onnx are the [train] extra, not daemon dependencies
+        print(f"hybrid-router: train-probe needs the [train] extra ({exc}); run `pip install -e '.[train]'`",
+              file=sys.stderr)
+        return EXIT_ERROR
+    from router.core.arbiters.corpus import TrainingError, read_corpus
+    from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND
+    from router.core.probes.states_file import HiddenStatesFile
+
+    kind = {"draft": DRAFT_PROBE_KIND, "prefill": PREFILL_PROBE_KIND}[args.at]
+    try:
+        corpus = Path(args.corpus)
+        rows = read_corpus(corpus)
+        states = HiddenStatesFile.load(Path(args.states))
+        provenance = {"path": corpus.as_posix(), "lines": len(rows), "sha256": _file_sha256(corpus),
+                      "states": {"path": Path(args.states).name, "items": len(states)}}
+        directory = train_probe(rows, states, Path(args.out), kind=kind, provenance=provenance,
+                                components=args.state_components)
+    except TrainingError as exc:
+        print(f"hybrid-router: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    meta = json.loads((directory / "meta.json").read_text())
+    print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
+    print(directory)
+    return 0
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, need_features: Sequence[str]) -> int:
@@ -562,6 +601,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="keep N principal components of the embedding (0: none) instead of letting "
                                 "cross-validation choose among 0, 8 and 32")
         train.set_defaults(func=func)
+    probe = commands.add_parser("train-probe", parents=[common],
+                                help="train a probe on the edge's hidden states: --at draft for POST_ARBITRATION's "
+                                     "probe scorer (arbitration.probe_dir), --at prefill for the decision after the "
+                                     "prefill (routing.probe_dir, AUTO)")
+    probe.add_argument("--corpus", required=True, help="labelled corpus JSONL (bench/corpus/arbitration.jsonl)")
+    probe.add_argument("--states", required=True,
+                       help="the edge's hidden states of the corpus items (python -m bench.hidden_states)")
+    probe.add_argument("--at", choices=("draft", "prefill"), required=True,
+                       help="draft: the state at the end of the edge's answer; prefill: at the end of the prompt")
+    probe.add_argument("--out", required=True, help="directory that receives a new version directory vNNNN")
+    probe.add_argument("--state-components", type=_non_negative_int, default=None, metavar="N",
+                       help="keep N principal components of the state (0: none) instead of letting "
+                            "cross-validation choose")
+    probe.set_defaults(func=cmd_train_probe)
     return parser
 
 

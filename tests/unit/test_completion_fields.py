@@ -10,7 +10,10 @@ from edge.llama_backend import EdgeCompletion
 from router.core.backends import Completion, CompletionRecord
 from router.domain.types import BackendRun
 
-EDGE_ONLY_FIELDS = {"token_logprobs"}  # the edge's per-token logprobs, summarised as BackendRun.mean_logprob
+EDGE_ONLY_FIELDS = {
+    "token_logprobs",  # the edge's per-token logprobs, summarised as BackendRun.mean_logprob
+    "states",  # the hidden states a probe reads (BackendCall.hidden_states), too large for a run or the ledger
+}
 
 
 def names(cls: type) -> set[str]:

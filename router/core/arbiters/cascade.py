@@ -88,10 +88,16 @@ class ScoringArbiter:
     name: str = "cascade"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.arbiter"))
 
+    @property
+    def captures_states(self) -> bool:
+        """Whether the edge's answer must come with its hidden states: the scorer reads them."""
+        return bool(getattr(self.scorer, "needs_hidden_states", False))
+
     async def judge(self, ctx: ModeContext, edge: BackendCall, *, always_escalate: bool = False) -> Verdict:
         run = edge.run
         assert run is not None
-        draft = Draft(ctx.messages, run.text, tuple(edge.token_logprobs), run.finish_reason)
+        draft = Draft(ctx.messages, run.text, tuple(edge.token_logprobs), run.finish_reason,
+                      hidden_states=edge.hidden_states)
         threshold = self.threshold.current()
         try:
             score = await self.scorer.score(draft, ContextEdgeCalls(ctx), max_tokens=ctx.params.max_tokens)
@@ -141,7 +147,7 @@ class CascadeArbiter(ScoringArbiter):
 
     async def run(self, ctx: ModeContext) -> AsyncIterator[ModeEvent]:
         stopped_at: Optional[float] = None
-        async with ctx.call(BackendKind.EDGE) as edge:
+        async with ctx.call(BackendKind.EDGE, capture_states=self.captures_states) as edge:
             async for delta in edge.deltas():
                 if streams_draft(ctx, self.stream_draft):
                     yield delta

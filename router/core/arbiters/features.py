@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
 from cloud.info.analysis import analyze
 from cloud.info.chunking import sentence_spans
@@ -44,6 +44,8 @@ class Draft:
     text: str
     token_logprobs: Sequence[float]
     finish_reason: str
+    # The edge's hidden states (edge.HiddenStates: `.prompt`, `.draft`), when the arbiter's scorer asked for them.
+    hidden_states: Optional[Any] = field(default=None, compare=False, repr=False)
 
     @property
     def input_text(self) -> str:

@@ -80,7 +80,7 @@ class ParallelArbiter(ScoringArbiter):
     async def _edge_side(self, ctx: ModeContext, out: "asyncio.Queue[Any]", box: dict[str, BackendCall]) -> None:
         """The edge's answer and then its verdict, into `out`, in a task the race can stop."""
         try:
-            async with ctx.call(BackendKind.EDGE) as edge:
+            async with ctx.call(BackendKind.EDGE, capture_states=self.captures_states) as edge:
                 box["edge"] = edge
                 async for delta in edge.deltas():
                     out.put_nowait(delta)

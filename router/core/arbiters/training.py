@@ -103,7 +103,8 @@ def cross_validation_folds(rows: int, groups: Optional[Sequence[str]] = None) ->
 
 
 def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count: int,
-                 components: Optional[int] = None, groups: Optional[Sequence[str]] = None) -> ModelSelection:
+                 components: Optional[int] = None, groups: Optional[Sequence[str]] = None,
+                 component_candidates: Sequence[int] = EMBEDDING_COMPONENTS) -> ModelSelection:
     """The embedding's size (none, or a few principal components) and the ridge alpha with the least
     cross-validated squared error on the training rows (`groups`: see cross_validation_folds)."""
     if components is not None:  # the caller's choice; only alpha is cross-validated
@@ -112,8 +113,8 @@ def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count:
                                 f"({'no encoder' if not embedded else f'{len(x)} training rows'})")
         candidates: tuple[int, ...] = (components,)
     else:
-        candidates = tuple(c for c in EMBEDDING_COMPONENTS
-                           if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1])))
+        candidates = tuple(c for c in component_candidates
+                           if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1] - feature_count)))
     folds, fold_groups = cross_validation_folds(len(x), groups)
     best: Optional[tuple[float, int, float]] = None
     scores = {}
@@ -182,14 +183,20 @@ def train_arbiter(corpus: Path, out: Path, *, encode: Optional[Callable[[str], n
 def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping[str, Any],
                     encode: Optional[Callable[[str], np.ndarray]] = None,
                     embedding_model: Optional[str] = None, feature_set: FeatureSet = DEFERRAL_FEATURES,
-                    components: Optional[int] = None) -> Path:
+                    components: Optional[int] = None, embed_row: Optional[Callable[[CorpusRow], np.ndarray]] = None,
+                    component_candidates: Sequence[int] = EMBEDDING_COMPONENTS,
+                    embedding_text: Optional[str] = None, extra_meta: Optional[Mapping[str, Any]] = None) -> Path:
     """Train, export, check and write a new versioned artifact under `out`; returns its directory.
 
     `provenance` says where the rows came from (meta.json's training_corpus). With `encode`, each
-    row's text is embedded and appended to its features.
+    row's text is embedded and appended to its features; with `embed_row`, whatever vector it gives
+    for the row is (the edge's hidden state, for a probe), described in meta.json by `embedding_text`.
+    `extra_meta` adds keys to meta.json (a probe's binding to its edge model).
     """
     source = provenance.get("path", "the training rows")
     names = feature_set.names
+    if encode is not None and embed_row is not None:
+        raise TrainingError("give encode (a text's embedding) or embed_row (a row's vector), not both")
     if encode is not None:
         untexted = [f"{row.dataset}:{row.item_id}" for row in rows if not row.text]
         if untexted:
@@ -201,20 +208,24 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
     if len(train) < 2:
         raise TrainingError(f"{source} has {len(train)} train item(s); at least 2 are needed (label more items)")
 
+    # One text at a time, as the daemon encodes: the quantized encoder pads a batch.
+    vector_of = embed_row if embed_row is not None else (
+        None if encode is None else (lambda row: encode(row.text)))
+
     def matrix(part: Sequence[CorpusRow]) -> np.ndarray:
         features = np.asarray([[float(feature_set.of(row).get(name, 0.0)) for name in names] for row in part],
                               dtype=np.float32).reshape(len(part), len(names))
-        if encode is None:
+        if vector_of is None:
             return features
-        # One text at a time, as the daemon encodes: the quantized encoder pads a batch.
-        embedded = [np.asarray(encode(row.text), dtype=np.float32) for row in part]
+        embedded = [np.asarray(vector_of(row), dtype=np.float32) for row in part]
         return np.hstack([features, np.asarray(embedded, dtype=np.float32).reshape(len(part), -1)])
 
     x_train, x_test = matrix(train), matrix(test)
     y_train = np.asarray([row.gain for row in train])
-    selection = select_model(x_train, y_train, embedded=encode is not None, feature_count=len(names),
-                             components=components, groups=[row.fold_group for row in train])
-    if selection.components == 0 and encode is not None:
+    selection = select_model(x_train, y_train, embedded=vector_of is not None, feature_count=len(names),
+                             components=components, groups=[row.fold_group for row in train],
+                             component_candidates=component_candidates)
+    if selection.components == 0 and vector_of is not None:
         # Cross-validation found the embedding no help: drop it, and the daemon needs no encoder.
         x_train, x_test = x_train[:, :len(names)], x_test[:, :len(names)]
     width = x_train.shape[1]
@@ -251,8 +262,8 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         "feature_names": list(names),
         "embedding_dim": embedding_dim,
         "embedding_model": embedding_model if embedding_dim else None,
-        "embedding_text": "the last user message (the prompt the edge saw)" if embedding_dim else
-                          ("none: cross-validation dropped the embedding" if encode is not None
+        "embedding_text": (embedding_text or "the last user message (the prompt the edge saw)") if embedding_dim else
+                          ("none: cross-validation dropped the embedding" if vector_of is not None
                            else "none: trained on the features only"),
         "target": "cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]",
         "score": "(1 - gain) / 2 clipped to [0, 1]; higher keeps the edge",
@@ -265,6 +276,7 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         # What threshold = target_accuracy chooses from: [threshold, cloud share, quality served] on the
         # held-out split (router/core/arbiters/thresholds.py).
         "calibration": calibration,
+        **(extra_meta or {}),
     }
     directory = _claim_version_directory(out)
     (directory / MODEL_FILE).write_bytes(onnx_model.SerializeToString())

@@ -67,7 +67,7 @@ class ModeContext:
     backend_seconds: dict[BackendKind, float] = field(default_factory=dict)  # summed over every call
     info: Optional[InfoSource] = None
     info_calls: list[InfoCall] = field(default_factory=list)  # every retrieval, however it ended
-    _calls: list["BackendCall"] = field(default_factory=list, init=False, repr=False)
+    _calls: list[Union["BackendCall", "PrefillCall"]] = field(default_factory=list, init=False, repr=False)
 
     async def retrieve(self, query: str, *, k: int, operation: str = "retrieve",
                        filters: Optional[Mapping[str, str]] = None,
@@ -104,16 +104,27 @@ class ModeContext:
             raise BackendUnavailableError(f"the {kind.name.lower()} backend is not loaded") from None
 
     def call(self, kind: BackendKind, messages: Optional[Sequence[Union[ChatMessage, Mapping[str, str]]]] = None,
-             purpose: str = RunPurpose.ANSWER, grammar: Optional[str] = None, **overrides: Any) -> "BackendCall":
+             purpose: str = RunPurpose.ANSWER, grammar: Optional[str] = None, capture_states: bool = False,
+             **overrides: Any) -> "BackendCall":
         """A call to `kind`, to open with `async with`. `messages` default to the request's; `overrides`
         replace the request's max_tokens, temperature, seed or stop for this call only. `purpose` is a
         RunPurpose; a discarded answer becomes a draft by `call.mark_discarded()`, or by itself when
         another backend serves the request (see Router). `grammar`: a GBNF grammar the output must
-        follow, for a backend that takes one (the edge)."""
+        follow, for a backend that takes one (the edge). `capture_states`: the edge also reads its hidden
+        states (call.hidden_states once the call has ended)."""
         call = BackendCall(self, kind, messages=self._as_dicts(messages), purpose=RunPurpose(purpose),
-                           params=self._params_with(overrides), grammar=grammar)
+                           params=self._params_with(overrides), grammar=grammar, capture_states=capture_states)
         self._calls.append(call)
         return call
+
+    async def read_prompt_state(self, messages: Optional[Sequence[Union[ChatMessage, Mapping[str, str]]]] = None) -> Any:
+        """The edge's hidden state at the end of the prompt (the request's messages by default), read
+        after its prefill and before any token is decoded; an edge answer to the same messages that
+        follows reuses the prefill. Recorded and priced as a `prefill` run however it ends (on the
+        tokens it evaluated). Raises BackendUnavailableError for an edge that cannot read its states."""
+        call = PrefillCall(self, self._as_dicts(messages))
+        self._calls.append(call)
+        return await call.read()
 
     @property
     def runs(self) -> tuple[BackendRun, ...]:
@@ -164,9 +175,12 @@ class BackendCall:
     """
 
     def __init__(self, ctx: ModeContext, kind: BackendKind, *, messages: list[dict[str, str]],
-                 purpose: RunPurpose, params: GenerationParams, grammar: Optional[str] = None) -> None:
+                 purpose: RunPurpose, params: GenerationParams, grammar: Optional[str] = None,
+                 capture_states: bool = False) -> None:
         self._ctx = ctx
         self.grammar = grammar
+        self.capture_states = capture_states
+        self.hidden_states: Optional[Any] = None  # the completion's `states`, when capture_states was asked
         self.kind = kind
         self.purpose = purpose
         self.params = params
@@ -188,8 +202,10 @@ class BackendCall:
         backend = self._ctx.backend(self.kind)
         params = self.params
         self._opened_at = time.perf_counter()
-        # Only a call that needs a grammar passes one, so backends without grammars keep their contract.
-        extra = {"grammar": self.grammar} if self.grammar else {}
+        # Only a call that needs a grammar (or states) passes one, so other backends keep their contract.
+        extra: dict[str, Any] = {"grammar": self.grammar} if self.grammar else {}
+        if self.capture_states:
+            extra["capture_states"] = True
         self._stream = backend.stream(self._messages, max_tokens=params.max_tokens,
                                       temperature=params.temperature, stop=params.stop, seed=params.seed, **extra)
         self._deltas = self._stream.__aiter__()
@@ -269,6 +285,7 @@ class BackendCall:
         seconds = self._ctx.backend_seconds
         seconds[self.kind] = seconds.get(self.kind, 0.0) + elapsed
         self.run = self._to_run(completion if completion is not None else self._observed(elapsed))
+        self.hidden_states = getattr(completion, "states", None)
 
     def _observed(self, elapsed: float) -> CompletionRecord:
         """A run built from what the call itself saw, for a stream that ended without a completion (a
@@ -292,6 +309,44 @@ class BackendCall:
         # equal), so a new one needs no edit here.
         carried = {name: getattr(done, name) for name in COMPLETION_FIELDS}
         return BackendRun(**carried, backend=self.kind, cost_usd=cost, mean_logprob=mean_logprob, purpose=self.purpose)
+
+
+class PrefillCall:
+    """The edge reading a prompt without generating (ModeContext.read_prompt_state): one run, no text."""
+
+    def __init__(self, ctx: ModeContext, messages: list[dict[str, str]]) -> None:
+        self._ctx = ctx
+        self._messages = messages
+        self.run: Optional[BackendRun] = None
+
+    async def read(self) -> Any:
+        backend = self._ctx.backend(BackendKind.EDGE)
+        reader = getattr(backend, "read_prompt_state", None)
+        if reader is None:
+            raise BackendUnavailableError(f"the edge backend {backend.name} cannot read its hidden states")
+        started = time.perf_counter()
+        try:
+            found = await reader(self._messages)
+        except BaseException as exc:  # cancelled or failed: the prefill may have run, so it is recorded
+            elapsed = time.perf_counter() - started
+            self._record(backend.name, 0, elapsed, elapsed,
+                         FINISH_CANCELLED if isinstance(exc, asyncio.CancelledError) else FINISH_ERROR, estimated=True)
+            raise
+        self._record(backend.name, found.prompt_tokens - found.reused_prompt_tokens, found.queue_s, found.total_s,
+                     "stop")
+        return found.state
+
+    def _record(self, model: str, evaluated: int, queue_s: float, total_s: float, finish_reason: str, *,
+                estimated: bool = False) -> None:
+        seconds = self._ctx.backend_seconds
+        seconds[BackendKind.EDGE] = seconds.get(BackendKind.EDGE, 0.0) + total_s
+        self.run = BackendRun(backend=BackendKind.EDGE, model=model, text="", prompt_tokens=evaluated,
+                              completion_tokens=0, queue_s=queue_s, ttft_s=total_s, total_s=total_s,
+                              cost_usd=self._ctx.costs.edge_cost(evaluated, 0), finish_reason=finish_reason,
+                              usage_estimated=estimated, purpose=RunPurpose.PREFILL)
+
+    async def aclose(self) -> None:
+        """Nothing stays open: the read is over when `read` returns or raises."""
 
 
 class _CallDeltas:

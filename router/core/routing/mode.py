@@ -25,8 +25,13 @@ class PreArbitrationMode:
         # hold up the other requests' streams.
         threshold = judged_by.current()
         try:
-            routed = await asyncio.to_thread(router.decide, messages)
-        except Exception as exc:  # any router failure (model, encoder): as POST_ARBITRATION's scorer, the cloud answers
+            if getattr(router, "needs_prompt_state", False):
+                # A prefill probe: the edge reads the prompt first (a kept request reuses that prefill).
+                state = await ctx.read_prompt_state()
+                routed = await asyncio.to_thread(router.decide, messages, state)
+            else:
+                routed = await asyncio.to_thread(router.decide, messages)
+        except Exception as exc:  # any router failure (model, encoder, the edge's prefill): the cloud answers, as for POST's scorer
             self.logger.warning("router failed; the cloud answers", extra={"fields": {
                 "router": router.name, "error": str(exc), "type": type(exc).__name__}})
             routed, keep = None, False
