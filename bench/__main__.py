@@ -27,6 +27,7 @@ from bench.runner import (DEFAULT_MAX_TOKENS, RESULTS_FILE, RunPlan, latest_reco
 from bench.summary import write_summary
 from router.assembly.grpc_channels import ChannelTrust
 from router.client import RouterClient, client_trust
+from router.core.provenance import code_provenance
 from router.doors.launcher import LocalDaemon
 from router.domain.types import Mode
 
@@ -125,6 +126,7 @@ def _run_against_daemon(args: argparse.Namespace, items: list[BenchItem], chosen
             "models": {"edge": asdict(info.edge), "cloud": asdict(info.cloud)},
             "hardware": info.hardware, "packages": dict(sorted(info.packages.items())), "prompts": dict(PROMPTS),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "code": code_provenance(),  # the commit that ran it, and whether the tree had uncommitted changes
         }
         if ingested is not None:
             meta["ingested"] = ingested.report

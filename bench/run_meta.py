@@ -35,7 +35,7 @@ def _identity(meta: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _history_entry(meta: Mapping[str, Any]) -> Dict[str, Any]:
-    return {key: meta.get(key) for key in ("started_utc", "command", "hardware", "packages")}
+    return {key: meta.get(key) for key in ("started_utc", "command", "hardware", "packages", "code")}
 
 
 def _union(first: List[str], second: List[str]) -> List[str]:

@@ -49,6 +49,8 @@ def test_training_writes_a_versioned_artifact_whose_meta_describes_it(artifact: 
     assert meta["version"] == 1 and meta["created_at"]
     assert meta["feature_names"] == list(FEATURE_NAMES) and meta["embedding_dim"] == 0
     assert meta["training_corpus"]["lines"] == 90 and meta["training_corpus"]["path"] == str(corpus)
+    assert set(meta["code"]) == {"commit", "dirty"}  # the code that trained it (a checkout: its commit)
+    assert len(meta["code"]["commit"]) == 40 and isinstance(meta["code"]["dirty"], bool)  # tests run in a checkout
     assert meta["metrics"]["train_items"] == 60 and meta["metrics"]["test_items"] == 30
     assert meta["onnx_max_abs_difference"] <= 1e-4
 

@@ -41,6 +41,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
+from router.core.provenance import code_provenance
 from router.core.arbiters.features import FEATURE_NAMES
 from router.core.arbiters.learned import (ARTIFACT_FORMAT_VERSION, DEFERRAL_KIND, INPUT_NAME, META_FILE, MODEL_FILE,
                                           LearnedModel, gain_to_score)
@@ -272,6 +273,7 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
                       + f" -> Ridge(alpha={alpha:g}); components and alpha by {CV_FOLDS}-fold cross-validation "
                       f"over {list(selection.candidates)} x {list(RIDGE_ALPHAS)}"),
         "training_corpus": {**provenance, "train_items": len(train), "test_items": len(test)},
+        "code": code_provenance(),  # the commit that trained it, and whether the tree had uncommitted changes
         "metrics": metrics,
         # What threshold = target_accuracy chooses from: [threshold, cloud share, quality served] on the
         # held-out split (router/core/arbiters/thresholds.py).
