@@ -56,7 +56,7 @@ class Daemon:
         modes = build_modes(settings.arbitration, model_cache=self.model_cache, routing=settings.routing,
                             info=settings.info, agent=settings.agent, edge_n_ctx=settings.edge.n_ctx,
                             logger=logging.getLogger("hybrid_router.arbiter"),
-                            edge=EdgeModelIdentity(settings.edge, self.model_cache))
+                            edge=EdgeModelIdentity(settings.edge, self.model_cache), auto=settings.auto)
         # The budgets count every result, as the ledger does, and keep cloud-bound requests off a spent one.
         self.budget = build_budget(settings)
         budgets = (self.budget,) if self.budget is not None else ()

@@ -13,7 +13,8 @@ from router.core.modes.rag import EdgeRagMode
 
 if TYPE_CHECKING:
     from router.assembly.probes import EdgeModelIdentity
-from router.domain.config import AgentSettings, ArbitrationSettings, EdgeSettings, InfoSettings, RoutingSettings
+from router.domain.config import (AgentSettings, ArbitrationSettings, AutoSettings, EdgeSettings, InfoSettings,
+                                  RoutingSettings)
 from router.domain.types import Mode
 
 
@@ -42,15 +43,17 @@ def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
 def build_modes(settings: ArbitrationSettings, *, model_cache: ModelCache,
                 routing: Optional[RoutingSettings] = None, info: Optional[InfoSettings] = None,
                 agent: Optional[AgentSettings] = None, edge_n_ctx: int = 4096, logger: Optional[logging.Logger] = None,
-                edge: Optional["EdgeModelIdentity"] = None) -> dict[Mode, ModeHandler]:
+                edge: Optional["EdgeModelIdentity"] = None, auto: Optional[AutoSettings] = None) -> dict[Mode, ModeHandler]:
     """Raises ConfigError for a learned model (deferral or router) or a probe that cannot be used."""
-    from router.assembly.probes import EdgeModelIdentity
+    from router.assembly.probes import EdgeModelIdentity, build_auto_mode
     from router.assembly.routing import build_pre_arbitration
 
     info = info or InfoSettings()
+    routing = routing or RoutingSettings()
     edge = edge or EdgeModelIdentity(EdgeSettings(), model_cache)
     return builtin_modes(build_arbiter(settings, model_cache=model_cache, logger=logger, edge=edge),
-                         build_pre_arbitration(routing or RoutingSettings(), model_cache, logger, edge=edge),
+                         build_pre_arbitration(routing, model_cache, logger, edge=edge),
                          EdgeRagMode(k=info.k, timeout_s=info.timeout_s, fallback_n_ctx=edge_n_ctx,
                                      answer_style=info.answer_style, focus_sentences=info.focus_sentences),
-                         EdgeAgentMode(agent or AgentSettings(), focus_sentences=info.focus_sentences))
+                         EdgeAgentMode(agent or AgentSettings(), focus_sentences=info.focus_sentences),
+                         build_auto_mode(settings, routing, auto or AutoSettings(), edge))

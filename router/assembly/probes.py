@@ -13,25 +13,27 @@ from __future__ import annotations
 import hashlib
 import logging
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from edge.catalogue import CATALOGUE, ModelCache
 from router.core.arbiters.learned import LearnedModelError
 from router.core.arbiters.scorers import RuleScorer, Scorer
 from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeModel
 from router.core.probes.scorer import DraftProbeScorer
-from router.domain.config import ArbitrationSettings, ConfigError, EdgeSettings
+from router.domain.config import ArbitrationSettings, AutoSettings, ConfigError, EdgeSettings, RoutingSettings
 
 # Data beside this module (package data): one trained version of each probe, as train-probe wrote it.
-SHIPPED_PACKAGE, SHIPPED_FOLDER = "router.assembly", "shipped_probes"
+if TYPE_CHECKING:
+    from router.core.probes.auto import AutoMode
+
+SHIPPED_FOLDER = "shipped_probes"
 SHIPPED_DIRECTORY = {DRAFT_PROBE_KIND: "draft", PREFILL_PROBE_KIND: "prefill"}
 
 
 def shipped_probe_dir(kind: str) -> Path:
     """The probe of `kind` shipped with the package, trained for the default edge model."""
-    return Path(str(resources.files(SHIPPED_PACKAGE).joinpath(SHIPPED_FOLDER, SHIPPED_DIRECTORY[kind])))
+    return Path(__file__).resolve().parent / SHIPPED_FOLDER / SHIPPED_DIRECTORY[kind]
 
 
 class EdgeModelIdentity:
@@ -79,3 +81,30 @@ def load_prefill_probe(probe_dir: Optional[Path], edge: EdgeModelIdentity) -> Pr
     """Raises LearnedModelError (ProbeBindingError for another edge's probe)."""
     directory = probe_dir.expanduser() if probe_dir is not None else shipped_probe_dir(PREFILL_PROBE_KIND)
     return ProbeModel(directory, kind=PREFILL_PROBE_KIND, edge=edge.identity)
+
+
+def build_auto_mode(arbitration: ArbitrationSettings, routing: RoutingSettings, auto: AutoSettings,
+                    edge: EdgeModelIdentity, logger: Optional[logging.Logger] = None) -> Optional["AutoMode"]:
+    """AUTO with its two probes, or None (AUTO not served, logged) where the shipped probes do not fit this
+    edge. A probe the configuration names that does not fit is a ConfigError."""
+    from router.core.arbiters import CascadeArbiter, build_threshold
+    from router.core.probes.auto import AutoBands, AutoMode
+    from router.core.probes.router import PrefillProbeRouter
+
+    logger = logger or logging.getLogger("hybrid_router.auto")
+    probes = []
+    for kind, configured, key in ((PREFILL_PROBE_KIND, routing.probe_dir, "routing.probe_dir"),
+                                  (DRAFT_PROBE_KIND, arbitration.probe_dir, "arbitration.probe_dir")):
+        directory = configured.expanduser() if configured is not None else shipped_probe_dir(kind)
+        try:
+            probes.append(ProbeModel(directory, kind=kind, edge=edge.identity))
+        except LearnedModelError as exc:
+            if configured is not None:
+                raise ConfigError(f"{key} = {configured} (AUTO): {exc}") from exc
+            logger.info("AUTO is not served: the shipped probes are for another edge model",
+                        extra={"fields": {"edge": edge.identity.name, "why": exc.problem}})
+            return None
+    prefill, draft = probes
+    cascade = CascadeArbiter(scorer=DraftProbeScorer(draft), threshold=build_threshold(auto),
+                             stream_draft=arbitration.stream_draft)
+    return AutoMode(PrefillProbeRouter(prefill), AutoBands(auto.cloud_below, auto.edge_above), cascade)

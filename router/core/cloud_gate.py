@@ -16,7 +16,7 @@ from router.domain.types import GenerateRequest, Mode
 # The modes that may call the cloud model. EDGE_RAG_CLOUD_INFO reads the Info service, not the cloud
 # model, so no gate applies to it.
 CLOUD_CAPABLE_MODES = frozenset({Mode.CLOUD_ONLY, Mode.PRE_ARBITRATION, Mode.POST_ARBITRATION,
-                                 Mode.EDGE_AGENT_CLOUD_INFO})
+                                 Mode.EDGE_AGENT_CLOUD_INFO, Mode.AUTO})
 
 
 class CloudGate(Protocol):

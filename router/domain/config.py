@@ -313,6 +313,36 @@ class RoutingSettings(_ThresholdKeys):
         return self
 
 
+class AutoSettings(_Section):
+    """AUTO (router/core/probes/auto.py): after the edge's prefill, the prefill probe (routing.probe_dir) picks
+    the cloud alone, the edge alone, or the cascade, whose draft probe (arbitration.probe_dir) keeps the draft
+    or asks the cloud. Served when both probes fit the edge model; the shipped ones fit the default edge."""
+
+    cloud_below: float = Field(0.35, ge=0, le=1, description="The prefill probe's score below which the cloud "
+                               "answers at once (the edge generates nothing).")
+    edge_above: float = Field(0.65, ge=0, le=1, description="The prefill probe's score at or above which the edge "
+                              "answers alone, reusing its prefill, and its answer is never discarded.")
+    threshold: Literal["fixed", "target_share"] = Field(
+        "fixed", description="The cascade's threshold on the draft probe's score (between the bands). fixed: the "
+        "edge's draft is kept when its score >= fixed_threshold. target_share: the threshold follows recent draft "
+        "scores so that about target_cloud_share of the cascaded requests go to the cloud.")
+    fixed_threshold: float = Field(0.5, ge=0, le=1, description="threshold = fixed: the draft probe's score at "
+                                   "which the cascade keeps the edge's draft.")
+    target_cloud_share: float = Field(0.3, gt=0, lt=1, description="threshold = target_share: the share of the "
+                                      "cascaded requests the cloud should answer.")
+    window: int = Field(500, gt=0, description="Recent draft scores the target_share threshold is calibrated on.")
+    min_samples: int = Field(20, gt=0, description="Draft scores seen before target_share calibrates; until then "
+                             "fixed_threshold applies.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoSettings":
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        if self.cloud_below > self.edge_above:
+            raise ValueError(f"cloud_below ({self.cloud_below}) must not exceed edge_above ({self.edge_above})")
+        return self
+
+
 class InfoSettings(_Section):
     """The Info service (cloud side, `cloud/info/`): passages for EDGE_RAG_CLOUD_INFO and the agent's search."""
 
@@ -451,6 +481,7 @@ class Settings(_Section):
     ledger: LedgerSettings = LedgerSettings()
     arbitration: ArbitrationSettings = ArbitrationSettings()
     routing: RoutingSettings = RoutingSettings()
+    auto: AutoSettings = AutoSettings()
     info: InfoSettings = InfoSettings()
     agent: AgentSettings = AgentSettings()
     logging: LoggingSettings = LoggingSettings()

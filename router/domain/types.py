@@ -20,6 +20,7 @@ class Mode(enum.IntEnum):
     PRE_ARBITRATION = 4
     EDGE_RAG_CLOUD_INFO = 5
     EDGE_AGENT_CLOUD_INFO = 6
+    AUTO = 7  # edge alone, cascade or cloud alone, chosen per request after the edge's prefill
 
     @classmethod
     def parse(cls, name: str) -> "Mode":

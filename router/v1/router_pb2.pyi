@@ -17,6 +17,7 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRE_ARBITRATION: _ClassVar[Mode]
     EDGE_RAG_CLOUD_INFO: _ClassVar[Mode]
     EDGE_AGENT_CLOUD_INFO: _ClassVar[Mode]
+    AUTO: _ClassVar[Mode]
 
 class Backend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ POST_ARBITRATION: Mode
 PRE_ARBITRATION: Mode
 EDGE_RAG_CLOUD_INFO: Mode
 EDGE_AGENT_CLOUD_INFO: Mode
+AUTO: Mode
 BACKEND_UNSPECIFIED: Backend
 EDGE: Backend
 CLOUD: Backend

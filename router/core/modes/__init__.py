@@ -12,11 +12,13 @@ from router.domain.types import BackendKind, Mode
 def builtin_modes(arbiter: Optional[Arbiter] = None,
                   pre_arbitration: Optional[ModeHandler] = None,
                   rag: Optional[ModeHandler] = None,
-                  agent: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
+                  agent: Optional[ModeHandler] = None,
+                  auto: Optional[ModeHandler] = None) -> dict[Mode, ModeHandler]:
     """Every implemented mode, each given what it depends on: POST_ARBITRATION its arbiter,
     PRE_ARBITRATION its router and threshold, EDGE_RAG_CLOUD_INFO its retrieval settings and
     EDGE_AGENT_CLOUD_INFO its limits (the Info service reaches both through the ModeContext). Defaults: what default settings build, the
-    pre-router's default rule included; router/assembly/modes.py builds the configured ones."""
+    pre-router's default rule included; router/assembly/modes.py builds the configured ones. AUTO is served
+    only when given: it needs probes that fit the edge model."""
     from router.core.arbiters import build_arbiter, build_threshold
     from router.core.routing.mode import PreArbitrationMode
     from router.core.routing.model import RouterSlot, Routing, RuleRouter
@@ -41,5 +43,6 @@ def builtin_modes(arbiter: Optional[Arbiter] = None,
         pre_arbitration,
         rag,
         agent,
+        *([auto] if auto is not None else []),
     ]
     return {handler.mode: handler for handler in handlers}

@@ -29,6 +29,7 @@ MODEL_MODES: Mapping[str, Optional[Mode]] = MappingProxyType({
     "hybrid/post": Mode.POST_ARBITRATION,
     "hybrid/rag": Mode.EDGE_RAG_CLOUD_INFO,
     "hybrid/agent": Mode.EDGE_AGENT_CLOUD_INFO,
+    "hybrid/auto": Mode.AUTO,
 })
 MODE_HEADER = "x-hybrid-mode"
 DRAFT_HEADER = "x-hybrid-draft"  # "stream": a cascade's draft is streamed and may be taken back; "hold"
