@@ -1,0 +1,160 @@
+"""Probes without a model: training on states from a states file, the binding to one edge model file, the
+states file's round trip and refusals, AUTO's bands, and what the daemon's assembly does with a probe that
+does not fit its edge."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.assembly.modes import build_modes
+from router.assembly.probes import EdgeModelIdentity, build_draft_probe_scorer
+from edge.catalogue import CATALOGUE, ModelCache
+from router.core.arbiters.corpus import CorpusRow, TrainingError
+from router.core.arbiters.learned import LearnedModelError, gain_to_score
+from router.core.probes.auto import AutoBands
+from router.core.probes.features import CALLED_FEATURES, DRAFT_PROBE_FEATURE_NAMES
+from router.core.probes.model import (DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeBindingError,
+                                      ProbeModel)
+from router.core.probes.states_file import HiddenStatesFile, row_key
+from router.core.probes.training import train_probe
+from router.domain.config import ArbitrationSettings, ConfigError, EdgeSettings, RoutingSettings
+from router.domain.types import Mode
+
+DIMS = 24
+SHA = "a" * 64
+
+
+def synthetic(n: int = 80, seed: int = 0) -> tuple[list[CorpusRow], HiddenStatesFile]:
+    """Rows whose gain only the state carries (along one direction, the largest of its variance), so that a
+    probe that reads the state must find it; the features are noise."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=DIMS)
+    direction /= np.linalg.norm(direction)
+    rows, states = [], HiddenStatesFile(edge_model="test-edge", edge_model_sha256=SHA, layer="final_norm")
+    for index in range(n):
+        edge_wrong = float(rng.random() < 0.5)
+        prompt, draft = rng.normal(size=DIMS), rng.normal(size=DIMS) + 4.0 * edge_wrong * direction
+        row = CorpusRow(dataset="gsm8k", item_id=f"i{index}", split="test" if index % 4 == 0 else "train",
+                        edge_quality=1.0 - edge_wrong, cloud_quality=1.0,
+                        features={name: float(rng.normal()) for name in DRAFT_PROBE_FEATURE_NAMES},
+                        rule_score=0.5, text=f"What is {index} plus {index}?")
+        rows.append(row)
+        states.add(row_key(row.dataset, row.item_id), prompt, draft)
+    return rows, states
+
+
+@pytest.fixture(scope="module")
+def draft_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows, states = synthetic()
+    return train_probe(rows, states, tmp_path_factory.mktemp("probes"), kind=DRAFT_PROBE_KIND,
+                       provenance={"path": "synthetic"}, components=8)
+
+
+def test_a_trained_probe_records_its_edge_and_reads_the_state(draft_probe: Path) -> None:
+    meta = json.loads((draft_probe / "meta.json").read_text())
+    assert meta["kind"] == DRAFT_PROBE_KIND and meta["embedding_dim"] == DIMS
+    assert meta["hidden_state"] == {"edge_model": "test-edge", "edge_model_sha256": SHA, "layer": "final_norm",
+                                    "at": "draft", "dims": DIMS}
+    assert meta["feature_names"] == list(DRAFT_PROBE_FEATURE_NAMES) and not CALLED_FEATURES & set(meta["feature_names"])
+    assert meta["onnx_max_abs_difference"] < 1e-4
+    # The state carries the label: the probe ranks the held-out rows by it.
+    assert meta["metrics"]["learned"]["auc"] > 0.8
+    probe = ProbeModel(draft_probe, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity("test-edge", SHA, DIMS))
+    rows, states = synthetic()
+    gains = [probe.predict_gain(row.features, states.state(row, "draft")) for row in rows if row.split == "test"]
+    wrong = [row.edge_quality == 0 for row in rows if row.split == "test"]
+    assert np.mean([g for g, w in zip(gains, wrong) if w]) > np.mean([g for g, w in zip(gains, wrong) if not w])
+
+
+def test_a_probe_refuses_an_edge_it_was_not_trained_for_naming_both(draft_probe: Path) -> None:
+    with pytest.raises(ProbeBindingError) as refused:
+        ProbeModel(draft_probe, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity("other-edge", "b" * 64, DIMS))
+    message = str(refused.value)
+    assert "test-edge" in message and SHA in message and "other-edge" in message and "b" * 64 in message
+    with pytest.raises(ProbeBindingError, match="reads 24-d states; the edge test-edge has 32"):
+        ProbeModel(draft_probe, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity("test-edge", SHA, 32))
+    with pytest.raises(LearnedModelError, match="at the draft, where a prefill_probe reads it at the prompt"):
+        ProbeModel(draft_probe, kind=PREFILL_PROBE_KIND, edge=EdgeIdentity("test-edge", SHA, DIMS))
+
+
+def test_a_state_of_the_wrong_length_is_refused_at_prediction(draft_probe: Path) -> None:
+    probe = ProbeModel(draft_probe, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity("test-edge", SHA))  # length unknown
+    with pytest.raises(ValueError, match="reads 24-d states, got 7"):
+        probe.predict_gain({}, np.zeros(7))
+
+
+def test_training_refuses_rows_without_states_and_an_unknown_kind(tmp_path: Path) -> None:
+    rows, states = synthetic(20)
+    other = CorpusRow(dataset="gsm8k", item_id="unlabelled", split="train", edge_quality=0, cloud_quality=1,
+                      features={}, rule_score=0.5, text="x")
+    with pytest.raises(TrainingError, match="1 row\\(s\\), first gsm8k/unlabelled have no hidden state"):
+        train_probe([*rows, other], states, tmp_path, kind=DRAFT_PROBE_KIND, provenance={})
+    with pytest.raises(TrainingError, match="no probe kind 'middle'"):
+        train_probe(rows, states, tmp_path, kind="middle", provenance={})
+
+
+def test_the_states_file_round_trips_and_refuses_another_models_states(tmp_path: Path) -> None:
+    rows, states = synthetic(10)
+    path = tmp_path / "states.npz"
+    states.save(path)
+    again = HiddenStatesFile.load(path)
+    assert again.keys == states.keys and again.dims == DIMS and again.edge_model_sha256 == SHA
+    np.testing.assert_array_equal(again.state(rows[3], "draft"), states.state(rows[3], "draft"))
+    assert again.state(rows[3], "prompt").dtype == np.float32  # stored as float16, read as float32
+    with pytest.raises(TrainingError, match="holds final_norm states of test-edge"):
+        HiddenStatesFile.open_for(path, edge_model="other", edge_model_sha256="c" * 64, layer="final_norm")
+    assert len(HiddenStatesFile.open_for(path, edge_model="test-edge", edge_model_sha256=SHA, layer="final_norm")) == 10
+    with pytest.raises(ValueError, match="already in the states file"):
+        again.add(again.keys[0], np.zeros(DIMS), np.zeros(DIMS))
+    with pytest.raises(TrainingError, match="no states file"):
+        HiddenStatesFile.load(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("score, route", [(0.0, "cloud"), (0.349, "cloud"), (0.35, "cascade"), (0.649, "cascade"),
+                                          (0.65, "edge"), (1.0, "edge")])
+def test_auto_bands_pick_a_route_by_the_prefill_score(score: float, route: str) -> None:
+    assert AutoBands(cloud_below=0.35, edge_above=0.65).route(score) == route
+
+
+def test_auto_bands_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="cloud_below <= edge_above"):
+        AutoBands(cloud_below=0.7, edge_above=0.3)
+
+
+def test_a_configured_probe_for_another_edge_stops_the_daemon_at_start_up(draft_probe: Path, tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    edge = EdgeModelIdentity(EdgeSettings(model="smollm2-135m"), cache)
+    with pytest.raises(ConfigError) as refused:
+        build_modes(ArbitrationSettings(scorer="probe", probe_dir=draft_probe), model_cache=cache, edge=edge)
+    assert "test-edge" in str(refused.value) and "smollm2-135m" in str(refused.value)
+    assert CATALOGUE["smollm2-135m"].sha256 in str(refused.value)
+    # missing_model = rule: the rule scores, and the decision's scorer says why.
+    scorer = build_draft_probe_scorer(ArbitrationSettings(scorer="probe", probe_dir=draft_probe,
+                                                          missing_model="rule"), edge)
+    assert scorer.name.startswith("rule (no probe: ") and "test-edge" in scorer.name
+    with pytest.raises(ConfigError, match="routing.decide_at = prefill"):
+        build_modes(ArbitrationSettings(), model_cache=cache, edge=edge,
+                    routing=RoutingSettings(decide_at="prefill", probe_dir=draft_probe))
+
+
+def test_the_shipped_probes_step_aside_on_another_edge(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    edge = EdgeModelIdentity(EdgeSettings(model="smollm2-135m"), cache)
+    modes = build_modes(ArbitrationSettings(scorer="probe"), model_cache=cache, edge=edge)
+    assert Mode.AUTO not in modes  # AUTO is not served without probes for this edge
+    scorer = modes[Mode.POST_ARBITRATION].arbiter.scorer
+    assert scorer.name.startswith("rule (no probe: the shipped probe is for another edge model")
+
+
+def test_the_shipped_probes_fit_the_default_edge(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    modes = build_modes(ArbitrationSettings(scorer="probe"), model_cache=cache,
+                        edge=EdgeModelIdentity(EdgeSettings(), cache))
+    assert Mode.AUTO in modes
+    scorer = modes[Mode.POST_ARBITRATION].arbiter.scorer
+    assert scorer.name.startswith("probe ") and scorer.probe.binding.edge_model_sha256 == CATALOGUE[
+        EdgeSettings().model].sha256
+    assert gain_to_score(0.0) == 0.5
