@@ -63,6 +63,9 @@ ORACLE = "oracle"
 LEARNED = "learned"
 PRE_RULE = "pre:rule"       # PRE_ARBITRATION's default rule
 PRE_ROUTER = "pre:router"   # PRE_ARBITRATION's trained router
+PROBE = "probe"             # POST_ARBITRATION's draft probe (the edge's state at the end of its answer)
+PRE_PROBE = "pre:probe"     # PRE_ARBITRATION after the prefill (the edge's state at the end of the prompt)
+AUTO = "auto"               # AUTO: the prefill probe's bands, the draft probe between them
 ROUTER_SAVING = 2 / 3       # PRE_ARBITRATION's target: CPT(50%) at most this share of random's
 # Cloud shares asked of a target_share threshold calibrated on the train split (the daemon's own
 # TargetShareThreshold), to report the share each one gives on the evaluated split and what it recovers.
@@ -251,6 +254,8 @@ class ScoreFunction:
     extra_cost_keys: tuple[str, ...] = ()
     # PRE_ARBITRATION: decided before generating, so a request sent to the cloud never pays the edge.
     routes_before: bool = False
+    # Per item instead (AUTO: the items its prefill band sends to the cloud at once).
+    routed_before: Optional[Callable[[Row], bool]] = None
 
 
 SCORE_FUNCTIONS = (
@@ -416,7 +421,9 @@ def scorer_result(function: ScoreFunction, rows: Sequence[Row], scores: np.ndarr
     edge, cloud = _column(rows, "edge_quality"), _column(rows, "cloud_quality")
     edge_usd = _column(rows, "edge_answer_usd")
     # What sending an item to the cloud adds: its cloud call, less its edge answer when routed before.
-    marginal_usd = _column(rows, "cloud_usd") - (edge_usd if function.routes_before else 0.0)
+    before = (np.array([function.routed_before(row) for row in rows], dtype=bool) if function.routed_before
+              else np.full(len(rows), function.routes_before))
+    marginal_usd = _column(rows, "cloud_usd") - np.where(before, edge_usd, 0.0)
     curve = escalation_curve(scores, edge, cloud, marginal_usd)
     base_usd = float(np.mean(edge_usd))
     extra_usd = sum(float(np.mean(_column(rows, key))) for key in function.extra_cost_keys)
@@ -525,7 +532,7 @@ def target_verdict(mixed: Mapping[str, Any], split: str) -> dict[str, Any]:
     size = (f"n={mixed['n']}: " + " + ".join(f"{count} {name}" for name, count in mixed["counts"].items()))
     claim = f"CPT({TARGET_PGR:.0%}) < {TARGET_SHARE:.2f} on the mixed {split} split ({size})"
     # POST_ARBITRATION's strategies: not the oracle, and not the pre-router (it has its own target).
-    candidates = [s for s in mixed["scorers"] if s["scorer"] != ORACLE and not s["scorer"].startswith("pre:")
+    candidates = [s for s in mixed["scorers"] if s["scorer"] not in (ORACLE, AUTO) and not s["scorer"].startswith("pre:")
                   and s[cpt_key] is not None]
     if not candidates:
         reason = mixed["reason"] or "no scorer has a curve"
@@ -544,6 +551,35 @@ def target_verdict(mixed: Mapping[str, Any], split: str) -> dict[str, Any]:
         verdict = "met by the point estimate only: the 95% interval reaches the target"
     return {"claim": claim, "met": met, "best": best["scorer"], "cpt": value, "ci": interval,
             "text": f"target {claim}: {verdict}; best strategy {shown}"}
+
+
+# The hidden-state probes' targets on the mixed split (issue 29): (scorer, metric, at most / at least, value).
+PROBE_TARGETS = ((PROBE, "cpt_80", "at most", 0.45), (PRE_PROBE, "cpt_50", "at most", 0.30),
+                 (AUTO, "apgr", "at least", 0.75))
+PROBE_CPT80_UPPER = 0.55  # and the draft probe's CPT(80%) interval must end below this
+
+
+def probe_verdicts(mixed: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
+    """Each scored probe's target on the mixed split, met or not, with its interval."""
+    by_name = {s["scorer"]: s for s in mixed["scorers"]}
+    verdicts = []
+    for name, key, direction, bound in PROBE_TARGETS:
+        scorer = by_name.get(name)
+        if scorer is None:
+            continue
+        label = "APGR" if key == "apgr" else f"CPT({key[4:]}%)"
+        claim = f"{name} {label} {'<=' if direction == 'at most' else '>='} {bound} on the mixed {split} split (n={mixed['n']})"
+        value, interval = scorer.get(key), scorer.get(f"{key}_ci")
+        if value is None:
+            verdicts.append({"claim": claim, "met": None, "text": f"target {claim}: not measurable"})
+            continue
+        met = value <= bound if direction == "at most" else value >= bound
+        if name == PROBE and interval is not None:
+            claim += f", its 95% CI ending below {PROBE_CPT80_UPPER}"
+            met = met and interval[1] < PROBE_CPT80_UPPER
+        shown = f"{label} = {value:.3f}" + (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+        verdicts.append({"claim": claim, "met": met, "text": f"target {claim}: {'met' if met else 'NOT met'}; {shown}"})
+    return verdicts
 
 
 def router_verdict(mixed: Mapping[str, Any], split: str) -> Optional[dict[str, Any]]:
@@ -661,6 +697,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += ["", f"**{summary['target']['text']}**", ""]
     if summary.get("router_target"):
         lines += [f"**{summary['router_target']['text']}**", ""]
+    for verdict in summary.get("probe_targets") or ():
+        lines += [f"**{verdict['text']}**", ""]
     for name in SUBSET_ORDER:
         lines += subset_markdown(summary["subsets"][name])
     lines += [f"Plots: `{CURVES_PNG}` (PGR against cloud share), `{COST_PNG}` (quality against $/1k requests).", ""]
@@ -785,8 +823,78 @@ def router_score_functions(rows: Sequence[Row], model_dir: Optional[Path], *,
     return tuple(functions)
 
 
+@dataclass(frozen=True)
+class ProbeInputs:
+    """The probes to evaluate and the states they read (python -m bench.hidden_states), and AUTO's bands."""
+
+    states: Path
+    draft: Optional[Path] = None
+    prefill: Optional[Path] = None
+    auto_bands: Optional[tuple[float, float]] = None  # (cloud_below, edge_above); needs both probes
+
+
+def probe_score_functions(rows: Sequence[Row], probes: ProbeInputs) -> tuple[ScoreFunction, ...]:
+    """The draft probe (POST), the prefill probe (PRE after the prefill) and AUTO, as the daemon scores:
+    each row's features and its stored state through the probe's ONNX model."""
+    from router.core.arbiters.corpus import TrainingError
+    from router.core.arbiters.learned import LearnedModelError, gain_to_score
+    from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeModel
+    from router.core.probes.states_file import HiddenStatesFile, row_key
+    from router.core.routing.features import router_features
+
+    try:
+        states = HiddenStatesFile.load(probes.states)
+    except TrainingError as exc:
+        raise CorpusError(str(exc)) from None
+    edge = EdgeIdentity(states.edge_model, states.edge_model_sha256, states.dims)
+    missing = [row_key(row["dataset"], row["item_id"]) for row in rows
+               if row_key(row["dataset"], row["item_id"]) not in states]
+    if missing:
+        raise CorpusError(f"{len(missing)} corpus item(s) have no hidden state in {probes.states} (first: "
+                          f"{missing[0]}): relabel with python -m bench.hidden_states")
+    positions = {key: index for index, key in enumerate(states.keys)}
+
+    def scores_of(directory: Path, kind: str) -> dict[tuple[str, str], float]:
+        try:
+            probe = ProbeModel(directory, kind=kind, edge=edge)
+        except LearnedModelError as exc:
+            raise CorpusError(str(exc)) from None
+        table = states.draft if kind == DRAFT_PROBE_KIND else states.prompt
+        scores = {}
+        for row in rows:
+            features = row["features"] if kind == DRAFT_PROBE_KIND else router_features(row["text"])
+            state = np.asarray(table[positions[row_key(row["dataset"], row["item_id"])]], dtype=np.float32)
+            scores[(row["dataset"], row["item_id"])] = gain_to_score(probe.predict_gain(features, state))
+        return scores
+
+    key = lambda row: (row["dataset"], row["item_id"])  # noqa: E731
+    functions = []
+    draft = scores_of(probes.draft, DRAFT_PROBE_KIND) if probes.draft else None
+    prefill = scores_of(probes.prefill, PREFILL_PROBE_KIND) if probes.prefill else None
+    if draft is not None:
+        functions.append(ScoreFunction(PROBE, lambda row: draft[key(row)]))
+    if prefill is not None:
+        functions.append(ScoreFunction(PRE_PROBE, lambda row: prefill[key(row)], routes_before=True))
+    if draft is not None and prefill is not None and probes.auto_bands is not None:
+        cloud_below, edge_above = probes.auto_bands
+
+        def auto_score(row: Row) -> float:
+            # One ranking: the cloud band first (by the prefill score), then the cascade by the draft's,
+            # then the edge band; a threshold in [0, 1] escalates the cloud band and the cascade below it.
+            before = prefill[key(row)]
+            if before < cloud_below:
+                return before - 2.0
+            if before >= edge_above:
+                return before + 2.0
+            return draft[key(row)]
+
+        functions.append(ScoreFunction(AUTO, auto_score, routed_before=lambda row: prefill[key(row)] < cloud_below))
+    return tuple(functions)
+
+
 def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: int = 1000, seed: int = 0,
                     command: str = "", learned: Optional[Path] = None, router: Optional[Path] = None,
+                    probes: Optional[ProbeInputs] = None,
                     model_cache: Path = Path("~/.cache/hybrid-router/models").expanduser()) -> dict[str, Any]:
     """Evaluate every subset, write summary.json, summary.md and the two plots; returns the summary.
 
@@ -807,6 +915,12 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
                         "training_corpus": meta.get("training_corpus")}
     pre = router_score_functions(chosen + calibration, router, model_cache=model_cache)
     functions = functions[:-1] + pre + functions[-1:]
+    probes_meta = None
+    if probes is not None:
+        functions = functions[:-1] + probe_score_functions(chosen + calibration, probes) + functions[-1:]
+        probes_meta = {"states": probes.states.name, "auto_bands": probes.auto_bands,
+                       **{name: _model_meta(directory) for name, directory in (("draft", probes.draft),
+                                                                              ("prefill", probes.prefill)) if directory}}
     router_meta = None
     if router is not None:
         meta = json.loads((router / "meta.json").read_text())
@@ -821,9 +935,11 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
     summary = {
         "command": command, "corpus": {"path": str(corpus), "lines": line_count}, "split": split,
         "seed": seed, "bootstrap": resamples, "learned_model": learned_meta, "router_model": router_meta,
+        "probes": probes_meta,
         "subsets": results,
         "target": target_verdict(results[MIXED], split),
         "router_target": router_verdict(results[MIXED], split),
+        "probe_targets": probe_verdicts(results[MIXED], split),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
@@ -831,6 +947,13 @@ def evaluate_corpus(corpus: Path, out: Path, *, split: str = "test", resamples: 
     plot_escalation_curves(summary, out / CURVES_PNG)
     plot_quality_vs_cost(summary, out / COST_PNG)
     return summary
+
+
+def _model_meta(directory: Path) -> dict[str, Any]:
+    meta = json.loads((directory / "meta.json").read_text())
+    return {"path": directory.as_posix(), "created_at": meta.get("created_at"), "embedding_dim": meta.get("embedding_dim"),
+            "regressor": meta.get("regressor"), "training_corpus": meta.get("training_corpus"),
+            "hidden_state": meta.get("hidden_state"), "code": meta.get("code")}
 
 
 def evaluation_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -847,8 +970,9 @@ def evaluation_lines(summary: Mapping[str, Any]) -> list[str]:
         for scorer in result["scorers"]:
             lines.append(f"  {scorer['scorer']:<12} " + "  ".join(
                 f"{key.upper().replace('_', ' ')} {_with_interval(scorer, key)}" for key in METRIC_KEYS))
-    return lines + [summary["target"]["text"]] + ([summary["router_target"]["text"]]
-                                                  if summary.get("router_target") else [])
+    return (lines + [summary["target"]["text"]] + ([summary["router_target"]["text"]]
+                                                   if summary.get("router_target") else [])
+            + [verdict["text"] for verdict in summary.get("probe_targets") or ()])
 
 
 # ================================================================ command line
@@ -874,9 +998,36 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                           help="also score with this learned deferral model (hybrid-router train-arbiter's vNNNN)")
     evaluate.add_argument("--router", type=Path, default=None, metavar="MODEL_DIR",
                           help="also score PRE_ARBITRATION's trained router (hybrid-router train-router's vNNNN)")
+    evaluate.add_argument("--probe", type=Path, default=None, metavar="MODEL_DIR",
+                          help="also score POST's draft probe (hybrid-router train-probe --at draft); needs --states")
+    evaluate.add_argument("--prefill-probe", type=Path, default=None, metavar="MODEL_DIR",
+                          help="also score PRE after the prefill (train-probe --at prefill); needs --states")
+    evaluate.add_argument("--states", type=Path, default=None, metavar="NPZ",
+                          help="the corpus items' hidden states (python -m bench.hidden_states)")
+    evaluate.add_argument("--auto-bands", default=None, metavar="CLOUD_BELOW,EDGE_ABOVE",
+                          help="with both probes: also score AUTO with these prefill-score bands")
     evaluate.add_argument("--model-cache", type=Path, default=Path("~/.cache/hybrid-router/models"),
                           help="where the text encoder is, for a model trained with the embedding")
     return parser.parse_args(argv)
+
+
+def probe_inputs(args: argparse.Namespace) -> Optional[ProbeInputs]:
+    if args.probe is None and args.prefill_probe is None:
+        if args.states is not None or args.auto_bands is not None:
+            raise CorpusError("--states and --auto-bands go with --probe and/or --prefill-probe")
+        return None
+    if args.states is None:
+        raise CorpusError("the probes read the corpus items' hidden states: give --states (python -m bench.hidden_states)")
+    bands = None
+    if args.auto_bands is not None:
+        if args.probe is None or args.prefill_probe is None:
+            raise CorpusError("--auto-bands needs both --probe and --prefill-probe")
+        try:
+            cloud_below, edge_above = (float(part) for part in args.auto_bands.split(","))
+        except ValueError:
+            raise CorpusError(f"--auto-bands takes CLOUD_BELOW,EDGE_ABOVE, got {args.auto_bands!r}") from None
+        bands = (cloud_below, edge_above)
+    return ProbeInputs(states=args.states, draft=args.probe, prefill=args.prefill_probe, auto_bands=bands)
 
 
 def dataset_loader(specs: Sequence[str]) -> Callable[[str], list[BenchItem]]:
@@ -900,7 +1051,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = evaluate_corpus(args.corpus, args.out, split=args.split, resamples=args.bootstrap,
                                       seed=args.seed, command=shlex.join(["python", "-m", "bench.arbitration",
                                                                           *arguments]),
-                                      learned=args.learned, router=args.router,
+                                      learned=args.learned, router=args.router, probes=probe_inputs(args),
                                       model_cache=args.model_cache.expanduser())
             print("\n".join(evaluation_lines(summary)))
             print(f"wrote {args.out / SUMMARY_JSON}, {SUMMARY_MD}, {CURVES_PNG}, {COST_PNG}")

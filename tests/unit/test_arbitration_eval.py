@@ -407,3 +407,48 @@ def test_evaluate_scores_the_pre_router_which_never_pays_the_edge_for_what_it_se
     assert scorers["pre:router"]["points"]["usd_per_1k"][-1] == pytest.approx(1000 * 1e-5)
     assert scorers["logprob"]["points"]["usd_per_1k"][-1] == pytest.approx(1000 * (1e-6 + 1e-5))
     assert "pre:router: `" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_evaluate_scores_the_probes_and_auto_from_the_stored_states(tmp_path) -> None:
+    """States that carry the label: both probes rank as well as the oracle, AUTO's cloud band never pays the
+    edge's answer, and each probe's target is judged."""
+    from router.core.arbiters.corpus import read_corpus
+    from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND
+    from router.core.probes.states_file import HiddenStatesFile, row_key
+    from router.core.probes.training import train_probe
+    from tests.learned_arbiter_corpus import write_synthetic_corpus
+
+    synthetic = write_synthetic_corpus(tmp_path / "synthetic.jsonl", train=120, test=120, signal_in_text=True)
+    rows = [json.loads(line) for line in synthetic.read_text().splitlines()]
+    rng = np.random.default_rng(0)
+    states = HiddenStatesFile(edge_model="test-edge", edge_model_sha256="a" * 64, layer="final_norm")
+    for index, row in enumerate(rows):
+        row.update(dataset=GSM8K if index % 2 else SQUAD_PASSAGE, sample_usd=0.0, verify_usd=0.0,
+                   edge_answer_usd=1e-6, cloud_usd=1e-5)
+        wrong = float(row["cloud_quality"] > row["edge_quality"])
+        state = rng.normal(size=16) + np.array([6.0 * wrong] + [0.0] * 15)
+        states.add(row_key(row["dataset"], row["item_id"]), state, state)
+    corpus = tmp_path / "arbitration.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    states.save(tmp_path / "states.npz")
+    corpus_rows = read_corpus(corpus)
+    draft, prefill = (train_probe(corpus_rows, states, tmp_path / kind, kind=kind, provenance={}, components=4)
+                      for kind in (DRAFT_PROBE_KIND, PREFILL_PROBE_KIND))
+    assert main(["evaluate", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--bootstrap", "30",
+                 "--probe", str(draft), "--prefill-probe", str(prefill), "--states", str(tmp_path / "states.npz"),
+                 "--auto-bands", "0.2,0.8"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    scorers = {s["scorer"]: s for s in summary["subsets"][MIXED]["scorers"]}
+    for name in ("probe", "pre:probe", "auto"):
+        assert scorers[name]["apgr"] >= 0.9 * scorers["oracle"]["apgr"], name
+    # Everything to the cloud: the cascade pays edge and cloud; AUTO's cloud band the cloud alone.
+    assert scorers["probe"]["points"]["usd_per_1k"][-1] == pytest.approx(1000 * (1e-6 + 1e-5))
+    assert scorers["pre:probe"]["points"]["usd_per_1k"][-1] == pytest.approx(1000 * 1e-5)
+    assert 1000 * 1e-5 < scorers["auto"]["points"]["usd_per_1k"][-1] < 1000 * (1e-6 + 1e-5)
+    verdicts = {v["claim"].split()[0]: v for v in summary["probe_targets"]}
+    assert set(verdicts) == {"probe", "pre:probe", "auto"} and all(v["met"] is not None for v in verdicts.values())
+    assert summary["probes"]["draft"]["hidden_state"]["edge_model"] == "test-edge"
+    # The probes need the states, and AUTO both probes.
+    assert main(["evaluate", "--corpus", str(corpus), "--out", str(tmp_path / "o2"), "--probe", str(draft)]) == 2
+    assert main(["evaluate", "--corpus", str(corpus), "--out", str(tmp_path / "o3"), "--probe", str(draft),
+                 "--states", str(tmp_path / "states.npz"), "--auto-bands", "0.2,0.8"]) == 2
