@@ -320,7 +320,11 @@ class LlamaBackend:
         prompt_state, _ = prefill_with_state(self._llm, prompt, self.n_embd)
         if not tokens:  # nothing was generated after the prompt: its last state chose the end
             return HiddenStates(prompt=prompt_state, draft=prompt_state)
-        self._llm.eval(tokens)
+        # As for the prompt: embeddings off but for the last token, or every draft row runs the lm_head.
+        set_embeddings(self._llm, False)
+        self._llm.eval(tokens[:-1])
+        set_embeddings(self._llm, True)
+        self._llm.eval(tokens[-1:])
         return HiddenStates(prompt=prompt_state, draft=read_last_state(self._llm, self.n_embd))
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ states file's round trip and refusals, AUTO's bands, and what the daemon's assem
 does not fit its edge."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -21,7 +22,12 @@ from router.core.probes.model import (DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, Edge
 from router.core.probes.states_file import HiddenStatesFile, row_key
 from router.core.probes.training import train_probe
 from router.domain.config import ArbitrationSettings, ConfigError, EdgeSettings, RoutingSettings
-from router.domain.types import Mode
+from edge.errors import EdgeGenerationError
+from router.core.fault_injection import FixedLatencyFaultInjectionBackend
+from router.core.modes.base import ModeContext
+from router.domain.errors import BackendUnavailableError
+from router.domain.pricing import CostModel
+from router.domain.types import BackendKind, ChatMessage, GenerateRequest, GenerationParams, Mode, RunPurpose
 
 DIMS = 24
 SHA = "a" * 64
@@ -158,3 +164,48 @@ def test_the_shipped_probes_fit_the_default_edge(tmp_path: Path) -> None:
     assert scorer.name.startswith("probe ") and scorer.probe.binding.edge_model_sha256 == CATALOGUE[
         EdgeSettings().model].sha256
     assert gain_to_score(0.0) == 0.5
+
+
+class PrefillFaultInjectionEdge(FixedLatencyFaultInjectionBackend):
+    """An edge whose prompt read fails, or hangs until cancelled."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        super().__init__(latency_s=0.0)
+        self.hang = hang
+        self.reading = asyncio.Event()
+
+    async def read_prompt_state(self, messages):
+        self.reading.set()
+        if self.hang:
+            await asyncio.Event().wait()
+        raise EdgeGenerationError("injected prefill fault")
+
+
+def prefill_context(edge: object) -> ModeContext:
+    request = GenerateRequest(messages=(ChatMessage("user", "hi"),), mode=Mode.AUTO, max_tokens=2)
+    return ModeContext(request=request, mode=Mode.AUTO, params=GenerationParams(2, 0.0, (), None),
+                       backends={BackendKind.EDGE: edge}, costs=CostModel(0.15, 0.6, 1.35e8, 7e-10, 0.15))
+
+
+async def test_a_failed_or_cancelled_prefill_read_is_still_recorded() -> None:
+    failing = prefill_context(PrefillFaultInjectionEdge())
+    with pytest.raises(EdgeGenerationError, match="injected prefill fault"):
+        await failing.read_prompt_state()
+    [run] = failing.runs
+    assert (run.purpose, run.finish_reason, run.usage_estimated, run.text) == (RunPurpose.PREFILL, "error", True, "")
+    edge = PrefillFaultInjectionEdge(hang=True)
+    hanging = prefill_context(edge)
+    task = asyncio.create_task(hanging.read_prompt_state())
+    await edge.reading.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = hanging.runs
+    assert (run.purpose, run.finish_reason) == (RunPurpose.PREFILL, "cancelled")
+
+
+async def test_an_edge_that_cannot_read_its_states_is_a_typed_error_and_spends_nothing() -> None:
+    ctx = prefill_context(FixedLatencyFaultInjectionBackend(latency_s=0.0))
+    with pytest.raises(BackendUnavailableError, match="cannot read its hidden states"):
+        await ctx.read_prompt_state()
+    assert ctx.runs == ()
