@@ -207,7 +207,10 @@ class LlamaBackend:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
+                # Prompt evaluation too: llama-cpp-python's default for it is every core, which on a machine
+                # shared with other work (the stand-in, a second model) makes threads wait on each other.
                 n_threads=n_threads,
+                n_threads_batch=n_threads,
                 n_batch=n_batch,
                 logits_all=False,
                 verbose=False,
