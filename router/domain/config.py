@@ -248,13 +248,16 @@ class ArbitrationSettings(_ThresholdKeys):
         "early_threshold. shadow: the cloud answers every request and every scorer's features are recorded "
         "(labelling).")
     scorer: ScorerName = Field(
-        "rule", description="How the edge answer is scored (router/core/arbiters/scorers.py); rule is the default rule. "
+        "probe", description="How the edge answer is scored (router/core/arbiters/scorers.py); rule is the default rule. "
         "learned: the trained deferral model in model_dir (router/core/arbiters/learned.py). probe: the draft probe "
         "on the edge's hidden state (probe_dir; router/core/probes/), which asks the edge nothing more.")
     probe_dir: Optional[Path] = Field(None, description="scorer = probe: a draft probe, the vNNNN directory that "
                                       "`hybrid-router train-probe --at draft` wrote for this edge model. Unset: the "
                                       "probe shipped for the default edge model; on another edge the default rule "
                                       "scores, and every decision's scorer says why.")
+    fixed_threshold: float = Field(0.36, ge=0, le=1, description="threshold = fixed: the score at which the edge is "
+                                   "kept. 0.36: the shipped draft probe's operating point, about 30% of requests "
+                                   "to the cloud (bench/results/arbitration/auto_bands.json).")
     model_dir: Optional[Path] = Field(None, description="scorer = learned: the model directory that "
                                       "`hybrid-router train-arbiter` wrote (a vNNNN directory with model.onnx and "
                                       "meta.json).")
@@ -318,16 +321,19 @@ class AutoSettings(_Section):
     the cloud alone, the edge alone, or the cascade, whose draft probe (arbitration.probe_dir) keeps the draft
     or asks the cloud. Served when both probes fit the edge model; the shipped ones fit the default edge."""
 
-    cloud_below: float = Field(0.35, ge=0, le=1, description="The prefill probe's score below which the cloud "
-                               "answers at once (the edge generates nothing).")
-    edge_above: float = Field(0.65, ge=0, le=1, description="The prefill probe's score at or above which the edge "
-                              "answers alone, reusing its prefill, and its answer is never discarded.")
+    cloud_below: float = Field(0.0, ge=0, le=1, description="The prefill probe's score below which the cloud "
+                               "answers at once (the edge generates nothing). 0: never, the bands chosen out of fold "
+                               "on the train split (bench/results/arbitration/auto_bands.json).")
+    edge_above: float = Field(0.44, ge=0, le=1, description="The prefill probe's score at or above which the edge "
+                              "answers alone, reusing its prefill, and its answer is never discarded. 0.44: the "
+                              "shipped prefill probe's top tenth on the train split.")
     threshold: Literal["fixed", "target_share"] = Field(
         "fixed", description="The cascade's threshold on the draft probe's score (between the bands). fixed: the "
         "edge's draft is kept when its score >= fixed_threshold. target_share: the threshold follows recent draft "
         "scores so that about target_cloud_share of the cascaded requests go to the cloud.")
-    fixed_threshold: float = Field(0.5, ge=0, le=1, description="threshold = fixed: the draft probe's score at "
-                                   "which the cascade keeps the edge's draft.")
+    fixed_threshold: float = Field(0.35, ge=0, le=1, description="threshold = fixed: the draft probe's score at "
+                                   "which the cascade keeps the edge's draft. 0.35: about 30% of the cascaded "
+                                   "requests to the cloud on the train split.")
     target_cloud_share: float = Field(0.3, gt=0, lt=1, description="threshold = target_share: the share of the "
                                       "cascaded requests the cloud should answer.")
     window: int = Field(500, gt=0, description="Recent draft scores the target_share threshold is calibrated on.")

@@ -208,6 +208,11 @@ class RuleScorer:
         return Score(consistency_score_from_features(features), features)
 
 
+# The threshold the default rule is used at (its scores are agreement shares and span grades): where the
+# probe, whose operating point the default arbitration.fixed_threshold is, steps aside for the rule.
+RULE_THRESHOLD = 0.5
+
+
 def build_scorer(name: str, *, samples: int = DEFAULT_SAMPLES) -> Scorer:
     factories = {"logprob": LogprobScorer, "task": TaskScorer,
                  "consistency": lambda: ConsistencyScorer(samples=samples), "verify": VerifyScorer,

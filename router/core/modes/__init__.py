@@ -20,6 +20,7 @@ def builtin_modes(arbiter: Optional[Arbiter] = None,
     pre-router's default rule included; router/assembly/modes.py builds the configured ones. AUTO is served
     only when given: it needs probes that fit the edge model."""
     from router.core.arbiters import build_arbiter, build_threshold
+    from router.core.arbiters.scorers import RULE_THRESHOLD
     from router.core.routing.mode import PreArbitrationMode
     from router.core.routing.model import RouterSlot, Routing, RuleRouter
     from router.core.modes.agent import EdgeAgentMode
@@ -27,7 +28,9 @@ def builtin_modes(arbiter: Optional[Arbiter] = None,
     from router.domain.config import AgentSettings, ArbitrationSettings, InfoSettings, RoutingSettings
 
     if arbiter is None:
-        arbiter = build_arbiter(ArbitrationSettings())
+        # The probe needs its files, which router/assembly loads: the core's own default is the rule, at the
+        # rule's threshold.
+        arbiter = build_arbiter(ArbitrationSettings(scorer="rule", fixed_threshold=RULE_THRESHOLD))
     if pre_arbitration is None:
         pre_arbitration = PreArbitrationMode(RouterSlot(Routing(RuleRouter("routing.model_dir is unset"),
                                                                 build_threshold(RoutingSettings()))))
