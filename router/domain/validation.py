@@ -26,6 +26,10 @@ def resolve_mode(request: GenerateRequest, default_mode: Mode, implemented: Coll
         mode = default_mode
     if mode not in implemented:
         available = ", ".join(m.name for m in sorted(implemented))
+        if mode is Mode.AUTO:  # implemented, but served only with probes trained for the daemon's edge model
+            raise ModeNotImplementedError(
+                f"mode AUTO is not served by this daemon: it needs probes trained for its edge model (the shipped "
+                f"ones are for the default edge; docs/probes.md); this daemon serves: {available}")
         raise ModeNotImplementedError(
             f"mode {mode.name} is not implemented yet; this daemon implements: {available}")
     return mode

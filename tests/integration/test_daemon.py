@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from router.client import AsyncRouterClient, RouterClient
-from router.domain.errors import BackendUnavailableError, InvalidRequestError
+from router.domain.errors import BackendUnavailableError, InvalidRequestError, ModeNotImplementedError
 from router.domain.types import BackendKind, ChatMessage, GenerateRequest, Mode
 from tests.conftest import ServerThread, make_settings, wait_until
 
@@ -152,8 +152,11 @@ def test_bad_input_on_the_stream_is_typed_too(client: RouterClient) -> None:
 
 
 def test_every_mode_of_the_api_is_implemented(client: RouterClient) -> None:
-    # A mode the registry lacks is refused with UNIMPLEMENTED (tests/unit/test_validation.py); none is left.
-    assert set(client.info().implemented_modes) == set(Mode) - {Mode.UNSPECIFIED}
+    # A mode the registry lacks is refused with UNIMPLEMENTED (tests/unit/test_validation.py); none is left but
+    # AUTO, which this daemon's 135M edge cannot serve: the shipped probes are for the default edge model.
+    assert set(client.info().implemented_modes) == set(Mode) - {Mode.UNSPECIFIED, Mode.AUTO}
+    with pytest.raises(ModeNotImplementedError, match="AUTO is not served by this daemon: it needs probes"):
+        client.generate(prompt=QUESTION, mode="auto")
 
 
 def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:
@@ -163,7 +166,7 @@ def test_unknown_mode_name_in_the_sdk_is_typed(client: RouterClient) -> None:
 
 def test_info_reports_models_and_modes(client: RouterClient) -> None:
     info = client.info()
-    assert set(info.implemented_modes) == set(Mode) - {Mode.UNSPECIFIED}
+    assert set(info.implemented_modes) == set(Mode) - {Mode.UNSPECIFIED, Mode.AUTO}
     assert info.default_mode == Mode.EDGE_ONLY
     assert info.edge.name == "smollm2-135m" and len(info.edge.sha256) == 64
     assert info.cloud.local_standin and info.cloud.priced_as == "gpt-4o-mini"
