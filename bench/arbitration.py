@@ -694,6 +694,22 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(f"- pre:router: `{router['path']}` ({router.get('regressor')}; trained on "
                      f"{trained_on.get('train_items')} train items); pre:rule is PRE_ARBITRATION's default rule. "
                      "A pre-router's escalated requests pay the cloud only, never the edge")
+    probes = summary.get("probes")
+    if probes:
+        for name, key in ((PROBE, "draft"), (PRE_PROBE, "prefill")):
+            model = probes.get(key)
+            if model:
+                bound = model.get("hidden_state") or {}
+                lines.append(f"- {name}: `{model['path']}` ({model.get('regressor')}; the {bound.get('layer')} state "
+                             f"at the {bound.get('at')} of {bound.get('edge_model')}, {bound.get('dims')}-d; states "
+                             f"from `{probes['states']}`), scored through onnxruntime as the daemon does; it asks the "
+                             "edge nothing more" + (" (a pre-router: escalated requests pay the prefill and the cloud, "
+                                                    "never the edge's answer)" if key == "prefill" else ""))
+        if probes.get("auto_bands"):
+            cloud_below, edge_above = probes["auto_bands"]
+            lines.append(f"- auto: prefill score < {cloud_below} to the cloud at once, >= {edge_above} to the edge "
+                         "alone, the cascade on the draft probe between (bands chosen out of fold on the train split: "
+                         "`python -m bench.auto_bands`)")
     lines += ["", f"**{summary['target']['text']}**", ""]
     if summary.get("router_target"):
         lines += [f"**{summary['router_target']['text']}**", ""]
