@@ -80,6 +80,18 @@ def prefill_with_state(llm: llama_cpp.Llama, tokens: Sequence[int], n_embd: int)
         raise EdgeGenerationError("cannot read the state of an empty prompt")
     set_embeddings(llm, False)
     reused = evaluate_reusing_cache(llm, tokens[:-1])
+    return evaluate_last_with_state(llm, tokens[-1], n_embd), reused
+
+
+def extend_with_state(llm: llama_cpp.Llama, tokens: Sequence[int], n_embd: int) -> np.ndarray:
+    """Evaluates `tokens` after what the context holds and returns the state at the last of them, the lm_head
+    on that row alone."""
+    set_embeddings(llm, False)
+    llm.eval(list(tokens[:-1]))
+    return evaluate_last_with_state(llm, tokens[-1], n_embd)
+
+
+def evaluate_last_with_state(llm: llama_cpp.Llama, token: int, n_embd: int) -> np.ndarray:
     set_embeddings(llm, True)
-    llm.eval([tokens[-1]])
-    return read_last_state(llm, n_embd), reused
+    llm.eval([token])
+    return read_last_state(llm, n_embd)

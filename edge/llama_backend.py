@@ -36,7 +36,8 @@ from llama_cpp import llama_chat_format
 
 from edge._decode import StopStringFilter, Utf8StreamDecoder, token_logprob
 from edge._handoff import TokenHandoff
-from edge._hidden_states import HiddenStates, prefill_with_state, read_last_state, set_embeddings
+from edge._hidden_states import (HiddenStates, extend_with_state, prefill_with_state, read_last_state,
+                                 set_embeddings)
 from edge._prompt_tokens import PromptTokenizer
 from edge.errors import EdgeError, EdgeGenerationError, PromptTooLongError
 from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
@@ -323,12 +324,7 @@ class LlamaBackend:
         prompt_state, _ = prefill_with_state(self._llm, prompt, self.n_embd)
         if not tokens:  # nothing was generated after the prompt: its last state chose the end
             return HiddenStates(prompt=prompt_state, draft=prompt_state)
-        # As for the prompt: embeddings off but for the last token, or every draft row runs the lm_head.
-        set_embeddings(self._llm, False)
-        self._llm.eval(tokens[:-1])
-        set_embeddings(self._llm, True)
-        self._llm.eval(tokens[-1:])
-        return HiddenStates(prompt=prompt_state, draft=read_last_state(self._llm, self.n_embd))
+        return HiddenStates(prompt=prompt_state, draft=extend_with_state(self._llm, tokens, self.n_embd))
 
     def close(self) -> None:
         """Stop any running generation, then free the model."""

@@ -220,24 +220,22 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
         corpus = Path(args.corpus)
         rows = read_corpus(corpus)
         states = HiddenStatesFile.load(Path(args.states))
-        provenance = {"path": corpus.as_posix(), "lines": len(rows), "sha256": _file_sha256(corpus),
+        provenance = {"path": corpus.as_posix(), "lines": len(rows), "sha256": _sha256(corpus),
                       "states": {"path": Path(args.states).name, "items": len(states)}}
         directory = train_probe(rows, states, Path(args.out), kind=kind, provenance=provenance,
                                 components=args.state_components)
     except TrainingError as exc:
         print(f"hybrid-router: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    return _report_trained(directory)
+
+
+def _report_trained(directory: Path) -> int:
+    """What every trainer prints: the held-out metrics on stderr, the new version directory on stdout."""
     meta = json.loads((directory / "meta.json").read_text())
     print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
     print(directory)
     return 0
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, need_features: Sequence[str]) -> int:
@@ -278,10 +276,7 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, n
     except TrainingError as exc:
         print(f"hybrid-router: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    meta = json.loads((directory / "meta.json").read_text())
-    print(json.dumps(meta["metrics"], indent=2), file=sys.stderr)
-    print(directory)
-    return 0
+    return _report_trained(directory)
 
 
 def _training_rows(args: argparse.Namespace, need_features: Sequence[str]) -> tuple[list, dict[str, object]]:
