@@ -10,7 +10,7 @@ HR     := $(BIN)/hybrid-router
 LLAMA_POLICY ?= auto
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run bench-demo bench-http bench-vs-litellm test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
+.PHONY: finetune-deps run bench-demo bench-http bench-vs-litellm test install models test-models selftest llama-rebuild stubs check-stubs bench-overhead clean
 
 # The quick start: the daemon, one answer per mode, then a smoke bench of a few items per mode. The full
 # demo bench (every item of the sample in every mode) is `make bench-demo`.
@@ -25,8 +25,17 @@ run: models selftest
 bench-demo: models selftest
 	$(BIN)/python -m bench --demo --ingest demo --out bench/out/demo
 
-test: check-stubs selftest
+test: check-stubs selftest finetune-deps
 	$(BIN)/python -m pytest -q -rs
+
+# The [finetune] extra (torch on the CPU, transformers, peft): `hybrid-router finetune` and its tests.
+# Not part of `make run`: the daemon does not need it.
+FINETUNE_STAMP := $(VENV)/.finetune-stamp
+$(FINETUNE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench,finetune]'
+	touch $(FINETUNE_STAMP)
+
+finetune-deps: $(FINETUNE_STAMP)
 
 $(STAMP): pyproject.toml edge/llama_build.py
 	$(PYTHON) -m venv $(VENV)

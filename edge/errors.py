@@ -92,3 +92,13 @@ class PromptTemplateError(EdgeError):
 
 class EdgeGenerationError(EdgeError):
     """llama.cpp failed while rendering, tokenising or generating."""
+
+
+class AdapterLoadError(EdgeError):
+    """A LoRA adapter that cannot be used with this model: missing, corrupt, for another architecture or
+    shape, or bound to another base model. The adapter in use before stays in use."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"LoRA adapter {path} cannot be used: {reason}")

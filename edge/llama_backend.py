@@ -39,8 +39,9 @@ from edge._handoff import TokenHandoff
 from edge._hidden_states import (HiddenStates, extend_with_state, prefill_with_state, read_last_state,
                                  set_embeddings)
 from edge._prompt_tokens import PromptTokenizer
-from edge.errors import EdgeError, EdgeGenerationError, PromptTooLongError
+from edge.errors import AdapterLoadError, EdgeError, EdgeGenerationError, PromptTooLongError
 from edge.ggml_runtime import CpuBackend, ensure_cpu_backend
+from edge.lora_adapter import AdapterInfo, LoadedAdapter, clear_adapters, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,10 @@ class LlamaBackend:
         self.stream_flush_interval_s = stream_flush_interval_s
         self.name = model_name or path.stem
         self.n_ctx = n_ctx
+        self.model_path = path
         self._closed = False
+        self._adapter: LoadedAdapter | None = None
+        self._model_sha256: str | None = None  # hashed when an adapter is first checked against it
         self.cpu: CpuBackend = ensure_cpu_backend()  # a dispatch build picks its CPU code here
         try:
             self._llm = llama_cpp.Llama(
@@ -234,6 +238,31 @@ class LlamaBackend:
     @property
     def metrics(self) -> EdgeMetrics:
         return self._counter.snapshot()
+
+    @property
+    def served_model(self) -> str:
+        """What completions name as their model: the model's name, and its adapter's when one is in use
+        ("qwen2.5-coder-0.5b+lora:v0003"), so every run records what really generated it."""
+        adapter = self.adapter
+        return f"{self.name}+lora:{adapter.name}" if adapter is not None else self.name
+
+    @property
+    def adapter(self) -> AdapterInfo | None:
+        """The LoRA adapter every generation from now on runs with; None: the base model alone."""
+        return self._adapter.info if self._adapter is not None else None
+
+    async def use_adapter(self, path: str | Path | None, *, name: str | None = None,
+                          scale: float = 1.0) -> AdapterInfo | None:
+        """Swaps the LoRA adapter without reloading the model: `path` a GGUF LoRA (edge/lora_gguf.py
+        writes them), None for the base model alone. Waits for the generation in progress to end, like
+        any request, so no generation sees two adapters. An adapter that cannot be used raises
+        AdapterLoadError naming the file, and the one in use stays. Returns the adapter now in use."""
+        if self._closed:
+            raise EdgeGenerationError(f"edge backend {self.name} is closed")
+        loop = asyncio.get_running_loop()
+        async with self._lock_for_running_loop():
+            return await loop.run_in_executor(self._executor, self._swap_adapter,
+                                              None if path is None else Path(path), name, scale)
 
     def stream(
         self,
@@ -307,6 +336,11 @@ class LlamaBackend:
         return self._prepare(_Request(messages=tuple(dict(m) for m in messages), max_tokens=1,
                                       temperature=0.0, stop=(), seed=None)).tokens
 
+    def answer_token_ids(self, answer: str) -> tuple[int, ...]:
+        """The tokens a generation that writes `answer` and ends its turn produces: the text as plain text,
+        then the end-of-generation token the model stops on (fine-tuning's targets)."""
+        return (*self._prompt_tokenizer.tokenize(answer, special=False), self._llm.token_eos())
+
     def hidden_states_of(self, messages: Sequence[Mapping[str, str]], draft: str, *,
                          finished: bool = True) -> HiddenStates:
         """The states a stream with `capture_states` would have read, for a draft already written: the
@@ -335,6 +369,32 @@ class LlamaBackend:
             self._active_cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._llm.close()
+
+    def _swap_adapter(self, path: Path | None, name: str | None, scale: float) -> AdapterInfo | None:
+        context = self._llm._ctx.ctx
+        if path is None:
+            clear_adapters(context)
+            loaded = None
+        else:
+            if self._model_sha256 is None:
+                self._model_sha256 = file_sha256(self.model_path)
+            loaded = LoadedAdapter(self._llm._model.model, path, name=name, scale=scale,
+                                   base_sha256=self._model_sha256)
+            try:
+                loaded.set_on(context)
+            except AdapterLoadError:
+                loaded.free()
+                if self._adapter is not None:
+                    self._adapter.set_on(context)
+                raise
+        # The cached prompt was evaluated with the old weights: nothing may reuse it.
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(context), True)
+        self._llm.reset()
+        previous, self._adapter = self._adapter, loaded
+        if previous is not None:
+            previous.free()
+        logger.info("edge %s: LoRA adapter %s", self.name, loaded.info.label if loaded else "none (base model)")
+        return self.adapter
 
     # -- used by EdgeStream ---------------------------------------------------------------------
 
@@ -571,7 +631,7 @@ class EdgeStream:
         """A request that ended before the model evaluated anything: no tokens, no energy."""
         return EdgeCompletion(
             text="",
-            model=self._backend.name,
+            model=self._backend.served_model,
             prompt_tokens=0,
             completion_tokens=0,
             queue_s=waited_s,
@@ -590,7 +650,7 @@ class EdgeStream:
         first = progress.first_token_at if progress.first_token_at is not None else ended
         return EdgeCompletion(
             text="".join(progress.text_parts),
-            model=self._backend.name,
+            model=self._backend.served_model,
             prompt_tokens=prompt_tokens,
             completion_tokens=len(progress.logprobs),
             queue_s=queue_s,

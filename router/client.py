@@ -289,6 +289,17 @@ class RouterClient:
             raise _translate(exc) from None
         return reply.previous, reply.current
 
+    def use_adapter(self, version: str = "") -> tuple[str, str]:
+        """Swaps the edge's LoRA adapter to `version` of the daemon's adapter store ("v0003"; "none": the
+        base model alone; "": the store's active version); returns the edge's name before and after, as
+        results name it. InvalidRequestError for an adapter the daemon refused; the one in use then stays."""
+        try:
+            reply = self._stub.UseAdapter(pb.UseAdapterRequest(version=version), metadata=self._metadata,
+                                          timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return reply.previous, reply.current
+
     def stats(self, since_unix_s: Optional[float] = None) -> StatsReport:
         try:
             return wire.stats_from_proto(self._stub.Stats(_stats_request(since_unix_s), metadata=self._metadata, timeout=self.timeout_s))
@@ -368,6 +379,14 @@ class AsyncRouterClient:
     async def reload(self, model_dir: Optional[str] = None) -> tuple[str, str]:
         try:
             reply = await self._stub.Reload(pb.ReloadRequest(model_dir=model_dir or ""), metadata=self._metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return reply.previous, reply.current
+
+    async def use_adapter(self, version: str = "") -> tuple[str, str]:
+        try:
+            reply = await self._stub.UseAdapter(pb.UseAdapterRequest(version=version), metadata=self._metadata,
+                                                timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return reply.previous, reply.current

@@ -98,7 +98,8 @@ def private_paths(home: Path) -> dict[str, str]:
     return {"HYBRID_ROUTER_LEDGER__PATH": str(home / "ledger.db"),
             "HYBRID_ROUTER_INFO__INDEX_DIR": str(home / "info-index"),
             "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(home / "principals.toml"),
-            "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token")}
+            "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token"),
+            "HYBRID_ROUTER_MODELS__ADAPTERS_DIR": str(home / "adapters")}
 
 
 def make_settings(overrides: Optional[Mapping[str, str]] = None, config_file: Optional[Path] = None) -> Settings:

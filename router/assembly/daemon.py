@@ -12,11 +12,13 @@ Nothing here knows about gRPC.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Optional
 
+from router.assembly.adapters import AdapterRefusedError, EdgeAdapters
 from router.assembly.auth import build_trust
 from router.assembly.cloud_guards import GuardedCloud, guard_cloud
 from router.assembly.grpc_channels import ChannelTrust, read_token_file
@@ -81,6 +83,7 @@ class Daemon:
         self.info_client: Optional[GrpcInfoClient] = None
         self._reloading = asyncio.Lock()
         self.backends: Optional[LoadedBackends] = None
+        self.adapters: Optional[EdgeAdapters] = None  # at load(): the edge's LoRA adapter
         self._packages = package_versions()
         self._hardware = hardware_summary()
 
@@ -95,6 +98,9 @@ class Daemon:
         returns. `info_target`: where the door hosts the Info service (info.service = in_process);
         for info.service = remote, info.address."""
         self.backends = await load_backends(self.settings, self.logger)
+        self.adapters = EdgeAdapters(self.backends.edge, self.settings.edge, self.settings.models.adapters_root,
+                                     logging.getLogger("hybrid_router.edge"), on_change=self.metrics.set_adapter)
+        await self.adapters.start()
         info = self.settings.info
         target = info_target or (info.address if info.service == "remote" else None)
         if target:
@@ -151,12 +157,22 @@ class Daemon:
                                                                "new": new.router.name}})
         return previous.router.name, new.router.name
 
+    async def use_adapter(self, version: str) -> tuple[str, str]:
+        """Swaps the edge's LoRA adapter (EdgeAdapters.use): returns the edge's name before and after."""
+        if self.adapters is None:
+            raise AdapterRefusedError("the edge model is not loaded yet")
+        return await self.adapters.use(version)
+
     def info(self) -> DaemonInfo:
         loaded = self.backends
+        edge_info = loaded.edge_info if loaded else ModelInfo(name="")
+        if self.adapters is not None:
+            adapter, adapter_sha256 = self.adapters.info()
+            edge_info = dataclasses.replace(edge_info, adapter=adapter, adapter_sha256=adapter_sha256)
         return DaemonInfo(
             version=self._packages.get("hybrid-router", ""),
             implemented_modes=self.router.implemented_modes, default_mode=self.router.default_mode,
-            edge=loaded.edge_info if loaded else ModelInfo(name=""),
+            edge=edge_info,
             cloud=loaded.cloud_info if loaded else ModelInfo(name=""),
             packages=self._packages, hardware=self._hardware,
             max_tokens_limit=self.settings.server.max_tokens_limit, cloud_breaker=self.breaker_status())

@@ -123,8 +123,10 @@ class RouterMetrics:
         self._cost = Counter(
             "hybrid_cost_usd", "Dollars spent, by what was paid: the edge's energy, the cloud's tokens, the Info "
             "service's retrievals.", ("backend",), registry=registry)
-        Info("hybrid_models", "The models this daemon serves.", registry=registry).info(
-            {"edge_model": edge_model, "cloud_model": cloud_model, "adapter": adapter})
+        self._models = Info("hybrid_models", "The models this daemon serves, and the edge's LoRA adapter (empty: "
+                            "none).", registry=registry)
+        self._model_names = {"edge_model": edge_model, "cloud_model": cloud_model}
+        self.set_adapter(adapter)
         # Answered requests, and those the cloud served: hybrid_cloud_share's ratio, read at scrape time.
         self._share_lock = threading.Lock()
         self._answered = 0
@@ -185,6 +187,10 @@ class RouterMetrics:
         self._requests.labels(mode_label(mode), NOT_SERVED, refusal_label(kind)).inc()
 
     # -- state read at scrape time ------------------------------------------------------------
+
+    def set_adapter(self, adapter: str) -> None:
+        """The edge's adapter changed (`UseAdapter`): `hybrid_models_info` shows the new one."""
+        self._models.info({**self._model_names, "adapter": adapter})
 
     def watch(self, *, breaker: BreakerSource, budget_left_usd: BudgetSource, queue_depths: QueueSource,
               ledger_dropped_writes: DroppedWritesSource) -> None:

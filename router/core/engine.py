@@ -289,7 +289,9 @@ class Router:
         cloud = self.backends.cloud
         return GenerateResult(
             request_id=request_id, text=text, served_by=served_by,
-            edge_model=edge.name if edge else "", cloud_model=cloud.name if cloud else "",
+            # The edge's own runs name what generated them (its adapter too, which a swap may change).
+            edge_model=next((r.model for r in runs if r.backend == BackendKind.EDGE), edge.name if edge else ""),
+            cloud_model=cloud.name if cloud else "",
             runs=runs, cost_usd=edge_cost + cloud_cost + info_cost, edge_cost_usd=edge_cost,
             cloud_cost_usd=cloud_cost,
             latency=Latency(ttft_s=(first_text_at - received) if first_text_at else total, total_s=total,

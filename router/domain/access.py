@@ -33,7 +33,7 @@ class Action(enum.StrEnum):
     FEEDBACK = "feedback"        # Router.Feedback, on the caller's own requests (an admin's: on any)
     INFO = "info"                # Router.Info, GET /v1/models: versions and models, no credentials, no paths
     STATS = "stats"              # Router.Stats: every principal's traffic and spend
-    RELOAD = "reload"            # Router.Reload: loads a model from the daemon's disk
+    RELOAD = "reload"            # Router.Reload, Router.UseAdapter: load a model or an adapter from the daemon's disk
     RETRIEVE = "retrieve"        # Info.Retrieve, within the caller's groups
     INDEX_STATS = "index_stats"  # Info.Stats: counts, and only the group names the caller holds
     INGEST = "ingest"            # Info.Ingest: writes documents, replaces them by id

@@ -147,6 +147,13 @@ class PrivacySettings(_Section):
 class ModelsSettings(_Section):
     cache_dir: Path = Field(Path("~/.cache/hybrid-router/models"),
                             description="Where `models pull` keeps assembled, verified model files.")
+    adapters_dir: Optional[Path] = Field(None, description="Where the edge's LoRA adapter versions are kept, a "
+                                         "folder per base model (`hybrid-router adapter list`). Unset: "
+                                         "`adapters/` under cache_dir.")
+
+    @property
+    def adapters_root(self) -> Path:
+        return (self.adapters_dir or self.cache_dir / "adapters").expanduser()
 
 
 class EdgeSettings(_Section):
@@ -158,6 +165,13 @@ class EdgeSettings(_Section):
     n_ctx: int = Field(4096, gt=0, description="Edge context window in tokens (prompt + completion).")
     n_threads: int = Field(2, gt=0, description="CPU threads for the edge model.")
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
+    adapter: str = Field(
+        "active", pattern=r"^(active|none|v[0-9]{4,})$",
+        description="The LoRA adapter the edge starts with, from the adapter store under the model cache "
+        "(`hybrid-router adapter list`): active (the version `hybrid-router adapter use` chose last; the base "
+        "model alone if none was), none (the base model alone), or a version such as v0003.")
+    adapter_scale: float = Field(1.0, gt=0, le=4, description="Multiplies the adapter's effect (llama.cpp's LoRA "
+                                 "scale); 1 is what it was trained and checked at.")
     stream_flush_interval_s: float = Field(
         0.1, ge=0, le=1, description="After the first token, streamed edge tokens reach the client at most "
         "this often, merged into one delta (fewer wake-ups beside the decode threads); 0 sends every token.")

@@ -273,6 +273,8 @@ class ModelInfo:
     local_standin: bool = False
     priced_as: str = ""
     n_ctx: int = 0
+    adapter: str = ""          # the edge's LoRA adapter in use; empty: the base model alone
+    adapter_sha256: str = ""
 
 
 @dataclass(frozen=True)

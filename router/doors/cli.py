@@ -1,5 +1,5 @@
 """`hybrid-router`: serve, ask, stats, feedback, export, models, demo, doctor, selftest, train-arbiter, train-router,
-train-probe, info.
+train-probe, finetune, adapter, info.
 
 The bench is not a verb here: it sits above the router and talks to it through the SDK (`python -m bench`)."""
 from __future__ import annotations
@@ -154,7 +154,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("starting the daemon on the embedded default (edge model + local cloud stand-in)...", file=sys.stderr)
     with LocalDaemon(config=config) as daemon, daemon.client(timeout_s=600) as client:
         info = client.info()
-        print(f"edge:  {info.edge.name}\ncloud: {info.cloud.name}"
+        print(f"edge:  {info.edge.name}{' with LoRA adapter ' + info.edge.adapter if info.edge.adapter else ''}"
+              f"\ncloud: {info.cloud.name}"
               f"{' (local stand-in, priced as ' + info.cloud.priced_as + ')' if info.cloud.local_standin else ''}")
         for mode in info.implemented_modes:
             result = client.generate(prompt=args.question, mode=mode, max_tokens=args.max_tokens)
@@ -578,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     from router.doors import info_cli  # here, not at the top: info_cli imports this module
 
     info_cli.add_parser(commands, common)  # `info serve|ingest|retrieve|delete|stats`, dispatched by its run()
+    from router.doors import adapter_cli  # `finetune` and `adapter list|use|rollback`
+
+    adapter_cli.add_parsers(commands, common)
 
     for verb, helps, func in (
             ("train-arbiter", ("train the learned deferral model (arbitration.scorer = learned)",

@@ -62,6 +62,7 @@ class RouterServer:
             RouterService(self.daemon.router, self.daemon.info, self.daemon.ledger, guard=guard,
                           max_request_bytes=settings.server.max_request_bytes, logger=self.logger,
                           calls=self.daemon.calls, reload=self.daemon.reload_router,
+                          use_adapter=self.daemon.use_adapter,
                           refused=self.daemon.metrics.refused), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         # info.service = in_process: this server hosts the Info service too, and the router reaches it

@@ -42,11 +42,15 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, router: Router, info: Callable[[], DaemonInfo], ledger: LedgerAccess, *,
                  guard: Guard, max_request_bytes: int, logger: logging.Logger, calls: Optional[InFlightCalls] = None,
                  reload: Optional[Callable[[Optional[Path]], Awaitable[tuple[str, str]]]] = None,
+                 use_adapter: Optional[Callable[[str], Awaitable[tuple[str, str]]]] = None,
                  refused: Optional[Callable[[int, ErrorKind], None]] = None) -> None:
         """`reload`: loads PRE_ARBITRATION's router from a directory (None: the configured one) and
         returns (previous name, new name); see Daemon.reload_router. `guard`: who each call is, and
-        whether its role allows the RPC (router/domain/access.py's table)."""
+        whether its role allows the RPC (router/domain/access.py's table). `use_adapter`: swaps the
+        edge's LoRA adapter to a version of the daemon's store and returns the edge's name before and after;
+        see Daemon.use_adapter."""
         self._router = router
+        self._use_adapter = use_adapter
         self._guard = guard
         self._reload = reload
         self._refused = refused  # counts the refusals made here (the metrics)
@@ -151,6 +155,20 @@ class RouterService(router_pb2_grpc.RouterServicer):
         except Exception as exc:
             await self._abort(context, exc)
         return pb.ReloadResponse(previous=previous, current=current)
+
+    async def UseAdapter(self, request: pb.UseAdapterRequest,
+                         context: grpc.aio.ServicerContext) -> pb.UseAdapterResponse:
+        try:
+            # Like Reload: it loads a file from the daemon's disk, and changes what every caller is served.
+            self._authorize(context, Action.RELOAD)
+            if self._use_adapter is None:
+                raise InvalidRequestError("this daemon cannot swap its edge adapter")
+            if len(request.version) > 32:
+                raise InvalidRequestError("version is a store version such as v0003, \"none\" or empty")
+            previous, current = await self._use_adapter(request.version)
+        except Exception as exc:
+            await self._abort(context, exc)
+        return pb.UseAdapterResponse(previous=previous, current=current)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         since = request.since_unix_s if request.HasField("since_unix_s") else None

@@ -156,12 +156,14 @@ def stream_event_from_proto(message: pb.GenerateStreamResponse) -> Optional[Stre
 
 def _model_to_proto(model: ModelInfo) -> pb.ModelInfo:
     return pb.ModelInfo(name=model.name, sha256=model.sha256, endpoint=model.endpoint,
-                        local_standin=model.local_standin, priced_as=model.priced_as, n_ctx=model.n_ctx)
+                        local_standin=model.local_standin, priced_as=model.priced_as, n_ctx=model.n_ctx,
+                        adapter=model.adapter, adapter_sha256=model.adapter_sha256)
 
 
 def _model_from_proto(message: pb.ModelInfo) -> ModelInfo:
     return ModelInfo(name=message.name, sha256=message.sha256, endpoint=message.endpoint,
-                     local_standin=message.local_standin, priced_as=message.priced_as, n_ctx=message.n_ctx)
+                     local_standin=message.local_standin, priced_as=message.priced_as, n_ctx=message.n_ctx,
+                     adapter=message.adapter, adapter_sha256=message.adapter_sha256)
 
 
 def info_to_proto(info: DaemonInfo) -> pb.InfoResponse:

@@ -261,20 +261,24 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "sha256", "endpoint", "local_standin", "priced_as", "n_ctx")
+    __slots__ = ("name", "sha256", "endpoint", "local_standin", "priced_as", "n_ctx", "adapter", "adapter_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     LOCAL_STANDIN_FIELD_NUMBER: _ClassVar[int]
     PRICED_AS_FIELD_NUMBER: _ClassVar[int]
     N_CTX_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     sha256: str
     endpoint: str
     local_standin: bool
     priced_as: str
     n_ctx: int
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., endpoint: _Optional[str] = ..., local_standin: _Optional[bool] = ..., priced_as: _Optional[str] = ..., n_ctx: _Optional[int] = ...) -> None: ...
+    adapter: str
+    adapter_sha256: str
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., endpoint: _Optional[str] = ..., local_standin: _Optional[bool] = ..., priced_as: _Optional[str] = ..., n_ctx: _Optional[int] = ..., adapter: _Optional[str] = ..., adapter_sha256: _Optional[str] = ...) -> None: ...
 
 class CloudBreaker(_message.Message):
     __slots__ = ("state", "consecutive_failures", "failures_to_open", "retry_in_s", "times_opened", "times_closed")
@@ -420,6 +424,20 @@ class ReloadRequest(_message.Message):
     def __init__(self, model_dir: _Optional[str] = ...) -> None: ...
 
 class ReloadResponse(_message.Message):
+    __slots__ = ("previous", "current")
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    previous: str
+    current: str
+    def __init__(self, previous: _Optional[str] = ..., current: _Optional[str] = ...) -> None: ...
+
+class UseAdapterRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class UseAdapterResponse(_message.Message):
     __slots__ = ("previous", "current")
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]

@@ -64,6 +64,11 @@ class RouterStub:
                 request_serializer=router_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_router__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.UseAdapter = channel.unary_unary(
+                '/router.v1.Router/UseAdapter',
+                request_serializer=router_dot_v1_dot_router__pb2.UseAdapterRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_router__pb2.UseAdapterResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -105,6 +110,12 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UseAdapter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +148,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=router_dot_v1_dot_router__pb2.ReloadRequest.FromString,
                     response_serializer=router_dot_v1_dot_router__pb2.ReloadResponse.SerializeToString,
+            ),
+            'UseAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UseAdapter,
+                    request_deserializer=router_dot_v1_dot_router__pb2.UseAdapterRequest.FromString,
+                    response_serializer=router_dot_v1_dot_router__pb2.UseAdapterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +317,33 @@ class Router:
             '/router.v1.Router/Reload',
             router_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
             router_dot_v1_dot_router__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UseAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.Router/UseAdapter',
+            router_dot_v1_dot_router__pb2.UseAdapterRequest.SerializeToString,
+            router_dot_v1_dot_router__pb2.UseAdapterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,93 @@
+"""The edge's LoRA adapter: which one it starts with (`edge.adapter`), and the swap `UseAdapter` asks for.
+
+The versions live in the adapter store under the model cache (edge/adapter_store.py), one store per base
+model. At start-up `edge.adapter = "active"` takes the store's active version; if that one cannot be used
+the daemon starts on the base model and logs why (a device must come up), where a version named in the
+configuration that cannot be used stops the start-up with a ConfigError naming the file. A swap loads
+first and records the change in the store only once the edge runs on it, so the store never names an
+adapter the daemon refused.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edge.adapter_store import BASE_ONLY, AdapterStore, AdapterStoreError, AdapterVersion
+from edge.errors import AdapterLoadError
+from router.domain.config import ConfigError, EdgeSettings
+from router.domain.errors import InvalidRequestError
+
+ACTIVE = "active"
+
+
+class AdapterRefusedError(InvalidRequestError):
+    """A swap named an adapter that cannot be used; the one in use stays."""
+
+
+class EdgeAdapters:
+    """Swaps the adapter of one loaded edge (a LlamaBackend), one swap at a time."""
+
+    def __init__(self, edge: Any, settings: EdgeSettings, adapters_dir: Path, logger: logging.Logger,
+                 on_change: Callable[[str], None] = lambda label: None) -> None:
+        """`on_change`: told the new adapter's label ("" for none) after each swap (the metrics)."""
+        self._edge = edge
+        self._settings = settings
+        self.store = AdapterStore(adapters_dir, edge.name)
+        self._logger = logger
+        self._on_change = on_change
+        self._swapping = asyncio.Lock()
+
+    @property
+    def supported(self) -> bool:
+        return hasattr(self._edge, "use_adapter")
+
+    async def start(self) -> None:
+        """The adapter `edge.adapter` names, at start-up."""
+        wanted = self._settings.adapter
+        if wanted == BASE_ONLY or not self.supported:
+            return
+        try:
+            version = self.store.active() if wanted == ACTIVE else self.store.get(wanted)
+            if version is not None:
+                await self._load(version)
+        except (AdapterStoreError, AdapterLoadError) as exc:
+            if wanted != ACTIVE:
+                raise ConfigError(f"edge.adapter = {wanted!r}: {exc}") from exc
+            self._logger.error("the edge starts on its base model: the store's active adapter cannot be used: %s", exc)
+
+    async def use(self, version: str) -> tuple[str, str]:
+        """`version`: "vNNNN", "none" (the base model alone) or "" (the store's active version). Returns
+        the edge's served-model name before and after. Raises AdapterRefusedError; nothing changes then."""
+        if not self.supported:
+            raise AdapterRefusedError(f"the edge backend {self._edge.name} takes no LoRA adapters")
+        async with self._swapping:
+            previous = self._edge.served_model
+            try:
+                if version == "":
+                    chosen = self.store.active()
+                elif version == BASE_ONLY:
+                    chosen = None
+                else:
+                    chosen = self.store.get(version)
+                await self._load(chosen)
+            except (AdapterStoreError, AdapterLoadError) as exc:
+                raise AdapterRefusedError(f"{exc}; the edge stays on {previous}") from exc
+            if version != "":
+                self.store.use(chosen.version if chosen else None, reason="UseAdapter")
+            current = self._edge.served_model
+        self._logger.info("edge adapter swapped", extra={"fields": {"previous": previous, "current": current}})
+        return previous, current
+
+    async def _load(self, version: Optional[AdapterVersion]) -> None:
+        if version is None:
+            await self._edge.use_adapter(None)
+        else:
+            await self._edge.use_adapter(version.path, name=version.version, scale=self._settings.adapter_scale)
+        self._on_change(version.version if version is not None else "")
+
+    def info(self) -> tuple[str, str]:
+        """(name, sha256) of the adapter in use; empty strings for none."""
+        adapter = getattr(self._edge, "adapter", None)
+        return (adapter.name, adapter.sha256) if adapter is not None else ("", "")
