@@ -1,6 +1,6 @@
 """Versions of the edge model's LoRA adapters, kept beside the model cache, and which one is in use.
 
-    <adapters dir>/<base model name>/        (the adapters dir: models.adapters_dir, else <models>/adapters)
+    <adapters dir>/<base model name>/        (models.adapters_dir: ~/.cache/hybrid-router/adapters by default)
         v0001/adapter.gguf    the adapter, as edge/lora_gguf.py wrote it
         v0001/meta.json       the base model's SHA-256, when it was added, where from, the training report
         active                the version in use, or "none" for the base model alone

@@ -98,7 +98,7 @@ class Daemon:
         returns. `info_target`: where the door hosts the Info service (info.service = in_process);
         for info.service = remote, info.address."""
         self.backends = await load_backends(self.settings, self.logger)
-        self.adapters = EdgeAdapters(self.backends.edge, self.settings.edge, self.settings.models.adapters_root,
+        self.adapters = EdgeAdapters(self.backends.edge, self.settings.edge, self.settings.models.adapters_dir,
                                      logging.getLogger("hybrid_router.edge"), on_change=self.metrics.set_adapter)
         await self.adapters.start()
         info = self.settings.info

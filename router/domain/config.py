@@ -147,13 +147,9 @@ class PrivacySettings(_Section):
 class ModelsSettings(_Section):
     cache_dir: Path = Field(Path("~/.cache/hybrid-router/models"),
                             description="Where `models pull` keeps assembled, verified model files.")
-    adapters_dir: Optional[Path] = Field(None, description="Where the edge's LoRA adapter versions are kept, a "
-                                         "folder per base model (`hybrid-router adapter list`). Unset: "
-                                         "`adapters/` under cache_dir.")
-
-    @property
-    def adapters_root(self) -> Path:
-        return (self.adapters_dir or self.cache_dir / "adapters").expanduser()
+    adapters_dir: Path = Field(Path("~/.cache/hybrid-router/adapters"),
+                               description="Where the edge's LoRA adapter versions are kept, a folder per base "
+                               "model (`hybrid-router adapter list`).")
 
 
 class EdgeSettings(_Section):

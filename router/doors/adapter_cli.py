@@ -83,7 +83,7 @@ def _edge_model(settings: "Settings") -> "ResolvedModel":
 
 
 def _store(settings: "Settings") -> AdapterStore:
-    return AdapterStore(settings.models.adapters_root, _edge_model(settings).name)
+    return AdapterStore(settings.models.adapters_dir, _edge_model(settings).name)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
