@@ -68,9 +68,11 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
     listing.set_defaults(func=cmd_adapter_list)
     use = verbs.add_parser("use", parents=[common], help="run the edge on a version (none: the base model alone)")
     use.add_argument("version", help="a version such as v0003, or none")
+    use.add_argument("--target", help="daemon address (default: server.listen)")
     add_client_options(use)
     use.set_defaults(func=cmd_adapter_use)
     rollback = verbs.add_parser("rollback", parents=[common], help="go back to what was in use before the last change")
+    rollback.add_argument("--target", help="daemon address (default: server.listen)")
     add_client_options(rollback)
     rollback.set_defaults(func=cmd_adapter_rollback)
 

@@ -127,6 +127,8 @@ def test_a_user_may_not_ingest_delete_reload_or_read_stats(trusted: Trusted) -> 
     with trusted.router(trusted.bob) as client:
         with pytest.raises(PermissionDeniedError, match="reload"):
             client.reload(model_dir="/etc")
+        with pytest.raises(PermissionDeniedError, match="reload"):  # swapping the edge's adapter is a reload
+            client.use_adapter("none")
         with pytest.raises(PermissionDeniedError, match="stats"):
             client.stats()
     # Nothing was overwritten or deleted: alice still reads the original text.
