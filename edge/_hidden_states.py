@@ -37,6 +37,7 @@ class HiddenStates:
     prompt: np.ndarray = field(repr=False, compare=False)
     draft: np.ndarray | None = field(default=None, repr=False, compare=False)
     layer: str = FINAL_LAYER
+    adapter_sha256: str = ""  # the LoRA adapter the model ran with ("": none): an adapter changes the states
 
     @property
     def dimensions(self) -> int:

@@ -110,6 +110,8 @@ class PromptState:
     reused_prompt_tokens: int  # already in the context from an earlier request: not evaluated again
     queue_s: float
     total_s: float
+    model: str = ""            # the served model, its adapter included (LlamaBackend.served_model)
+    adapter_sha256: str = ""   # the LoRA adapter the state was read with; "" for none
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,8 @@ class LlamaBackend:
             except Exception as exc:
                 raise _as_edge_error(exc) from exc
         return PromptState(state=state, prompt_tokens=len(prompt.tokens), reused_prompt_tokens=reused,
-                           queue_s=queue_s, total_s=time.monotonic() - started)
+                           queue_s=queue_s, total_s=time.monotonic() - started, model=self.served_model,
+                           adapter_sha256=self._adapter_sha256())
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone, as a message's content is tokenised inside a prompt: as plain text, so
@@ -357,8 +360,9 @@ class LlamaBackend:
             raise PromptTooLongError(len(prompt), len(tokens), self.n_ctx)
         prompt_state, _ = prefill_with_state(self._llm, prompt, self.n_embd)
         if not tokens:  # nothing was generated after the prompt: its last state chose the end
-            return HiddenStates(prompt=prompt_state, draft=prompt_state)
-        return HiddenStates(prompt=prompt_state, draft=extend_with_state(self._llm, tokens, self.n_embd))
+            return HiddenStates(prompt=prompt_state, draft=prompt_state, adapter_sha256=self._adapter_sha256())
+        return HiddenStates(prompt=prompt_state, draft=extend_with_state(self._llm, tokens, self.n_embd),
+                            adapter_sha256=self._adapter_sha256())
 
     def close(self) -> None:
         """Stop any running generation, then free the model."""
@@ -369,6 +373,9 @@ class LlamaBackend:
             self._active_cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._llm.close()
+
+    def _adapter_sha256(self) -> str:
+        return self._adapter.info.sha256 if self._adapter is not None else ""
 
     def _swap_adapter(self, path: Path | None, name: str | None, scale: float) -> AdapterInfo | None:
         context = self._llm._ctx.ctx
@@ -556,6 +563,7 @@ class EdgeStream:
         self._ready: deque[_QueueItem] = deque()  # taken from the handoff, not yet returned
         self._producer: asyncio.Task[None] | None = None
         self._waiting_for_lock = False
+        self._model, self._adapter_sha256 = backend.served_model, ""  # set again once the model is ours
         self._started_at = 0.0
         self._ended = False
         self.completion: EdgeCompletion | None = None
@@ -631,7 +639,7 @@ class EdgeStream:
         """A request that ended before the model evaluated anything: no tokens, no energy."""
         return EdgeCompletion(
             text="",
-            model=self._backend.served_model,
+            model=self._model,
             prompt_tokens=0,
             completion_tokens=0,
             queue_s=waited_s,
@@ -650,7 +658,7 @@ class EdgeStream:
         first = progress.first_token_at if progress.first_token_at is not None else ended
         return EdgeCompletion(
             text="".join(progress.text_parts),
-            model=self._backend.served_model,
+            model=self._model,
             prompt_tokens=prompt_tokens,
             completion_tokens=len(progress.logprobs),
             queue_s=queue_s,
@@ -658,7 +666,8 @@ class EdgeStream:
             total_s=ended - self._started_at,
             finish_reason=finish_reason,
             token_logprobs=tuple(progress.logprobs),
-            states=(HiddenStates(prompt=progress.prompt_state, draft=progress.draft_state)
+            states=(HiddenStates(prompt=progress.prompt_state, draft=progress.draft_state,
+                                 adapter_sha256=self._adapter_sha256)
                     if progress.prompt_state is not None else None),
         )
 
@@ -679,6 +688,8 @@ class EdgeStream:
         except Exception as exc:  # another event loop holds the model
             self._finish(queue, _Finished(completion=self._unrun_completion(0.0, "error"), error=exc))
             return
+        # Under the model lock the adapter cannot change: this is the one the generation runs with.
+        self._model, self._adapter_sha256 = backend.served_model, backend._adapter_sha256()
         if self._cancel.is_set():  # closed before the model was free
             lock.release()
             self._finish_unrun(queue, started)

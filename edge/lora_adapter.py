@@ -69,9 +69,10 @@ class LoadedAdapter:
         self._pointer = pointer
         recorded = self._meta(BASE_SHA256_KEY)
         if recorded and recorded != base_sha256:
+            trained_on = self._meta(BASE_NAME_KEY) or "?"  # read before free(): the pointer dies with it
             self.free()
-            raise AdapterLoadError(path, f"it was trained on the base model {self._meta(BASE_NAME_KEY) or '?'} "
-                                         f"(sha256 {recorded}), and this model's file has sha256 {base_sha256}")
+            raise AdapterLoadError(path, f"it was trained on the base model {trained_on} (sha256 {recorded}), "
+                                         f"and this model's file has sha256 {base_sha256}")
         self.info = AdapterInfo(name=name or path.stem, path=path, sha256=sha256, scale=scale,
                                 base_sha256=recorded)
 

@@ -149,3 +149,40 @@ async def test_auto_cascades_between_the_bands_on_the_draft_probe(
                 (BackendKind.EDGE, RunPurpose.DRAFT if escalated else RunPurpose.ANSWER)]
     assert purposes(result) == expected + ([(BackendKind.CLOUD, RunPurpose.ANSWER)] if escalated else [])
     assert result.served_by == (BackendKind.CLOUD if escalated else BackendKind.EDGE)
+
+
+@pytest.fixture(scope="module")
+def adapter_file(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random q/v adapter for the 135M model: any adapter moves the hidden states the probes read."""
+    import numpy as np
+
+    from edge.lora_adapter import file_sha256
+    from edge.lora_gguf import convert_peft_adapter
+    from tests.peft_adapters import peft_config, random_lora, write_peft_adapter
+
+    root = tmp_path_factory.mktemp("probe-adapter")
+    shapes = {"self_attn.q_proj": (576, 576), "self_attn.v_proj": (192, 576)}
+    peft_dir = write_peft_adapter(root / "peft", peft_config(4, 8, shapes),
+                                  random_lora(np.random.default_rng(5), shapes, 30, 4, 0.02))
+    return convert_peft_adapter(peft_dir, smollm_path, root / "adapter.gguf", base_name=TEST_MODEL,
+                                base_sha256=file_sha256(smollm_path)).path
+
+
+@pytest.mark.parametrize("mode", [Mode.POST_ARBITRATION, Mode.AUTO])
+async def test_probes_trained_on_the_base_model_refuse_an_edge_running_an_adapter(
+        probes: dict[str, Path], adapter_file: Path, mode: Mode, smollm_edge: LlamaBackend,
+        standin: StandinServer, tmp_path: Path) -> None:
+    """The adapter changes the states the probes read: each refuses, the cloud answers, and the decision
+    says why. Without the adapter, the same settings keep the edge (the tests above)."""
+    await smollm_edge.use_adapter(adapter_file, name="v0007")
+    try:
+        result = await answer(standin, smollm_edge, tmp_path, mode,
+                              arbitration=ArbitrationSettings(scorer="probe", probe_dir=probes[DRAFT_PROBE_KIND],
+                                                              fixed_threshold=0.0, stream_draft=False),
+                              routing=RoutingSettings(probe_dir=probes[PREFILL_PROBE_KIND]),
+                              auto=AutoSettings(cloud_below=0.0, edge_above=0.0))
+    finally:
+        await smollm_edge.use_adapter(None)
+    assert result.served_by == BackendKind.CLOUD
+    assert "was trained on the base model alone, and the edge now runs the adapter" in result.decision.reason
+    assert all(run.model == f"{TEST_MODEL}+lora:v0007" for run in result.runs if run.backend == BackendKind.EDGE)

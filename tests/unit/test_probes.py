@@ -17,7 +17,7 @@ from router.core.arbiters.corpus import CorpusRow, TrainingError
 from router.core.arbiters.learned import LearnedModelError, gain_to_score
 from router.core.probes.auto import AutoBands
 from router.core.probes.features import CALLED_FEATURES, DRAFT_PROBE_FEATURE_NAMES
-from router.core.probes.model import (DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeBindingError,
+from router.core.probes.model import (DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeBindingError, ProbeStaleError,
                                       ProbeModel)
 from router.core.probes.states_file import HiddenStatesFile, row_key
 from router.core.probes.training import train_probe
@@ -63,7 +63,7 @@ def test_a_trained_probe_records_its_edge_and_reads_the_state(draft_probe: Path)
     meta = json.loads((draft_probe / "meta.json").read_text())
     assert meta["kind"] == DRAFT_PROBE_KIND and meta["embedding_dim"] == DIMS
     assert meta["hidden_state"] == {"edge_model": "test-edge", "edge_model_sha256": SHA, "layer": "final_norm",
-                                    "at": "draft", "dims": DIMS}
+                                    "at": "draft", "dims": DIMS, "adapter_sha256": ""}
     assert meta["feature_names"] == list(DRAFT_PROBE_FEATURE_NAMES) and not CALLED_FEATURES & set(meta["feature_names"])
     assert meta["onnx_max_abs_difference"] < 1e-4
     # The state carries the label: the probe ranks the held-out rows by it.
@@ -209,3 +209,11 @@ async def test_an_edge_that_cannot_read_its_states_is_a_typed_error_and_spends_n
     with pytest.raises(BackendUnavailableError, match="cannot read its hidden states"):
         await ctx.read_prompt_state()
     assert ctx.runs == ()
+
+
+def test_a_probe_refuses_states_read_with_another_adapter_than_its_own(draft_probe: Path) -> None:
+    probe = ProbeModel(draft_probe, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity(name="test-edge", sha256=SHA))
+    probe.check_adapter("")  # trained on the base model alone, read on it: fine
+    with pytest.raises(ProbeStaleError, match=r"trained on the base model alone, and the edge now runs the adapter "
+                                              r"with sha256 abababababab"):
+        probe.check_adapter("ab" * 32)

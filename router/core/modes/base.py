@@ -119,7 +119,8 @@ class ModeContext:
 
     async def read_prompt_state(self, messages: Optional[Sequence[Union[ChatMessage, Mapping[str, str]]]] = None) -> Any:
         """The edge's hidden state at the end of the prompt (the request's messages by default), read
-        after its prefill and before any token is decoded; an edge answer to the same messages that
+        after its prefill and before any token is decoded (the edge's PromptState: `state`, and the
+        `adapter_sha256` it was read with); an edge answer to the same messages that
         follows reuses the prefill. Recorded and priced as a `prefill` run however it ends (on the
         tokens it evaluated). Raises BackendUnavailableError for an edge that cannot read its states."""
         call = PrefillCall(self, self._as_dicts(messages))
@@ -332,9 +333,9 @@ class PrefillCall:
             self._record(backend.name, 0, elapsed, elapsed,
                          FINISH_CANCELLED if isinstance(exc, asyncio.CancelledError) else FINISH_ERROR, estimated=True)
             raise
-        self._record(backend.name, found.prompt_tokens - found.reused_prompt_tokens, found.queue_s, found.total_s,
-                     "stop")
-        return found.state
+        self._record(getattr(found, "model", "") or backend.name, found.prompt_tokens - found.reused_prompt_tokens,
+                     found.queue_s, found.total_s, "stop")
+        return found
 
     def _record(self, model: str, evaluated: int, queue_s: float, total_s: float, finish_reason: str, *,
                 estimated: bool = False) -> None:

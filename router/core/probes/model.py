@@ -32,6 +32,12 @@ class ProbeBindingError(LearnedModelError):
     """A probe trained for another edge model than the one this daemon runs."""
 
 
+class ProbeStaleError(RuntimeError):
+    """The edge runs with another LoRA adapter than the one the probe's states were read with: the states
+    moved, so the probe's predictions mean nothing. Raised per decision (the adapter can change while the
+    daemon runs); the mode then answers as for any probe failure, and the decision says why."""
+
+
 @dataclass(frozen=True)
 class EdgeIdentity:
     """The edge model a daemon runs, as a probe checks it."""
@@ -48,10 +54,11 @@ class EdgeBinding:
     layer: str
     at: str
     dims: int
+    adapter_sha256: str = ""  # the LoRA adapter the states were read with; "" for the base model alone
 
     def to_meta(self) -> dict[str, object]:
         return {"edge_model": self.edge_model, "edge_model_sha256": self.edge_model_sha256, "layer": self.layer,
-                "at": self.at, "dims": self.dims}
+                "at": self.at, "dims": self.dims, "adapter_sha256": self.adapter_sha256}
 
 
 def read_binding(directory: Path, kind: str) -> EdgeBinding:
@@ -60,7 +67,8 @@ def read_binding(directory: Path, kind: str) -> EdgeBinding:
         raw = json.loads(path.read_text())
         binding = raw[HIDDEN_STATE_KEY]
         result = EdgeBinding(edge_model=str(binding["edge_model"]), edge_model_sha256=str(binding["edge_model_sha256"]),
-                             layer=str(binding["layer"]), at=str(binding["at"]), dims=int(binding["dims"]))
+                             layer=str(binding["layer"]), at=str(binding["at"]), dims=int(binding["dims"]),
+                             adapter_sha256=str(binding.get("adapter_sha256", "")))
     except FileNotFoundError:
         raise LearnedModelError(path, f"missing; {TRAIN_HINT}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -97,6 +105,15 @@ class ProbeModel:
     @property
     def version(self) -> str:
         return self.directory.name
+
+    def check_adapter(self, adapter_sha256: str) -> None:
+        """Raises ProbeStaleError unless the states were read with the adapter this probe was trained on."""
+        if adapter_sha256 != self.binding.adapter_sha256:
+            trained = (f"the adapter with sha256 {self.binding.adapter_sha256[:12]}" if self.binding.adapter_sha256
+                       else "the base model alone")
+            running = f"the adapter with sha256 {adapter_sha256[:12]}" if adapter_sha256 else "the base model alone"
+            raise ProbeStaleError(f"the probe {self.version} was trained on {trained}, and the edge now runs {running}; "
+                                  f"{TRAIN_HINT}")
 
     def predict_gain(self, features: Mapping[str, float], state: np.ndarray) -> float:
         """The expected gain of the cloud's answer over the edge's, in [-1, 1]."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,9 +28,11 @@ class PrefillProbeRouter:
     def name(self) -> str:
         return f"prefill probe {self.version}"
 
-    def decide(self, messages: Sequence[Mapping[str, str]], prompt_state: np.ndarray) -> RouteDecision:
+    def decide(self, messages: Sequence[Mapping[str, str]], prompt: Any) -> RouteDecision:
+        """`prompt`: what the edge's prefill read (edge.llama_backend.PromptState: `state`, `adapter_sha256`)."""
         began = time.perf_counter()
+        self.probe.check_adapter(prompt.adapter_sha256)
         features = router_features(request_text(messages))
-        gain = self.probe.predict_gain(features, prompt_state)
+        gain = self.probe.predict_gain(features, prompt.state)
         return RouteDecision(score=gain_to_score(gain), gain=gain, features=features,
                              decide_s=time.perf_counter() - began)

@@ -26,6 +26,7 @@ class DraftProbeScorer:
         if states is None or states.draft is None:
             raise ScorerError("the edge returned no hidden state for its draft (the draft did not run to an end, "
                               "or the edge backend cannot capture states)")
+        self.probe.check_adapter(states.adapter_sha256)
         features = await base_features_off_loop(draft)
         gain = await asyncio.to_thread(self.probe.predict_gain, features, states.draft)
         return Score(gain_to_score(gain), {**features, "probe_gain": gain})
