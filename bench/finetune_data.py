@@ -1,0 +1,112 @@
+"""Training and evaluation sets for teaching the edge (issue 30), from the labelled corpus.
+
+    python -m bench.finetune_data --task reading --out bench/out/finetune/reading.jsonl
+    python -m bench.finetune_data --task maths --out bench/out/finetune/maths.jsonl
+    python -m bench.finetune_data --task reading --split test --eval-out bench/out/finetune/reading-test.jsonl
+
+Training examples (OpenAI chat JSONL, what `hybrid-router finetune --data` reads) are the cloud's answers
+that scored well against the gold answers (`--min-f1`; for maths, a right final number). Each is asked
+with the prompt the edge sees in the mode it will serve:
+- reading: EDGE_RAG_CLOUD_INFO's reader prompt (router/core/modes/rag_prompt.py), built by the mode's own
+  functions around the item's passage, focused to `info.focus_sentences` sentences as the mode does;
+- maths: the bench's step-by-step prompt, as EDGE_ONLY and the cascades send it.
+
+Only the corpus's train split is used for training (bench/datasets.py `split_of`: by article for SQuAD, so
+no article is on both sides). `--eval-out` writes the other split's items as the bench's generic JSONL,
+asked closed book, so that `python -m bench --dataset jsonl:FILE --ingest squad` evaluates on questions
+whose articles no training example came from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from bench.datasets import (DEFAULT_PATHS, GSM8K, SQUAD_PASSAGE, BenchItem, build_messages, load_gsm8k,
+                            load_squad_with_passage, split_of)
+from router.core.modes.rag_focus import focus_passages
+from router.core.modes.rag_prompt import passage_block, rag_messages
+from router.domain.config import InfoSettings
+from router.domain.types import Passage
+
+CORPUS = Path(__file__).resolve().parent / "results" / "corpus" / "results.jsonl"
+TASK_DATASET = {"reading": SQUAD_PASSAGE, "maths": GSM8K}
+
+
+def corpus_rows(path: Path = CORPUS) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The latest labelled record of each item (a rerun's record wins)."""
+    rows: dict[tuple[str, str], Mapping[str, Any]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if row.get("error") is None and row.get("cloud_text") is not None:
+                rows[(row["dataset"], row["item_id"])] = row
+    return rows
+
+
+def reading_prompt(item: BenchItem, focus_sentences: int, span: bool) -> list[dict[str, str]]:
+    """The messages EDGE_RAG_CLOUD_INFO gives the edge for this question, the item's passage retrieved."""
+    closed_book = BenchItem(dataset="squad", item_id=item.item_id, question=item.question, golds=item.golds,
+                            context=None, scoring=item.scoring)
+    messages = build_messages(closed_book)
+    passage = Passage(passage_id=f"{item.item_id}#0", document_id=item.group or item.item_id,
+                      text=item.context or "", score=1.0)
+    reading = focus_passages(item.question, [passage], focus_sentences)
+    return rag_messages(messages, [passage_block(i + 1, p) for i, p in enumerate(reading)], span=span)
+
+
+def examples(task: str, items: Sequence[BenchItem], rows: Mapping[tuple[str, str], Mapping[str, Any]], *,
+             split: str, min_f1: float, info: InfoSettings) -> Iterator[dict[str, Any]]:
+    dataset = TASK_DATASET[task]
+    for item in items:
+        row = rows.get((dataset, item.item_id))
+        if row is None or split_of(item) != split:
+            continue
+        good = row.get("cloud_correct") if task == "maths" else (row.get("cloud_f1") or 0.0) >= min_f1
+        if not good or not str(row["cloud_text"]).strip():
+            continue
+        prompt = (build_messages(item) if task == "maths"
+                  else reading_prompt(item, info.focus_sentences, info.answer_style == "span"))
+        yield {"messages": [*prompt, {"role": "assistant", "content": str(row["cloud_text"]).strip()}]}
+
+
+def eval_items(task: str, items: Sequence[BenchItem], rows: Mapping[tuple[str, str], Mapping[str, Any]],
+               split: str) -> Iterator[dict[str, Any]]:
+    """The split's labelled items as the bench's generic JSONL (no context: retrieval brings it)."""
+    dataset = TASK_DATASET[task]
+    for item in items:
+        if (dataset, item.item_id) in rows and split_of(item) == split:
+            yield {"id": item.item_id, "question": item.question, "answers": list(item.golds),
+                   "scoring": item.scoring}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.finetune_data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASK_DATASET), required=True)
+    parser.add_argument("--split", choices=("train", "test"), default="train")
+    parser.add_argument("--out", type=Path, help="training examples (OpenAI chat JSONL)")
+    parser.add_argument("--eval-out", type=Path, help="the split's items, as the bench's generic JSONL")
+    parser.add_argument("--min-f1", type=float, default=0.8, help="reading: the cloud answer's F1 that counts as good")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    args = parser.parse_args(argv)
+    if not args.out and not args.eval_out:
+        parser.error("give --out, --eval-out or both")
+    rows = corpus_rows(args.corpus)
+    dataset = TASK_DATASET[args.task]
+    items = (load_gsm8k(DEFAULT_PATHS[GSM8K]) if dataset == GSM8K
+             else load_squad_with_passage(DEFAULT_PATHS[SQUAD_PASSAGE]))
+    for path, lines in ((args.out, examples(args.task, items, rows, split=args.split, min_f1=args.min_f1,
+                                            info=InfoSettings())),
+                        (args.eval_out, eval_items(args.task, items, rows, args.split))):
+        if path is None:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = [json.dumps(line) for line in lines]
+        path.write_text("".join(f"{line}\n" for line in written))
+        print(f"{path}: {len(written)} lines")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
