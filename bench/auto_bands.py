@@ -27,7 +27,8 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from bench.arbitration import MIXED, build_subsets, curve_metrics, escalation_curve, load_corpus
 from router.core.arbiters.corpus import read_corpus
 from router.core.arbiters.learned import gain_to_score
-from router.core.arbiters.training import CV_FOLDS, build_regressor
+from router.core.arbiters.heads import RIDGE, build_model, target
+from router.core.arbiters.training import CV_FOLDS
 from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, STATE_AT
 from router.core.probes.states_file import HiddenStatesFile
 from router.core.probes.training import FEATURE_SETS
@@ -50,9 +51,14 @@ def out_of_fold_scores(rows, states: HiddenStatesFile, probe_dir: Path, kind: st
     components = int(meta["metrics"]["embedding_components"])
     if not components:
         x = x[:, :len(features.names)]
-    model = build_regressor(components, float(meta["metrics"]["ridge_alpha"]), x.shape[1], len(features.names))
-    gains = cross_val_predict(model, x, np.asarray([row.gain for row in rows]), cv=GroupKFold(n_splits=CV_FOLDS),
-                              groups=[row.fold_group for row in rows])
+    metrics = meta["metrics"]
+    head = metrics.get("head", RIDGE)
+    alpha = float(metrics["ridge_alpha"]) if head == RIDGE else 1.0 / float(metrics["logistic_c"])
+    model = build_model(head, components, alpha, x.shape[1], len(features.names))
+    predicted = cross_val_predict(model, x, target(head, np.asarray([row.gain for row in rows])),
+                                  cv=GroupKFold(n_splits=CV_FOLDS), groups=[row.fold_group for row in rows],
+                                  method="predict" if head == RIDGE else "predict_proba")
+    gains = predicted if head == RIDGE else 2.0 * predicted[:, 1] - 1.0
     return np.asarray([gain_to_score(float(gain)) for gain in np.clip(gains, -1, 1)])
 
 

@@ -217,3 +217,46 @@ def test_a_probe_refuses_states_read_with_another_adapter_than_its_own(draft_pro
     with pytest.raises(ProbeStaleError, match=r"trained on the base model alone, and the edge now runs the adapter "
                                               r"with sha256 abababababab"):
         probe.check_adapter("ab" * 32)
+
+
+def test_a_logistic_head_exports_to_one_gain_like_output_the_daemon_reads_as_it_reads_ridge(
+        tmp_path: Path) -> None:
+    """The logistic head classifies "the cloud is strictly better"; its ONNX ends in 2p - 1, one value per
+    row, so the daemon's loader and scorer are the same for both heads."""
+    from router.core.arbiters.heads import LOGISTIC
+    from router.core.arbiters.training import train_from_rows
+    from router.core.probes.training import FEATURE_SETS
+
+    rows, states = synthetic()
+    directory = train_from_rows(rows, tmp_path, provenance={"path": "synthetic"},
+                                feature_set=FEATURE_SETS[DRAFT_PROBE_KIND], components=8,
+                                embed_row=lambda row: states.state(row, "draft"), heads=(LOGISTIC,),
+                                extra_meta={"hidden_state": {"edge_model": "test-edge", "edge_model_sha256": SHA,
+                                                             "layer": "final_norm", "at": "draft", "dims": DIMS}})
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["metrics"]["head"] == LOGISTIC and "LogisticRegression" in meta["regressor"]
+    assert meta["onnx_max_abs_difference"] < 1e-4
+    probe = ProbeModel(directory, kind=DRAFT_PROBE_KIND, edge=EdgeIdentity(name="test-edge", sha256=SHA))
+    test = [row for row in rows if row.split == "test"]
+    gains = [probe.predict_gain(row.features, states.state(row, "draft")) for row in test]
+    assert all(-1.0 <= gain <= 1.0 for gain in gains)
+    # The state carries the label: the cloud-better rows get the higher gains.
+    better = [gain for gain, row in zip(gains, test) if row.cloud_quality > row.edge_quality]
+    worse = [gain for gain, row in zip(gains, test) if row.cloud_quality <= row.edge_quality]
+    assert min(better) > max(worse)
+
+
+def test_cross_validation_chooses_between_the_heads_by_out_of_fold_auc() -> None:
+    from router.core.arbiters.heads import HEADS
+    from router.core.arbiters.training import select_model
+
+    rows, states = synthetic(n=120, seed=1)
+    x = np.hstack([np.asarray([[row.features[n] for n in DRAFT_PROBE_FEATURE_NAMES] for row in rows]),
+                   np.asarray([states.state(row, "draft") for row in rows])])
+    y = np.asarray([row.gain for row in rows])
+    selection = select_model(x, y, embedded=True, feature_count=len(DRAFT_PROBE_FEATURE_NAMES),
+                             component_candidates=(0, 8), heads=HEADS)
+    assert set(selection.head_auc) == set(HEADS)
+    assert selection.head_auc[selection.head] == max(selection.head_auc.values())
+    assert selection.components == 8  # the label is in the state: the features alone cannot rank it
+    assert any(key.startswith("head=logistic,") for key in selection.scores)

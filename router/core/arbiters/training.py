@@ -24,21 +24,18 @@ import datetime
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 # The [train] extra: an ImportError here is what `hybrid-router train-arbiter` turns into the install hint.
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.compose import ColumnTransformer
-from sklearn.decomposition import PCA
-from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, KFold, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
+
+from router.core.arbiters.heads import (CV_LOSS, RIDGE, build_model, export_onnx, out_of_fold_auc, predicted_gain,
+                                        target)
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
 from router.core.provenance import code_provenance
@@ -62,7 +59,9 @@ class ModelSelection:
     components: int                      # principal components kept of the embedding; 0: features only
     alpha: float
     candidates: tuple[int, ...]
-    scores: Mapping[str, float]          # mean cross-validated squared error of each candidate, at its best alpha
+    scores: Mapping[str, float]          # mean cross-validated loss of each candidate (its head's own loss)
+    head: str = RIDGE
+    head_auc: Mapping[str, Optional[float]] = field(default_factory=dict)  # out-of-fold AUC of each head's best
 
 
 @dataclass(frozen=True)
@@ -82,16 +81,8 @@ DEFERRAL_FEATURES = FeatureSet(kind=DEFERRAL_KIND, names=FEATURE_NAMES, of=lambd
 
 
 def build_regressor(components: int, alpha: float, width: int, feature_count: int) -> Pipeline:
-    """Standardized features and, with components > 0, the embedding reduced to that many principal
-    components (the corpus has hundreds of rows: 512 raw dimensions would drown the features), then ridge."""
-    if components == 0:
-        return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-    features = list(range(feature_count))
-    # Column lists, not slices: skl2onnx exports only explicit indices.
-    columns = ColumnTransformer([("features", StandardScaler(), features),
-                                 ("embedding", make_pipeline(PCA(components, random_state=0), StandardScaler()),
-                                  list(range(feature_count, width)))])
-    return make_pipeline(columns, Ridge(alpha=alpha))
+    """The ridge pipeline (router/core/arbiters/heads.py has both heads)."""
+    return build_model(RIDGE, components, alpha, width, feature_count)
 
 
 def cross_validation_folds(rows: int, groups: Optional[Sequence[str]] = None) -> tuple[Any, Optional[list[str]]]:
@@ -105,9 +96,12 @@ def cross_validation_folds(rows: int, groups: Optional[Sequence[str]] = None) ->
 
 def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count: int,
                  components: Optional[int] = None, groups: Optional[Sequence[str]] = None,
-                 component_candidates: Sequence[int] = EMBEDDING_COMPONENTS) -> ModelSelection:
-    """The embedding's size (none, or a few principal components) and the ridge alpha with the least
-    cross-validated squared error on the training rows (`groups`: see cross_validation_folds)."""
+                 component_candidates: Sequence[int] = EMBEDDING_COMPONENTS,
+                 heads: Sequence[str] = (RIDGE,)) -> ModelSelection:
+    """The embedding's size (none, or a few principal components) and the regularisation with the least
+    cross-validated loss of each head on the training rows (`groups`: see cross_validation_folds); with
+    more than one head, the head whose best candidate has the highest out-of-fold AUC for "the cloud is
+    strictly better". `y`: the gains."""
     if components is not None:  # the caller's choice; only alpha is cross-validated
         if components and (not embedded or components >= min(len(x) // 2, x.shape[1])):
             raise TrainingError(f"cannot keep {components} principal components of the embedding "
@@ -117,19 +111,34 @@ def select_model(x: np.ndarray, y: np.ndarray, *, embedded: bool, feature_count:
         candidates = tuple(c for c in component_candidates
                            if c == 0 or (embedded and c < min(len(x) // 2, x.shape[1] - feature_count)))
     folds, fold_groups = cross_validation_folds(len(x), groups)
-    best: Optional[tuple[float, int, float]] = None
-    scores = {}
-    for components in candidates:
-        data = x if components else x[:, :feature_count]
-        for alpha in RIDGE_ALPHAS:
-            regressor = build_regressor(components, alpha, data.shape[1], feature_count)
-            error = -float(np.mean(cross_val_score(regressor, data, y, cv=folds, groups=fold_groups,
-                                                   scoring="neg_mean_squared_error")))
-            scores[f"components={components},alpha={alpha:g}"] = round(error, 6)
-            if best is None or error < best[0]:
-                best = (error, components, alpha)
-    assert best is not None
-    return ModelSelection(components=best[1], alpha=best[2], candidates=candidates, scores=scores)
+    scores: dict[str, float] = {}
+    best_of_head: dict[str, tuple[float, int, float]] = {}
+    for head in heads:
+        labels = target(head, y)
+        if head != RIDGE and len(set(labels.tolist())) < 2:
+            continue  # one class only: nothing to classify
+        for components in candidates:
+            data = x if components else x[:, :feature_count]
+            for alpha in RIDGE_ALPHAS:
+                model = build_model(head, components, alpha, data.shape[1], feature_count)
+                loss = -float(np.mean(cross_val_score(model, data, labels, cv=folds, groups=fold_groups,
+                                                      scoring=CV_LOSS[head])))
+                key = f"components={components},alpha={alpha:g}"
+                scores[key if head == RIDGE else f"head={head},{key}"] = round(loss, 6)
+                if head not in best_of_head or loss < best_of_head[head][0]:
+                    best_of_head[head] = (loss, components, alpha)
+    head_auc: dict[str, Optional[float]] = {}
+    if len(best_of_head) > 1:
+        for head, (_, components, alpha) in best_of_head.items():
+            data = x if components else x[:, :feature_count]
+            head_auc[head] = out_of_fold_auc(head, build_model(head, components, alpha, data.shape[1], feature_count),
+                                             data, y, folds, fold_groups)
+        chosen = max(best_of_head, key=lambda h: (head_auc[h] if head_auc[h] is not None else -1.0, h == RIDGE))
+    else:
+        chosen = next(iter(best_of_head))
+    _, components, alpha = best_of_head[chosen]
+    return ModelSelection(components=components, alpha=alpha, candidates=candidates, scores=scores, head=chosen,
+                          head_auc=head_auc)
 
 
 def calibration_points(scores: Sequence[float], edge_quality: Sequence[float], cloud_quality: Sequence[float],
@@ -186,13 +195,15 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
                     embedding_model: Optional[str] = None, feature_set: FeatureSet = DEFERRAL_FEATURES,
                     components: Optional[int] = None, embed_row: Optional[Callable[[CorpusRow], np.ndarray]] = None,
                     component_candidates: Sequence[int] = EMBEDDING_COMPONENTS,
-                    embedding_text: Optional[str] = None, extra_meta: Optional[Mapping[str, Any]] = None) -> Path:
+                    embedding_text: Optional[str] = None, extra_meta: Optional[Mapping[str, Any]] = None,
+                    heads: Sequence[str] = (RIDGE,)) -> Path:
     """Train, export, check and write a new versioned artifact under `out`; returns its directory.
 
     `provenance` says where the rows came from (meta.json's training_corpus). With `encode`, each
     row's text is embedded and appended to its features; with `embed_row`, whatever vector it gives
     for the row is (the edge's hidden state, for a probe), described in meta.json by `embedding_text`.
-    `extra_meta` adds keys to meta.json (a probe's binding to its edge model).
+    `extra_meta` adds keys to meta.json (a probe's binding to its edge model). `heads`: the heads
+    cross-validation chooses from (router/core/arbiters/heads.py).
     """
     source = provenance.get("path", "the training rows")
     names = feature_set.names
@@ -225,20 +236,23 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
     y_train = np.asarray([row.gain for row in train])
     selection = select_model(x_train, y_train, embedded=vector_of is not None, feature_count=len(names),
                              components=components, groups=[row.fold_group for row in train],
-                             component_candidates=component_candidates)
+                             component_candidates=component_candidates, heads=heads)
     if selection.components == 0 and vector_of is not None:
         # Cross-validation found the embedding no help: drop it, and the daemon needs no encoder.
         x_train, x_test = x_train[:, :len(names)], x_test[:, :len(names)]
     width = x_train.shape[1]
     embedding_dim = width - len(names)
-    alpha = selection.alpha
-    model = build_regressor(selection.components, alpha, width, len(names)).fit(x_train, y_train)
-    onnx_model = convert_sklearn(model, initial_types=[(INPUT_NAME, FloatTensorType([None, width]))])
+    alpha, head = selection.alpha, selection.head
+    model = build_model(head, selection.components, alpha, width, len(names)).fit(x_train, target(head, y_train))
+    onnx_model = export_onnx(head, model, width, INPUT_NAME)
 
     check_rows = x_test if len(test) else x_train
-    sklearn_gain = model.predict(check_rows)
-    metrics = {"test_items": len(test), "train_items": len(train), "ridge_alpha": float(alpha),
-               "embedding_components": selection.components, "cv_mse": selection.scores,
+    sklearn_gain = predicted_gain(head, model, check_rows)
+    metrics = {"test_items": len(test), "train_items": len(train), "head": head, "head_auc": selection.head_auc,
+               **({"ridge_alpha": float(alpha)} if head == RIDGE else {"logistic_c": 1.0 / float(alpha)}),
+               "embedding_components": selection.components,
+               # The candidates' cross-validated losses: squared error (ridge), log loss (head=logistic,...).
+               "cv_mse": selection.scores,
                "learned": None, feature_set.baseline_name: None}
     if len(test):
         edge_q = [row.edge_quality for row in test]
@@ -266,12 +280,16 @@ def train_from_rows(rows: Sequence[CorpusRow], out: Path, *, provenance: Mapping
         "embedding_text": (embedding_text or "the last user message (the prompt the edge saw)") if embedding_dim else
                           ("none: cross-validation dropped the embedding" if vector_of is not None
                            else "none: trained on the features only"),
-        "target": "cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]",
+        "target": ("cloud_quality - edge_quality (expected gain of asking the cloud), in [-1, 1]" if head == RIDGE
+                   else "2 P(cloud_quality > edge_quality) - 1 (the cloud strictly better), in [-1, 1]"),
         "score": "(1 - gain) / 2 clipped to [0, 1]; higher keeps the edge",
         "regressor": (f"StandardScaler(features)"
                       + (f" + PCA({selection.components}) + StandardScaler(embedding)" if selection.components else "")
-                      + f" -> Ridge(alpha={alpha:g}); components and alpha by {CV_FOLDS}-fold cross-validation "
-                      f"over {list(selection.candidates)} x {list(RIDGE_ALPHAS)}"),
+                      + (f" -> Ridge(alpha={alpha:g})" if head == RIDGE else
+                         f" -> LogisticRegression(C={1.0 / alpha:g}) -> 2p - 1")
+                      + f"; components and regularisation by {CV_FOLDS}-fold cross-validation "
+                      f"over {list(selection.candidates)} x {list(RIDGE_ALPHAS)}"
+                      + (f"; head by out-of-fold AUC {selection.head_auc}" if selection.head_auc else "")),
         "training_corpus": {**provenance, "train_items": len(train), "test_items": len(test)},
         "code": code_provenance(),  # the commit that trained it, and whether the tree had uncommitted changes
         "metrics": metrics,

@@ -1,7 +1,8 @@
 """Training a probe (`hybrid-router train-probe`): the learned models' pipeline (router/core/arbiters/
-training.py: standardized features, the state's principal components, ridge on the gain of asking the
-cloud, all chosen by grouped cross-validation, exported to ONNX, checked, versioned), fed the edge's
-hidden state where the others take a text embedding.
+training.py: standardized features, the state's principal components, then ridge on the gain of asking
+the cloud or logistic regression on "the cloud is strictly better" (router/core/arbiters/heads.py), all
+chosen by grouped cross-validation, exported to ONNX, checked, versioned), fed the edge's hidden state
+where the others take a text embedding.
 
 A hidden state has hundreds of dimensions where the text embedding's few principal components sufficed,
 so more components are tried. The baseline a probe is compared with is the rule its mode uses today: the
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from router.core.arbiters.corpus import CorpusRow, TrainingError
+from router.core.arbiters.heads import HEADS
 from router.core.arbiters.training import FeatureSet, train_from_rows
 from router.core.probes.features import DRAFT_PROBE_FEATURE_NAMES, PREFILL_PROBE_FEATURE_NAMES
 from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, STATE_AT, EdgeBinding
@@ -54,4 +56,4 @@ def train_probe(rows: Sequence[CorpusRow], states: HiddenStatesFile, out: Path, 
         embed_row=lambda row: states.state(row, at), component_candidates=STATE_COMPONENTS,
         embedding_model=f"{states.edge_model} hidden state ({states.layer}, at the {at})",
         embedding_text=f"the edge's {states.layer} state at the {at}'s last token",
-        extra_meta={"hidden_state": binding.to_meta()})
+        extra_meta={"hidden_state": binding.to_meta()}, heads=HEADS)
