@@ -12,14 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from edge.adapter_store import BASE_ONLY, AdapterStore, AdapterStoreError, AdapterVersion
 from edge.errors import AdapterLoadError
-from router.domain.config import ConfigError, EdgeSettings
+from router.domain.config import ConfigError, EdgeSettings, Settings
 from router.domain.errors import InvalidRequestError
 
+if TYPE_CHECKING:
+    from router.assembly.parts import ResolvedModel
+
 ACTIVE = "active"
+
+
+def edge_model_file(settings: Settings) -> "ResolvedModel":
+    """The configured edge model's file, name and SHA-256 (hashed when the catalogue does not give it): what
+    an adapter is trained on and bound to."""
+    from edge.lora_adapter import file_sha256
+    from router.assembly.parts import model_cache, resolve_model
+
+    model = resolve_model(model_cache(settings), settings.edge.model, settings.edge.model_path)
+    return model if model.sha256 else type(model)(name=model.name, path=model.path, sha256=file_sha256(model.path))
 
 
 class AdapterRefusedError(InvalidRequestError):

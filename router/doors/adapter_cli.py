@@ -61,6 +61,26 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
                           help="add the checked adapter to the adapter store as a new version (not yet used)")
     finetune.set_defaults(func=cmd_finetune)
 
+    improve = commands.add_parser(
+        "improve", parents=[common], help="export, fine-tune, evaluate and install an adapter, in one resumable run",
+        description="The cloud teaches the edge (docs/finetune.md): export the ledger's good answers, fine-tune a "
+                    "LoRA, evaluate it against the edge without it on held-out examples, install it only if it "
+                    "wins on its task and loses at most --max-loss elsewhere, and report which trained models are "
+                    "now stale. Run it again with the same --out to resume.")
+    improve.add_argument("--out", type=Path, required=True, help="the run's directory")
+    improve.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
+    improve.add_argument("--learning-rate", type=float, default=2e-4, help="AdamW learning rate (default 2e-4)")
+    improve.add_argument("--since", type=float, dest="since_unix_s", help="only requests after this Unix time")
+    improve.add_argument("--min-score", type=float, default=0.8, help="judge/feedback score that counts as good")
+    improve.add_argument("--min-gain", type=float, default=0.0,
+                         help="the gain on the target task the adapter must exceed (default 0)")
+    improve.add_argument("--max-loss", type=float, default=0.02,
+                         help="the most it may lose on any other task (default 0.02: 2 points)")
+    improve.add_argument("--no-install", action="store_true", help="evaluate, but install nothing")
+    improve.add_argument("--target", help="daemon address to swap (default: server.listen)")
+    add_client_options(improve)
+    improve.set_defaults(func=cmd_improve)
+
     adapter = commands.add_parser("adapter", help="the edge's LoRA adapters: list, use, roll back")
     verbs = adapter.add_subparsers(dest="adapter_command", required=True)
     listing = verbs.add_parser("list", parents=[common], help="the versions in the store, and the one in use")
@@ -78,10 +98,9 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
 
 
 def _edge_model(settings: "Settings") -> "ResolvedModel":
-    from router.assembly.parts import model_cache, resolve_model
+    from router.assembly.adapters import edge_model_file
 
-    model = resolve_model(model_cache(settings), settings.edge.model, settings.edge.model_path)
-    return model if model.sha256 else type(model)(name=model.name, path=model.path, sha256=file_sha256(model.path))
+    return edge_model_file(settings)
 
 
 def _store(settings: "Settings") -> AdapterStore:
@@ -140,6 +159,37 @@ def _export_ledger(settings: "Settings", out_dir: Path, min_score: float) -> Pat
     return target
 
 
+def cmd_improve(args: argparse.Namespace) -> int:
+    try:
+        import edge.finetune  # noqa: F401  (the [finetune] extra, checked before any stage runs)
+    except ImportError as exc:
+        print(f"hybrid-router improve: needs the [finetune] extra ({exc}); run `{_FINETUNE_EXTRA}`", file=sys.stderr)
+        return EXIT_ERROR
+    from edge.lora_gguf import AdapterConversionError
+    from edge.lora_training import FineTuneError
+    from router.assembly.improve import ImproveOptions, ImproveRun, ImproveStopped
+    from router.doors.cli import _settings
+    from router.domain.errors import RouterError
+
+    settings = _settings(args)
+    store = _store(settings)
+    options = ImproveOptions(steps=args.steps, learning_rate=args.learning_rate, min_gain=args.min_gain, max_loss=args.max_loss,
+                             since_unix_s=args.since_unix_s, min_score=args.min_score, install=not args.no_install)
+    run = ImproveRun(settings, args.out, options, switch=lambda version: _switch_to(args, settings, store, version),
+                     log=lambda line: print(line, file=sys.stderr))
+    try:
+        state = run.run()
+    except ImproveStopped as exc:
+        print(f"hybrid-router improve: stopped: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (FineTuneError, AdapterConversionError, RouterError, EdgeError, OSError) as exc:
+        print(f"hybrid-router improve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps({"installed": state["stages"]["install"].get("installed"),
+                      "evaluation": state["stages"]["evaluate"], "stale": state["stages"]["models"]["stale"]}, indent=2))
+    return EXIT_OK
+
+
 def cmd_adapter_list(args: argparse.Namespace) -> int:
     from router.doors.cli import _settings
 
@@ -195,21 +245,28 @@ def cmd_adapter_rollback(args: argparse.Namespace) -> int:
 
 def _switch(args: argparse.Namespace, settings: "Settings", store: AdapterStore, version: "str | None", *,
             verb: str) -> int:
-    """Asks the running daemon to swap; with none running, changes the store for its next start."""
-    from router.client import RouterClient
-    from router.doors.client_options import client_trust_args
-    from router.domain.errors import BackendUnavailableError, RouterError
+    from router.domain.errors import RouterError
 
-    target = args.target or settings.server.listen
     try:
-        with RouterClient(target, timeout_s=120, **client_trust_args(args, settings, target)) as client:
-            previous, current = client.use_adapter(version or BASE_ONLY)
-    except BackendUnavailableError:
-        store.use(version, reason=f"adapter {verb} (no daemon running at {target})")
-        print(f"no daemon answers at {target}; it will start on {version or 'the base model alone'}")
-        return EXIT_OK
+        print(_switch_to(args, settings, store, version))
     except (RouterError, EdgeError, OSError) as exc:
         print(f"hybrid-router adapter {verb}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"edge: {previous} -> {current}")
     return EXIT_OK
+
+
+def _switch_to(args: argparse.Namespace, settings: "Settings", store: AdapterStore, version: "str | None") -> str:
+    """Asks the running daemon to swap; with none running, changes the store for its next start. Returns
+    what happened, in a line."""
+    from router.client import RouterClient
+    from router.doors.client_options import client_trust_args
+    from router.domain.errors import BackendUnavailableError
+
+    target = getattr(args, "target", None) or settings.server.listen
+    try:
+        with RouterClient(target, timeout_s=120, **client_trust_args(args, settings, target)) as client:
+            previous, current = client.use_adapter(version or BASE_ONLY)
+    except BackendUnavailableError:  # UseAdapter answers UNAVAILABLE only from the transport: no daemon there
+        store.use(version, reason=f"adapter switch (no daemon running at {target})")
+        return f"no daemon answers at {target}; it will start on {version or 'the base model alone'}"
+    return f"edge: {previous} -> {current}"
