@@ -6,8 +6,9 @@
         active                the version in use, or "none" for the base model alone
         history.jsonl         every change of `active`, oldest first: what `rollback` walks back
 
-A version is never changed once added; using, rolling back and adding only write `active` and the history,
-each through a temporary file renamed into place, so a reader never sees half a file. `hybrid-router
+A version is never changed once added: it is written in a staging folder, then renamed into place. `active`
+is replaced through a temporary file; the history is appended, and a line cut short by a crash is skipped
+when it is read. A damaged `meta.json` or `active` is an AdapterStoreError naming the file. `hybrid-router
 adapter list|use|rollback` and `hybrid-router finetune --install` drive it; the daemon reads `active` at
 start-up and on `UseAdapter`.
 """
@@ -75,6 +76,8 @@ class AdapterStore:
             name = (self.root / ACTIVE_FILE).read_text().strip()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise AdapterStoreError(f"cannot read {self.root / ACTIVE_FILE}: {exc}") from exc
         return None if name in ("", BASE_ONLY) else self.get(name)
 
     def add(self, adapter_gguf: Path, *, base_sha256: str, source: Mapping[str, Any]) -> AdapterVersion:
@@ -100,8 +103,10 @@ class AdapterStore:
         _write_atomically(self.root / ACTIVE_FILE, (chosen.version if chosen else BASE_ONLY) + "\n")
         entry = {"unix_s": round(time.time(), 3), "from": previous.version if previous else BASE_ONLY,
                  "to": chosen.version if chosen else BASE_ONLY, "reason": reason}
-        with (self.root / HISTORY_FILE).open("a", encoding="utf-8") as history:
-            history.write(json.dumps(entry) + "\n")
+        with (self.root / HISTORY_FILE).open("a+", encoding="utf-8") as history:
+            history.seek(0, os.SEEK_END)
+            cut = history.tell() > 0 and (history.seek(history.tell() - 1) or history.read(1) != "\n")
+            history.write(("\n" if cut else "") + json.dumps(entry) + "\n")  # a line a crash cut short stays alone
         return chosen
 
     def rollback(self) -> Optional[AdapterVersion]:
@@ -117,11 +122,25 @@ class AdapterStore:
             lines = (self.root / HISTORY_FILE).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        except OSError as exc:
+            raise AdapterStoreError(f"cannot read {self.root / HISTORY_FILE}: {exc}") from exc
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line a crash cut short: the change it was recording did not finish
+                continue
+            if isinstance(entry, dict) and {"from", "to"} <= entry.keys():
+                entries.append(entry)
+        return entries
 
     def _version(self, directory: Path) -> AdapterVersion:
-        return AdapterVersion(version=directory.name, path=directory / ADAPTER_FILE,
-                              meta=json.loads((directory / META_FILE).read_text()))
+        try:
+            meta = json.loads((directory / META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise AdapterStoreError(f"the adapter {directory.name} of {self.base_name} is damaged: "
+                                    f"{directory / META_FILE}: {exc}") from exc
+        return AdapterVersion(version=directory.name, path=directory / ADAPTER_FILE, meta=meta)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -261,10 +261,19 @@ class LlamaBackend:
         AdapterLoadError naming the file, and the one in use stays. Returns the adapter now in use."""
         if self._closed:
             raise EdgeGenerationError(f"edge backend {self.name} is closed")
+        if path is not None and self._model_sha256 is None:  # hashed outside the lock: it reads the whole file
+            self._model_sha256 = await asyncio.to_thread(file_sha256, self.model_path)
         loop = asyncio.get_running_loop()
         async with self._lock_for_running_loop():
-            return await loop.run_in_executor(self._executor, self._swap_adapter,
-                                              None if path is None else Path(path), name, scale)
+            swap = loop.run_in_executor(self._executor, self._swap_adapter,
+                                        None if path is None else Path(path), name, scale)
+            try:
+                return await asyncio.shield(swap)
+            except asyncio.CancelledError:
+                # The worker cannot be stopped mid-swap: keep the model until it is done, so that no
+                # generation starts between the old adapter and the new one.
+                await asyncio.wait([swap])
+                raise
 
     def stream(
         self,
@@ -383,13 +392,12 @@ class LlamaBackend:
             clear_adapters(context)
             loaded = None
         else:
-            if self._model_sha256 is None:
-                self._model_sha256 = file_sha256(self.model_path)
+            assert self._model_sha256 is not None  # use_adapter hashed it
             loaded = LoadedAdapter(self._llm._model.model, path, name=name, scale=scale,
                                    base_sha256=self._model_sha256)
             try:
                 loaded.set_on(context)
-            except AdapterLoadError:
+            except AdapterLoadError:  # llama.cpp 0.3.36's setter always succeeds; a later one may not
                 loaded.free()
                 if self._adapter is not None:
                     self._adapter.set_on(context)

@@ -61,7 +61,10 @@ class LoadedAdapter:
             raise AdapterLoadError(path, f"scale must be > 0, got {scale}")
         if not path.is_file():
             raise AdapterLoadError(path, "no such file")
-        sha256 = file_sha256(path)
+        try:
+            sha256 = file_sha256(path)
+        except OSError as exc:
+            raise AdapterLoadError(path, f"cannot be read ({exc.strerror or exc})") from exc
         pointer = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
         if not pointer:  # a NULL pointer comes back falsy, not None
             raise AdapterLoadError(path, "llama.cpp refused it: not a LoRA GGUF, corrupt, or made for another "

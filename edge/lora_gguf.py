@@ -21,6 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from gguf import GGUFReader, GGUFType, GGUFWriter, Keys
@@ -28,7 +29,7 @@ from safetensors.numpy import load_file
 
 from edge.lora_adapter import BASE_NAME_KEY, BASE_SHA256_KEY
 
-MODULE_TO_GGUF = {
+MODULE_TO_GGUF = MappingProxyType({
     "self_attn.q_proj": "attn_q",
     "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v",
@@ -36,7 +37,7 @@ MODULE_TO_GGUF = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
-}
+})
 PERMUTED_ARCHITECTURES = frozenset({"llama"})
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
 

@@ -34,6 +34,7 @@ from edge.llama_backend import LlamaBackend
 _CHECKPOINT = "checkpoint"
 _PEFT_DIR = "peft"
 _STATE_FILE = "trainer_state.json"
+DATA_DIR = "data"  # where a caller may keep the run's training data (finetune --ledger's export)
 
 
 class FineTuneError(EdgeError):
@@ -140,8 +141,9 @@ def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> lis
 
 def _fingerprint(config: LoraTrainingConfig, base_sha256: str, data: Sequence[_Tokenised]) -> str:
     """What a checkpoint must share with the run that resumes it. Not `steps` (more steps continue the same
-    run: batches depend on the step alone and the learning rate is constant), nor how often it checkpoints."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}
+    run: batches depend on the step alone and the learning rate is constant), nor how often it checkpoints,
+    nor the threads it runs on."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every", "threads")}
     digest = hashlib.sha256(json.dumps({"config": settings, "base": base_sha256}, sort_keys=True).encode())
     for item in data:
         digest.update(np.asarray(item.ids, dtype=np.int64).tobytes())
@@ -241,26 +243,32 @@ class LoraTrainer:
             old.rename(checkpoint)
         state_file = checkpoint / _STATE_FILE
         if not state_file.exists():
-            if self.out_dir.exists() and any(not p.name.startswith(_CHECKPOINT) for p in self.out_dir.iterdir()):
+            if self.out_dir.exists() and any(not p.name.startswith(_CHECKPOINT) and p.name != DATA_DIR
+                                             for p in self.out_dir.iterdir()):
                 raise FineTuneError(f"{self.out_dir} is not empty and holds no checkpoint; use a new --out")
             return 0
         state = json.loads(state_file.read_text())
         if state.get("fingerprint") != self.fingerprint:
             raise FineTuneError(f"{self.out_dir} holds a run with other data or settings; use a new --out "
                                 "(or delete it to start over)")
-        return min(int(state["step"]), self.config.steps)
+        step = int(state["step"])
+        if step > self.config.steps:
+            raise FineTuneError(f"{self.out_dir} holds a run already at step {step}, past --steps "
+                                f"{self.config.steps}; ask for at least {step} steps, or use a new --out")
+        return step
 
     def _checkpoint(self, model, optimizer, step: int) -> None:
         import torch
 
         # Written beside the last one, then swapped in, so a process killed mid-write leaves a whole one.
         fresh, final = self.out_dir / f"{_CHECKPOINT}.writing", self.out_dir / _CHECKPOINT
-        if fresh.exists():
-            shutil.rmtree(fresh)
+        old = self.out_dir / f"{_CHECKPOINT}.old"
+        for leftover in (fresh, old):  # a process killed while writing, or while removing the old one
+            if leftover.exists() and (leftover is fresh or final.exists()):
+                shutil.rmtree(leftover)
         model.save_pretrained(str(fresh))
         torch.save(optimizer.state_dict(), fresh / "optimizer.pt")
         (fresh / _STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": self.fingerprint}))
-        old = self.out_dir / f"{_CHECKPOINT}.old"
         if final.exists():
             final.rename(old)
         fresh.rename(final)

@@ -4,14 +4,15 @@ answer is scored against the example's reference (the cloud's good answer, or a 
 Examples are grouped by task, read from the reference: `maths` when the reference ends in a number
 (scored by that number, router/domain/scoring.py), `reading` otherwise (scored by token F1). The task
 with the most training examples is the adapter's target; every other task is "elsewhere", where the
-adapter may lose at most `max_loss`. An adapter is installed only if it wins on its target by at least
-`min_gain` and loses no more than that elsewhere (issue 30's rule: at most 2 points).
+adapter may lose at most `max_loss`. An adapter is installed only if it wins on its target by more than
+`min_gain` and loses no more than `max_loss` elsewhere (issue 30's rule: at most 2 points).
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
 from router.domain.scoring import NUMERIC, TEXT, final_number, score_answer
@@ -19,7 +20,7 @@ from router.domain.scoring import NUMERIC, TEXT, final_number, score_answer
 MATHS, READING = "maths", "reading"
 DEFAULT_MIN_GAIN = 0.0
 DEFAULT_MAX_LOSS = 0.02
-_ANSWER_TOKENS = {MATHS: 400, READING: 48}  # the bench's budgets: a worked solution, a short span
+_ANSWER_TOKENS = MappingProxyType({MATHS: 400, READING: 48})  # the bench's budgets: a solution, a short span
 
 
 def task_of(reference: str) -> str:
@@ -86,11 +87,13 @@ async def answer_all(edge: Any, examples: Sequence[Any]) -> list[str]:
     return answers
 
 
-async def compare(edge: Any, adapter: Path, examples: Sequence[Any], *, name: str) -> dict[str, TaskScores]:
-    """Each task's mean quality without and with `adapter`. Leaves the edge on its base model."""
+async def compare(edge: Any, adapter: Path, examples: Sequence[Any], *, name: str,
+                  scale: float = 1.0) -> dict[str, TaskScores]:
+    """Each task's mean quality without and with `adapter` (at the scale the daemon will serve it). Leaves
+    the edge on its base model."""
     await edge.use_adapter(None)
     base = await answer_all(edge, examples)
-    await edge.use_adapter(adapter, name=name)
+    await edge.use_adapter(adapter, name=name, scale=scale)
     try:
         adapted = await answer_all(edge, examples)
     finally:

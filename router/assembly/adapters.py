@@ -1,6 +1,6 @@
 """The edge's LoRA adapter: which one it starts with (`edge.adapter`), and the swap `UseAdapter` asks for.
 
-The versions live in the adapter store under the model cache (edge/adapter_store.py), one store per base
+The versions live in the adapter store (`models.adapters_dir`, edge/adapter_store.py), one store per base
 model. At start-up `edge.adapter = "active"` takes the store's active version; if that one cannot be used
 the daemon starts on the base model and logs why (a device must come up), where a version named in the
 configuration that cannot be used stops the start-up with a ConfigError naming the file. A swap loads
@@ -65,7 +65,7 @@ class EdgeAdapters:
             version = self.store.active() if wanted == ACTIVE else self.store.get(wanted)
             if version is not None:
                 await self._load(version)
-        except (AdapterStoreError, AdapterLoadError) as exc:
+        except (AdapterStoreError, AdapterLoadError, OSError) as exc:
             if wanted != ACTIVE:
                 raise ConfigError(f"edge.adapter = {wanted!r}: {exc}") from exc
             self._logger.error("the edge starts on its base model: the store's active adapter cannot be used: %s", exc)
@@ -78,20 +78,31 @@ class EdgeAdapters:
         async with self._swapping:
             previous = self._edge.served_model
             try:
-                if version == "":
-                    chosen = self.store.active()
-                elif version == BASE_ONLY:
-                    chosen = None
-                else:
-                    chosen = self.store.get(version)
-                await self._load(chosen)
+                chosen = (self.store.active() if version == "" else None if version == BASE_ONLY
+                          else self.store.get(version))
+                await self._edge.use_adapter(None if chosen is None else chosen.path,
+                                             name=None if chosen is None else chosen.version,
+                                             scale=self._settings.adapter_scale)
             except (AdapterStoreError, AdapterLoadError) as exc:
                 raise AdapterRefusedError(f"{exc}; the edge stays on {previous}") from exc
-            if version != "":
-                self.store.use(chosen.version if chosen else None, reason="UseAdapter")
+            finally:
+                # Whatever happened (a refusal, a cancelled call whose swap still ran to its end), the
+                # metrics and the store follow what the edge runs now.
+                running = self._edge.adapter
+                self._on_change(running.name if running is not None else "")
+                self._record(previous, running.name if running is not None else None)
             current = self._edge.served_model
         self._logger.info("edge adapter swapped", extra={"fields": {"previous": previous, "current": current}})
         return previous, current
+
+    def _record(self, previous: str, running: Optional[str]) -> None:
+        if previous == self._edge.served_model:
+            return
+        try:
+            self.store.use(running, reason="UseAdapter")
+        except (OSError, AdapterStoreError) as exc:  # the edge swapped; only the record of it failed
+            self._logger.error("the edge runs %s, but the adapter store could not record it (the next start may "
+                               "use another): %s", self._edge.served_model, exc)
 
     async def _load(self, version: Optional[AdapterVersion]) -> None:
         if version is None:

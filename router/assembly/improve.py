@@ -33,8 +33,7 @@ MIN_TRAINING_EXAMPLES = 8
 
 
 class ImproveStopped(Exception):
-    """The loop cannot go on (too little data, a refused adapter); the message says why. Not a failure of
-    the run's earlier stages, which stay recorded."""
+    """The loop cannot go on (too little data); the message says why. The stages before stay recorded."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class ImproveRun:
                             n_threads=self.settings.edge.n_threads)
         try:
             tasks = asyncio.run(compare(edge, Path(self.state["stages"]["finetune"]["adapter"]), held_out,
-                                        name="candidate"))
+                                        name="candidate", scale=self.settings.edge.adapter_scale))
         finally:
             edge.close()
         judged = verdict(tasks, target, min_gain=self.options.min_gain, max_loss=self.options.max_loss)
@@ -140,13 +139,18 @@ class ImproveRun:
             why = evaluated["reason"] if not evaluated["install"] else "--no-install"
             return {"installed": None, "reason": why}
         finetuned = self.state["stages"]["finetune"]
-        report = json.loads((Path(finetuned["adapter"]).parent / "report.json").read_text())
-        version = self.store.add(Path(finetuned["adapter"]), base_sha256=self.model.sha256,
-                                 source={"improve": str(self.out.resolve()), "report": report,
-                                         "evaluation": evaluated})
-        did = self.switch(version.version)
-        self.log(f"install: {version.version}; {did}")
-        return {"installed": version.version, "switched": did}
+        # Added once: a run that stopped at the switch (the daemon refused, went away) resumes with it.
+        added = self.state.get("added")
+        if added is None:
+            report = json.loads((Path(finetuned["adapter"]).parent / "report.json").read_text())
+            added = self.store.add(Path(finetuned["adapter"]), base_sha256=self.model.sha256,
+                                   source={"improve": str(self.out.resolve()), "report": report,
+                                           "evaluation": evaluated}).version
+            self.state["added"] = added
+            self._save()
+        did = self.switch(added)
+        self.log(f"install: {added}; {did}")
+        return {"installed": added, "switched": did}
 
     def _models(self) -> dict[str, Any]:
         installed = self.state["stages"]["install"].get("installed")

@@ -163,8 +163,8 @@ class EdgeSettings(_Section):
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size.")
     adapter: str = Field(
         "active", pattern=r"^(active|none|v[0-9]{4,})$",
-        description="The LoRA adapter the edge starts with, from the adapter store under the model cache "
-        "(`hybrid-router adapter list`): active (the version `hybrid-router adapter use` chose last; the base "
+        description="The LoRA adapter the edge starts with, from the adapter store (models.adapters_dir, "
+        "`hybrid-router adapter list`): active (the version `hybrid-router adapter use` chose last; the base "
         "model alone if none was), none (the base model alone), or a version such as v0003.")
     adapter_scale: float = Field(1.0, gt=0, le=4, description="Multiplies the adapter's effect (llama.cpp's LoRA "
                                  "scale); 1 is what it was trained and checked at.")

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from router.domain.config import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+# How gRPC says that nothing listens at an address (a unix socket that is not there, a refused port).
+_NOTHING_LISTENS = ("No such file or directory", "Connection refused")
 _FINETUNE_EXTRA = "pip install -e '.[finetune]'"
 
 
@@ -118,8 +120,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from router.doors.cli import _settings
 
     settings = _settings(args)
-    model = _edge_model(settings)
     try:
+        model = _edge_model(settings)
         config = LoraTrainingConfig(
             rank=args.rank, alpha=args.alpha, target_modules=tuple(t for t in args.targets.split(",") if t),
             learning_rate=args.learning_rate, batch_size=args.batch_size, steps=args.steps, seed=args.seed,
@@ -134,8 +136,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     report = json.loads((args.out / "report.json").read_text())
     print(json.dumps({key: report[key] for key in ("training", "adapter", "check")}, indent=2), file=sys.stderr)
     if args.install:
-        version = _store(settings).add(result.adapter, base_sha256=model.sha256,
-                                       source={"finetune": str(args.out.resolve()), "report": report})
+        try:
+            version = _store(settings).add(result.adapter, base_sha256=model.sha256,
+                                           source={"finetune": str(args.out.resolve()), "report": report})
+        except (AdapterStoreError, OSError) as exc:
+            print(f"hybrid-router finetune: the adapter is at {result.adapter}, but adding it to the store failed: "
+                  f"{exc}", file=sys.stderr)
+            return EXIT_ERROR
         print(f"added {version.version}; run `hybrid-router adapter use {version.version}` to serve it", file=sys.stderr)
     print(result.adapter)
     return EXIT_OK
@@ -147,8 +154,15 @@ def _export_ledger(settings: "Settings", out_dir: Path, min_score: float) -> Pat
     path = settings.ledger.path.expanduser()
     if not path.exists():
         raise OSError(f"no ledger at {path} (ledger.path); serve some requests first, or give --data")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "ledger-export.jsonl"
+    from edge.lora_training import DATA_DIR
+
+    target = out_dir / DATA_DIR / "ledger-export.jsonl"
+    if target.exists() and (out_dir / "checkpoint").exists():
+        # A run under way trains on the set it started with: the ledger has grown since, and a resumed run
+        # must see the same examples (a new run, in a new --out, takes the new ones).
+        print(f"resuming on the training set exported when the run began: {target}", file=sys.stderr)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(path, log_content=settings.ledger.log_content)
     ledger.open()
     try:
@@ -172,17 +186,17 @@ def cmd_improve(args: argparse.Namespace) -> int:
     from router.domain.errors import RouterError
 
     settings = _settings(args)
-    store = _store(settings)
     options = ImproveOptions(steps=args.steps, learning_rate=args.learning_rate, min_gain=args.min_gain, max_loss=args.max_loss,
                              since_unix_s=args.since_unix_s, min_score=args.min_score, install=not args.no_install)
-    run = ImproveRun(settings, args.out, options, switch=lambda version: _switch_to(args, settings, store, version),
-                     log=lambda line: print(line, file=sys.stderr))
     try:
+        store = _store(settings)
+        run = ImproveRun(settings, args.out, options, switch=lambda version: _switch_to(args, settings, store, version),
+                         log=lambda line: print(line, file=sys.stderr))
         state = run.run()
     except ImproveStopped as exc:
         print(f"hybrid-router improve: stopped: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (FineTuneError, AdapterConversionError, RouterError, EdgeError, OSError) as exc:
+    except (FineTuneError, AdapterConversionError, RouterError, EdgeError, OSError, ValueError) as exc:
         print(f"hybrid-router improve: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps({"installed": state["stages"]["install"].get("installed"),
@@ -193,7 +207,12 @@ def cmd_improve(args: argparse.Namespace) -> int:
 def cmd_adapter_list(args: argparse.Namespace) -> int:
     from router.doors.cli import _settings
 
-    store = _store(_settings(args))
+    try:
+        store = _store(_settings(args))
+        versions = store.versions()
+    except (AdapterStoreError, EdgeError, OSError) as exc:
+        print(f"hybrid-router adapter list: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         active = store.active()
     except AdapterStoreError as exc:
@@ -201,7 +220,7 @@ def cmd_adapter_list(args: argparse.Namespace) -> int:
         active = None
     rows = [{"version": v.version, "active": active is not None and v.version == active.version, "sha256": v.sha256,
              "added_unix_s": v.meta.get("added_unix_s"), "check": v.meta.get("source", {}).get("report", {}).get("check", {})}
-            for v in store.versions()]
+            for v in versions]
     if args.json:
         print(json.dumps({"base_model": store.base_name, "store": str(store.root), "versions": rows}, indent=2))
         return EXIT_OK
@@ -220,10 +239,10 @@ def cmd_adapter_use(args: argparse.Namespace) -> int:
     from router.doors.cli import _settings
 
     settings = _settings(args)
-    store = _store(settings)
     try:
+        store = _store(settings)
         wanted = None if args.version == BASE_ONLY else store.get(args.version).version
-    except AdapterStoreError as exc:
+    except (AdapterStoreError, EdgeError, OSError) as exc:
         print(f"hybrid-router adapter use: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return _switch(args, settings, store, wanted, verb="use")
@@ -233,8 +252,12 @@ def cmd_adapter_rollback(args: argparse.Namespace) -> int:
     from router.doors.cli import _settings
 
     settings = _settings(args)
-    store = _store(settings)
-    history = store.history()
+    try:
+        store = _store(settings)
+        history = store.history()
+    except (AdapterStoreError, EdgeError, OSError) as exc:
+        print(f"hybrid-router adapter rollback: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if not history:
         print(f"hybrid-router adapter rollback: nothing to roll back to: no adapter of {store.base_name} was ever "
               "used", file=sys.stderr)
@@ -266,7 +289,12 @@ def _switch_to(args: argparse.Namespace, settings: "Settings", store: AdapterSto
     try:
         with RouterClient(target, timeout_s=120, **client_trust_args(args, settings, target)) as client:
             previous, current = client.use_adapter(version or BASE_ONLY)
-    except BackendUnavailableError:  # UseAdapter answers UNAVAILABLE only from the transport: no daemon there
+    except BackendUnavailableError as exc:
+        # Only a daemon that is not there: nothing listens on the socket or the port. Any other transport
+        # failure (TLS, a wrong certificate) is an error, or the store would name what a running daemon
+        # does not run.
+        if not any(sign in str(exc) for sign in _NOTHING_LISTENS):
+            raise
         store.use(version, reason=f"adapter switch (no daemon running at {target})")
         return f"no daemon answers at {target}; it will start on {version or 'the base model alone'}"
     return f"edge: {previous} -> {current}"

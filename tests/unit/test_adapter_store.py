@@ -28,7 +28,7 @@ def test_versions_are_numbered_in_order_and_keep_their_file_and_meta(tmp_path: P
     assert store.active() is None  # added is not used
 
 
-def test_use_then_rollback_walks_back_through_every_change(tmp_path: Path) -> None:
+def test_rollback_undoes_the_last_change_so_two_in_a_row_toggle(tmp_path: Path) -> None:
     store = AdapterStore(tmp_path, "m")
     for content in (b"1", b"22"):
         store.add(_adapter(tmp_path, content), base_sha256="", source={})
@@ -40,7 +40,8 @@ def test_use_then_rollback_walks_back_through_every_change(tmp_path: Path) -> No
     store.use(None)
     assert store.active() is None
     assert store.rollback().version == "v0001"
-    assert [(h["from"], h["to"]) for h in store.history()] == [
+    assert store.rollback() is None  # undoing the undo
+    assert [(h["from"], h["to"]) for h in store.history()][:5] == [
         ("none", "v0001"), ("v0001", "v0002"), ("v0002", "v0001"), ("v0001", "none"), ("none", "v0001")]
 
 
@@ -62,3 +63,18 @@ def test_a_half_written_version_is_not_listed(tmp_path: Path) -> None:
     (store.root / "v0002").mkdir()  # a copy that died before its meta.json: never a version
     assert [v.version for v in store.versions()] == ["v0001"]
     assert store.add(_adapter(tmp_path, b"yy"), base_sha256="", source={}).version == "v0003"
+
+
+def test_a_damaged_meta_file_or_a_cut_history_line_is_named_not_a_crash(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path, "m")
+    store.add(_adapter(tmp_path, b"x"), base_sha256="", source={})
+    store.use("v0001")
+    with (store.root / "history.jsonl").open("a") as history:
+        history.write('{"unix_s": 1, "from": "v0001", "to"')  # a crash mid-append
+    assert [(h["from"], h["to"]) for h in store.history()] == [("none", "v0001")]
+    store.use(None)  # the next change is not glued to the cut line
+    assert [(h["from"], h["to"]) for h in store.history()] == [("none", "v0001"), ("v0001", "none")]
+    store.use("v0001")
+    (store.root / "v0001" / "meta.json").write_text("{not json")  # damaged on disk after it was used
+    with pytest.raises(AdapterStoreError, match=r"v0001 of m is damaged: .*meta\.json"):
+        store.active()
