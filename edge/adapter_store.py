@@ -87,12 +87,16 @@ class AdapterStore:
         numbers = [int(m.group(1)) for d in self.root.iterdir() if (m := _VERSION.match(d.name))]
         version = f"v{max(numbers, default=0) + 1:04d}"
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
-        shutil.copyfile(adapter_gguf, staging / ADAPTER_FILE)
-        meta = {"version": version, "base_model": self.base_name, "base_sha256": base_sha256,
-                "sha256": file_sha256(staging / ADAPTER_FILE), "added_unix_s": round(time.time(), 3),
-                "source": dict(source)}
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        staging.rename(self.root / version)
+        try:
+            shutil.copyfile(adapter_gguf, staging / ADAPTER_FILE)
+            meta = {"version": version, "base_model": self.base_name, "base_sha256": base_sha256,
+                    "sha256": file_sha256(staging / ADAPTER_FILE), "added_unix_s": round(time.time(), 3),
+                    "source": dict(source)}
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            staging.rename(self.root / version)  # another add that claimed this number first makes it fail
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise AdapterStoreError(f"could not add {adapter_gguf} to {self.root} as {version}: {exc}") from exc
         return self._version(self.root / version)
 
     def use(self, version: Optional[str], *, reason: str = "") -> Optional[AdapterVersion]:
