@@ -65,6 +65,7 @@ class EdgeAdapters:
             version = self.store.active() if wanted == ACTIVE else self.store.get(wanted)
             if version is not None:
                 await self._load(version)
+                self._on_change(version.version)
         except (AdapterStoreError, AdapterLoadError, OSError) as exc:
             if wanted != ACTIVE:
                 raise ConfigError(f"edge.adapter = {wanted!r}: {exc}") from exc
@@ -80,9 +81,7 @@ class EdgeAdapters:
             try:
                 chosen = (self.store.active() if version == "" else None if version == BASE_ONLY
                           else self.store.get(version))
-                await self._edge.use_adapter(None if chosen is None else chosen.path,
-                                             name=None if chosen is None else chosen.version,
-                                             scale=self._settings.adapter_scale)
+                await self._load(chosen)
             except (AdapterStoreError, AdapterLoadError) as exc:
                 raise AdapterRefusedError(f"{exc}; the edge stays on {previous}") from exc
             finally:
@@ -109,7 +108,6 @@ class EdgeAdapters:
             await self._edge.use_adapter(None)
         else:
             await self._edge.use_adapter(version.path, name=version.version, scale=self._settings.adapter_scale)
-        self._on_change(version.version if version is not None else "")
 
     def info(self) -> tuple[str, str]:
         """(name, sha256) of the adapter in use; empty strings for none."""
