@@ -1,4 +1,4 @@
-"""POST_ARBITRATION latency with the edge and the cloud stand-in each on a core of its own.
+"""POST_ARBITRATION's and AUTO's latency with the edge and the cloud stand-in each on a core of its own.
 
 On two shared cores the local stand-in competes with the edge for CPU, which a real cloud never does. Here
 each model gets one core and one llama.cpp thread: the cloud stand-in (llama-cpp-python's OpenAI-compatible
@@ -8,6 +8,11 @@ the SDK only) runs the items against each daemon; CLOUD_ONLY runs once, in the f
 
     .venv/bin/python -m bench.arbitration_latency                      # parallel, cascade, early; ~20 min idle
     .venv/bin/python -m bench.arbitration_latency --arbiters cascade --dataset squad_passage=2   # a smoke run
+    .venv/bin/python -m bench.arbitration_latency --arbiters auto --dataset squad_passage=10 --dataset gsm8k=10 \
+        --out bench/results/auto_latency --work-dir bench/out/auto_latency
+
+`auto` is not an arbiter but AUTO mode with its defaults (the shipped probes and bands); its daemon runs EDGE_ONLY too,
+item by item before AUTO, so AUTO's p50 is set against both CLOUD_ONLY's and EDGE_ONLY's on the same items.
 
 Writes OUT/arbitration_latency.json and .md (OUT defaults to bench/results); the bench's own results per
 arbiter and data set go to --work-dir (bench/out/arbitration_latency). Targets (the issue): parallel's p50
@@ -46,7 +51,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 WORK_DIR = REPO / "bench" / "out" / "arbitration_latency"
-ARBITERS = ("parallel", "cascade", "early")
+ARBITERS = ("parallel", "cascade", "early", "auto")
+DEFAULT_ARBITERS = ("parallel", "cascade", "early")
+AUTO = "auto"  # AUTO mode, not an arbiter: its daemon answers EDGE_ONLY and AUTO
 DEFAULT_DATASETS = ("squad_passage=20", "gsm8k=4")
 EDGE_MODEL = "qwen2.5-coder-0.5b"
 CLOUD_MODEL = "qwen2.5-coder-1.5b"
@@ -93,9 +100,10 @@ def parse_dataset(text: str) -> DatasetPlan:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/arbitration_latency.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arbiters", default=",".join(ARBITERS),
-                        help=f"comma-separated, in run order (default {','.join(ARBITERS)}); CLOUD_ONLY runs "
-                             "in the first one's daemon")
+    parser.add_argument("--arbiters", default=",".join(DEFAULT_ARBITERS),
+                        help=f"comma-separated from {', '.join(ARBITERS)}, in run order (default "
+                             f"{','.join(DEFAULT_ARBITERS)}); CLOUD_ONLY runs in the first one's daemon; auto is "
+                             "AUTO mode with its defaults, beside EDGE_ONLY")
     parser.add_argument("--dataset", action="append", type=parse_dataset, metavar="SPEC=N",
                         help=f"a bench data set and its item count (repeatable; default "
                              f"{' '.join(DEFAULT_DATASETS)})")
@@ -185,11 +193,17 @@ def bootstrap_ratio_of_medians(numerator: Sequence[float], denominator: Sequence
     return [float(low), float(high)]
 
 
-def arbiter_report(post: Sequence[Mapping[str, Any]], cloud_only: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One arbiter's POST_ARBITRATION records against CLOUD_ONLY's (both lists may hold other modes' records
+def mode_of(arbiter: str) -> str:
+    """The mode whose latency an entry of --arbiters measures."""
+    return "AUTO" if arbiter == AUTO else "POST_ARBITRATION"
+
+
+def arbiter_report(post: Sequence[Mapping[str, Any]], cloud_only: Sequence[Mapping[str, Any]],
+                   mode: str = "POST_ARBITRATION") -> dict[str, Any]:
+    """One arbiter's records of `mode` against CLOUD_ONLY's (both lists may hold other modes' records
     and errors; only answered records of the right mode count)."""
-    posts, clouds = answered(post, "POST_ARBITRATION"), answered(cloud_only, "CLOUD_ONLY")
-    errors = sum(1 for r in post if r.get("mode") == "POST_ARBITRATION" and r.get("error"))
+    posts, clouds = answered(post, mode), answered(cloud_only, "CLOUD_ONLY")
+    errors = sum(1 for r in post if r.get("mode") == mode and r.get("error"))
     escalated = [r for r in posts if is_escalated(r)]
     kept = [r for r in posts if not is_escalated(r)]
     cloud_by_item = {item_key(r): r for r in clouds}
@@ -221,13 +235,26 @@ def arbiter_report(post: Sequence[Mapping[str, Any]], cloud_only: Sequence[Mappi
             "ratio": ratio(percentile(post_common, 50), percentile(cloud_common, 50)),
             "ratio_ci95": bootstrap_ratio_of_medians(post_common, cloud_common, paired=True)},
         "by_dataset": by_dataset,
+        **({"routes": auto_routes(posts)} if mode == "AUTO" else {}),
     }
 
 
-def cloud_only_report(cloud_only: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    clouds = answered(cloud_only, "CLOUD_ONLY")
+def auto_routes(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many AUTO requests took each route (the decision's `auto_route` feature)."""
+    names = {0.0: "edge", 1.0: "cascade", 2.0: "cloud"}
+    routes: dict[str, int] = {}
+    for record in records:
+        code = ((record.get("decision") or {}).get("features") or {}).get("auto_route")
+        name = names.get(code, "unknown") if code is not None else "unknown"
+        routes[name] = routes.get(name, 0) + 1
+    return routes
+
+
+def cloud_only_report(cloud_only: Sequence[Mapping[str, Any]], mode: str = "CLOUD_ONLY") -> dict[str, Any]:
+    """One single-model mode's records (CLOUD_ONLY, or EDGE_ONLY with `mode`)."""
+    clouds = answered(cloud_only, mode)
     return {"requests": len(clouds),
-            "errors": sum(1 for r in cloud_only if r.get("mode") == "CLOUD_ONLY" and r.get("error")),
+            "errors": sum(1 for r in cloud_only if r.get("mode") == mode and r.get("error")),
             "latency_s": distribution([r["latency_s"] for r in clouds]),
             "ttft_s": distribution([r["ttft_s"] for r in clouds if r.get("ttft_s") is not None]),
             "served_correct_share": (sum(bool(r.get("correct")) for r in clouds) / len(clouds)) if clouds else None,
@@ -265,12 +292,27 @@ def targets(records: Mapping[str, Sequence[Mapping[str, Any]]],
                 "early_p50_s": percentile([e for _, e in both], 50),
                 "ratio": ratio(percentile([e for _, e in both], 50), percentile([c for c, _ in both], 50)),
                 "ratio_ci95": bootstrap_ratio_of_medians([e for _, e in both], [c for c, _ in both], paired=True)}}
+    if AUTO in records:
+        autos = answered(records[AUTO], "AUTO")
+        found["auto_vs_single_models"] = {
+            "what": "p50 total latency of AUTO / CLOUD_ONLY's and / EDGE_ONLY's, on the items both answered",
+            "cloud_only": _paired_p50(autos, answered(cloud_only, "CLOUD_ONLY")),
+            "edge_only": _paired_p50(autos, answered(records[AUTO], "EDGE_ONLY"))}
     return found
+
+
+def _paired_p50(mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    by_item = {item_key(r): r["latency_s"] for r in theirs}
+    pairs = [(r["latency_s"], by_item[item_key(r)]) for r in mine if item_key(r) in by_item]
+    top, bottom = [a for a, _ in pairs], [b for _, b in pairs]
+    return {"n": len(pairs), "auto_p50_s": percentile(top, 50), "other_p50_s": percentile(bottom, 50),
+            "ratio": ratio(percentile(top, 50), percentile(bottom, 50)),
+            "ratio_ci95": bootstrap_ratio_of_medians(top, bottom, paired=True)}
 
 
 def request_rows(arbiter: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The per-request numbers the report is computed from, small enough to keep in the JSON."""
-    return [{"arbiter": arbiter if r.get("mode") == "POST_ARBITRATION" else None, "mode": r.get("mode"),
+    return [{"arbiter": arbiter if r.get("mode") == mode_of(arbiter) else None, "mode": r.get("mode"),
              "dataset": r["dataset"], "item_id": r["item_id"], "latency_s": r.get("latency_s"),
              "ttft_s": r.get("ttft_s"), "escalated": is_escalated(r), "served_by": r.get("served_by"),
              "correct": r.get("correct"), "cost_usd": r.get("cost_usd"), "error": r.get("error"),
@@ -403,10 +445,11 @@ def daemon_toml(*, base_url: str, arbiter: str, scorer: str, threshold: float,
              f'model = "{CLOUD_MODEL}"',
              f"input_usd_per_mtok = {CLOUD_USD_PER_MTOK['input']}",
              f"output_usd_per_mtok = {CLOUD_USD_PER_MTOK['output']}", "",
-             "[ledger]", "enabled = false", "",
-             "[arbitration]", f"arbiter = {json.dumps(arbiter)}", f"scorer = {json.dumps(scorer)}",
-             'threshold = "fixed"', f"fixed_threshold = {threshold}"]
-    if model_dir is not None:
+             "[ledger]", "enabled = false", ""]
+    if arbiter != AUTO:  # AUTO runs on its defaults: the shipped probes, bands and threshold
+        lines += ["[arbitration]", f"arbiter = {json.dumps(arbiter)}", f"scorer = {json.dumps(scorer)}",
+                  'threshold = "fixed"', f"fixed_threshold = {threshold}"]
+    if model_dir is not None and arbiter != AUTO:
         lines.append(f"model_dir = {json.dumps(str(model_dir.expanduser().resolve()))}")
     lines += ["", "[logging]", 'level = "WARNING"', ""]
     return "\n".join(lines)
@@ -467,7 +510,8 @@ def run_arbiter(args: argparse.Namespace, arbiter: str, *, with_cloud_only: bool
     config_path.write_text(daemon_toml(base_url=base_url, arbiter=arbiter, scorer=args.scorer,
                                        threshold=args.threshold, model_dir=args.model_dir))
     settings = load_settings(config_path, {})
-    setup = {"arbitration": settings.arbitration.model_dump(mode="json"), "edge_core": args.edge_core,
+    setup = {"arbitration": settings.arbitration.model_dump(mode="json"), "auto": settings.auto.model_dump(mode="json"),
+             "routing": settings.routing.model_dump(mode="json"), "edge_core": args.edge_core,
              "cloud_core": args.cloud_core, "threads": THREADS, "edge_model": EDGE_MODEL, "cloud_model": CLOUD_MODEL,
              "seed": args.seed, "settle": args.settle, "cloud_usd_per_mtok": dict(CLOUD_USD_PER_MTOK)}
     guard_work_dir(arbiter_dir, setup, args.fresh)
@@ -477,7 +521,8 @@ def run_arbiter(args: argparse.Namespace, arbiter: str, *, with_cloud_only: bool
                                                    "serve", "--listen", target],
                            core=args.edge_core, env=env, log_path=tmp / f"daemon-{arbiter}.log",
                            death_signal=signal.SIGTERM)
-    modes = (["CLOUD_ONLY"] if with_cloud_only else []) + ["POST_ARBITRATION"]
+    modes = (["CLOUD_ONLY"] if with_cloud_only else []) + (["EDGE_ONLY", "AUTO"] if arbiter == AUTO
+                                                            else ["POST_ARBITRATION"])
     waits: list[float] = []
     log_path = args.work_dir / "bench.log"
     started = time.monotonic()
@@ -550,7 +595,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     setup = report["setup"]
     items = ", ".join(f"{d['spec']} {d['items']}" for d in setup["datasets"])
     lines = [
-        "# POST_ARBITRATION latency, each model on its own core", "",
+        "# Arbitration latency (POST_ARBITRATION's arbiters, AUTO), each model on its own core", "",
         f"`{report['command']}` on {report['date_utc']} (commit {report['git']['commit'][:12]}"
         f"{', with local changes' if report['git']['dirty'] else ''})", "",
         f"Machine: {report['machine']}; Python {report['packages']['python']}, llama-cpp-python "
@@ -580,6 +625,12 @@ def markdown(report: Mapping[str, Any]) -> str:
                  f"{_s(cloud['latency_s']['p90'])} | {_s(cloud['ttft_s']['p50'])} | {_s(cloud['ttft_s']['p90'])} | "
                  f"| | | | {_share(cloud['served_correct_share'])} | "
                  f"{_x(None if cloud['usd_per_request'] is None else cloud['usd_per_request'] * 1000)} |")
+    edge = report.get("edge_only")
+    if edge:
+        lines.append(f"| EDGE_ONLY | {edge['requests']} | {_s(edge['latency_s']['p50'])} | "
+                     f"{_s(edge['latency_s']['p90'])} | {_s(edge['ttft_s']['p50'])} | {_s(edge['ttft_s']['p90'])} | "
+                     f"| | | | {_share(edge['served_correct_share'])} | "
+                     f"{_x(None if edge['usd_per_request'] is None else edge['usd_per_request'] * 1000)} |")
     for name, arb in report["arbiters"].items():
         share = arb["escalated"]["share"]
         same = arb["same_items_as_cloud_only"]
@@ -596,6 +647,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         for dataset, row in arb["by_dataset"].items():
             lines.append(f"| {name} | {dataset} | {row['n']} | {_s(row['p50_s'])} | {row['escalated']} | "
                          f"{_s(row['cloud_only_p50_s'])} |")
+    for name, arb in report["arbiters"].items():
+        if "routes" in arb:
+            lines += ["", f"{name}'s routes: " + ", ".join(f"{route} {n}" for route, n in sorted(arb["routes"].items()))]
     lines += ["", "Targets:", ""]
     found = report["targets"]
     if "parallel_vs_cloud_only" in found:
@@ -615,8 +669,15 @@ def markdown(report: Mapping[str, Any]) -> str:
         if t["met"] and paired and paired[1] >= 1:
             lines.append("  - but the paired 95% interval includes 1: on these items early shows no real cut "
                          "against cascade (check whether its confidence ever fell below arbitration.early_threshold)")
+    if "auto_vs_single_models" in found:
+        t = found["auto_vs_single_models"]
+        for other in ("cloud_only", "edge_only"):
+            row = t[other]
+            lines.append(f"- AUTO p50 / {other.upper()} p50 = {_x(row['ratio'], row['ratio_ci95'])} on the {row['n']} "
+                         f"items both answered ({_s(row['auto_p50_s'])} vs {_s(row['other_p50_s'])}); no target, "
+                         "reported as issue 29 asks")
     if not found:
-        lines.append("- none measured: run parallel for the first, cascade and early for the second")
+        lines.append("- none measured: run parallel for the first, cascade and early for the second, auto for AUTO")
     lines += ["", "Medians over few requests; the 95% intervals are percentile bootstraps over the items "
               "(paired where the same items are compared).", "",
               f"Reproduce: `{report['reproduce']}`", ""]
@@ -732,7 +793,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "max_tokens": dict(DEFAULT_MAX_TOKENS),
             "cloud_only": (f"CLOUD_ONLY ran in each arbiter's daemon" if args.cloud_only == "each" else
                            f"CLOUD_ONLY ran once, in the first arbiter's ({first}) daemon, each item's request "
-                           "just before its POST_ARBITRATION request"),
+                           "before the other modes' requests"),
             "settle": ("each request was sent once the stand-in and the daemon were idle (no queueing behind a "
                        "cancelled cloud call)" if args.settle else
                        "requests were sent back to back (a request may queue behind a cancelled cloud call)"),
@@ -746,7 +807,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         },
         "runs": runs,
         "cloud_only": cloud_only_report(cloud_only),
-        "arbiters": {arbiter: arbiter_report(records[arbiter], cloud_only) for arbiter in args.arbiters},
+        "arbiters": {arbiter: arbiter_report(records[arbiter], cloud_only, mode_of(arbiter))
+                     for arbiter in args.arbiters},
+        **({"edge_only": cloud_only_report(records[AUTO], "EDGE_ONLY")} if AUTO in records else {}),
         "targets": targets(records, cloud_only),
         "requests": [row for arbiter in args.arbiters for row in request_rows(arbiter, records[arbiter])],
     }

@@ -253,3 +253,40 @@ def test_a_pinned_child_runs_on_its_core_alone_and_stops_with_its_group(tmp_path
     finally:
         child.stop(timeout_s=5.0)
     assert child.exited() is not None
+
+
+# ---------------------------------------------------------------------------------------------------- AUTO
+
+def auto(item_id, latency, route, **kw):
+    made = record("AUTO", item_id, latency, escalated=route == 2.0, **kw)
+    made["decision"]["features"] = {"auto_route": route}
+    return made
+
+
+def test_auto_is_set_against_cloud_only_and_edge_only_on_the_same_items_and_counts_its_routes():
+    clouds = [cloud(1, 10.0), cloud(2, 12.0), cloud(3, 14.0)]
+    records = {"auto": [record("EDGE_ONLY", 1, 4.0), record("EDGE_ONLY", 2, 5.0), record("EDGE_ONLY", 3, 6.0),
+                        auto(1, 5.0, 0.0), auto(2, 6.0, 1.0), auto(3, 20.0, 2.0)]}
+    found = targets(records, clouds)["auto_vs_single_models"]
+    assert (found["cloud_only"]["n"], found["cloud_only"]["auto_p50_s"], found["cloud_only"]["other_p50_s"]) == (3, 6.0, 12.0)
+    assert found["cloud_only"]["ratio"] == pytest.approx(0.5)
+    assert (found["edge_only"]["other_p50_s"], found["edge_only"]["ratio"]) == (5.0, pytest.approx(1.2))
+    report = arbiter_report(records["auto"], clouds, "AUTO")
+    assert report["requests"] == 3 and report["routes"] == {"edge": 1, "cascade": 1, "cloud": 1}
+    assert report["escalated"]["n"] == 1
+    text = markdown({**report_for_markdown({}, clouds), "arbiters": {"auto": report},
+                     "edge_only": cloud_only_report(records["auto"], "EDGE_ONLY"),
+                     "targets": targets(records, clouds)})
+    assert "| EDGE_ONLY | 3 | 5.00 s |" in text
+    assert "AUTO p50 / CLOUD_ONLY p50 = 0.500" in text and "AUTO p50 / EDGE_ONLY p50 = 1.200" in text
+    assert "auto's routes: cascade 1, cloud 1, edge 1" in text
+
+
+def test_the_auto_daemon_runs_on_the_defaults(tmp_path):
+    path = tmp_path / "auto.toml"
+    path.write_text(daemon_toml(base_url="http://127.0.0.1:4321/v1", arbiter="auto", scorer="rule",
+                                threshold=0.3, model_dir=None))
+    settings = load_settings(path, {})
+    defaults = load_settings(None, {})
+    assert settings.arbitration == defaults.arbitration and settings.auto == defaults.auto
+    assert parse_args(["--arbiters", "auto"]).arbiters == ["auto"]
