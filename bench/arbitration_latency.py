@@ -47,6 +47,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+from bench.portable import shown_command
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -781,7 +782,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "setup": {
             "cloud": {"model": CLOUD_MODEL, "sha256": CATALOGUE[CLOUD_MODEL].sha256, "core": args.cloud_core,
                       "threads": THREADS, "n_ctx": N_CTX, "n_batch": N_BATCH, "base_url": base_url,
-                      "command": shlex.join(standin.command), "affinity": standin_affinity},
+                      "command": shlex.join(shown_command(standin.command)), "affinity": standin_affinity},
             "edge": {"model": EDGE_MODEL, "sha256": CATALOGUE[EDGE_MODEL].sha256, "core": args.edge_core,
                      "threads": THREADS, "n_ctx": N_CTX, "n_batch": N_BATCH,
                      "command": f"taskset -c {args.edge_core} {Path(sys.executable).name} -m router --config "

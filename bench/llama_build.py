@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.portable import shown_command
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a long essay about the history of the bicycle, with many details."
@@ -85,7 +87,7 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     report = {
-        "benchmark": "llama_build", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "benchmark": "llama_build", "command": " ".join(["python", "-m", "bench.llama_build", *shown_command(sys.argv[1:])]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{cpu}, {platform.system()} {platform.release()}", "python": platform.python_version(),
         "model": args.model, "threads": args.threads, "tokens": args.tokens, "rounds": args.rounds,

@@ -36,6 +36,7 @@ import numpy as np
 
 from cloud.info import Caller, IndexSettings, InfoIndex, read_documents
 from cloud.info.ranking import RerankWeights
+from bench.portable import shown_command, shown_path
 
 # The repository sits beside ../shared (as bench/datasets.py finds it).
 SQUAD_PART_A = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1-partA.json"
@@ -322,10 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     final = rows[-1]["held_out"]
     result = {
         "benchmark": "retrieval_tuning",
-        "command": " ".join(["python -m bench.retrieval_tuning", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python -m bench.retrieval_tuning", *shown_command(argv or sys.argv[1:])]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
         "encoder": {"model": embedder.model, "threads": args.threads, "query_p50_ms": encoder_p50},
-        "data": {"file": str(args.data), "documents": report.documents, "chunks": report.chunks,
+        "data": {"file": shown_path(args.data), "documents": report.documents, "chunks": report.chunks,
                  "questions": len(questions), "tuning_questions": len(tuning), "held_out_questions": len(held_out),
                  "seed": args.seed, "tuning_articles": sorted({q.article for q in tuning}),
                  "held_out_articles": sorted({q.article for q in held_out})},

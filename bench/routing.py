@@ -24,6 +24,7 @@ import numpy as np
 from router.client import RouterClient
 from router.doors.launcher import LocalDaemon
 from router.domain.types import Mode
+from bench.portable import shown_command, shown_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CORPUS = Path(__file__).resolve().parent / "corpus" / "arbitration.jsonl"
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "escalated": result.decision.escalated, "score": result.decision.score,
                               "scorer": result.decision.scorer})
     summary = summarize(decisions, share=args.share, min_samples=args.min_samples)
-    summary.update(router=decisions[0]["scorer"], corpus=str(args.corpus), seed=args.seed,
-                   command=" ".join(["python", "-m", "bench.routing", *sys.argv[1:]]),
+    summary.update(router=decisions[0]["scorer"], corpus=shown_path(args.corpus), seed=args.seed,
+                   command=" ".join(["python", "-m", "bench.routing", *shown_command(sys.argv[1:])]),
                    hardware=info.hardware, packages=dict(info.packages))
     return summary
 

@@ -33,6 +33,7 @@ from router.core.auth import PrincipalsFile
 from router.domain.access import Role
 from router.domain.errors import RouterError
 from router.doors.launcher import LocalDaemon
+from bench.portable import shown_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_EVERY_S = 5.0
@@ -163,7 +164,7 @@ def main() -> int:
     closed = final.times_closed if final else 0
     passed = (drift is not None and drift <= 0.10 and not missing and opened > 0 and closed > 0)
     report = {
-        "benchmark": "soak", "command": " ".join(["python", *sys.argv]), "commit": commit(),
+        "benchmark": "soak", "command": " ".join(["python", "-m", "bench.soak", *shown_command(sys.argv[1:])]), "commit": commit(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "minutes": args.minutes,
         "clients": args.clients, "breaker": {"failures_to_open": FAILURES_TO_OPEN, "cooldown_s": COOLDOWN_S,
                                              "times_opened": opened, "times_closed": closed},

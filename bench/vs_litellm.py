@@ -38,6 +38,7 @@ from bench.arbitration_latency import free_loopback_port
 from bench.load import commit
 from cloud.fault_injection_server import FaultInjectionOpenAIServer
 from router.doors.launcher import LocalDaemon
+from bench.portable import shown_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -208,7 +209,7 @@ def main() -> int:
                                              litellm.base_url))
             litellm_startup_s = litellm.startup_s
 
-    report = {"benchmark": "vs_litellm", "command": " ".join(["python", "-m", "bench.vs_litellm", *sys.argv[1:]]),
+    report = {"benchmark": "vs_litellm", "command": " ".join(["python", "-m", "bench.vs_litellm", *shown_command(sys.argv[1:])]),
               "commit": commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": info.hardware, "packages": {**info.packages, "litellm": litellm_version},
               "upstream_latency_ms": args.upstream_ms, "litellm_startup_s": litellm_startup_s, "levels": results}
