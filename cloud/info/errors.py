@@ -24,3 +24,8 @@ class InvalidQueryError(InfoIndexError, ValueError):
 class IndexCorruptError(InfoIndexError):
     """A persisted index that cannot be read, or was built with other settings or another embedder
     dimension than it is opened with."""
+
+
+class IndexUnavailableError(InfoIndexError):
+    """The database behind an index cannot be reached or refused a statement (server down, wrong
+    credentials, missing privileges or extension). The message names the server without its password."""

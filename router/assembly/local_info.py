@@ -1,4 +1,4 @@
-"""The Info index this process serves from `[info]`: the encoder and the index, with their life cycle.
+"""The Info index this process serves from `[info]`: the encoder and the index on its engine, with their life cycle.
 
 The daemon owns one when info.service = in_process (its gRPC door hosts the Info service over it), and
 `hybrid-router info serve` owns one on an Info host. Either way a door only adds the transport.
@@ -10,7 +10,8 @@ import threading
 import time
 from typing import Optional
 
-from cloud.info import IndexSettings, InfoIndex
+from cloud.info import IndexCorruptError, IndexSettings, InfoIndex, SearchIndex
+from cloud.info.store import MANIFEST
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
 from router.domain.config import InfoSettings
@@ -23,8 +24,37 @@ def index_settings(settings: InfoSettings) -> IndexSettings:
                          rrf_k=settings.rrf_k, rerank=settings.rerank)
 
 
+def engine_name(settings: InfoSettings) -> str:
+    """How logs and errors name where the index lives."""
+    if settings.engine == "files":
+        return "files"
+    return "postgres (server)" if settings.dsn else "postgres (embedded)"
+
+
+def open_search_index(settings: InfoSettings, embedder) -> SearchIndex:  # type: ignore[no-untyped-def]
+    """The index `[info]` names: engine and place. IndexCorruptError when index_dir holds the other engine's
+    index only, so that switching engines never looks like an empty index: migrate it, or switch back."""
+    index_dir = settings.index_dir.expanduser()
+    if settings.engine == "files":
+        if (index_dir / "pg").is_dir() and not (index_dir / MANIFEST).exists():
+            raise IndexCorruptError(_other_engine(index_dir, "postgres", "files"))
+        return InfoIndex.open(index_dir, embedder=embedder, settings=index_settings(settings))
+    from cloud.info import PgInfoIndex  # psycopg and pgserver load only for this engine
+
+    if settings.dsn:
+        return PgInfoIndex.open_server(settings.dsn, embedder=embedder, settings=index_settings(settings))
+    if (index_dir / MANIFEST).exists() and not (index_dir / "pg").is_dir():
+        raise IndexCorruptError(_other_engine(index_dir, "files", "postgres"))
+    return PgInfoIndex.open_embedded(index_dir, embedder=embedder, settings=index_settings(settings))
+
+
+def _other_engine(index_dir, found: str, configured: str) -> str:  # type: ignore[no-untyped-def]
+    return (f"{index_dir} holds an index of the {found} engine, and info.engine is {configured!r}: copy it with "
+            f"`hybrid-router info migrate --to {configured}`, or set info.engine = \"{found}\"")
+
+
 class LocalInfoIndex:
-    """Opens the index in `info.index_dir` with the configured encoder, once, and closes it once.
+    """Opens the index `[info]` names (engine, index_dir, dsn) with the configured encoder, once, and closes it once.
 
     `encoder`: a TextEncoder already loaded elsewhere in the process, to share it. `open()` runs in a worker
     thread and cannot be interrupted: a `close()` that comes meanwhile (a SIGTERM during start-up) waits
@@ -38,16 +68,16 @@ class LocalInfoIndex:
         self._cache = cache
         self._encoder = encoder
         self._logger = logger or logging.getLogger("hybrid_router.info")
-        self._index: Optional[InfoIndex] = None
+        self._index: Optional[SearchIndex] = None
         self._closed = False
         self._lock = threading.Lock()
 
     @property
-    def index(self) -> Optional[InfoIndex]:
+    def index(self) -> Optional[SearchIndex]:
         """The open index; None before open() and after close()."""
         return self._index
 
-    def open(self) -> Optional[InfoIndex]:
+    def open(self) -> Optional[SearchIndex]:
         """Loads the encoder and opens (or creates) the index; blocking. Returns it, or None when closed
         first. Raises the encoder's EdgeError (a missing model names the pull command) or InfoIndexError."""
         with self._lock:
@@ -57,10 +87,10 @@ class LocalInfoIndex:
             encoder = self._encoder or TextEncoder.from_cache(self._cache, name=self.settings.encoder)
             if self._closed:  # closed while the encoder loaded: leave the index unopened
                 return None
-            self._index = InfoIndex.open(self.index_dir, embedder=encoder, settings=index_settings(self.settings))
+            self._index = open_search_index(self.settings, encoder)
             stats = self._index.stats()
         self._logger.info("info index open", extra={"fields": {
-            "index_dir": str(self.index_dir), "documents": stats.documents, "chunks": stats.chunks,
+            "index_dir": str(self.index_dir), "engine": engine_name(self.settings), "documents": stats.documents, "chunks": stats.chunks,
             "encoder": self.settings.encoder, "open_s": round(time.monotonic() - began, 3)}})
         return self._index
 

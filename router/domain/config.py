@@ -368,7 +368,18 @@ class InfoSettings(_Section):
         "Info service; the modes that need one answer from the edge alone, marked degraded.")
     address: str = Field("", description="service = remote: host:port of the Info service.")
     index_dir: Path = Field(Path("~/.local/share/hybrid-router/info"),
-                            description="Where the Info service keeps its index (reloaded at start-up).")
+                            description="Where the Info service keeps its index (reloaded at start-up): engine = "
+                            "postgres keeps its embedded server's data in index_dir/pg.")
+    engine: Literal["postgres", "files"] = Field(
+        "postgres", description="The index's engine. postgres: PostgreSQL with pgvector (cloud/info/pg_index.py), "
+        "embedded (a private server under index_dir, started and stopped with this process, on a Unix socket "
+        "only) unless dsn names a server. files: the hand-written index (cloud/info/index.py), one directory "
+        "rewritten whole on each change; for a device without PostgreSQL. `hybrid-router info migrate` copies "
+        "one engine's index into the other.")
+    dsn: str = Field("", description="engine = postgres: a PostgreSQL server's URI (postgresql://user@host:5432/db) "
+                     "instead of the embedded one, the one switch to server mode. The server needs the pgvector "
+                     "extension, and the user the rights to create a schema, the `vector` extension and the role "
+                     "info_index_reader. Keep the password out of this file: libpq reads PGPASSWORD and ~/.pgpass.")
     encoder: str = Field("use-multilingual-512", description="Catalogue name of the dense text encoder.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for one retrieval; past it the mode answers "
                              "without passages, marked degraded.")
@@ -409,6 +420,9 @@ class InfoSettings(_Section):
                              "the daemon's token would travel in clear")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        if self.dsn and self.engine != "postgres":
+            raise ValueError(f"dsn names a PostgreSQL server, but engine = {self.engine!r}: set engine = \"postgres\" "
+                             "or remove dsn")
         if self.bm25_weight == 0 and self.dense_weight == 0:
             raise ValueError("bm25_weight and dense_weight cannot both be 0")
         return self

@@ -18,8 +18,8 @@ from typing import AsyncIterator, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from cloud.info import (Caller, Document, IndexCorruptError, InfoIndex, InfoIndexError, InvalidDocumentError,
-                        InvalidQueryError)
+from cloud.info import (Caller, Document, IndexCorruptError, IndexUnavailableError, InfoIndexError,
+                        InvalidDocumentError, InvalidQueryError, SearchIndex)
 from router.assembly.local_info import LocalInfoIndex
 from router.core.auth import Guard
 from router.domain.access import ALL_GROUPS, Action, GroupNotHeldError, Principal
@@ -57,7 +57,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
 
     def __init__(self, *, index_dir: Path, default_k: int, logger: logging.Logger, guard: Guard,
                  max_batch_documents: int = MAX_BATCH_DOCUMENTS, max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
-        self._index: Optional[InfoIndex] = None
+        self._index: Optional[SearchIndex] = None
         self._guard = guard
         self._max_batch_documents = max_batch_documents
         self._max_batch_bytes = max_batch_bytes
@@ -66,14 +66,14 @@ class InfoService(info_pb2_grpc.InfoServicer):
         self._default_k = default_k
         self._logger = logger
 
-    def attach(self, index: InfoIndex) -> None:
+    def attach(self, index: SearchIndex) -> None:
         self._index = index
 
     def detach(self) -> None:
         self._index = None
         self._not_open_reason = CLOSED
 
-    def _open_index(self) -> InfoIndex:
+    def _open_index(self) -> SearchIndex:
         index = self._index
         if index is None:
             raise InfoNotOpenError(self._not_open_reason)
@@ -92,6 +92,9 @@ class InfoService(info_pb2_grpc.InfoServicer):
             self._logger.error("the Info index cannot be read", extra={"fields": {"error": str(exc)}})
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         if isinstance(exc, InfoNotOpenError):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if isinstance(exc, IndexUnavailableError):  # the engine's server is down or unreachable: worth a retry
+            self._logger.error("the Info index's engine is unavailable", extra={"fields": {"error": str(exc)}})
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if isinstance(exc, InfoIndexError) and self._index is None:
             # A call that took the index just before close(): the index says it is closed.
@@ -140,7 +143,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
                                        "every group to a principal; name real groups")
         return documents
 
-    def _caller(self, principal: Principal, index: InfoIndex, request: pb.RetrieveRequest) -> Caller:
+    def _caller(self, principal: Principal, index: SearchIndex, request: pb.RetrieveRequest) -> Caller:
         """Whose passages: a daemon's own principal (role service) retrieves for its authenticated caller,
         as it sends it; anyone else with its own groups, narrowed to those the request names."""
         user = request.caller.user if principal.may(Action.ACT_FOR_CALLER) or not self._guard.enabled \

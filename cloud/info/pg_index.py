@@ -1,0 +1,400 @@
+"""The Info index on PostgreSQL + pgvector: InfoIndex's API and results, with the database doing the work.
+
+    index = PgInfoIndex.open_embedded(Path("/var/lib/info"), embedder=encoder)   # a private server
+    index = PgInfoIndex.open_server("postgresql://info@db/info", embedder=encoder)  # a shared one
+
+Same documents, settings, caller, filters and query: same passages, same order, same scores (within
+floating-point noise) as cloud/info/index.py's InfoIndex, whose docstring describes the retrieval.
+What differs is where the work happens:
+- storage is the schema of cloud/info/pg_schema.py; an ingest is one transaction of DELETEs (the
+  replaced documents' chunks) and INSERTs (the new ones), a delete is a DELETE, so their cost follows
+  the documents written, not the index;
+- access and filters are enforced by the database (row-level security), and BM25 candidate scoring
+  and the dense candidate search run in SQL over the rows left (cloud/info/pg_search.py);
+- the fusion and the re-ranker run here, over the at most `candidates` rows fetched with their
+  vectors, sentence vectors and terms, and with the idf computed in SQL over the visible rows.
+
+Dense search is exact. The engine's inner product accumulates in float32; the candidates it returns
+(a few more than needed) are re-scored here in float64 as InfoIndex scores them, so the order agrees.
+
+Thread safety: a connection pool; any number of threads may retrieve at once, each read is one
+snapshot. Writers take a table lock that readers do not wait on, so ingests (from any process) apply
+one at a time and ingestion order is commit order. Embedding happens before any transaction starts.
+
+The database user of server mode must be able to create the schema `info_index` (first open only),
+the `vector` extension unless it is there, and the role `info_index_reader`, and be allowed to SET ROLE
+to it (a superuser, or a member). Text with NUL characters cannot be stored in PostgreSQL: such
+documents are refused with InvalidDocumentError.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from cloud.info.analysis import analyze
+from cloud.info.chunking import chunk_text, sentence_spans
+from cloud.info.documents import Document, validate_document
+from cloud.info.errors import IndexCorruptError, InfoIndexError, InvalidDocumentError, IndexUnavailableError
+from cloud.info.index import (
+    _ENCODE_BATCH,
+    Caller,
+    Embedder,
+    IndexSettings,
+    IndexStats,
+    IngestReport,
+    RetrievedPassage,
+    _embedder_dim,
+    _unit_rows,
+    _validate_query,
+)
+from cloud.info.pg_embedded import EmbeddedServer
+from cloud.info.pg_schema import SCHEMA, prepare_schema
+from cloud.info.pg_search import Candidates, ChunkRow, begin_read, fetch_rows, find_candidates, vector_literal
+from cloud.info.ranking import SentenceVectors, reciprocal_rank_fusion, rerank_features
+from cloud.info.search import KeywordIndex, Ranking, row_dot, top_rows
+from cloud.info.store import IndexShape
+
+# Extra dense candidates asked of the engine beyond `candidates`: its float32 order may swap rows whose
+# cosines differ in the last digits, and the float64 re-scoring here must have them all to agree.
+_DENSE_MARGIN = 16
+_POOL_MAX_CONNECTIONS = 8
+_CONNECT_TIMEOUT_S = 10
+# How long a call waits for a pooled connection before it reports the server unavailable.
+_POOL_WAIT_S = 30.0
+
+_INSERT = f"""
+INSERT INTO {SCHEMA}.chunks (document_id, chunk_index, text, start_offset, end_offset, metadata, groups, terms,
+                             term_count, vector, sentence_count, sentence_vectors)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s)"""
+# Writers queue on each other (SHARE ROW EXCLUSIVE conflicts with itself), readers never wait on it.
+_WRITE_LOCK = f"LOCK TABLE {SCHEMA}.chunks IN SHARE ROW EXCLUSIVE MODE"
+
+
+class _VisibleIdf:
+    """The idf of the query's terms as computed in SQL over the visible rows (what rerank_features asks
+    of a Bm25Scorer)."""
+
+    def __init__(self, idf: Mapping[str, float]) -> None:
+        self._idf = idf
+
+    def idf(self, term: str) -> float:
+        return self._idf[term]
+
+
+class PgInfoIndex:
+    """A persistent, access-controlled hybrid retrieval index in PostgreSQL (see the module docstring)."""
+
+    def __init__(self, pool: ConnectionPool, where: str, embedder: Embedder, settings: IndexSettings, dim: int,
+                 embedded: EmbeddedServer | None) -> None:
+        """Use `open`, `open_embedded` or `open_server`."""
+        self._pool = pool
+        self._where = where
+        self._embedder = embedder
+        self._settings = settings
+        self._dim = dim
+        self._embedded = embedded
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, target: str | Path, *, embedder: Embedder,
+             settings: IndexSettings = IndexSettings()) -> "PgInfoIndex":
+        """`open_server` for a URI (postgresql://… or postgres://…), `open_embedded` for anything else
+        (a directory). A key=value connection string goes to `open_server` directly."""
+        if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+            return cls.open_server(target, embedder=embedder, settings=settings)
+        return cls.open_embedded(Path(target), embedder=embedder, settings=settings)
+
+    @classmethod
+    def open_embedded(cls, directory: Path, *, embedder: Embedder,
+                      settings: IndexSettings = IndexSettings()) -> "PgInfoIndex":
+        """The index kept in `directory` by a private PostgreSQL (cloud/info/pg_embedded.py), started
+        here or joined if another handle runs it; a new empty one where there is none. It stops when
+        the last handle closes or its process exits. IndexUnavailableError when it does not start;
+        IndexCorruptError as InfoIndex.open (a file instead of a directory, another shape)."""
+        path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise IndexCorruptError(f"{path} is a file, not an index directory; give a directory path "
+                                    "(it is created if missing)")
+        server = EmbeddedServer(path)
+        try:
+            return cls._open(server.uri, str(path), embedder, settings, server)
+        except BaseException:
+            server.release()
+            raise
+
+    @classmethod
+    def open_server(cls, dsn: str, *, embedder: Embedder,
+                    settings: IndexSettings = IndexSettings()) -> "PgInfoIndex":
+        """The index in the database `dsn` names (a libpq URI or key=value string), created on first
+        use. IndexUnavailableError, naming the server without its password, when it cannot be reached
+        or lacks pgvector or a privilege (module docstring); IndexCorruptError for another shape."""
+        return cls._open(dsn, f"PostgreSQL {redacted_dsn(dsn)}", embedder, settings, None)
+
+    @classmethod
+    def _open(cls, conninfo: str, where: str, embedder: Embedder, settings: IndexSettings,
+              embedded: EmbeddedServer | None) -> "PgInfoIndex":
+        dim = _embedder_dim(embedder)
+        shape = IndexShape(dim, settings.chunk_tokens, settings.chunk_overlap_tokens)
+        options = _connection_options(conninfo, where)
+        try:
+            with psycopg.connect(conninfo, **options) as conn:
+                stored = prepare_schema(conn, shape, settings.stem, where)
+                if stored.stem != settings.stem:
+                    _reanalyse(conn, settings.stem)
+                with conn.transaction():
+                    begin_read(conn, ())  # fails here, not at the first query, if SET ROLE is not allowed
+        except psycopg.Error as exc:
+            raise IndexUnavailableError(f"the index in {where} cannot be opened: {_reason(exc)}") from exc
+        pool = ConnectionPool(conninfo, kwargs=options, min_size=1, max_size=_POOL_MAX_CONNECTIONS,
+                              check=ConnectionPool.check_connection, name=f"info-index {where}", open=True)
+        return cls(pool, where, embedder, settings, dim, embedded)
+
+    @property
+    def settings(self) -> IndexSettings:
+        return self._settings
+
+    def ingest(self, documents: Iterable[Document]) -> IngestReport:
+        """Add or replace documents by id in one transaction (see InfoIndex.ingest).
+
+        Every document of the batch is validated first (InvalidDocumentError names the first bad one,
+        and nothing is changed); a repeated id in the batch keeps its last version.
+        """
+        self._check_open()
+        batch = list(documents)
+        for document in batch:
+            if not isinstance(document, Document):
+                raise InvalidDocumentError(f"ingest takes Document objects, got {type(document).__name__}")
+            validate_document(document)
+            _check_storable(document)
+        latest = list({document.id: document for document in batch}.values())
+        if not latest:
+            return IngestReport(0, 0, 0)
+        rows = self._prepare(latest)
+        with self._connection() as conn, conn.transaction():
+            conn.execute(_WRITE_LOCK)
+            replaced = {document_id for (document_id,) in conn.execute(
+                f"DELETE FROM {SCHEMA}.chunks WHERE document_id = ANY(%s) RETURNING document_id",
+                ([document.id for document in latest],))}
+            with conn.cursor() as cursor:
+                cursor.executemany(_INSERT, rows)
+        return IngestReport(len(latest), len(rows), len(replaced))
+
+    def delete(self, document_ids: Sequence[str]) -> int:
+        """Remove documents by id; returns how many of them existed."""
+        self._check_open()
+        if isinstance(document_ids, str):  # a lone id would be read as its characters
+            raise TypeError("delete takes a sequence of document ids; wrap a single id in a list")
+        ids = sorted({document_id for document_id in document_ids if isinstance(document_id, str)})
+        if not ids:
+            return 0
+        with self._connection() as conn, conn.transaction():
+            conn.execute(_WRITE_LOCK)
+            deleted = {document_id for (document_id,) in conn.execute(
+                f"DELETE FROM {SCHEMA}.chunks WHERE document_id = ANY(%s) RETURNING document_id", (ids,))}
+        return len(deleted)
+
+    def retrieve(self, query: str, *, k: int, caller: Caller,
+                 filters: Mapping[str, str] | None = None) -> list[RetrievedPassage]:
+        """As InfoIndex.retrieve: the best `k` passages `caller` may read whose metadata matches `filters`."""
+        self._check_open()
+        _validate_query(query, k, filters)
+        rows, fused, features = self._candidates(query, k, caller, filters, with_features=self._settings.rerank)
+        ranking = fused
+        if features is not None:
+            ranking = top_rows(fused.rows, features @ self._settings.rerank_weights.as_array(), len(fused.rows))
+        return [_passage(rows[seq], score) for seq, score in zip(ranking.rows[:k].tolist(), ranking.scores[:k].tolist())]
+
+    def rerank_candidates(self, query: str, *, caller: Caller,
+                          filters: Mapping[str, str] | None = None) -> tuple[list[RetrievedPassage], np.ndarray]:
+        """As InfoIndex.rerank_candidates: the fused candidates (best first) and their features."""
+        self._check_open()
+        _validate_query(query, 1, filters)
+        rows, fused, features = self._candidates(query, 1, caller, filters, with_features=True)
+        passages = [_passage(rows[seq], score) for seq, score in zip(fused.rows.tolist(), fused.scores.tolist())]
+        return passages, features if features is not None else np.zeros((0, 6))
+
+    def _candidates(self, query: str, k: int, caller: Caller, filters: Mapping[str, str] | None, *,
+                    with_features: bool) -> tuple[dict[int, ChunkRow], Ranking, np.ndarray | None]:
+        """The rows needed by seq, the top max(candidates, k) rows by fused rank, and their features."""
+        query_vector = self._encode([query])[0]
+        self._check_open()
+        wanted = dict(filters or {})
+        if any("\x00" in key or "\x00" in value for key, value in wanted.items()):
+            return {}, Ranking.empty(), None  # no stored metadata holds a NUL (see _check_storable)
+        settings = self._settings
+        pool = max(settings.candidates, k)
+        terms = analyze(query, stem=settings.stem)
+        groups = [group for group in caller.groups if isinstance(group, str) and "\x00" not in group]
+        with self._connection() as conn, conn.transaction():
+            begin_read(conn, groups)
+            found = find_candidates(conn, terms=terms, query_vector=query_vector, filters=wanted,
+                                    k1=settings.bm25_k1, b=settings.bm25_b, pool=pool,
+                                    dense_limit=pool + _DENSE_MARGIN if settings.dense_weight > 0 else 0)
+            if not found.visible:
+                return {}, Ranking.empty(), None
+            fused = self._fuse(found, query_vector, pool)
+            needed = fused.rows if with_features else fused.rows[:k]
+            rows = fetch_rows(conn, needed.tolist(), vectors=with_features, dim=self._dim)
+        if not with_features or not len(fused.rows):
+            return rows, fused, None
+        return rows, fused, self._features(fused.rows, rows, found, terms, query_vector)
+
+    def _fuse(self, found: Candidates, query_vector: np.ndarray, pool: int) -> Ranking:
+        settings = self._settings
+        rankings = [(Ranking(found.keyword_rows, found.keyword_scores), settings.bm25_weight)]
+        if settings.dense_weight > 0:  # a zero weight would add nothing to the fusion
+            dense = top_rows(found.dense_rows, row_dot(found.dense_vectors, query_vector), pool)
+            rankings.append((dense, settings.dense_weight))
+        fused = reciprocal_rank_fusion([(r, w) for r, w in rankings if w > 0], settings.rrf_k)
+        return Ranking(fused.rows[:pool], fused.scores[:pool])
+
+    @staticmethod
+    def _features(seqs: np.ndarray, rows: Mapping[int, ChunkRow], found: Candidates, terms: list[str],
+                  query_vector: np.ndarray) -> np.ndarray:
+        """rerank_features over the candidates alone: local row i is seqs[i]; the statistics that need
+        every visible row (idf, BM25) come from SQL."""
+        chunks = [rows[seq] for seq in seqs.tolist()]
+        sentence_matrices = [chunk.sentence_vectors for chunk in chunks]
+        counts = np.array([len(matrix) for matrix in sentence_matrices], dtype=np.int64)  # type: ignore[arg-type]
+        sentences = SentenceVectors(np.concatenate(sentence_matrices),  # type: ignore[arg-type]
+                                    np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        vectors = np.stack([chunk.vector for chunk in chunks])  # type: ignore[misc]
+        bm25_scores = np.array([found.bm25.get(seq, 0.0) for seq in seqs.tolist()], dtype=np.float64)
+        return rerank_features(np.arange(len(chunks), dtype=np.int64), terms=terms, query_vector=query_vector,
+                               bm25_scores=bm25_scores, dense_scores=row_dot(vectors, query_vector),
+                               keywords=KeywordIndex([chunk.terms for chunk in chunks]),
+                               scorer=_VisibleIdf(found.idf),  # type: ignore[arg-type]
+                               sentences=sentences)
+
+    def stats(self, caller: Caller | None = None) -> IndexStats:
+        """As InfoIndex.stats; bytes_on_disk is the size of the index's tables and their indexes (0 for a
+        caller, and for an empty index)."""
+        self._check_open()
+        groups_seen = None if caller is None else [g for g in caller.groups if "\x00" not in g]
+        with self._connection() as conn, conn.transaction():
+            begin_read(conn, groups_seen)
+            documents, chunks = conn.execute(
+                f"SELECT count(DISTINCT document_id), count(*) FROM {SCHEMA}.chunks").fetchone() or (0, 0)
+            groups = {group for (group,) in conn.execute(f"SELECT DISTINCT unnest(groups) FROM {SCHEMA}.chunks")}
+            on_disk = 0
+            if caller is None and chunks:
+                on_disk = conn.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                    (SCHEMA,)).fetchone()[0]  # type: ignore[index]
+        if caller is not None:
+            groups &= set(caller.groups)
+        return IndexStats(documents=int(documents), chunks=int(chunks), groups=tuple(sorted(groups)),
+                          dim=self._dim, bytes_on_disk=int(on_disk))
+
+    def close(self) -> None:
+        """Release the index: its connections, and its handle on an embedded server. Later calls raise
+        InfoIndexError. Everything is already committed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pool.close()
+        if self._embedded is not None:
+            self._embedded.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InfoIndexError(f"the index at {self._where} is closed; open it again")
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; database and connection failures become IndexUnavailableError."""
+        try:
+            with self._pool.connection(timeout=_POOL_WAIT_S) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            self._check_open()  # a call racing close() sees "closed", not a pool error
+            raise IndexUnavailableError(f"the index in {self._where} failed: {_reason(exc)}") from exc
+
+    def _prepare(self, documents: Sequence[Document]) -> list[tuple[Any, ...]]:
+        """Chunk, analyse and embed `documents` into INSERT rows (no transaction open: the slow part),
+        batching the embedder calls exactly as InfoIndex does, so the vectors are the same."""
+        pieces: list[tuple[Document, int, Any, list[str]]] = []
+        for document in documents:
+            for index, piece in enumerate(chunk_text(document.text, max_tokens=self._settings.chunk_tokens,
+                                                     overlap_tokens=self._settings.chunk_overlap_tokens)):
+                pieces.append((document, index, piece, [piece.text[a:b] for a, b in sentence_spans(piece.text)]))
+        vectors = self._encode([piece.text for _, _, piece, _ in pieces])
+        # A one-sentence chunk's sentence vector is its own vector: no need to encode it twice.
+        encoded = iter(self._encode([text for *_, texts in pieces if len(texts) > 1 for text in texts]))
+        rows = []
+        for (document, index, piece, texts), vector in zip(pieces, vectors):
+            sentence_matrix = vector[None, :] if len(texts) == 1 else np.stack([next(encoded) for _ in texts])
+            terms = analyze(piece.text, stem=self._settings.stem)
+            rows.append((document.id, index, piece.text, piece.start, piece.end, Jsonb(dict(document.metadata)),
+                         sorted(set(document.groups)), terms, len(terms), vector_literal(vector), len(texts),
+                         np.ascontiguousarray(sentence_matrix, dtype="<f4").tobytes()))
+        return rows
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        batches = [list(texts[i:i + _ENCODE_BATCH]) for i in range(0, len(texts), _ENCODE_BATCH)]
+        return np.concatenate([_unit_rows(self._embedder.encode(batch), len(batch), self._dim) for batch in batches])
+
+
+def redacted_dsn(dsn: str) -> str:
+    """`dsn` as key=value pairs without its password, for messages and logs."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(a connection string that libpq cannot parse)"
+    parts.pop("password", None)
+    return make_conninfo(**{key: value for key, value in parts.items() if value is not None})
+
+
+def _connection_options(conninfo: str, where: str) -> dict[str, Any]:
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise IndexUnavailableError(f"the connection string of {where} is not valid: {_reason(exc)}") from exc
+    options: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in given:
+        options["connect_timeout"] = _CONNECT_TIMEOUT_S
+    return options
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _reanalyse(conn: psycopg.Connection, stem: bool) -> None:
+    """Rewrites every chunk's terms for the other stemming setting: terms are derived data, and
+    InfoIndex, which derives them at open, follows the setting it is opened with."""
+    with conn.transaction():
+        conn.execute(_WRITE_LOCK)
+        rows = conn.execute(f"SELECT seq, text FROM {SCHEMA}.chunks").fetchall()
+        updates = [(terms, len(terms), seq) for seq, text in rows for terms in [analyze(text, stem=stem)]]
+        with conn.cursor() as cursor:
+            cursor.executemany(f"UPDATE {SCHEMA}.chunks SET terms = %s, term_count = %s WHERE seq = %s", updates)
+        conn.execute(f"UPDATE {SCHEMA}.meta SET stem = %s", (stem,))
+
+
+def _check_storable(document: Document) -> None:
+    texts = [document.id, document.text, *document.metadata.keys(), *document.metadata.values(), *document.groups]
+    if any("\x00" in text for text in texts):
+        raise InvalidDocumentError(f"document {document.id[:40]!r} contains a NUL character, which PostgreSQL "
+                                   "cannot store: remove it from the id, text, metadata and groups")
+
+
+def _passage(row: ChunkRow, score: float) -> RetrievedPassage:
+    return RetrievedPassage(passage_id=f"{row.document_id}#{row.chunk_index}", document_id=row.document_id,
+                            text=row.text, score=float(score), start=row.start, end=row.end,
+                            metadata=MappingProxyType(dict(row.metadata)))
