@@ -5,7 +5,7 @@
 The labelling daemon (bench/corpus/labelling.toml) kept a ledger of the requests the bench sent it,
 each with the bench's reference signals on the edge's and the cloud's answers: the traffic a device
 would have logged. This script retrains the router from those ledger rows, as `hybrid-router
-train-router --ledger` reads them (router/core/ledger/deferral.py), at two moments of that traffic:
+train-router --ledger` reads them (router/core/learning/deferral.py), at two moments of that traffic:
 after its first `--first` share of rows, in the order they were written, and after all of them. The
 ledger was switched on while GSM8K was being labelled, and the SQuAD items labelled after that went
 through it too: so the first stage has seen mostly maths, the second reading as well. It scores the default rule (a fresh install) and both
@@ -41,7 +41,7 @@ METRICS = ("apgr", "cpt_50", "cpt_80")
 def ledger_training_rows(ledger: Path, held_out_texts: set[str]) -> tuple[list[Any], dict[str, int]]:
     """The ledger's router training rows in the order they were written, less those whose request is
     a held-out corpus item; and the counts."""
-    from router.core.ledger.deferral import deferral_rows
+    from router.core.learning.deferral import deferral_rows
 
     rows, skipped = deferral_rows(ledger, need_features=())
     kept = [row for row in rows if row.text not in held_out_texts]

@@ -79,21 +79,17 @@ class ImproveRun:
     def _export(self) -> dict[str, Any]:
         from datetime import datetime, timezone
 
-        from router.core.ledger import Ledger
+        from router.core.learning.lora import lora_training_set
 
         path = self.settings.ledger.path.expanduser()
         if not path.exists():
             raise ImproveStopped(f"no ledger at {path} (ledger.path): nothing to learn from yet")
-        ledger = Ledger(path, log_content=self.settings.ledger.log_content)
-        ledger.open()
-        try:
-            since = (datetime.fromtimestamp(self.options.since_unix_s, tz=timezone.utc)
-                     if self.options.since_unix_s is not None else None)
-            report = ledger.export("openai", self.out / "data" / "sft.jsonl", since=since,
+        since = (datetime.fromtimestamp(self.options.since_unix_s, tz=timezone.utc)
+                 if self.options.since_unix_s is not None else None)
+        report = lora_training_set(path, self.out / "data" / "sft.jsonl",
+                                   log_content=self.settings.ledger.log_content, since=since,
                                    min_score=self.options.min_score, split_seed=0,
                                    validation_fraction=VALIDATION_FRACTION)
-        finally:
-            ledger.close()
         if report.rows < MIN_TRAINING_EXAMPLES or not report.validation_rows:
             raise ImproveStopped(f"the ledger gave {report.rows} training and {report.validation_rows} held-out "
                                  f"examples; at least {MIN_TRAINING_EXAMPLES} and 1 are needed (serve more traffic "

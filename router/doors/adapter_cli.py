@@ -149,7 +149,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _export_ledger(settings: "Settings", out_dir: Path, min_score: float) -> Path:
-    from router.core.ledger import Ledger
+    from router.core.learning.lora import lora_training_set
 
     path = settings.ledger.path.expanduser()
     if not path.exists():
@@ -163,12 +163,7 @@ def _export_ledger(settings: "Settings", out_dir: Path, min_score: float) -> Pat
         print(f"resuming on the training set exported when the run began: {target}", file=sys.stderr)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(path, log_content=settings.ledger.log_content)
-    ledger.open()
-    try:
-        report = ledger.export("openai", target, min_score=min_score)
-    finally:
-        ledger.close()
+    report = lora_training_set(path, target, log_content=settings.ledger.log_content, min_score=min_score)
     print(f"exported from {path}: {json.dumps(report.__dict__, default=str)}", file=sys.stderr)
     return target
 

@@ -213,6 +213,7 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     from router.core.arbiters.corpus import TrainingError, read_corpus
+    from router.core.learning.training_sets import file_sha256
     from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND
     from router.core.probes.states_file import HiddenStatesFile
 
@@ -221,7 +222,7 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
         corpus = Path(args.corpus)
         rows = read_corpus(corpus)
         states = HiddenStatesFile.load(Path(args.states))
-        provenance = {"path": corpus.as_posix(), "lines": len(rows), "sha256": _sha256(corpus),
+        provenance = {"path": corpus.as_posix(), "lines": len(rows), "sha256": file_sha256(corpus),
                       "states": {"path": Path(args.states).name, "items": len(states)}}
         directory = train_probe(rows, states, Path(args.out), kind=kind, provenance=provenance,
                                 components=args.state_components)
@@ -265,9 +266,14 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, n
 
     from router.assembly.parts import model_cache
     from router.core.arbiters.corpus import TrainingError
+    from router.core.learning.training_sets import training_rows
 
     try:
-        rows, provenance = _training_rows(args, need_features)
+        rows, provenance = training_rows(corpus=Path(args.corpus) if args.corpus else None,
+                                         ledger=Path(args.ledger) if args.ledger else None,
+                                         since=args.since, need_features=need_features,
+                                         features_only=args.features_only,
+                                         log=lambda line: print(line, file=sys.stderr))
         if args.features_only:
             directory = train(rows, Path(args.out), provenance=provenance)
         else:
@@ -280,61 +286,11 @@ def _train(args: argparse.Namespace, verb: str, module: str, function: str, *, n
     return _report_trained(directory)
 
 
-def _training_rows(args: argparse.Namespace, need_features: Sequence[str]) -> tuple[list, dict[str, object]]:
-    """The rows of --corpus and --ledger (ledger requests whose decisions recorded every one of
-    `need_features`), and meta.json's training_corpus (one entry per source)."""
-    from router.core.arbiters.corpus import CorpusRow, TrainingError, read_corpus
-    from router.core.ledger.deferral import DATASET as LEDGER_DATASET, deferral_rows
-    from router.core.ledger.store import format_time
-
-    rows: list[CorpusRow] = []
-    sources: dict[str, dict[str, object]] = {}
-    if args.corpus:
-        corpus = Path(args.corpus)
-        corpus_rows = read_corpus(corpus)
-        rows.extend(corpus_rows)
-        sources["corpus"] = {"path": str(corpus), "lines": len(corpus_rows), "sha256": _sha256(corpus)}
-    if args.ledger:
-        ledger = Path(args.ledger).expanduser()
-        since = format_time(args.since) if args.since is not None else None
-        # With a corpus beside it, a ledger with nothing labelled yet only adds no rows.
-        ledger_rows, skipped = deferral_rows(ledger, since=since, require_rows=not args.corpus,
-                                             need_features=need_features)
-        # A ledger request that asked a corpus item's text again (the labelling daemon's own ledger does)
-        # is that item: it keeps the corpus's row and split, or a corpus test item would be trained on.
-        corpus_texts = {row.text for row in rows if row.text}
-        kept = [row for row in ledger_rows if not (row.text and row.text in corpus_texts)]
-        repeated, ledger_rows = len(ledger_rows) - len(kept), kept
-        rows.extend(ledger_rows)
-        sources["ledger"] = {"path": str(ledger), "rows": len(ledger_rows), "since": since,
-                             "skipped": dict(sorted(skipped.items())), "repeats_of_corpus_items": repeated}
-        print(f"ledger {ledger}: {len(ledger_rows)} row(s); skipped "
-              + (", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "none")
-              + (f"; {repeated} left out as repeats of corpus items" if repeated else ""), file=sys.stderr)
-    untexted = sum(1 for row in rows if row.dataset == LEDGER_DATASET and not row.text)
-    if untexted and not args.features_only:
-        raise TrainingError(f"{untexted} ledger row(s) have no text to embed (stored under ledger.log_content = "
-                            "none, which keeps hashes only); train on the features only with --features-only")
-    # `path`, `lines` (and `sha256` for a corpus alone) as a corpus-only run always wrote them.
-    provenance: dict[str, object] = {"path": " + ".join(str(source["path"]) for source in sources.values()),
-                                     "lines": len(rows), **sources}
-    if list(sources) == ["corpus"]:
-        provenance["sha256"] = sources["corpus"]["sha256"]
-    return rows, provenance
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
     return value
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 DURATION_UNITS = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400})
@@ -422,21 +378,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Reads the ledger file directly: no daemon needed, and WAL lets it run beside one."""
     from datetime import datetime, timezone
 
-    from router.core.ledger import Ledger
+    from router.core.learning.sft import export_ledger_file
 
     settings = _settings(args)
     path = settings.ledger.path.expanduser()
     if not path.exists():
         print(f"hybrid-router: no ledger at {path} (ledger.path); serve some requests first", file=sys.stderr)
         return EXIT_ERROR
-    ledger = Ledger(path, log_content=settings.ledger.log_content)
-    ledger.open()
-    try:
-        since = datetime.fromtimestamp(args.since, tz=timezone.utc) if args.since is not None else None
-        report = ledger.export(args.format, Path(args.out), since=since, mode=args.mode, min_score=args.min_score,
-                               split_seed=args.split_seed, validation_fraction=args.validation_fraction)
-    finally:
-        ledger.close()
+    since = datetime.fromtimestamp(args.since, tz=timezone.utc) if args.since is not None else None
+    report = export_ledger_file(path, args.format, Path(args.out), log_content=settings.ledger.log_content,
+                                since=since, mode=args.mode, min_score=args.min_score, split_seed=args.split_seed,
+                                validation_fraction=args.validation_fraction)
     print(result_as_json(report))
     return 0
 

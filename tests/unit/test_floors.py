@@ -1,5 +1,6 @@
 """The folder layout is the dependency rule: each floor of router/ imports only the floors below it,
-edge/ and cloud/ never import router/, and nothing in router/ imports the bench (which sits on top)."""
+edge/ and cloud/ never import router/, nothing in router/ imports the bench (which sits on top), and
+the ledger knows none of the parts of the core that learn from it."""
 from __future__ import annotations
 
 import ast
@@ -56,6 +57,19 @@ def test_a_floor_imports_only_the_floors_below_it(path: Path) -> None:
 def test_the_backends_never_import_the_router(package: str) -> None:
     offenders = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / package).rglob("*.py"))
                  for m in imported_modules(p) if m.split(".")[0] in ("router", "bench")]
+    assert offenders == []
+
+
+# The ledger records; it does not train. The learners (router/core/learning) read it through its read API
+# (router/core/ledger/records.py), and the models they train are theirs: a sink that imported them would
+# know its consumers.
+LEDGER_NEVER_IMPORTS = ("router.core.arbiters", "router.core.routing", "router.core.probes", "router.core.learning")
+
+
+def test_the_ledger_imports_none_of_its_learners() -> None:
+    offenders = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "router" / "core" / "ledger").rglob("*.py"))
+                 for m in imported_modules(p)
+                 if any(m == package or m.startswith(package + ".") for package in LEDGER_NEVER_IMPORTS)]
     assert offenders == []
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from router.domain.errors import InvalidRequestError
-from router.core.ledger import (AccuracySignal, Ledger, LedgerExportRefusedError, LedgerNotFoundError,
-                           LedgerUnavailableError, SignalKind, SignalTarget)
+from router.core.learning.sft import LedgerExportRefusedError, export_training_set
+from router.core.ledger import (AccuracySignal, Ledger, LedgerNotFoundError, LedgerUnavailableError, SignalKind,
+                                SignalTarget)
 from router.core.ledger.writer import LedgerWriter
 from router.domain.types import BackendKind, ChatMessage, Mode
 from tests.unit.test_ledger_support import make_exchange, make_run, make_unanswered, open_ledger
@@ -296,7 +297,7 @@ def test_log_content_none_keeps_only_hashes_and_numbers(tmp_path: Path) -> None:
     # Signals are computed from the real text before it is hashed.
     assert _signals(stored, "reference")["final"]["correct"] is True
     with pytest.raises(LedgerExportRefusedError, match="log_content = none"):
-        ledger.export("openai", tmp_path / "out.jsonl")
+        export_training_set(ledger, "openai", tmp_path / "out.jsonl")
     ledger.close()
     raw = _database_bytes(path)
     for secret in (b"alice", b"3 + 4", b"The answer is 7", b"Seven", b"bob-smith"):

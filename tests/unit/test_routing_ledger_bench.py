@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.routing_ledger import _task_counts, ledger_training_rows, readable_ledger, render
-from tests.unit.test_ledger_deferral import _post
+from tests.unit.test_learning_deferral import _post
 from tests.unit.test_ledger_support import open_ledger
 
 HELD_OUT = "Solve: what is 5 + 9?"

@@ -28,12 +28,16 @@ the ledger loses at most what was not yet committed: the jobs still in the queue
 
 Threads. `record`, `add_signal` and the properties are safe from any thread and never block (the
 lock they share with `close()` is held only around a flag check and a `put_nowait`).
-`contains`, `owner`, `feedback`, `flush`, `get`, `stats`, `export` and `close` block (SQLite or waiting for the
+`contains`, `owner`, `feedback`, `flush`, `get`, `stats`, `read` and `close` block (SQLite or waiting for the
 writer): from asyncio, call them through `asyncio.to_thread`.
 
 Privacy: `log_content` = full | redacted | none, see router/core/ledger/redaction.py. The database and
 its WAL are created 0600 (router/core/ledger/files.py). Retention by age and size is enforced by the
 writer (router/core/ledger/retention.py).
+
+The ledger records; it does not train. What learns from it (router/core/learning: the arbiter's and the
+router's rows, the LoRA's and DPO's sets) reads it through router/core/ledger/records.py, on a connection
+from `read` or `records.open_read_only`.
 """
 from __future__ import annotations
 
@@ -45,11 +49,10 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar
 
 from router.domain.errors import InvalidRequestError
-from router.core.ledger.export import (FORMATS, ExportReport, LedgerExportRefusedError, check_options,
-                                  export_dataset, validation_path_for)
+from router.core.ledger.records import LedgerReadError, LoggedRequest, LoggedSignal, open_read_only, read_requests
 from router.core.ledger.redaction import ContentFilter, ContentPolicy, redact
 from router.core.ledger.retention import SWEEP_INTERVAL_S, RetentionPolicy
 from router.core.ledger.schema import SCHEMA_VERSION, SchemaVersionError
@@ -60,13 +63,13 @@ from router.core.ledger.store import (LedgerNotFoundError, LedgerStore, LedgerUn
 from router.core.ledger.writer import (BarrierJob, FeedbackJob, Job, LedgerHealth, LedgerMetrics,
                                   LedgerState, LedgerWriter, PendingRequestIds, RecordJob, RecordPreparer,
                                   SignalJob, StopJob, describe_failure)
-from router.domain.types import GenerateRequest, GenerateResult, Mode
+from router.domain.types import GenerateRequest, GenerateResult
 
 __all__ = [
-    "AccuracySignal", "ContentPolicy", "ExportReport", "FORMATS", "Ledger", "LedgerExportRefusedError",
-    "LedgerHealth", "LedgerMetrics", "LedgerNotFoundError", "LedgerUnavailableError",
-    "MAX_FEEDBACK_BYTES", "ModeStats", "RetentionPolicy", "SCHEMA_VERSION", "SchemaVersionError",
-    "SignalAccuracy", "SignalKind", "SignalTarget", "redact", "validation_path_for",
+    "AccuracySignal", "ContentPolicy", "Ledger", "LedgerHealth", "LedgerMetrics", "LedgerNotFoundError",
+    "LedgerReadError", "LedgerUnavailableError", "LoggedRequest", "LoggedSignal", "MAX_FEEDBACK_BYTES",
+    "ModeStats", "RetentionPolicy", "SCHEMA_VERSION", "SchemaVersionError", "SignalAccuracy", "SignalKind",
+    "SignalTarget", "format_time", "open_read_only", "read_requests", "redact",
 ]
 
 T = TypeVar("T")
@@ -291,21 +294,11 @@ class Ledger:
     def stats(self, *, since: Optional[datetime] = None) -> list[ModeStats]:
         return self._read(lambda store: mode_stats(store.conn, _since(since)))
 
-    def export(self, fmt: str, out: Path, *, since: Optional[datetime] = None,
-               mode: Union[Mode, str, None] = None, min_score: float = 0.8,
-               split_seed: Optional[int] = None, validation_fraction: float = 0.1) -> ExportReport:
-        """Writes a training set; see router/core/ledger/export.py for formats and row selection.
-        Raises LedgerExportRefusedError under log_content = none (only hashes are stored)."""
-        check_options(fmt, min_score, validation_fraction)
-        if self.content.policy is ContentPolicy.NONE:
-            raise LedgerExportRefusedError(
-                "the ledger runs with log_content = none: it stores SHA-256 hashes instead of text, "
-                "so there is nothing to train on; set ledger.log_content to full or redacted and "
-                "collect new requests to export")
-        mode_name = None if mode is None else (mode.name if isinstance(mode, Mode) else Mode.parse(mode).name)
-        return self._read(lambda store: export_dataset(
-            store.conn, fmt, Path(out), since=_since(since), mode=mode_name, min_score=min_score,
-            split_seed=split_seed, validation_fraction=validation_fraction))
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """`query(conn)` on a connection of its own that cannot write (query_only), beside the writer:
+        the hook through which the learners read the ledger (router/core/ledger/records.py). Sees committed
+        writes only. Raises LedgerUnavailableError when the ledger never opened or cannot be read."""
+        return self._read(lambda store: query(store.conn))
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ _V4_RUN_PURPOSE: Migration = (
 # model: ...)" when a learned model was missing), the threshold and its kind, whether the cloud was asked,
 # and every feature the scorer computed, as one JSON object. Features are numbers, not content: they are
 # kept under every log_content policy, so a hashed-only ledger can still train the deferral model
-# (router/core/ledger/deferral.py). Rows written before v5 read '{}'.
+# (router/core/learning/deferral.py). Rows written before v5 read '{}'.
 _V5_DECISION_JSON: Migration = (
     "ALTER TABLE requests ADD COLUMN decision_json TEXT NOT NULL DEFAULT '{}'",
 )

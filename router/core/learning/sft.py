@@ -6,13 +6,8 @@ Formats, one JSON object a line:
 - sharegpt: {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}, ...]}
 - dpo:      {"prompt": [<the request's messages, as in openai>], "chosen": str, "rejected": str}
 
-Which answer is good. Evidence about an answer is read in this order, the first that speaks wins:
-1. reference: `correct` of the latest reference signal (router.scoring against the gold answer);
-2. feedback (served answer only): thumbs, else score >= min_score; a correction with neither means
-   the served answer was not acceptable;
-3. judge: score >= min_score.
-Per-backend signals (target edge/cloud) speak for that backend's answer; signals on the served
-answer (target final) speak for the backend that served it.
+Which answer is good: router/core/learning/evidence.py's `verdict` (reference, then feedback on the
+served answer, then the judge's score against min_score).
 
 SFT rows: a user's corrected answer (it becomes the answer, whoever served), else the cloud's served
 answer when its evidence says good. DPO pairs: a corrected answer (chosen) over the served one
@@ -25,6 +20,9 @@ Rows that are exact duplicates (same JSON line) are written once. With `split_se
 split writes FILE (train) and FILE with `.val` before its suffix (`sft.jsonl` -> `sft.val.jsonl`)
 for validation; the split is by prompt, so one prompt never lands in both files. Files are written
 to a temporary name and renamed, so a reader never sees half a file.
+
+Requests are read through the ledger's read API (router/core/ledger/records.py): `export_dataset` on a
+connection, `export_training_set` through a Ledger (its `read` hook), `export_ledger_file` from a path.
 """
 from __future__ import annotations
 
@@ -34,19 +32,22 @@ import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from router.core.learning.evidence import verdict
+from router.core.ledger import ContentPolicy, Ledger
+from router.core.ledger.records import UNANSWERED, Evidence, LoggedRequest, read_requests
+from router.core.ledger.store import format_time
 from router.domain.errors import ErrorKind, InvalidRequestError, RouterError
+from router.domain.types import Mode
 
 FORMATS = ("openai", "sharegpt", "dpo")
 _SHAREGPT_ROLES = MappingProxyType({"system": "system", "user": "human", "assistant": "gpt"})
-_PARTIAL = ("cancelled", "error")        # finish reasons of runs cut short
-_ANSWERING = ("answer", "draft")         # run purposes whose text answers the request
-_UNANSWERED = "UNSPECIFIED"              # served_by of a request that ended without an answer
 
 
 class LedgerExportRefusedError(RouterError):
@@ -74,48 +75,18 @@ def validation_path_for(out: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class _Evidence:
-    """The latest signal of each (kind, target) about one request."""
-
-    signals: Mapping[tuple[str, str], Mapping[str, Any]]
-
-    def get(self, kind: str, target: str) -> Optional[Mapping[str, Any]]:
-        return self.signals.get((kind, target))
-
-
-@dataclass(frozen=True)
 class _Request:
     id: str
     served_by: str
     messages: list[dict[str, str]]
     final_text: str
     answers: Mapping[str, str]          # backend name -> its finished run's text
-    evidence: _Evidence
+    evidence: Evidence
     correction: Optional[str]
 
 
 def _verdict(request: _Request, backend: str, min_score: float) -> Optional[bool]:
-    """Was `backend`'s answer good (True), bad (False), or is there no evidence (None)?"""
-    targets = [backend.lower()] + (["final"] if request.served_by == backend else [])
-    evidence = request.evidence
-    for target in targets:
-        reference = evidence.get("reference", target)
-        if reference is not None and reference["correct"] is not None:
-            return bool(reference["correct"])
-    if request.served_by == backend:
-        feedback = evidence.get("feedback", "final")
-        if feedback is not None:
-            if feedback["correct"] is not None:
-                return bool(feedback["correct"])
-            if feedback["score"] is not None:
-                return feedback["score"] >= min_score
-            if feedback["corrected_answer"]:
-                return False
-    for target in targets:
-        judge = evidence.get("judge", target)
-        if judge is not None and judge["score"] is not None:
-            return judge["score"] >= min_score
-    return None
+    return verdict(request.evidence, backend, request.served_by, min_score)
 
 
 def _sft_answer(request: _Request, min_score: float) -> Optional[tuple[str, str]]:
@@ -162,50 +133,23 @@ def _row(fmt: str, request: _Request, min_score: float) -> Optional[tuple[dict[s
                               for m in conversation]}, source
 
 
-_REQUESTS = """
-    SELECT id, served_by, messages_json, final_text, content_policy FROM requests
-    WHERE created_at >= ? AND (? IS NULL OR mode = ?) ORDER BY created_at, id
-"""
-_RUNS = """
-    SELECT b.request_id, b.backend, b.text, b.finish_reason, b.purpose FROM backend_runs AS b
-    JOIN requests AS r ON r.id = b.request_id
-    WHERE r.created_at >= ? AND (? IS NULL OR r.mode = ?) ORDER BY b.request_id, b.ordinal
-"""
-_SIGNALS = """
-    SELECT s.request_id, s.kind, s.target, s.score, s.correct, s.corrected_answer FROM signals AS s
-    JOIN requests AS r ON r.id = s.request_id
-    WHERE r.created_at >= ? AND (? IS NULL OR r.mode = ?) ORDER BY s.id
-"""
+def _correction(request: LoggedRequest) -> Optional[str]:
+    """The latest corrected answer a user gave (a later feedback without one does not take it back)."""
+    return next((signal.corrected_answer for signal in reversed(request.signals)
+                 if signal.kind == "feedback" and signal.corrected_answer), None)
 
 
 def _requests(conn: sqlite3.Connection, since: str, mode: Optional[str],
               counts: dict[str, int]) -> Iterator[_Request]:
-    params = (since, mode, mode)
-    answers: dict[str, dict[str, str]] = {}
-    for request_id, backend, text, finish_reason, purpose in conn.execute(_RUNS, params):
-        if text and finish_reason not in _PARTIAL and purpose in _ANSWERING:
-            answers.setdefault(request_id, {}).setdefault(backend, text)
-    signals: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
-    corrections: dict[str, str] = {}
-    for request_id, kind, target, score, correct, corrected in conn.execute(_SIGNALS, params):
-        if kind == "judge" and score is None and correct is None:
-            continue  # a judge call that gave no grade is spend, not evidence: it must not hide a grade
-        # Rows come in id order, so later signals overwrite earlier ones: the latest wins.
-        signals.setdefault(request_id, {})[(kind, target)] = {
-            "score": score, "correct": None if correct is None else bool(correct),
-            "corrected_answer": corrected}
-        if kind == "feedback" and corrected:
-            corrections[request_id] = corrected
-    for request_id, served_by, messages_json, final_text, policy in conn.execute(_REQUESTS, params):
+    for request in read_requests(conn, since=since, mode=mode):
         counts["considered"] += 1
-        if policy == "none":
+        if request.content_policy == "none":
             counts["skipped_hashed"] += 1
             continue
-        served_text = "" if served_by == _UNANSWERED else final_text or ""
-        yield _Request(id=request_id, served_by=served_by, messages=json.loads(messages_json),
-                       final_text=served_text, answers=answers.get(request_id, {}),
-                       evidence=_Evidence(signals.get(request_id, {})),
-                       correction=corrections.get(request_id))
+        served_text = "" if request.served_by == UNANSWERED else request.final_text or ""
+        yield _Request(id=request.id, served_by=request.served_by, messages=json.loads(request.messages_json),
+                       final_text=served_text, answers=request.answers, evidence=request.evidence,
+                       correction=_correction(request))
 
 
 def _prompt_key(row: Mapping[str, Any]) -> str:
@@ -292,3 +236,38 @@ def export_dataset(conn: sqlite3.Connection, fmt: str, out: Path, *, since: str 
                         validation_rows=len(validation), considered=counts["considered"],
                         duplicates_removed=duplicates, skipped_hashed=counts["skipped_hashed"],
                         sources=sources)
+
+
+def export_training_set(ledger: Ledger, fmt: str, out: Path, *, since: Optional[datetime] = None,
+                        mode: Union[Mode, str, None] = None, min_score: float = 0.8,
+                        split_seed: Optional[int] = None, validation_fraction: float = 0.1) -> ExportReport:
+    """Writes the `fmt` training set from an open ledger (see the module docstring for formats and row
+    selection), read through `Ledger.read`. Raises InvalidRequestError (bad options), ValueError (an unknown
+    mode), LedgerExportRefusedError under log_content = none (only hashes are stored),
+    LedgerUnavailableError (the ledger cannot be read)."""
+    check_options(fmt, min_score, validation_fraction)
+    if ledger.content.policy is ContentPolicy.NONE:
+        raise LedgerExportRefusedError(
+            "the ledger runs with log_content = none: it stores SHA-256 hashes instead of text, "
+            "so there is nothing to train on; set ledger.log_content to full or redacted and "
+            "collect new requests to export")
+    mode_name = None if mode is None else (mode.name if isinstance(mode, Mode) else Mode.parse(mode).name)
+    since_text = "" if since is None else format_time(since)
+    return ledger.read(lambda conn: export_dataset(
+        conn, fmt, Path(out), since=since_text, mode=mode_name, min_score=min_score,
+        split_seed=split_seed, validation_fraction=validation_fraction))
+
+
+def export_ledger_file(path: Path, fmt: str, out: Path, *, log_content: str, since: Optional[datetime] = None,
+                       mode: Union[Mode, str, None] = None, min_score: float = 0.8,
+                       split_seed: Optional[int] = None, validation_fraction: float = 0.1) -> ExportReport:
+    """`export_training_set` on the ledger file at `path`, kept under `log_content` (ledger.log_content),
+    opened for this export and closed after it: no daemon needed, and WAL lets it run beside one. Opening
+    brings an older file's schema up to date, as the daemon's start would."""
+    ledger = Ledger(path, log_content=log_content)
+    ledger.open()
+    try:
+        return export_training_set(ledger, fmt, out, since=since, mode=mode, min_score=min_score,
+                                   split_seed=split_seed, validation_fraction=validation_fraction)
+    finally:
+        ledger.close()

@@ -1,4 +1,4 @@
-"""Training-data export: each format loads back with the expected schema, rows are chosen by the
+"""Training-data export (router/core/learning/sft.py): each format loads back with the expected schema, rows are chosen by the
 evidence, duplicates go, and the seeded split is by prompt and reproducible."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from router.domain.errors import InvalidRequestError
-from router.core.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget, validation_path_for
+from router.core.learning.sft import export_training_set, validation_path_for
+from router.core.ledger import AccuracySignal, Ledger, SignalKind, SignalTarget
 from router.domain.types import BackendKind, Mode
 from tests.unit.test_ledger_support import a_moment_between, SYSTEM, make_exchange, make_run, make_unanswered, open_ledger
 
@@ -65,7 +66,7 @@ def _user_turn(messages: list[dict[str, str]]) -> str:
 
 
 def test_openai_format(ledger: Ledger, tmp_path: Path) -> None:
-    report = ledger.export("openai", tmp_path / "sft.jsonl")
+    report = export_training_set(ledger, "openai", tmp_path / "sft.jsonl")
     rows = _load(report.path)
     assert report.rows == len(rows) and report.considered == 10 and report.duplicates_removed == 1
     for row in rows:
@@ -79,7 +80,7 @@ def test_openai_format(ledger: Ledger, tmp_path: Path) -> None:
 
 
 def test_sharegpt_format(ledger: Ledger, tmp_path: Path) -> None:
-    rows = _load(ledger.export("sharegpt", tmp_path / "sft.jsonl").path)
+    rows = _load(export_training_set(ledger, "sharegpt", tmp_path / "sft.jsonl").path)
     assert len(rows) == 5
     for row in rows:
         assert set(row) == {"conversations"}
@@ -89,7 +90,7 @@ def test_sharegpt_format(ledger: Ledger, tmp_path: Path) -> None:
 
 
 def test_dpo_format_prefers_the_answer_that_was_actually_better(ledger: Ledger, tmp_path: Path) -> None:
-    report = ledger.export("dpo", tmp_path / "dpo.jsonl")
+    report = export_training_set(ledger, "dpo", tmp_path / "dpo.jsonl")
     rows = _load(report.path)
     for row in rows:
         assert set(row) == {"prompt", "chosen", "rejected"}
@@ -118,23 +119,23 @@ def test_only_answers_make_pairs_never_samples_nor_an_unanswered_request(tmp_pat
     ledger.record(*make_unanswered("cut", [make_run(CLOUD, "#### 6 bec", finish_reason="cancelled")]))
     assert ledger.flush()
     ledger.feedback("cut", score=None, thumbs_up=None, corrected_answer="#### 7")
-    rows = _load(ledger.export("dpo", tmp_path / "dpo.jsonl").path)
+    rows = _load(export_training_set(ledger, "dpo", tmp_path / "dpo.jsonl").path)
     assert [(row["chosen"], row["rejected"]) for row in rows] == [("#### 7", "#### 8")]
     ledger.close()
 
 
 def test_min_score_moves_the_judge_threshold(ledger: Ledger, tmp_path: Path) -> None:
-    rows = _load(ledger.export("openai", tmp_path / "sft.jsonl", min_score=0.4).path)
+    rows = _load(export_training_set(ledger, "openai", tmp_path / "sft.jsonl", min_score=0.4).path)
     assert "q7" in {_user_turn(row["messages"]) for row in rows}
 
 
 def test_filters_by_mode_and_time(ledger: Ledger, tmp_path: Path) -> None:
-    rows = _load(ledger.export("openai", tmp_path / "cloud.jsonl", mode="cloud").path)
+    rows = _load(export_training_set(ledger, "openai", tmp_path / "cloud.jsonl", mode="cloud").path)
     assert {_user_turn(row["messages"]) for row in rows} == {"q6", "q8"}
     cutoff = a_moment_between()
     ledger.record(*make_exchange("new", question="q10", cloud="Oslo", served_by=CLOUD, reference="Oslo"))
     assert ledger.flush()
-    recent = ledger.export("openai", tmp_path / "recent.jsonl", since=cutoff)
+    recent = export_training_set(ledger, "openai", tmp_path / "recent.jsonl", since=cutoff)
     assert recent.considered == 1
     assert [_user_turn(row["messages"]) for row in _load(recent.path)] == ["q10"]
 
@@ -148,10 +149,10 @@ def test_seeded_split_is_by_prompt_and_reproducible(tmp_path: Path) -> None:
                                          cloud=f"answer {index} v{copy}", served_by=CLOUD,
                                          reference=f"answer {index} v{copy}"))
     assert ledger.flush()
-    whole = _load(ledger.export("openai", tmp_path / "all.jsonl").path)
+    whole = _load(export_training_set(ledger, "openai", tmp_path / "all.jsonl").path)
     assert len(whole) == 80
 
-    first = ledger.export("openai", tmp_path / "sft.jsonl", split_seed=7, validation_fraction=0.25)
+    first = export_training_set(ledger, "openai", tmp_path / "sft.jsonl", split_seed=7, validation_fraction=0.25)
     assert first.validation_path == tmp_path / "sft.val.jsonl" == validation_path_for(tmp_path / "sft.jsonl")
     train, validation = _load(first.path), _load(first.validation_path)
     assert (first.rows, first.validation_rows) == (len(train), len(validation)) == (60, 20)
@@ -159,22 +160,22 @@ def test_seeded_split_is_by_prompt_and_reproducible(tmp_path: Path) -> None:
     train_prompts = {_user_turn(row["messages"]) for row in train}
     assert not train_prompts & {_user_turn(row["messages"]) for row in validation}
 
-    again = ledger.export("openai", tmp_path / "again.jsonl", split_seed=7, validation_fraction=0.25)
+    again = export_training_set(ledger, "openai", tmp_path / "again.jsonl", split_seed=7, validation_fraction=0.25)
     assert _load(again.validation_path) == validation
-    other = ledger.export("openai", tmp_path / "other.jsonl", split_seed=8, validation_fraction=0.25)
+    other = export_training_set(ledger, "openai", tmp_path / "other.jsonl", split_seed=8, validation_fraction=0.25)
     assert _load(other.validation_path) != validation
     ledger.close()
 
 
 def test_bad_options_are_refused(ledger: Ledger, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="openai, sharegpt, dpo"):
-        ledger.export("alpaca", tmp_path / "x.jsonl")
+        export_training_set(ledger, "alpaca", tmp_path / "x.jsonl")
     with pytest.raises(InvalidRequestError):
-        ledger.export("openai", tmp_path / "x.jsonl", min_score=1.5)
+        export_training_set(ledger, "openai", tmp_path / "x.jsonl", min_score=1.5)
     with pytest.raises(InvalidRequestError):
-        ledger.export("openai", tmp_path / "x.jsonl", split_seed=1, validation_fraction=1.0)
+        export_training_set(ledger, "openai", tmp_path / "x.jsonl", split_seed=1, validation_fraction=1.0)
     with pytest.raises(ValueError, match="unknown mode"):
-        ledger.export("openai", tmp_path / "x.jsonl", mode="teleport")
+        export_training_set(ledger, "openai", tmp_path / "x.jsonl", mode="teleport")
     assert not (tmp_path / "x.jsonl").exists()
 
 
@@ -187,5 +188,5 @@ def test_a_later_ungraded_judge_call_does_not_hide_the_grade(ledger: Ledger, tmp
     ledger.add_signal("judged-good", AccuracySignal(kind=SignalKind.JUDGE, score=None,
                                                     detail={"graded": False, "cost_usd": 1e-6}))
     assert ledger.flush()
-    rows = _load(ledger.export("openai", tmp_path / "sft.jsonl").path)
+    rows = _load(export_training_set(ledger, "openai", tmp_path / "sft.jsonl").path)
     assert "q6" in {_user_turn(row["messages"]) for row in rows}  # still judged good at 0.9

@@ -1,4 +1,4 @@
-"""Training rows for the learned deferral model from the ledger (router/core/ledger/deferral.py), and
+"""Training rows for the learned deferral model from the ledger (router/core/learning/deferral.py), and
 `hybrid-router train-arbiter --ledger`: labels by evidence precedence, skip counts, the split, old schemas."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from router.core.arbiters.corpus import TrainingError
 from router.core.arbiters.features import FEATURE_NAMES
 from router.core.ledger import AccuracySignal, SignalKind, SignalTarget
-from router.core.ledger.deferral import deferral_rows, split_of
+from router.core.learning.deferral import deferral_rows, split_of
 from router.core.ledger.redaction import ContentFilter, ContentPolicy
 from router.core.ledger.schema import MIGRATIONS, migrate, schema_version
 from router.core.ledger.store import LedgerStore
