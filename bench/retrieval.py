@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from bench.datasets import DEFAULT_PATHS, SQUAD
 from bench.ingest import documents_for
 from bench.retrieval_tuning import KS, Question, found_at, load_questions, machine, recall, split_articles
 from router.assembly.info_client import InfoClient
+from router.assembly.grpc_channels import ChannelTrust
 from router.doors.launcher import die_with_parent
 
 RETRIEVE_K = max(KS)
@@ -42,15 +44,29 @@ READY_TIMEOUT_S = 120.0
 class InfoServiceProcess:
     """`hybrid-router info serve` on a unix socket in a temporary directory, with its own index."""
 
-    def __init__(self, index_dir: Path) -> None:
+    def __init__(self, index_dir: Path, engine: str, dsn: str = "") -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="hybrid-router-info-")
         self.target = f"unix:{self._tmp.name}/info.sock"
         self.log_path = Path(self._tmp.name) / "info.log"
-        env = {**os.environ, "HYBRID_ROUTER_INFO__INDEX_DIR": str(index_dir), "HYBRID_ROUTER_LOGGING__LEVEL": "WARNING"}
+        env = {**os.environ, "HYBRID_ROUTER_INFO__INDEX_DIR": str(index_dir), "HYBRID_ROUTER_INFO__ENGINE": engine,
+               "HYBRID_ROUTER_INFO__DSN": dsn, "HYBRID_ROUTER_LOGGING__LEVEL": "WARNING",
+               # The service writes its local admin token here on start; the bench calls with it.
+               "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(Path(self._tmp.name) / "token"),
+               "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(Path(self._tmp.name) / "principals.json")}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "router", "info", "serve", "--listen", self.target],
                                             stdout=log, stderr=subprocess.STDOUT, env=env,
                                             preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))
+
+    def token(self) -> str:
+        """The service's local admin token, once it has written it."""
+        path = Path(self._tmp.name) / "token"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not path.exists() or not path.read_text().strip():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Info service wrote no token; its log:\n{self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        return path.read_text().strip()
 
     def wait_ready(self, client: InfoClient) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -100,6 +116,7 @@ def render(result: dict) -> str:
              f"`{result['command']}` on {result['finished_utc']}.", "",
              f"Machine: {result['machine']['cpu']} ({result['machine']['os']}); Python {result['machine']['python']}, "
              f"numpy {result['machine']['numpy']}, onnxruntime {result['machine']['onnxruntime']}.", "",
+             f"Engine: {result.get('engine', 'files')}. "
              f"Ingested through the Info client: {result['ingested']['documents']} documents, "
              f"{result['ingested']['chunks']} chunks, in {result['ingest_s']:.1f} s. Settings: the service's "
              "defaults (`[info]`: BM25 and the encoder fused by weighted RRF, then re-ranked).", "",
@@ -126,9 +143,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/results/retrieval"))
     parser.add_argument("--paraphrased", type=Path, help="bench/paraphrase.py's JSONL")
-    parser.add_argument("--index-dir", type=Path, default=Path("bench/out/retrieval-index"))
+    parser.add_argument("--engine", choices=("postgres", "files"), default="postgres",
+                        help="info.engine of the service (default postgres, the daemon's default)")
+    parser.add_argument("--dsn", default="", help="engine postgres: a server's URI instead of the embedded one")
+    parser.add_argument("--index-dir", type=Path, help="default: bench/out/retrieval-index-ENGINE")
     args = parser.parse_args(argv)
-    command = " ".join(["python -m bench.retrieval", *(sys.argv[1:] if argv is None else argv)])
+    index_dir = args.index_dir or Path(f"bench/out/retrieval-index-{args.engine}")
+    command = " ".join(["python -m bench.retrieval",
+                        *(re.sub(r"://[^@/]*@", "://…@", arg) for arg in (sys.argv[1:] if argv is None else argv))])
     _, held_out = split_articles(load_questions(DEFAULT_PATHS[SQUAD]), seed=0)
     sets: dict[str, list[Question]] = {"SQuAD part A, held-out articles": held_out}
     overlap = None
@@ -139,9 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sets["the paraphrased questions, as first worded"] = originals
         sets["the same questions, paraphrased"] = paraphrases
         overlap = float(np.mean([content_overlap(o.text, p.text) for o, p in zip(originals, paraphrases)]))
-    service = InfoServiceProcess(args.index_dir)
+    service = InfoServiceProcess(index_dir, args.engine, args.dsn)
     try:
-        with InfoClient(service.target, timeout_s=600, price_per_retrieval_usd=0.0) as client:
+        trust = ChannelTrust(token=service.token())
+        with InfoClient(service.target, timeout_s=600, price_per_retrieval_usd=0.0, trust=trust) as client:
             service.wait_ready(client)
             began = time.monotonic()
             counts = client.ingest(documents_for(SQUAD))
@@ -151,7 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         service.close()
     result = {"command": command, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": machine(), "ingested": {"documents": counts.documents, "chunks": counts.chunks},
-              "ingest_s": ingest_s, "sets": measured}
+              "ingest_s": ingest_s, "sets": measured,
+              "engine": args.engine if args.engine == "files" else f"postgres ({'server' if args.dsn else 'embedded'})"}
     if overlap is not None:
         result["paraphrase_overlap"] = overlap
     args.out.mkdir(parents=True, exist_ok=True)

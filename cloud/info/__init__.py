@@ -29,6 +29,7 @@ from cloud.info.index import (
     RetrievedPassage,
 )
 from cloud.info.interface import SearchIndex
+from cloud.info.transfer import ChunkBatch
 
 if TYPE_CHECKING:
     from cloud.info.pg_index import PgInfoIndex
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Caller",
     "Chunk",
+    "ChunkBatch",
     "Document",
     "Embedder",
     "IndexCorruptError",

@@ -18,8 +18,8 @@ embedder is called outside the lock (the project's encoder is thread-safe).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
@@ -33,6 +33,7 @@ from cloud.info.errors import IndexCorruptError, InfoIndexError, InvalidDocument
 from cloud.info.ranking import RerankWeights, SentenceVectors, reciprocal_rank_fusion, rerank_features
 from cloud.info.search import Bm25Parameters, ExactVectorStore, KeywordIndex, Ranking, VectorStore, row_dot, top_rows
 from cloud.info.store import IndexDirectory, IndexShape, Snapshot, StoredChunk, make_private_directories
+from cloud.info.transfer import ChunkBatch, complete_documents, concatenate
 
 MAX_QUERY_CHARS = 4000
 MAX_K = 100
@@ -233,8 +234,40 @@ class InfoIndex:
         if not latest:
             return IngestReport(0, 0, 0)
         new_chunks, new_vectors, new_sentences = self._prepare(latest)
+        replaced = self._replace(new_chunks, new_vectors, new_sentences)
+        return IngestReport(len(latest), len(new_chunks), replaced)
+
+    def export_chunks(self, batch: int = 500) -> Iterator[ChunkBatch]:
+        """Every chunk, in ingestion order, `batch` chunks at a time, with its vector and sentence vectors
+        as stored (cloud/info/transfer.py): the index as it is when the call is made."""
+        self._check_open()
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive number of chunks, got {batch!r}")
+        with self._lock:
+            self._check_open()
+            state = self._state
+        return _export(state, batch)
+
+    def import_chunks(self, batches: Iterable[ChunkBatch]) -> IngestReport:
+        """Add another index's chunks as they are (cloud/info/transfer.py): the vectors are copied, not
+        encoded again, the terms analysed here; a document here whose id they bring is replaced, the
+        others kept. Saved once, when every batch has been read: an IndexCorruptError for a batch of
+        another shape, or chunks out of the stream's order, leaves the index as it was."""
+        self._check_open()
+        shape = self._state.snapshot.shape
+        incoming = concatenate(shape, list(complete_documents(batches, shape, str(self._directory.path))))
+        if not len(incoming):
+            return IngestReport(0, 0, 0)
+        chunks = [replace(chunk, metadata=MappingProxyType(dict(chunk.metadata)), groups=tuple(chunk.groups))
+                  for chunk in incoming.chunks]
+        replaced = self._replace(chunks, incoming.vectors, incoming.sentence_vectors)
+        return IngestReport(len({chunk.document_id for chunk in chunks}), len(chunks), replaced)
+
+    def _replace(self, new_chunks: Sequence[StoredChunk], new_vectors: np.ndarray, new_sentences: np.ndarray) -> int:
+        """Removes the documents `new_chunks` belong to, appends these, persists; returns how many of
+        those documents were here."""
         new_terms = [analyze(chunk.text, stem=self._settings.stem) for chunk in new_chunks]
-        ids = {document.id for document in latest}
+        ids = {chunk.document_id for chunk in new_chunks}
         with self._lock:
             self._check_open()
             state = self._state
@@ -246,7 +279,7 @@ class InfoIndex:
                 np.concatenate([state.snapshot.vectors[keep], new_vectors]),
                 np.concatenate([state.snapshot.sentence_vectors[self._sentence_mask(state, keep)], new_sentences]))
             self._commit(snapshot, [t for t, kept in zip(state.terms, keep) if kept] + new_terms)
-        return IngestReport(len(latest), len(new_chunks), len(ids & existing))
+        return len(ids & existing)
 
     def delete(self, document_ids: Sequence[str]) -> int:
         """Remove documents by id, persisting the change; returns how many of them existed."""
@@ -383,6 +416,14 @@ class InfoIndex:
             return np.zeros((0, self._dim), dtype=np.float32)
         batches = [list(texts[i:i + _ENCODE_BATCH]) for i in range(0, len(texts), _ENCODE_BATCH)]
         return np.concatenate([_unit_rows(self._embedder.encode(batch), len(batch), self._dim) for batch in batches])
+
+
+def _export(state: _State, batch: int) -> Iterator[ChunkBatch]:
+    offsets = state.sentence_offsets
+    for start in range(0, len(state.chunks), batch):
+        stop = min(start + batch, len(state.chunks))
+        yield ChunkBatch(state.snapshot.shape, tuple(state.chunks[start:stop]), state.snapshot.vectors[start:stop],
+                         state.snapshot.sentence_vectors[offsets[start]:offsets[stop]])
 
 
 def _unit_rows(raw: np.ndarray, count: int, dim: int) -> np.ndarray:

@@ -1,17 +1,19 @@
 """What the Info service needs of an index, whatever stores it.
 
 `InfoIndex` (one directory, numpy) and `PgInfoIndex` (PostgreSQL + pgvector) both satisfy it, with the
-same results for the same documents: the service may hold either.
+same results for the same documents: the service may hold either. `export_chunks` of one and
+`import_chunks` of the other copy an index between them exactly (cloud/info/transfer.py).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from cloud.info.documents import Document
 from cloud.info.index import Caller, IndexSettings, IndexStats, IngestReport, RetrievedPassage
+from cloud.info.transfer import ChunkBatch
 
 
 @runtime_checkable
@@ -37,6 +39,12 @@ class SearchIndex(Protocol):
         ...
 
     def stats(self, caller: Caller | None = None) -> IndexStats:
+        ...
+
+    def export_chunks(self, batch: int = 500) -> Iterator[ChunkBatch]:
+        ...
+
+    def import_chunks(self, batches: Iterable[ChunkBatch]) -> IngestReport:
         ...
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ directory itself stays 0700 (PostgreSQL insists), so the documents' text remains
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from cloud.info.errors import IndexUnavailableError
 from cloud.info.store import make_private_directories
 
 DATA_FOLDER = "pg"
+# Where pgserver lists the processes holding a handle on the server of a data directory (its own file).
+_HANDLE_LIST = ".handle_pids.json"
 
 
 class EmbeddedServer:
@@ -55,3 +59,27 @@ class EmbeddedServer:
         self._released = True
         with contextlib.suppress(Exception):  # a server already stopped has nothing left to release
             self._server.__exit__(None, None, None)
+
+
+def other_processes_using(directory: Path) -> list[int]:
+    """The live processes other than this one that hold the embedded server of `directory`, as pgserver
+    lists them; [] where there is no server or no list. A process that died without letting go stays in
+    pgserver's list: only the ones still running are returned."""
+    try:
+        listed = json.loads((Path(directory) / DATA_FOLDER / _HANDLE_LIST).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    return sorted(pid for pid in {p for p in listed if isinstance(p, int) and p > 0}
+                  if pid != os.getpid() and _running(pid))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True

@@ -59,10 +59,19 @@ from cloud.info.index import (
 )
 from cloud.info.pg_embedded import EmbeddedServer
 from cloud.info.pg_schema import SCHEMA, prepare_schema
-from cloud.info.pg_search import Candidates, ChunkRow, begin_read, fetch_rows, find_candidates, vector_literal
+from cloud.info.pg_search import (
+    Candidates,
+    ChunkRow,
+    begin_read,
+    fetch_rows,
+    find_candidates,
+    parse_vector,
+    vector_literal,
+)
 from cloud.info.ranking import SentenceVectors, reciprocal_rank_fusion, rerank_features
 from cloud.info.search import KeywordIndex, Ranking, row_dot, top_rows
-from cloud.info.store import IndexShape
+from cloud.info.store import IndexShape, StoredChunk
+from cloud.info.transfer import ChunkBatch, complete_documents
 
 # Extra dense candidates asked of the engine beyond `candidates`: its float32 order may swap rows whose
 # cosines differ in the last digits, and the float64 re-scoring here must have them all to agree.
@@ -76,6 +85,10 @@ _INSERT = f"""
 INSERT INTO {SCHEMA}.chunks (document_id, chunk_index, text, start_offset, end_offset, metadata, groups, terms,
                              term_count, vector, sentence_count, sentence_vectors)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s)"""
+_EXPORT = f"""
+SELECT document_id, chunk_index, text, start_offset, end_offset, metadata, groups, sentence_count, vector,
+       sentence_vectors
+FROM {SCHEMA}.chunks ORDER BY seq"""
 # Writers queue on each other (SHARE ROW EXCLUSIVE conflicts with itself), readers never wait on it.
 _WRITE_LOCK = f"LOCK TABLE {SCHEMA}.chunks IN SHARE ROW EXCLUSIVE MODE"
 
@@ -102,6 +115,7 @@ class PgInfoIndex:
         self._embedder = embedder
         self._settings = settings
         self._dim = dim
+        self._shape = IndexShape(dim, settings.chunk_tokens, settings.chunk_overlap_tokens)
         self._embedded = embedded
         self._lock = threading.Lock()
         self._closed = False
@@ -181,14 +195,59 @@ class PgInfoIndex:
         if not latest:
             return IngestReport(0, 0, 0)
         rows = self._prepare(latest)
+        replaced = self._write([document.id for document in latest], rows)
+        return IngestReport(len(latest), len(rows), replaced)
+
+    def export_chunks(self, batch: int = 500) -> Iterator[ChunkBatch]:
+        """Every chunk, in ingestion (`seq`) order, `batch` chunks at a time, with its vector and sentence
+        vectors as stored (cloud/info/transfer.py); one read snapshot, taken at the first batch, and one
+        pooled connection held until the last."""
+        self._check_open()
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive number of chunks, got {batch!r}")
+        return self._export(batch)
+
+    def _export(self, batch: int) -> Iterator[ChunkBatch]:
+        shape = self._shape
+        with self._connection() as conn, conn.transaction():
+            begin_read(conn, None)
+            # A server-side cursor: the rows come `batch` at a time, not all into memory at once.
+            with conn.cursor(name="info_export", binary=True) as cursor:
+                cursor.execute(_EXPORT)
+                while rows := cursor.fetchmany(batch):
+                    yield _chunk_batch(shape, rows)
+
+    def import_chunks(self, batches: Iterable[ChunkBatch]) -> IngestReport:
+        """Add another index's chunks as they are (cloud/info/transfer.py): the vectors are copied, not
+        encoded again, the terms analysed here; a document here whose id they bring is replaced, the
+        others kept. One transaction per batch (a document never spans two), as ingest writes: an
+        IndexCorruptError for a batch of another shape, or chunks out of the stream's order, stops the
+        import there, the batches before it committed."""
+        self._check_open()
+        documents = chunks = replaced = 0
+        for whole in complete_documents(batches, self._shape, self._where):
+            offsets = whole.sentence_offsets()
+            rows = []
+            for row, chunk in enumerate(whole.chunks):
+                _check_storable_chunk(chunk)
+                rows.append(self._row(chunk.document_id, chunk.chunk_index, chunk.text, chunk.start, chunk.end,
+                                      chunk.metadata, chunk.groups, whole.vectors[row],
+                                      whole.sentence_vectors[offsets[row]:offsets[row + 1]]))
+            ids = list(dict.fromkeys(chunk.document_id for chunk in whole.chunks))
+            replaced += self._write(ids, rows)
+            documents, chunks = documents + len(ids), chunks + len(rows)
+        return IngestReport(documents, chunks, replaced)
+
+    def _write(self, document_ids: list[str], rows: list[tuple[Any, ...]]) -> int:
+        """One transaction: the chunks of `document_ids` deleted, `rows` inserted; returns how many of
+        those documents were there."""
         with self._connection() as conn, conn.transaction():
             conn.execute(_WRITE_LOCK)
             replaced = {document_id for (document_id,) in conn.execute(
-                f"DELETE FROM {SCHEMA}.chunks WHERE document_id = ANY(%s) RETURNING document_id",
-                ([document.id for document in latest],))}
+                f"DELETE FROM {SCHEMA}.chunks WHERE document_id = ANY(%s) RETURNING document_id", (document_ids,))}
             with conn.cursor() as cursor:
                 cursor.executemany(_INSERT, rows)
-        return IngestReport(len(latest), len(rows), len(replaced))
+        return len(replaced)
 
     def delete(self, document_ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many of them existed."""
@@ -337,11 +396,17 @@ class PgInfoIndex:
         rows = []
         for (document, index, piece, texts), vector in zip(pieces, vectors):
             sentence_matrix = vector[None, :] if len(texts) == 1 else np.stack([next(encoded) for _ in texts])
-            terms = analyze(piece.text, stem=self._settings.stem)
-            rows.append((document.id, index, piece.text, piece.start, piece.end, Jsonb(dict(document.metadata)),
-                         sorted(set(document.groups)), terms, len(terms), vector_literal(vector), len(texts),
-                         np.ascontiguousarray(sentence_matrix, dtype="<f4").tobytes()))
+            rows.append(self._row(document.id, index, piece.text, piece.start, piece.end, document.metadata,
+                                  sorted(set(document.groups)), vector, sentence_matrix))
         return rows
+
+    def _row(self, document_id: str, chunk_index: int, text: str, start: int, end: int, metadata: Mapping[str, str],
+             groups: Sequence[str], vector: np.ndarray, sentence_matrix: np.ndarray) -> tuple[Any, ...]:
+        """The INSERT parameters of one chunk; its terms analysed here, with this index's stemming."""
+        terms = analyze(text, stem=self._settings.stem)
+        return (document_id, chunk_index, text, start, end, Jsonb(dict(metadata)), list(groups), terms, len(terms),
+                vector_literal(vector), len(sentence_matrix),
+                np.ascontiguousarray(sentence_matrix, dtype="<f4").tobytes())
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -388,10 +453,28 @@ def _reanalyse(conn: psycopg.Connection, stem: bool) -> None:
 
 
 def _check_storable(document: Document) -> None:
-    texts = [document.id, document.text, *document.metadata.keys(), *document.metadata.values(), *document.groups]
-    if any("\x00" in text for text in texts):
-        raise InvalidDocumentError(f"document {document.id[:40]!r} contains a NUL character, which PostgreSQL "
+    _refuse_nul(document.id, [document.text, *document.metadata.keys(), *document.metadata.values(), *document.groups])
+
+
+def _check_storable_chunk(chunk: StoredChunk) -> None:
+    _refuse_nul(chunk.document_id, [chunk.text, *chunk.metadata.keys(), *chunk.metadata.values(), *chunk.groups])
+
+
+def _refuse_nul(document_id: str, texts: Sequence[str]) -> None:
+    if any("\x00" in text for text in [document_id, *texts]):
+        raise InvalidDocumentError(f"document {document_id[:40]!r} contains a NUL character, which PostgreSQL "
                                    "cannot store: remove it from the id, text, metadata and groups")
+
+
+def _chunk_batch(shape: IndexShape, rows: Sequence[tuple[Any, ...]]) -> ChunkBatch:
+    """A ChunkBatch from _EXPORT's rows (binary format)."""
+    chunks, vectors, sentences = [], [], []
+    for document_id, index, text, start, end, metadata, groups, count, vector, sentence_vectors in rows:
+        chunks.append(StoredChunk(document_id, index, text, start, end, MappingProxyType(dict(metadata)),
+                                  tuple(groups), count))
+        vectors.append(parse_vector(vector, shape.dim))
+        sentences.append(np.frombuffer(sentence_vectors, dtype="<f4").reshape(count, shape.dim).astype(np.float32))
+    return ChunkBatch(shape, tuple(chunks), np.stack(vectors), np.concatenate(sentences))
 
 
 def _passage(row: ChunkRow, score: float) -> RetrievedPassage:

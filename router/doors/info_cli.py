@@ -1,4 +1,5 @@
-"""`hybrid-router info`: serve the Info service, and ingest, retrieve, delete and stats against a running one.
+"""`hybrid-router info`: serve the Info service, ingest, retrieve, delete and stats against a running one,
+and migrate the index between engines (offline, on the index itself).
 
 The address, unless --address gives it: info.address when info.service = remote, else the daemon's
 server.listen (info.service = in_process hosts the Info service on the daemon's port). Errors print one
@@ -79,12 +80,24 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
     stats.add_argument("--address", help=address_help)
     add_client_options(stats)
     stats.set_defaults(info_func=cmd_stats)
+
+    migrate = verbs.add_parser("migrate", parents=[common], help="copy the index to the other engine (files or "
+                               "postgres), exactly, without the encoder; the daemon must be stopped")
+    migrate.add_argument("--to", required=True, choices=("postgres", "files"), help="the engine to copy the index to")
+    migrate.add_argument("--dsn", help="the PostgreSQL server of the postgres side (default: info.dsn unless the "
+                         "postgres side's directory is given, else the embedded server in that directory)")
+    migrate.add_argument("--from-dir", help="the source index's directory (default: info.index_dir)")
+    migrate.add_argument("--to-dir", help="the target index's directory (default: info.index_dir)")
+    migrate.add_argument("--replace", action="store_true", help="copy into a target that already holds documents: "
+                         "those with an id the source brings are replaced, the others kept")
+    migrate.set_defaults(info_func=cmd_migrate)
     info.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs one verb; the Info service's and the documents' errors become one line on stderr."""
     from cloud.info import InfoIndexError
+    from router.assembly.info_migrate import MigrationRefusedError
     from router.core.info import InfoError
 
     try:
@@ -92,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except InfoUsageError as exc:
         print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except InfoError as exc:
+    except (InfoError, MigrationRefusedError) as exc:
         print(f"hybrid-router info {args.info_command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (InfoIndexError, OSError) as exc:  # a file that is missing, unreadable or not documents
@@ -211,4 +224,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"index:     {stats.index_dir}\ndocuments: {stats.documents}\npassages:  {stats.chunks}\n"
           f"groups:    {', '.join(stats.groups) or '(none: every document is open to all)'}\ndim:       {stats.dim}\non disk:   {stats.bytes_on_disk:,} bytes")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from router.assembly.info_migrate import migrate_info_index, plan_migration
+
+    settings = _settings(args)
+    plan = plan_migration(settings.info, args.to, dsn=args.dsn or "",
+                          from_dir=Path(args.from_dir) if args.from_dir else None,
+                          to_dir=Path(args.to_dir) if args.to_dir else None)
+    print(f"copying {plan.source.describe()} to {plan.target.describe()}", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} passages read", file=sys.stderr)
+
+    report = migrate_info_index(settings.info, plan, replace=args.replace, progress=progress)
+    print(f"migrated {report.documents} document(s), {report.chunks} passage(s) to {args.to} in "
+          f"{report.seconds:.1f} s; {report.replaced} replaced a document already there")
+    if settings.info.engine != args.to:
+        print(f"the daemon still reads info.engine = {settings.info.engine!r}: set info.engine = \"{args.to}\" "
+              "to serve the copy", file=sys.stderr)
     return 0
