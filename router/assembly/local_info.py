@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from cloud.info import IndexCorruptError, IndexSettings, InfoIndex, SearchIndex
-from cloud.info.store import MANIFEST
+from cloud.info.store import MANIFEST, IndexDirectory
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
 from router.domain.config import InfoSettings
@@ -31,9 +31,12 @@ def engine_name(settings: InfoSettings) -> str:
     return "postgres (server)" if settings.dsn else "postgres (embedded)"
 
 
-def open_search_index(settings: InfoSettings, embedder) -> SearchIndex:  # type: ignore[no-untyped-def]
-    """The index `[info]` names: engine and place. IndexCorruptError when index_dir holds the other engine's
-    index only, so that switching engines never looks like an empty index: migrate it, or switch back."""
+def open_search_index(settings: InfoSettings, embedder, *,  # type: ignore[no-untyped-def]
+                      logger: Optional[logging.Logger] = None) -> SearchIndex:
+    """The index `[info]` names: engine and place. An index_dir that holds only a files index, with the
+    embedded postgres engine configured (an install from before postgres was the default), is copied into
+    it first, exactly, and the files are left as they were. IndexCorruptError when index_dir holds only a
+    postgres index and files is configured: going back is a choice, made with `info migrate --to files`."""
     index_dir = settings.index_dir.expanduser()
     if settings.engine == "files":
         if (index_dir / "pg").is_dir() and not (index_dir / MANIFEST).exists():
@@ -44,8 +47,25 @@ def open_search_index(settings: InfoSettings, embedder) -> SearchIndex:  # type:
     if settings.dsn:
         return PgInfoIndex.open_server(settings.dsn, embedder=embedder, settings=index_settings(settings))
     if (index_dir / MANIFEST).exists() and not (index_dir / "pg").is_dir():
-        raise IndexCorruptError(_other_engine(index_dir, "files", "postgres"))
+        _adopt_files_index(settings, int(getattr(embedder, "dim", 0)) or None, logger)
     return PgInfoIndex.open_embedded(index_dir, embedder=embedder, settings=index_settings(settings))
+
+
+def _adopt_files_index(settings: InfoSettings, dim: Optional[int], logger: Optional[logging.Logger]) -> None:
+    """Copies the files index in index_dir into the embedded postgres engine there (nothing to copy when it
+    holds no documents)."""
+    from router.assembly.info_migrate import migrate_info_index, plan_migration  # it imports this module
+
+    index_dir = settings.index_dir.expanduser()
+    snapshot = IndexDirectory(index_dir).load()
+    if snapshot is None or not snapshot.chunks:
+        return
+    report = migrate_info_index(settings, plan_migration(settings, "postgres"),
+                                **({"dim": dim} if dim else {}))
+    (logger or logging.getLogger("hybrid_router.info")).warning(
+        "info index copied from the files engine to postgres, the default engine", extra={"fields": {
+            "index_dir": str(index_dir), "documents": report.documents, "chunks": report.chunks,
+            "seconds": round(report.seconds, 3), "files_kept": True}})
 
 
 def _other_engine(index_dir, found: str, configured: str) -> str:  # type: ignore[no-untyped-def]
@@ -87,7 +107,7 @@ class LocalInfoIndex:
             encoder = self._encoder or TextEncoder.from_cache(self._cache, name=self.settings.encoder)
             if self._closed:  # closed while the encoder loaded: leave the index unopened
                 return None
-            self._index = open_search_index(self.settings, encoder)
+            self._index = open_search_index(self.settings, encoder, logger=self._logger)
             stats = self._index.stats()
         self._logger.info("info index open", extra={"fields": {
             "index_dir": str(self.index_dir), "engine": engine_name(self.settings), "documents": stats.documents, "chunks": stats.chunks,

@@ -370,3 +370,32 @@ def test_an_unstorable_chunk_is_refused_by_postgres(workdir: Path, encoder) -> N
         assert target.stats().documents == 0
     finally:
         target.close()
+
+
+def test_an_install_from_before_postgres_keeps_its_documents_on_the_default_engine(
+        workdir: Path, source_dir: Path, encoder, paragraphs: list[Document]) -> None:
+    """A files index in index_dir (an older install) and the default engine: the first open copies it into
+    the embedded PostgreSQL exactly and leaves the files; going back to files is refused with the command."""
+    index_dir = copy_of(source_dir, workdir / "older-install")
+    settings = InfoSettings(index_dir=index_dir)
+    assert settings.engine == "postgres"
+    original = InfoIndex.open(source_dir, embedder=encoder)
+    expected = original.stats()
+    adopted = open_search_index(settings, encoder)
+    try:
+        assert isinstance(adopted, PgInfoIndex)
+        assert_same_index(original, adopted, questions(paragraphs))
+    finally:
+        adopted.close()
+        original.close()
+    assert (index_dir / "manifest.json").exists()  # the files are kept
+    reopened = open_search_index(settings, encoder)  # now a postgres index: nothing copied again
+    try:
+        assert (reopened.stats().documents, reopened.stats().chunks) == (expected.documents, expected.chunks)
+    finally:
+        reopened.close()
+
+    postgres_only = workdir / "postgres-only"
+    shutil.copytree(index_dir / "pg", postgres_only / "pg", symlinks=True)
+    with pytest.raises(IndexCorruptError, match="info migrate --to files"):
+        open_search_index(InfoSettings(index_dir=postgres_only, engine="files"), encoder)
