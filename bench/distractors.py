@@ -73,8 +73,8 @@ class _PageText(HTMLParser):
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
+        if not self._skipping:  # a line break inside a block is a space: only block tags end a paragraph
+            self.parts.append(data.replace("\n", " "))
 
 
 def page_paragraphs(html: str) -> list[str]:

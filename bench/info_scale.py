@@ -249,7 +249,9 @@ def render(report: dict[str, Any]) -> str:
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
              f"{report['machine']['memory_gib']} GiB; Python {report['machine']['python']}, numpy "
              f"{report['machine']['numpy']}, onnxruntime {report['machine']['onnxruntime']}, psycopg "
-             f"{report['machine']['psycopg']}, pgserver {report['machine']['pgserver']}.", "",
+             f"{report['machine']['psycopg']}, pgserver {report['machine']['pgserver']}; load average "
+             f"{report['load_average']['start']:.2f} at the start, {report['load_average']['end']:.2f} at the end "
+             "(anything above 0 shares the cores with this run).", "",
              f"{report['questions']} SQuAD part A questions (the held-out half of the article split, seed 0); "
              f"distractors: {report['distractors']}.", "",
              "| engine | scale | documents | chunks | ingest ms/doc: engine (encoder) | add one / replace one / delete one p50 ms "
@@ -303,6 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--scales: whole numbers, e.g. 1,10,100")
     if not scales or scales[0] < 1:
         parser.error("--scales: at least 1")
+    load_start = os.getloadavg()[0]
     squad = list(read_documents(SQUAD_PART_A, "squad"))
     try:
         pool = distractor_documents((scales[-1] - 1) * len(squad) + SINGLE_OPERATIONS)
@@ -335,7 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    *(re.sub(r"://[^@/]*@", "://…@", arg) for arg in shown_command(list(argv or sys.argv[1:])))]),
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": git_commit(),
               "machine": machine(), "questions": len(questions),
-              "distractors": ", ".join(f"{source} {count}" for source, count in sources.items()),
+              "distractors": ", ".join(f"{source} {count}" for source, count in sources.items()) or "none",
+              "load_average": {"start": load_start, "end": os.getloadavg()[0]},
               "settings": IndexSettings().__dict__, "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "info_scale.json").write_text(json.dumps(report, indent=2) + "\n")

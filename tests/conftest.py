@@ -13,13 +13,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, MutableMapping, Optional
 
 import pytest
 
 from edge.catalogue import ModelCache
 from router.domain.config import Settings, load_settings
 from router.doors.server import RouterServer
+
+if TYPE_CHECKING:  # psycopg and pgserver load only for the tests of the postgres engine
+    from tests.pg_server import EmbeddedIndexTemplate, PgTestServer
 
 TEST_MODEL = "smollm2-135m"
 # The longest any test waits for something that must happen (a log line, a row, a process's end) before
@@ -160,3 +163,70 @@ def daemon(smollm_path: Path) -> Iterator[ServerThread]:
     server = ServerThread(make_settings())
     yield server
     server.stop()
+
+
+# PostgreSQL for the Info index's postgres engine (tests/pg_server.py): one server and one embedded
+# template for the whole run; each test gets fresh databases and index directories of its own.
+
+@pytest.fixture(scope="session")
+def pg_test_folder() -> Iterator[Path]:
+    """The PostgreSQL data of the run (the test server's, the embedded indexes'), outside pytest's temporary
+    folders: as root, PostgreSQL runs as the user `pgserver`, which must traverse every parent folder of its
+    data, and each pytest run resets /tmp/pytest-of-<user> to 0700 (under a run still using it)."""
+    pytest.importorskip("pgserver", reason="the pgserver wheel (PostgreSQL + pgvector) is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="hybrid-router-pg-tests-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_test_server(pg_test_folder: Path) -> Iterator["PgTestServer"]:
+    """A PostgreSQL server on loopback (the postgres engine's server mode); use `pg_database` for a database."""
+    from tests.pg_server import PgTestServer
+
+    server = PgTestServer(pg_test_folder / "server")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(pg_test_server: "PgTestServer") -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the test server (the DSN of each), dropped after the test."""
+    from tests.pg_server import FreshDatabases
+
+    databases = FreshDatabases(pg_test_server)
+    yield databases.create
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def embedded_index_template(pg_test_folder: Path) -> "EmbeddedIndexTemplate":
+    from tests.pg_server import EmbeddedIndexTemplate
+
+    return EmbeddedIndexTemplate(pg_test_folder)
+
+
+@pytest.fixture(scope="session")
+def new_info_index_dir(pg_test_folder: Path) -> Callable[[str], Path]:
+    """Makes directories for Info indexes of the default engine (embedded postgres) that daemons and Info
+    servers create themselves (`name` -> a path that does not exist yet): under pg_test_folder, for the
+    reason given there, and removed with it."""
+    def create(name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=pg_test_folder)) / "index"
+
+    return create
+
+
+@pytest.fixture
+def pg_index_dir(pg_test_folder: Path,
+                 embedded_index_template: "EmbeddedIndexTemplate") -> Iterator[Callable[[str], Path]]:
+    """Makes new, empty index directories for the embedded postgres engine (`name` -> its path; the
+    template's copies: no initdb), removed after the test: under pg_test_folder, for the reason given there."""
+    from tests.pg_server import FreshIndexDirectories
+
+    directories = FreshIndexDirectories(embedded_index_template, pg_test_folder)
+    yield directories.create
+    directories.remove_all()

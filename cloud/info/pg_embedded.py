@@ -41,6 +41,7 @@ class EmbeddedServer:
                                         "(pip install pgserver): it is not installed") from exc
         self.directory = Path(directory)
         make_private_directories(self.directory)
+        forget_dead_handles(self.directory)
         try:
             self._server: Any = pgserver.get_server(self.directory / DATA_FOLDER, cleanup_mode="stop")
             # pgserver counts the handles of this process on one server object; the last release stops it.
@@ -57,8 +58,33 @@ class EmbeddedServer:
         if self._released:
             return
         self._released = True
+        forget_dead_handles(self.directory)
         with contextlib.suppress(Exception):  # a server already stopped has nothing left to release
             self._server.__exit__(None, None, None)
+
+
+def forget_dead_handles(directory: Path) -> None:
+    """Drops the processes that died holding the server (killed, never released) from pgserver's list of
+    its users. pgserver stops the server only when the last listed process lets go, so one dead entry would
+    keep it running after everyone alive has gone, and no later process would ever stop it."""
+    path = Path(directory) / DATA_FOLDER / _HANDLE_LIST
+    try:
+        from pgserver.postgres_server import PostgresServer
+
+        lock: Any = PostgresServer._lock  # pgserver's own lock over that list, across processes
+    except (ImportError, AttributeError):
+        lock = contextlib.nullcontext()
+    with lock:
+        try:
+            listed = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(listed, list):
+            return
+        alive = [pid for pid in listed if isinstance(pid, int) and pid > 0 and (pid == os.getpid() or _running(pid))]
+        if alive != listed:
+            with contextlib.suppress(OSError):
+                path.write_text(json.dumps(alive))
 
 
 def other_processes_using(directory: Path) -> list[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Optional
+from typing import AsyncIterator, Callable, Iterator, Optional
 
 import pytest
 
@@ -72,9 +72,9 @@ def cloud_server(smollm_path: Path) -> Iterator[FaultInjectionOpenAIServer]:
 
 
 @pytest.fixture(scope="module")
-def info_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def info_address(new_info_index_dir: Callable[[str], Path]) -> Iterator[str]:
     """The Info service with DOCUMENTS ingested, on its own event loop in a background thread."""
-    server = InfoServerThread(tmp_path_factory.mktemp("agent-info") / "index",
+    server = InfoServerThread({"HYBRID_ROUTER_INFO__INDEX_DIR": str(new_info_index_dir("agent-info"))},
                               TextEncoder.from_cache(ModelCache(models_dir())))
     try:
         with InfoClient(server.address, timeout_s=60, price_per_retrieval_usd=0) as client:

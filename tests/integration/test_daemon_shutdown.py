@@ -236,10 +236,11 @@ def info_listening(pid: int, log: Path) -> bool:
 
 @pytest.mark.parametrize("moment", [catches_sigterm, info_listening], ids=lambda moment: moment.__name__)
 def test_info_serve_stops_cleanly_on_sigterm_from_its_first_moment(tmp_path: Path,
-                                                                    moment: Callable[[int, Path], bool]) -> None:
+                                                                    moment: Callable[[int, Path], bool],
+                                                                    new_info_index_dir: Callable[[str], Path]) -> None:
     """`hybrid-router info serve` takes SIGTERM before its slow imports (router/doors/entry.py), as
     `serve` does, and drains to exit status 0 whenever the signal comes."""
-    env = serve_env(tmp_path, INFO__INDEX_DIR=str(tmp_path / "index"))
+    env = serve_env(tmp_path, INFO__INDEX_DIR=str(new_info_index_dir("info-serve")))
     status, output = sigterm_at(moment, ["info", "serve", "--listen", f"unix:{tmp_path}/info.sock"], env, tmp_path)
     assert status == 0, output
     assert "Traceback" not in output

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -391,3 +392,42 @@ def test_two_processes_share_one_embedded_server(pg_tmp: Path, encoder) -> None:
     finally:
         index.close()
     assert not (tmp_path / "index" / "pg" / "postmaster.pid").exists()
+
+
+class DimensionOnlyTestEmbedder:
+    """Opens an index without loading the encoder: these tests never encode."""
+
+    dim = 512
+
+    def encode(self, texts):  # pragma: no cover - reaching it is the failure
+        raise AssertionError("nothing is encoded here")
+
+
+def test_a_process_killed_while_holding_the_server_does_not_keep_it_running(pg_tmp: Path) -> None:
+    """pgserver stops the embedded server when the last process on its list lets go; one that was killed
+    stays listed. The next process to open and close the directory must still stop the server."""
+    directory = pg_tmp / "killed" / "index"
+    ready = pg_tmp / "killed" / "ready"
+    child = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from cloud.info import PgInfoIndex
+        from tests.integration.test_info_pg import DimensionOnlyTestEmbedder
+        index = PgInfoIndex.open(Path({str(directory)!r}), embedder=DimensionOnlyTestEmbedder())
+        Path({str(ready)!r}).write_text("open")
+        time.sleep(600)
+        """)
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert process.poll() is None, "the child could not open the index"
+            assert time.monotonic() < deadline, "the child did not open the index in time"
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait(30)
+    assert (directory / "pg" / "postmaster.pid").exists()  # the killed child left the server running
+    index = PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder())
+    index.close()
+    assert not (directory / "pg" / "postmaster.pid").exists()

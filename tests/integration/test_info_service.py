@@ -1,5 +1,7 @@
 """The Info service end to end: a real grpc.aio server (router/doors/info_server.py) on port 0 over a
-temporary index with the real text encoder, called through GrpcInfoClient and the CLI."""
+temporary index with the real text encoder, called through GrpcInfoClient and the CLI. Every test runs
+on each engine of `[info]`: postgres embedded (the default), postgres on a server (info.dsn, a PostgreSQL
+on loopback started by tests/conftest.py's fixtures) and files."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +9,7 @@ import contextlib
 import json
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import grpc
 import pytest
@@ -15,10 +17,11 @@ import pytest
 from router.domain.config import InfoSettings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cloud.info import Document, read_documents
+from cloud.info import Document, InfoIndex, PgInfoIndex, read_documents
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
 from router.assembly.info_client import GrpcInfoClient, InfoClient
+from router.assembly.local_info import engine_name
 from router.core.info import InfoRejectedError, InfoTimeoutError, InfoUnavailableError
 from router.domain.types import Caller
 from router.doors.cli import main
@@ -42,8 +45,9 @@ QUERIES = ("salary bands for engineers", "Which NFL team represented the AFC at 
 class InfoServerThread:
     """An InfoServer on its own event loop in a background thread, as a separate process would run it."""
 
-    def __init__(self, index_dir: Path, encoder: TextEncoder, *, load: bool = True) -> None:
-        self.settings = make_settings({"HYBRID_ROUTER_INFO__INDEX_DIR": str(index_dir),
+    def __init__(self, index: Mapping[str, str], encoder: TextEncoder, *, load: bool = True) -> None:
+        """`index`: the settings that say where the index is (index_dir, engine, dsn)."""
+        self.settings = make_settings({**index,
                                        "HYBRID_ROUTER_INFO__CHUNK_TOKENS": "48",
                                        "HYBRID_ROUTER_INFO__CHUNK_OVERLAP_TOKENS": "8",
                                        "HYBRID_ROUTER_INFO__PRICE_PER_RETRIEVAL_USD": str(PRICE),
@@ -74,12 +78,37 @@ def encoder() -> TextEncoder:
     return TextEncoder.from_cache(ModelCache(models_dir()))
 
 
+# Each engine as router/assembly/local_info.py's engine_name calls it, and the class that serves it.
+ENGINES = {"postgres (embedded)": PgInfoIndex, "postgres (server)": PgInfoIndex, "files": InfoIndex}
+
+
+@pytest.fixture(params=ENGINES, ids=["postgres-embedded", "postgres-server", "files"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def start_server(tmp_path: Path, encoder: TextEncoder) -> Iterator[Callable[..., InfoServerThread]]:
+def new_index(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """The settings of a new, empty index named `name` on this run's engine. Embedded: its directory holds
+    the server's data, so it lives where that server's user can reach it (tests/conftest.py, pg_test_folder);
+    server: a fresh database; files: a directory of the test's."""
+    if engine == "postgres (embedded)":
+        new_directory: Callable[[str], Path] = request.getfixturevalue("pg_index_dir")
+        return lambda name: {"HYBRID_ROUTER_INFO__INDEX_DIR": str(new_directory(name))}
+    if engine == "postgres (server)":
+        new_database: Callable[[], str] = request.getfixturevalue("pg_database")
+        return lambda name: {"HYBRID_ROUTER_INFO__INDEX_DIR": str(tmp_path / name),
+                             "HYBRID_ROUTER_INFO__DSN": new_database()}
+    return lambda name: {"HYBRID_ROUTER_INFO__INDEX_DIR": str(tmp_path / name), "HYBRID_ROUTER_INFO__ENGINE": "files"}
+
+
+@pytest.fixture
+def start_server(new_index: Callable[[str], dict[str, str]],
+                 encoder: TextEncoder) -> Iterator[Callable[..., InfoServerThread]]:
     servers: list[InfoServerThread] = []
 
     def start(name: str = "index", *, load: bool = True) -> InfoServerThread:
-        servers.append(InfoServerThread(tmp_path / name, encoder, load=load))
+        servers.append(InfoServerThread(new_index(name), encoder, load=load))
         return servers[-1]
 
     yield start
@@ -123,7 +152,9 @@ def client_for(server: InfoServerThread, timeout_s: float = 30.0) -> GrpcInfoCli
     return GrpcInfoClient(server.address, timeout_s=timeout_s, price_per_retrieval_usd=PRICE)
 
 
-async def test_ingest_retrieve_and_stats(server: InfoServerThread) -> None:
+async def test_ingest_retrieve_and_stats(server: InfoServerThread, engine: str) -> None:
+    assert engine_name(server.settings.info) == engine
+    assert isinstance(server.server.host.local.index, ENGINES[engine])
     documents = squad_documents()
     async with client_for(server) as client:
         counts = await client.ingest(documents, batch_size=1)  # two messages: the reply counts the stream

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Iterator
 
@@ -53,13 +54,14 @@ class Trusted:
 
 
 @pytest.fixture(scope="module")
-def trusted(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
+def trusted(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory,
+            new_info_index_dir: Callable[[str], Path]) -> Iterator[Trusted]:
     home = tmp_path_factory.mktemp("trust")
     settings = make_settings({
         "HYBRID_ROUTER_AUTH__MODE": "token",
         "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(home / "principals.toml"),
         "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token"),
-        "HYBRID_ROUTER_INFO__SERVICE": "in_process", "HYBRID_ROUTER_INFO__INDEX_DIR": str(home / "index"),
+        "HYBRID_ROUTER_INFO__SERVICE": "in_process", "HYBRID_ROUTER_INFO__INDEX_DIR": str(new_info_index_dir("trust")),
         "HYBRID_ROUTER_INFO__K": "3",
         # Every principal may spend a millionth of a dollar a day on the cloud: one call, then refused.
         "HYBRID_ROUTER_BUDGET__PRINCIPAL_DAILY_USD": "0.000001", "HYBRID_ROUTER_BUDGET__WHEN_SPENT": "refuse",

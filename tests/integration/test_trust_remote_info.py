@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -35,14 +35,14 @@ class Doc:
 class RemoteInfo:
     """`hybrid-router info serve` on its own loop, with TLS and its own principals file."""
 
-    def __init__(self, home: Path, pki: Pki) -> None:
+    def __init__(self, home: Path, pki: Pki, index_dir: Path) -> None:
         settings = make_settings({
             "HYBRID_ROUTER_AUTH__MODE": "token",
             "HYBRID_ROUTER_AUTH__PRINCIPALS_FILE": str(home / "principals.toml"),
             "HYBRID_ROUTER_AUTH__LOCAL_TOKEN_FILE": str(home / "admin.token"),
             "HYBRID_ROUTER_SERVER__TLS_CERT_FILE": str(pki.server_cert),
             "HYBRID_ROUTER_SERVER__TLS_KEY_FILE": str(pki.server_key),
-            "HYBRID_ROUTER_INFO__INDEX_DIR": str(home / "index"), "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": "1"})
+            "HYBRID_ROUTER_INFO__INDEX_DIR": str(index_dir), "HYBRID_ROUTER_SERVER__GRACE_PERIOD_S": "1"})
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -65,11 +65,12 @@ class RemoteInfo:
 
 
 @pytest.fixture(scope="module")
-def remote(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def remote(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory,
+           new_info_index_dir: Callable[[str], Path]) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("remote-info")
     pki = Pki(root)
     info_home, device_home = root / "info-host", root / "device"
-    info = RemoteInfo(info_home, pki)
+    info = RemoteInfo(info_home, pki, new_info_index_dir("remote-info"))
     # On the Info host: a token for the daemon (role service), copied to the device as a 0600 file.
     # The daemon may read `hr` for its callers, and no other group this host holds.
     daemon_token = PrincipalsFile(info_home / "principals.toml").issue("daemon-a", Role.SERVICE, ("hr",))

@@ -18,7 +18,7 @@ import pytest
 from cloud.info import InfoIndex
 from cloud.info.store import IndexDirectory, IndexShape, Snapshot, StoredChunk
 from router.core.ledger.store import LedgerStore
-from tests.unit.test_info_index import HR_DOC, PUBLIC_DOCS, SMALL, HashingTestEmbedder
+from tests.integration.test_info_index import HR_DOC, PUBLIC_DOCS, SMALL, HashingTestEmbedder
 from tests.unit.test_ledger_support import make_exchange, open_ledger
 
 COMMON_UMASK = 0o022
