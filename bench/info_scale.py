@@ -28,7 +28,6 @@ import concurrent.futures
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import threading
@@ -190,7 +189,7 @@ def run_one(spec: EngineSpec, scale: int, *, squad: Sequence[Document], distract
         if spec.dsn:  # a server index starts from what it holds: empty it
             held = index.stats().documents
             if held:
-                raise RuntimeError(f"the server index at {spec.dsn} holds {held} documents: give an empty one")
+                raise RuntimeError(f"the server index at {_shown_dsn(spec.dsn)} holds {held} documents: give an empty one")
         started = time.perf_counter()
         for first in range(0, len(documents), BATCH):
             index.ingest(documents[first:first + BATCH])
@@ -218,6 +217,15 @@ def run_one(spec: EngineSpec, scale: int, *, squad: Sequence[Document], distract
         }
     finally:
         index.close()
+
+
+def _shown_dsn(arg: str) -> str:
+    """A command-line argument as the results show it: a DSN without its password."""
+    if "://" in arg or "password" in arg:
+        from cloud.info.pg_index import redacted_dsn
+
+        return redacted_dsn(arg)
+    return arg
 
 
 def machine() -> dict[str, Any]:
@@ -335,7 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sources[document.metadata["source"]] = sources.get(document.metadata["source"], 0) + 1
     report = {"benchmark": "info_scale",
               "command": " ".join(["python", "-m", "bench.info_scale",
-                                   *(re.sub(r"://[^@/]*@", "://…@", arg) for arg in shown_command(list(argv or sys.argv[1:])))]),
+                                   *(_shown_dsn(arg) for arg in shown_command(list(argv or sys.argv[1:])))]),
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": git_commit(),
               "machine": machine(), "questions": len(questions),
               "distractors": ", ".join(f"{source} {count}" for source, count in sources.items()) or "none",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -138,6 +137,15 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shown(arg: str) -> str:
+    """A command-line argument as the results show it: a DSN without its password."""
+    if "://" in arg or "password" in arg:
+        from cloud.info.pg_index import redacted_dsn
+
+        return redacted_dsn(arg)
+    return arg
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.retrieval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     index_dir = args.index_dir or Path(f"bench/out/retrieval-index-{args.engine}")
     command = " ".join(["python -m bench.retrieval",
-                        *(re.sub(r"://[^@/]*@", "://…@", arg) for arg in (sys.argv[1:] if argv is None else argv))])
+                        *(_shown(arg) for arg in (sys.argv[1:] if argv is None else argv))])
     _, held_out = split_articles(load_questions(DEFAULT_PATHS[SQUAD]), seed=0)
     sets: dict[str, list[Question]] = {"SQuAD part A, held-out articles": held_out}
     overlap = None

@@ -10,11 +10,12 @@ import threading
 import time
 from typing import Optional
 
-from cloud.info import IndexCorruptError, IndexSettings, InfoIndex, SearchIndex
+from cloud.info import IndexCorruptError, IndexSettings, InfoIndex, InvalidDocumentError, SearchIndex
 from cloud.info.store import MANIFEST, IndexDirectory
 from edge.catalogue import ModelCache
 from edge.encoder import TextEncoder
 from router.domain.config import InfoSettings
+from router.domain.errors import RouterError
 
 
 def index_settings(settings: InfoSettings) -> IndexSettings:
@@ -22,6 +23,10 @@ def index_settings(settings: InfoSettings) -> IndexSettings:
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap_tokens=settings.chunk_overlap_tokens,
                          bm25_weight=settings.bm25_weight, dense_weight=settings.dense_weight,
                          rrf_k=settings.rrf_k, rerank=settings.rerank)
+
+
+# Present while a files index is being copied into the embedded postgres engine (_adopt_files_index).
+ADOPTING_MARKER = ".adopting-files-index"
 
 
 def engine_name(settings: InfoSettings) -> str:
@@ -46,22 +51,35 @@ def open_search_index(settings: InfoSettings, embedder, *,  # type: ignore[no-un
 
     if settings.dsn:
         return PgInfoIndex.open_server(settings.dsn, embedder=embedder, settings=index_settings(settings))
-    if (index_dir / MANIFEST).exists() and not (index_dir / "pg").is_dir():
+    unfinished = (index_dir / ADOPTING_MARKER).exists()
+    if (index_dir / MANIFEST).exists() and (unfinished or not (index_dir / "pg").is_dir()):
         _adopt_files_index(settings, int(getattr(embedder, "dim", 0)) or None, logger)
     return PgInfoIndex.open_embedded(index_dir, embedder=embedder, settings=index_settings(settings))
 
 
 def _adopt_files_index(settings: InfoSettings, dim: Optional[int], logger: Optional[logging.Logger]) -> None:
     """Copies the files index in index_dir into the embedded postgres engine there (nothing to copy when it
-    holds no documents)."""
+    holds no documents). A marker file stands beside the index from before the copy until it has been
+    checked, so that a copy cut short (a kill, a document PostgreSQL refuses) is done again at the next
+    start, replacing what the first try wrote, instead of serving half an index."""
     from router.assembly.info_migrate import migrate_info_index, plan_migration  # it imports this module
 
     index_dir = settings.index_dir.expanduser()
+    marker = index_dir / ADOPTING_MARKER
     snapshot = IndexDirectory(index_dir).load()
     if snapshot is None or not snapshot.chunks:
+        marker.unlink(missing_ok=True)
         return
-    report = migrate_info_index(settings, plan_migration(settings, "postgres"),
-                                **({"dim": dim} if dim else {}))
+    marker.write_text("the files index here is being copied into pg/; until this file is gone, pg/ is partial\n")
+    try:
+        report = migrate_info_index(settings, plan_migration(settings, "postgres"), replace=True,
+                                    **({"dim": dim} if dim else {}))
+    except (RouterError, InvalidDocumentError) as exc:  # refused: the message says why; the files stay as they are
+        why = exc.message if isinstance(exc, RouterError) else str(exc)
+        raise IndexCorruptError(f"copying the files index in {index_dir} into the embedded postgres engine "
+                                f"failed: {why}. The files are untouched: set info.engine = \"files\" to "
+                                "serve them, or fix the cause; the copy is tried again at the next start") from exc
+    marker.unlink()
     (logger or logging.getLogger("hybrid_router.info")).warning(
         "info index copied from the files engine to postgres, the default engine", extra={"fields": {
             "index_dir": str(index_dir), "documents": report.documents, "chunks": report.chunks,

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from cloud.info.errors import InfoIndexError
 from edge.errors import EdgeError
 from router.doors.client_options import add_client_options, client_trust_args
 from router.domain.config import ConfigError, Settings, load_settings
@@ -585,6 +586,9 @@ def main(argv: Optional[Sequence[str]] = None, *, early_stop: Optional[object] =
         return EXIT_ERROR
     except EdgeError as exc:  # a missing or corrupt model file: the message names the fix
         print(f"hybrid-router: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except InfoIndexError as exc:  # the in-process Info index cannot open: its message names where and why
+        print(f"hybrid-router: the Info index: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

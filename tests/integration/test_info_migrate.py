@@ -9,6 +9,7 @@ Skipped, with the reason, where the encoder model, the SQuAD file or pgserver is
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -399,3 +400,28 @@ def test_an_install_from_before_postgres_keeps_its_documents_on_the_default_engi
     shutil.copytree(index_dir / "pg", postgres_only / "pg", symlinks=True)
     with pytest.raises(IndexCorruptError, match="info migrate --to files"):
         open_search_index(InfoSettings(index_dir=postgres_only, engine="files"), encoder)
+
+
+def test_a_copy_cut_short_at_the_first_start_is_done_again_at_the_next(workdir: Path, source_dir: Path, encoder,
+                                                                       paragraphs: list[Document]) -> None:
+    """The first start was killed mid-copy: pg/ exists and holds part of the index, the marker is still
+    there. The next start copies again (replacing what the first wrote) instead of serving the part."""
+    from router.assembly.local_info import ADOPTING_MARKER
+
+    index_dir = copy_of(source_dir, workdir / "cut-short")
+    settings = InfoSettings(index_dir=index_dir)
+    original = InfoIndex.open(source_dir, embedder=encoder)
+    partial = PgInfoIndex.open_embedded(index_dir, embedder=encoder)
+    try:
+        partial.import_chunks(itertools.islice(original.export_chunks(batch=10), 2))
+        assert 0 < partial.stats().documents < original.stats().documents
+    finally:
+        partial.close()
+    (index_dir / ADOPTING_MARKER).write_text("killed mid-copy")
+    adopted = open_search_index(settings, encoder)
+    try:
+        assert_same_index(original, adopted, questions(paragraphs))
+    finally:
+        adopted.close()
+        original.close()
+    assert not (index_dir / ADOPTING_MARKER).exists()
