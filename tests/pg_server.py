@@ -50,6 +50,12 @@ class PgTestServer:
     def dsn_for(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
+    def dsn_as(self, user: str, dsn: str) -> str:
+        """`dsn` (one of this server's databases) connecting as `user` instead (trust: no password)."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{conninfo_to_dict(dsn)['dbname']}"
+
     def start(self) -> None:
         if os.geteuid() == 0:
             self._prepare_unprivileged_user()

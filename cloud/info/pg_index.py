@@ -21,13 +21,18 @@ Thread safety: a connection pool; any number of threads may retrieve at once, ea
 snapshot. Writers take a table lock that readers do not wait on, so ingests (from any process) apply
 one at a time and ingestion order is commit order. Embedding happens before any transaction starts.
 
-The database user of server mode must be able to create the schema `info_index` (first open only),
-the `vector` extension unless it is there, and the role `info_index_reader`, and be allowed to SET ROLE
-to it (a superuser, or a member). Text with NUL characters cannot be stored in PostgreSQL: such
-documents are refused with InvalidDocumentError.
+Server mode creates only what the database lacks (cloud/info/pg_schema.py): the first open needs a
+user that may create the role `info_index_reader` (unless it exists), the `vector` extension (unless it
+is there: a superuser) and the schema `info_index`; afterwards a user with CONNECT, USAGE on the schema,
+the table privileges and the right to SET ROLE to `info_index_reader` is enough, and a read-only server
+(a hot standby) serves retrievals. All users of one database share its stemming: another `stem` is
+refused there (and on an embedded index that another process holds), re-analysed only on an embedded
+index this process alone holds. Text with NUL characters or lone surrogates cannot be stored in
+PostgreSQL: such documents are refused with InvalidDocumentError, such queries with InvalidQueryError.
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,7 +49,13 @@ from psycopg_pool import ConnectionPool
 from cloud.info.analysis import analyze
 from cloud.info.chunking import chunk_text, sentence_spans
 from cloud.info.documents import Document, validate_document
-from cloud.info.errors import IndexCorruptError, InfoIndexError, InvalidDocumentError, IndexUnavailableError
+from cloud.info.errors import (
+    IndexCorruptError,
+    IndexUnavailableError,
+    InfoIndexError,
+    InvalidDocumentError,
+    InvalidQueryError,
+)
 from cloud.info.index import (
     _ENCODE_BATCH,
     Caller,
@@ -57,7 +68,7 @@ from cloud.info.index import (
     _unit_rows,
     _validate_query,
 )
-from cloud.info.pg_embedded import EmbeddedServer
+from cloud.info.pg_embedded import EmbeddedServer, other_processes_using
 from cloud.info.pg_schema import SCHEMA, prepare_schema
 from cloud.info.pg_search import (
     Candidates,
@@ -89,6 +100,11 @@ _EXPORT = f"""
 SELECT document_id, chunk_index, text, start_offset, end_offset, metadata, groups, sentence_count, vector,
        sentence_vectors
 FROM {SCHEMA}.chunks ORDER BY seq"""
+# Rows re-analysed per fetch and per UPDATE batch when the stemming changes.
+_REANALYSE_BATCH = 1000
+# What PostgreSQL's text cannot hold: NUL, and UTF-16 surrogate code points, which have no UTF-8 form.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Writers queue on each other (SHARE ROW EXCLUSIVE conflicts with itself), readers never wait on it.
 _WRITE_LOCK = f"LOCK TABLE {SCHEMA}.chunks IN SHARE ROW EXCLUSIVE MODE"
 
@@ -123,9 +139,9 @@ class PgInfoIndex:
     @classmethod
     def open(cls, target: str | Path, *, embedder: Embedder,
              settings: IndexSettings = IndexSettings()) -> "PgInfoIndex":
-        """`open_server` for a URI (postgresql://… or postgres://…), `open_embedded` for anything else
-        (a directory). A key=value connection string goes to `open_server` directly."""
-        if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        """`open_server` for a connection string (`looks_like_dsn`), `open_embedded` for anything else
+        (a directory)."""
+        if isinstance(target, str) and looks_like_dsn(target):
             return cls.open_server(target, embedder=embedder, settings=settings)
         return cls.open_embedded(Path(target), embedder=embedder, settings=settings)
 
@@ -134,7 +150,8 @@ class PgInfoIndex:
                       settings: IndexSettings = IndexSettings()) -> "PgInfoIndex":
         """The index kept in `directory` by a private PostgreSQL (cloud/info/pg_embedded.py), started
         here or joined if another handle runs it; a new empty one where there is none. It stops when
-        the last handle closes or its process exits. IndexUnavailableError when it does not start;
+        the last handle closes or its process exits. IndexUnavailableError when it does not start, or
+        cannot in that directory (a path with a space or a shell character: cloud/info/pg_embedded.py);
         IndexCorruptError as InfoIndex.open (a file instead of a directory, another shape)."""
         path = Path(directory)
         if path.exists() and not path.is_dir():
@@ -165,6 +182,7 @@ class PgInfoIndex:
             with psycopg.connect(conninfo, **options) as conn:
                 stored = prepare_schema(conn, shape, settings.stem, where)
                 if stored.stem != settings.stem:
+                    _refuse_shared_restem(where, stored.stem, settings.stem, embedded)
                     _reanalyse(conn, settings.stem)
                 with conn.transaction():
                     begin_read(conn, ())  # fails here, not at the first query, if SET ROLE is not allowed
@@ -268,6 +286,7 @@ class PgInfoIndex:
         """As InfoIndex.retrieve: the best `k` passages `caller` may read whose metadata matches `filters`."""
         self._check_open()
         _validate_query(query, k, filters)
+        _check_query_storable(query, filters)
         rows, fused, features = self._candidates(query, k, caller, filters, with_features=self._settings.rerank)
         ranking = fused
         if features is not None:
@@ -279,6 +298,7 @@ class PgInfoIndex:
         """As InfoIndex.rerank_candidates: the fused candidates (best first) and their features."""
         self._check_open()
         _validate_query(query, 1, filters)
+        _check_query_storable(query, filters)
         rows, fused, features = self._candidates(query, 1, caller, filters, with_features=True)
         passages = [_passage(rows[seq], score) for seq, score in zip(fused.rows.tolist(), fused.scores.tolist())]
         return passages, features if features is not None else np.zeros((0, 6))
@@ -294,7 +314,7 @@ class PgInfoIndex:
         settings = self._settings
         pool = max(settings.candidates, k)
         terms = analyze(query, stem=settings.stem)
-        groups = [group for group in caller.groups if isinstance(group, str) and "\x00" not in group]
+        groups = _storable_groups(caller)
         with self._connection() as conn, conn.transaction():
             begin_read(conn, groups)
             found = find_candidates(conn, terms=terms, query_vector=query_vector, filters=wanted,
@@ -340,7 +360,7 @@ class PgInfoIndex:
         """As InfoIndex.stats; bytes_on_disk is the size of the index's tables and their indexes (0 for a
         caller, and for an empty index)."""
         self._check_open()
-        groups_seen = None if caller is None else [g for g in caller.groups if "\x00" not in g]
+        groups_seen = None if caller is None else _storable_groups(caller)
         with self._connection() as conn, conn.transaction():
             begin_read(conn, groups_seen)
             documents, chunks = conn.execute(
@@ -415,6 +435,14 @@ class PgInfoIndex:
         return np.concatenate([_unit_rows(self._embedder.encode(batch), len(batch), self._dim) for batch in batches])
 
 
+def looks_like_dsn(target: str) -> bool:
+    """A libpq URI, or a key=value string: one with `=` that names no existing path and does not start
+    like a path (`/`, `.`, `~`)."""
+    if target.startswith(("postgresql://", "postgres://")):
+        return True
+    return "=" in target and not target.startswith(("/", ".", "~")) and not Path(target).exists()
+
+
 def redacted_dsn(dsn: str) -> str:
     """`dsn` as key=value pairs without its password, for messages and logs."""
     try:
@@ -428,8 +456,12 @@ def redacted_dsn(dsn: str) -> str:
 def _connection_options(conninfo: str, where: str) -> dict[str, Any]:
     try:
         given = conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise IndexUnavailableError(f"the connection string of {where} is not valid: {_reason(exc)}") from exc
+    except psycopg.Error:
+        # libpq's message quotes the part it could not parse, which may be the password: not repeated here,
+        # nor chained (a logged traceback would print it).
+        raise IndexUnavailableError(f"the connection string of {where} cannot be parsed: check its quoting "
+                                    "(key='value with spaces') and, in a URI, the percent-encoding of special "
+                                    "characters (a space, @, : or / in the password)") from None
     options: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in given:
         options["connect_timeout"] = _CONNECT_TIMEOUT_S
@@ -440,15 +472,34 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _refuse_shared_restem(where: str, stored: bool, wanted: bool, embedded: EmbeddedServer | None) -> None:
+    """Re-analysing follows the setting of whoever opens last: on a database others use, two settings would
+    flip every term back and forth under each other's queries."""
+    if embedded is None:
+        raise IndexCorruptError(
+            f"the index in {where} was analysed with stem={stored}, and it is opened with stem={wanted}: every "
+            f"user of a shared database must use the same setting; open it with stem={stored}, or ingest into "
+            "another database to change it")
+    others = other_processes_using(embedded.directory)
+    if others:
+        raise IndexCorruptError(
+            f"the index in {where} was analysed with stem={stored}, and it is opened with stem={wanted} while other "
+            f"processes ({', '.join(map(str, others))}) use it: open it with stem={stored}, or stop them first to "
+            "re-analyse it")
+
+
 def _reanalyse(conn: psycopg.Connection, stem: bool) -> None:
     """Rewrites every chunk's terms for the other stemming setting: terms are derived data, and
-    InfoIndex, which derives them at open, follows the setting it is opened with."""
+    InfoIndex, which derives them at open, follows the setting it is opened with. The texts are read
+    through a server-side cursor and the terms written back a batch at a time, in one transaction."""
+    update = f"UPDATE {SCHEMA}.chunks SET terms = %s, term_count = %s WHERE seq = %s"
     with conn.transaction():
         conn.execute(_WRITE_LOCK)
-        rows = conn.execute(f"SELECT seq, text FROM {SCHEMA}.chunks").fetchall()
-        updates = [(terms, len(terms), seq) for seq, text in rows for terms in [analyze(text, stem=stem)]]
-        with conn.cursor() as cursor:
-            cursor.executemany(f"UPDATE {SCHEMA}.chunks SET terms = %s, term_count = %s WHERE seq = %s", updates)
+        with conn.cursor(name="info_reanalyse") as texts, conn.cursor() as writer:
+            texts.execute(f"SELECT seq, text FROM {SCHEMA}.chunks")
+            while rows := texts.fetchmany(_REANALYSE_BATCH):
+                writer.executemany(update, [(terms, len(terms), seq) for seq, text in rows
+                                            for terms in [analyze(text, stem=stem)]])
         conn.execute(f"UPDATE {SCHEMA}.meta SET stem = %s", (stem,))
 
 
@@ -461,9 +512,29 @@ def _check_storable_chunk(chunk: StoredChunk) -> None:
 
 
 def _refuse_nul(document_id: str, texts: Sequence[str]) -> None:
-    if any("\x00" in text for text in [document_id, *texts]):
-        raise InvalidDocumentError(f"document {document_id[:40]!r} contains a NUL character, which PostgreSQL "
-                                   "cannot store: remove it from the id, text, metadata and groups")
+    if any(_UNSTORABLE.search(text) for text in [document_id, *texts]):
+        raise InvalidDocumentError(f"document {_printable(document_id[:40])!r} contains a NUL character or a lone "
+                                   "surrogate (\\ud800-\\udfff, text decoded with errors='surrogateescape' or "
+                                   "half of a UTF-16 pair), which PostgreSQL cannot store: remove it from the id, "
+                                   "text, metadata and groups")
+
+
+def _check_query_storable(query: str, filters: Mapping[str, str] | None) -> None:
+    """A lone surrogate cannot be sent to PostgreSQL (nor encoded); a NUL in a filter just matches nothing."""
+    pieces = [query, *((filters or {}).keys()), *((filters or {}).values())]
+    if any(_SURROGATE.search(piece) for piece in pieces):
+        raise InvalidQueryError("the query or a filter contains a lone surrogate (\\ud800-\\udfff), which is not "
+                                "text: decode the input as UTF-8 and send it again")
+
+
+def _printable(text: str) -> str:
+    """`text` with its lone surrogates as escapes, so a message naming it can be written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_groups(caller: Caller) -> list[str]:
+    """The caller's groups that a stored chunk can have: one with NUL or a lone surrogate matches none."""
+    return [group for group in caller.groups if isinstance(group, str) and not _UNSTORABLE.search(group)]
 
 
 def _chunk_batch(shape: IndexShape, rows: Sequence[tuple[Any, ...]]) -> ChunkBatch:

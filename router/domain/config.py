@@ -377,9 +377,13 @@ class InfoSettings(_Section):
         "rewritten whole on each change; for a device without PostgreSQL. `hybrid-router info migrate` copies "
         "one engine's index into the other.")
     dsn: str = Field("", description="engine = postgres: a PostgreSQL server's URI (postgresql://user@host:5432/db) "
-                     "instead of the embedded one, the one switch to server mode. The server needs the pgvector "
-                     "extension, and the user the rights to create a schema, the `vector` extension and the role "
-                     "info_index_reader. Keep the password out of this file: libpq reads PGPASSWORD and ~/.pgpass.")
+                     "instead of the embedded one, the one switch to server mode. The server needs pgvector. The first "
+                     "open creates only what the database lacks: the role info_index_reader (CREATEROLE), the `vector` "
+                     "extension (a superuser) and the schema info_index (CREATE on the database); after that a user "
+                     "with CONNECT, USAGE on info_index, SELECT on info_index.meta, SELECT/INSERT/UPDATE/DELETE on "
+                     "info_index.chunks and membership in info_index_reader (WITH SET TRUE on PostgreSQL 16) is "
+                     "enough, and a read replica opens for retrieval. Keep the password out of this file: libpq reads "
+                     "PGPASSWORD and ~/.pgpass.")
     encoder: str = Field("use-multilingual-512", description="Catalogue name of the dense text encoder.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for one retrieval; past it the mode answers "
                              "without passages, marked degraded.")

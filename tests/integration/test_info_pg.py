@@ -5,14 +5,18 @@ control enforced by the database, incremental ingest and delete, persistence, ty
 Skipped, with the reason, where the encoder model, the SQuAD file or pgserver is not on this machine."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cloud.info import (
     Caller,
@@ -34,10 +39,12 @@ from cloud.info import (
     PgInfoIndex,
     SearchIndex,
 )
+from cloud.info import pg_index
 from cloud.info.documents import slug
-from cloud.info.pg_schema import GROUPS_SETTING, READER_ROLE, SCHEMA
-from tests.conftest import models_dir
-from tests.pg_server import PgTestServer
+from cloud.info.pg_schema import GROUPS_SETTING, READER_ROLE, SCHEMA, missing_vector_message
+from tests.conftest import WAIT_S, models_dir
+from tests.integration.test_info_index import SMALL, HashingTestEmbedder
+from tests.pg_server import FreshIndexDirectories, PgTestServer
 
 pytest.importorskip("pgserver", reason="the pgserver wheel (PostgreSQL + pgvector) is not installed")
 
@@ -182,11 +189,14 @@ def test_same_passages_scores_and_features_as_info_index(squad_pg, reference: In
 
 
 def test_same_results_with_other_retrieval_settings(squad_pg, reference: InfoIndex, squad_articles: list[dict],
-                                                    encoder) -> None:
-    """No re-ranker (the fused RRF scores come back), no stemming (the stored terms are re-analysed),
-    other BM25 and fusion weights."""
+                                                    encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No re-ranker (the fused RRF scores come back), other BM25 and fusion weights; embedded (this process
+    alone on it), no stemming too: the stored terms are re-analysed (a few rows per batch here, to go
+    through several). A server refuses another stemming (test_another_stemming_is_refused_on_a_server)."""
     location, _ = squad_pg
-    settings = IndexSettings(rerank=False, stem=False, bm25_k1=1.2, bm25_b=0.75, dense_weight=0.5, candidates=20)
+    monkeypatch.setattr(pg_index, "_REANALYSE_BATCH", 7)
+    settings = IndexSettings(rerank=False, stem=isinstance(location, str), bm25_k1=1.2, bm25_b=0.75,
+                             dense_weight=0.5, candidates=20)
     other_reference = InfoIndex.open(reference._directory.path, embedder=encoder, settings=settings)
     other = PgInfoIndex.open(location, embedder=encoder, settings=settings)
     try:
@@ -261,7 +271,7 @@ def test_the_database_itself_hides_unreadable_chunks(new_location, opened) -> No
     location = new_location()
     index = opened(location)
     index.ingest(ZEBRA_PUBLIC + ZEBRA_HIDDEN[:3])
-    dsn = location if isinstance(location, str) else index._embedded._server.get_uri()
+    dsn = location if isinstance(location, str) else index._embedded.uri
     with psycopg.connect(dsn) as conn:
         for groups, expected in (([], 4), (["engineering"], 4), (["hr"], 7), (["x", "hr"], 7)):
             with conn.transaction():
@@ -431,3 +441,291 @@ def test_a_process_killed_while_holding_the_server_does_not_keep_it_running(pg_t
     index = PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder())
     index.close()
     assert not (directory / "pg" / "postmaster.pid").exists()
+
+
+# Issue 31's review: least-privileged users, shared servers, odd paths, names and text.
+
+@pytest.fixture(params=["embedded", "server"])
+def small_location(request: pytest.FixtureRequest, pg_test_folder: Path,
+                   embedded_index_template) -> Iterator[Callable[[], str | Path]]:
+    """New, empty index locations for the hashing test embedder: template copies (embedded) or fresh
+    databases on the session's test server."""
+    if request.param == "server":
+        yield request.getfixturevalue("pg_database")
+        return
+    directories = FreshIndexDirectories(embedded_index_template, pg_test_folder)
+    names = itertools.count()
+    yield lambda: directories.create(f"index-{next(names)}")
+    directories.remove_all()
+
+
+@pytest.fixture
+def small_opened() -> Iterator[Callable[..., PgInfoIndex]]:
+    """Opens PgInfoIndexes with the hashing test embedder and SMALL settings; closes them after the test."""
+    indexes: list[PgInfoIndex] = []
+
+    def open_index(location: str | Path, settings: IndexSettings = SMALL) -> PgInfoIndex:
+        indexes.append(PgInfoIndex.open(location, embedder=HashingTestEmbedder(), settings=settings))
+        return indexes[-1]
+
+    yield open_index
+    for index in indexes:
+        index.close()
+
+
+def ids(passages) -> set[str]:
+    return {p.document_id for p in passages}
+
+
+def run_sql(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+PRIVATE_NOTE = Document("private", "The zebra budget note for the board.", groups=("hr",))
+PUBLIC_NOTE = Document("public", "The zebra crossing note for pedestrians.")
+
+
+def check_index_works(index: PgInfoIndex) -> None:
+    """Ingest, retrieval as a member and as an outsider, stats: what every user of an index needs."""
+    index.ingest([PRIVATE_NOTE, PUBLIC_NOTE])
+    assert ids(index.retrieve("zebra note", k=5, caller=HR)) == {"private", "public"}
+    assert ids(index.retrieve("zebra note", k=5, caller=OUTSIDER)) == {"public"}
+    assert index.stats(HR).groups == ("hr",) and index.stats(OUTSIDER).documents == 1
+
+
+def grant_use_of_index(owner_dsn: str, user: str, database: str) -> None:
+    """What a user needs to use a provisioned index, and nothing more: CONNECT, USAGE on the schema, the
+    table privileges, membership in the reader role."""
+    run_sql(owner_dsn, f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
+            f'GRANT CONNECT ON DATABASE "{database}" TO {user}', f"GRANT USAGE ON SCHEMA {SCHEMA} TO {user}",
+            f"GRANT SELECT ON {SCHEMA}.meta TO {user}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {SCHEMA}.chunks TO {user}",
+            f"GRANT {READER_ROLE} TO {user}")
+
+
+def test_a_provisioned_database_opens_for_a_user_that_may_create_nothing(pg_test_server: PgTestServer,
+                                                                         pg_database, small_opened) -> None:
+    dsn = pg_database()
+    small_opened(dsn)  # the superuser's first open makes the schema, its tables and the reader role
+    user = f"app_{uuid.uuid4().hex[:12]}"
+    run_sql(dsn, f"CREATE ROLE {user} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS")
+    grant_use_of_index(dsn, user, conninfo_to_dict(dsn)["dbname"])
+    index = small_opened(pg_test_server.dsn_as(user, dsn))
+    assert index._embedded is None
+    check_index_works(index)
+    assert index.stats().documents == 2  # the user's own reads see every row
+
+
+def test_a_provisioned_database_opens_on_a_read_only_server(pg_test_server: PgTestServer, pg_database,
+                                                            small_opened) -> None:
+    """A hot standby refuses every write; read-only transactions by default stand in for one."""
+    dsn = pg_database()
+    small_opened(dsn).ingest([PRIVATE_NOTE, PUBLIC_NOTE])
+    run_sql(dsn, f'ALTER DATABASE "{conninfo_to_dict(dsn)["dbname"]}" SET default_transaction_read_only = on')
+    replica = small_opened(dsn)
+    assert ids(replica.retrieve("zebra note", k=5, caller=HR)) == {"private", "public"}
+    assert ids(replica.retrieve("zebra note", k=5, caller=OUTSIDER)) == {"public"}
+    with pytest.raises(IndexUnavailableError, match="read-only"):
+        replica.ingest([Document("new", "Not on a replica.")])
+
+
+def test_a_createrole_user_sets_up_the_index_and_grants_its_use(pg_tmp: Path) -> None:
+    """On a server where the reader role does not exist yet (a new one): a CREATEROLE user (not a
+    superuser) creates it, and must make itself able to SET ROLE to it; a user that may not is told the
+    GRANT to run, and a database without pgvector the statement that adds it."""
+    server = PgTestServer(pg_tmp / f"bare-{uuid.uuid4().hex[:8]}")
+    indexes: list[PgInfoIndex] = []
+
+    def small_opened(dsn: str) -> PgInfoIndex:
+        indexes.append(PgInfoIndex.open(dsn, embedder=HashingTestEmbedder(), settings=SMALL))
+        return indexes[-1]
+
+    server.start()
+    try:
+        run_sql(server.dsn, "CREATE ROLE creator LOGIN CREATEROLE", "CREATE DATABASE info OWNER creator",
+                "CREATE DATABASE bare OWNER creator TEMPLATE template0")
+        creator_dsn = server.dsn_as("creator", server.dsn_for("info"))
+        check_index_works(small_opened(creator_dsn))
+        run_sql(server.dsn, "CREATE ROLE app LOGIN", "CREATE ROLE stranger LOGIN")
+        grant_use_of_index(creator_dsn, "app", "info")  # the creator administers the reader role
+        run_sql(creator_dsn, "GRANT CONNECT ON DATABASE info TO stranger",
+                f"GRANT USAGE ON SCHEMA {SCHEMA} TO stranger", f"GRANT SELECT ON {SCHEMA}.meta TO stranger")
+        app = small_opened(server.dsn_as("app", server.dsn_for("info")))
+        app.ingest([Document("by-app", "The zebra note written by the app.", groups=("hr",))])
+        assert ids(app.retrieve("zebra note", k=5, caller=HR)) == {"private", "public", "by-app"}
+        with pytest.raises(IndexUnavailableError,
+                           match=re.escape(f"`GRANT {READER_ROLE} TO stranger WITH SET TRUE;`")):
+            small_opened(server.dsn_as("stranger", server.dsn_for("info")))
+        with pytest.raises(IndexUnavailableError, match=re.escape("run `CREATE EXTENSION vector;` in that database")):
+            small_opened(server.dsn_as("creator", server.dsn_for("bare")))
+    finally:
+        for index in indexes:
+            index.close()
+        server.stop()
+
+
+def test_the_message_for_a_server_without_pgvector_says_to_install_it() -> None:
+    """(No server here lacks pgvector: the wheel bundles it.)"""
+    message = missing_vector_message("PostgreSQL host=db", installed_on_server=False, user="app")
+    assert "install pgvector (the `vector` extension) on the server" in message
+
+
+class IndexHolderProcess:
+    """Another process holding an embedded index open (dimension-only embedder) until `close`."""
+
+    SCRIPT = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from cloud.info import PgInfoIndex
+        from tests.integration.test_info_pg import DimensionOnlyTestEmbedder
+        index = PgInfoIndex.open(Path(sys.argv[1]), embedder=DimensionOnlyTestEmbedder())
+        print("open", flush=True)
+        sys.stdin.readline()
+        index.close()
+        print("closed", flush=True)
+        """)
+
+    def __init__(self, directory: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(directory)], cwd=REPO,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "open", \
+            "the other process could not open the index"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.write("\n")
+            self.process.stdin.flush()
+            assert self.process.stdout.readline().strip() == "closed"
+        assert self.process.wait(WAIT_S) == 0
+
+
+def test_reopening_while_another_process_holds_the_server_keeps_this_process_on_its_list(
+        embedded_index_template, pg_test_folder: Path) -> None:
+    """This process opens, another opens, this one closes and reopens, the other closes: the server must
+    keep running for this process (pgserver would hand back its old server object, with this process no
+    longer on the list of users), and stop when this process closes."""
+    directories = FreshIndexDirectories(embedded_index_template, pg_test_folder)
+    directory = directories.create("index")
+    postmaster = directory / "pg" / "postmaster.pid"
+    try:
+        first = PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder())
+        try:
+            holder = IndexHolderProcess(directory)
+        finally:
+            first.close()
+        try:
+            again = PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder())
+        finally:
+            holder.close()
+        try:
+            assert again.stats().documents == 0 and postmaster.exists()
+        finally:
+            again.close()
+        assert not postmaster.exists()
+    finally:
+        directories.remove_all()
+
+
+@pytest.mark.parametrize("name", ["pct%41hash#1", "q?mark"])
+def test_a_directory_with_uri_characters_works(name: str, pg_test_folder: Path, small_opened) -> None:
+    """pgserver's URI does not percent-encode the socket directory: %41 would read as A, # end the host."""
+    directory = Path(tempfile.mkdtemp(prefix="uri-", dir=pg_test_folder)) / name / "index"
+    check_index_works(small_opened(directory))
+
+
+@pytest.mark.parametrize("name", ["with space", "amp&ersand", "semi;colon", "comma,host"])
+def test_a_directory_the_start_command_cannot_pass_is_refused(name: str, pg_test_folder: Path) -> None:
+    """pg_ctl passes the socket directory to a shell unquoted: a space splits it, & runs the rest apart."""
+    directory = Path(tempfile.mkdtemp(prefix="unsafe-", dir=pg_test_folder)) / name / "index"
+    with pytest.raises(IndexUnavailableError, match=r"another index_dir .*info\.engine = \"files\".*info\.dsn"):
+        PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder())
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize("dsn, secret", [("postgresql://u:sec ret@h/db", "sec ret"),
+                                         ("host=h user=u password='x y", "x y")])
+def test_a_malformed_connection_string_is_reported_without_its_password(dsn: str, secret: str) -> None:
+    with pytest.raises(IndexUnavailableError, match="cannot be parsed") as raised:
+        PgInfoIndex.open(dsn, embedder=DimensionOnlyTestEmbedder())
+    assert secret not in "".join(traceback.format_exception(raised.value))
+
+
+def test_a_key_value_connection_string_opens_the_server(pg_database, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, small_opened) -> None:
+    monkeypatch.chdir(tmp_path)  # where a misread string would become a directory
+    key_value = make_conninfo(**conninfo_to_dict(pg_database()))
+    assert "=" in key_value and not key_value.startswith("postgresql://")
+    index = small_opened(key_value)
+    assert index._embedded is None
+    check_index_works(index)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_another_stemming_is_refused_on_a_server(pg_database, small_opened) -> None:
+    dsn = pg_database()
+    index = small_opened(dsn)
+    index.ingest([Document("runs", "The runner runs every morning.")])
+    with pytest.raises(IndexCorruptError, match="analysed with stem=True.*open it with stem=True"):
+        small_opened(dsn, dataclasses.replace(SMALL, stem=False))
+    assert ids(index.retrieve("running", k=1, caller=Caller())) == {"runs"}  # still stemmed
+
+
+def test_another_stemming_is_refused_while_another_process_holds_the_embedded_index(
+        embedded_index_template, pg_test_folder: Path) -> None:
+    directories = FreshIndexDirectories(embedded_index_template, pg_test_folder)
+    directory = directories.create("index")
+    try:
+        holder = IndexHolderProcess(directory)
+        try:
+            with pytest.raises(IndexCorruptError, match=f"stem=True.*other processes \\({holder.process.pid}\\)"):
+                PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder(), settings=IndexSettings(stem=False))
+        finally:
+            holder.close()
+        alone = PgInfoIndex.open(directory, embedder=DimensionOnlyTestEmbedder(), settings=IndexSettings(stem=False))
+        alone.close()  # alone on it, this process may re-analyse
+    finally:
+        directories.remove_all()
+
+
+ODD_NAMES = ["a,b", 'say "hi"', "it's", "{x}", "{}", "back\\slash", "NULL", "null", "two words", " padded ",
+             "ünïcødé 日本", "[1]", "$1", "%s", "a\tb"]
+
+
+def test_odd_group_names_and_filters_work_as_any_other(small_location, small_opened) -> None:
+    index = small_opened(small_location())
+    documents = [Document(f"doc-{n}", f"The zebra note number {n}.", metadata={name: name, "kind": name},
+                          groups=(name,)) for n, name in enumerate(ODD_NAMES)]
+    index.ingest([*documents, PUBLIC_NOTE])
+    for n, name in enumerate(ODD_NAMES):
+        member = Caller(user="m", groups=(name,))
+        assert ids(index.retrieve("zebra note", k=50, caller=member)) == {f"doc-{n}", "public"}, name
+        assert ids(index.retrieve("zebra note", k=50, caller=member, filters={name: name})) == {f"doc-{n}"}, name
+        assert ids(index.retrieve("zebra note", k=50, caller=member, filters={"kind": name})) == {f"doc-{n}"}, name
+        assert index.stats(member).groups == (name,) and index.stats(member).documents == 2
+        assert index.retrieve("zebra note", k=50, caller=OUTSIDER, filters={name: name}) == []
+    for outsider in (Caller(user="o", groups=("a", "b")), Caller(user="o", groups=("a,b,c", "NUL", "{x,y}"))):
+        assert ids(index.retrieve("zebra note", k=50, caller=outsider)) == {"public"}
+        assert index.stats(outsider).groups == () and index.stats(outsider).documents == 1
+    assert set(index.stats().groups) == set(ODD_NAMES)
+
+
+def test_lone_surrogates_are_refused_with_a_typed_error(small_location, small_opened) -> None:
+    index = small_opened(small_location())
+    index.ingest([PRIVATE_NOTE, PUBLIC_NOTE])
+    for bad in (Document("t", "bad \ud800 text"), Document("id-\udfff", "text"),
+                Document("m", "text", metadata={"k\ud800": "v"}), Document("v", "text", metadata={"k": "\udc80"}),
+                Document("g", "text", groups=("hr\ud800",))):
+        with pytest.raises(InvalidDocumentError, match="surrogate"):
+            index.ingest([bad])
+    for query, filters in (("zebra \ud800", None), ("zebra", {"k": "\ud800"}), ("zebra", {"\udfff": "v"})):
+        with pytest.raises(InvalidQueryError, match="surrogate"):
+            index.retrieve(query, k=5, caller=HR, filters=filters)
+        with pytest.raises(InvalidQueryError, match="surrogate"):
+            index.rerank_candidates(query, caller=HR, filters=filters)
+    odd_caller = Caller(user="x", groups=("\ud800", "hr"))
+    assert ids(index.retrieve("zebra note", k=5, caller=odd_caller)) == {"private", "public"}
+    assert index.stats(odd_caller).groups == ("hr",)
+    assert index.stats().documents == 2
