@@ -49,13 +49,25 @@ def finetune(base_gguf: Path, *, base_name: str, base_sha256: str, examples: Seq
                              [item.ids for item in trainer.data[:_CHECKED_EXAMPLES]], threads=config.threads)
     log(check.describe())
     report = {"base_model": {"name": base_name, "sha256": base_sha256}, "config": asdict(config),
-              "training": asdict(training), "adapter": {**asdict(conversion), "path": conversion.path.name},
+              "training": _training_record(out_dir / REPORT_FILE, asdict(training), config.steps), "adapter": {**asdict(conversion), "path": conversion.path.name},
               "check": {**asdict(check), "bound": round(check.bound, 6), "passed": check.passed}, "versions": _versions()}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if not check.passed:
         conversion.path.rename(out_dir / REJECTED_FILE)
         raise FineTuneError(f"the converted adapter was rejected ({out_dir / REJECTED_FILE}): {check.describe()}")
     return FineTuneResult(adapter=conversion.path, training=training, conversion=conversion, check=check)
+
+
+def _training_record(report_path: Path, this_process: dict, steps: int) -> dict:
+    """What this process trained; or, when it found the run already finished (run again to --install, or to
+    re-check), what the process that finished it recorded: an empty record must not replace it."""
+    if this_process.get("resumed_from_step") != steps:
+        return this_process
+    try:
+        earlier = json.loads(report_path.read_text()).get("training")
+    except (OSError, ValueError, AttributeError):
+        return this_process
+    return earlier if isinstance(earlier, dict) and earlier.get("steps") == steps else this_process
 
 
 def _versions() -> dict[str, str]:

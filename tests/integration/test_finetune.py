@@ -129,6 +129,10 @@ def test_a_resumed_run_trains_exactly_the_steps_an_uninterrupted_one_does(traine
     straight = json.loads((trained / "report.json").read_text())["training"]
     assert resumed["resumed_from_step"] == 3
     assert resumed["losses"] == pytest.approx(straight["losses"][3:], abs=1e-4)
+    # The finished run, run again (as to --install it later): its report keeps what the training recorded.
+    again = _finetune(home, out, data, "--steps", "6")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["training"] == resumed
     # Other settings are another run: refused, not mixed into this one.
     other = _finetune(home, out, data, "--steps", "6", "--rank", "4")
     assert other.returncode == 1 and "holds a run with other data or settings" in other.stderr
