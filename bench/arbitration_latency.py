@@ -610,7 +610,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"process), {setup['edge']['threads']} thread, n_ctx {setup['edge']['n_ctx']}",
         f"- {setup['client']}",
         f"- arbitration: scorer {setup['scorer']}, fixed threshold {setup['threshold']}; early: threshold "
-        f"{setup['early_threshold']}, window {setup['early_window']} tokens; consistency samples {setup['samples']}",
+        f"{setup['early_threshold']}, window {setup['early_window']} tokens; consistency samples {setup['samples']}"
+        + ("; auto runs on the defaults instead (the shipped probes, `[auto]`'s bands and threshold)"
+           if AUTO in report["arbiters"] else ""),
         f"- items: {items} (seed {setup['seed']}); "
         f"greedy; max_tokens {setup['max_tokens']}",
         f"- {setup['cloud_only']}",
