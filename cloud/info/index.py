@@ -18,7 +18,7 @@ embedder is called outside the lock (the project's encoder is thread-safe).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -225,12 +225,7 @@ class InfoIndex:
         and nothing is changed); a repeated id in the batch keeps its last version.
         """
         self._check_open()
-        batch = list(documents)
-        for document in batch:
-            if not isinstance(document, Document):
-                raise InvalidDocumentError(f"ingest takes Document objects, got {type(document).__name__}")
-            validate_document(document)
-        latest = list({document.id: document for document in batch}.values())
+        latest = validated_batch(documents)
         if not latest:
             return IngestReport(0, 0, 0)
         new_chunks, new_vectors, new_sentences = self._prepare(latest)
@@ -446,14 +441,33 @@ def _embedder_dim(embedder: Embedder) -> int:
     return int(probe.shape[1])
 
 
-def _shape_mismatch(path: Path, stored: IndexShape, wanted: IndexShape) -> str:
+def shape_mismatch_reason(stored: IndexShape, wanted: IndexShape) -> str:
+    """Why an index built with `stored` cannot be opened as `wanted`, and how to open it (every engine's
+    message starts so)."""
     if stored.dim != wanted.dim:
-        why = (f"was built with a {stored.dim}-d embedder, and this embedder gives {wanted.dim}-d vectors; "
-               "open it with the embedder it was built with")
-    else:
-        why = (f"was built with chunk_tokens={stored.chunk_tokens}, chunk_overlap_tokens={stored.chunk_overlap_tokens} "
-               f"(asked: {wanted.chunk_tokens}, {wanted.chunk_overlap_tokens}); open it with those settings")
-    return f"the index in {path} {why}, or delete the directory and re-ingest the documents"
+        return (f"was built with a {stored.dim}-d embedder, and this embedder gives {wanted.dim}-d vectors; "
+                "open it with the embedder it was built with")
+    return (f"was built with chunk_tokens={stored.chunk_tokens}, chunk_overlap_tokens={stored.chunk_overlap_tokens} "
+            f"(asked: {wanted.chunk_tokens}, {wanted.chunk_overlap_tokens}); open it with those settings")
+
+
+def _shape_mismatch(path: Path, stored: IndexShape, wanted: IndexShape) -> str:
+    return (f"the index in {path} {shape_mismatch_reason(stored, wanted)}, or delete the directory and re-ingest "
+            "the documents")
+
+
+def validated_batch(documents: Iterable[Document],
+                    check: Callable[[Document], None] | None = None) -> list[Document]:
+    """The batch's documents, each validated first (InvalidDocumentError names the first bad one, before
+    anything is changed), with `check` adding an engine's own refusals; a repeated id keeps its last version."""
+    batch = list(documents)
+    for document in batch:
+        if not isinstance(document, Document):
+            raise InvalidDocumentError(f"ingest takes Document objects, got {type(document).__name__}")
+        validate_document(document)
+        if check is not None:
+            check(document)
+    return list({document.id: document for document in batch}.values())
 
 
 def _validate_query(query: str, k: int, filters: Mapping[str, str] | None) -> None:

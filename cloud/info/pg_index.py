@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool
 
 from cloud.info.analysis import analyze
 from cloud.info.chunking import chunk_text, sentence_spans
-from cloud.info.documents import Document, validate_document
+from cloud.info.documents import Document
 from cloud.info.errors import (
     IndexCorruptError,
     IndexUnavailableError,
@@ -67,6 +67,7 @@ from cloud.info.index import (
     _embedder_dim,
     _unit_rows,
     _validate_query,
+    validated_batch,
 )
 from cloud.info.pg_embedded import EmbeddedServer, other_processes_using
 from cloud.info.pg_schema import SCHEMA, prepare_schema
@@ -203,13 +204,7 @@ class PgInfoIndex:
         and nothing is changed); a repeated id in the batch keeps its last version.
         """
         self._check_open()
-        batch = list(documents)
-        for document in batch:
-            if not isinstance(document, Document):
-                raise InvalidDocumentError(f"ingest takes Document objects, got {type(document).__name__}")
-            validate_document(document)
-            _check_storable(document)
-        latest = list({document.id: document for document in batch}.values())
+        latest = validated_batch(documents, _check_storable)
         if not latest:
             return IngestReport(0, 0, 0)
         rows = self._prepare(latest)

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import errors, sql
 
 from cloud.info.errors import IndexCorruptError, IndexUnavailableError
+from cloud.info.index import shape_mismatch_reason
 from cloud.info.store import IndexShape
 
 FORMAT = "hybrid-router-info-index-pg"
@@ -241,10 +242,5 @@ def _current_user(conn: psycopg.Connection) -> str:
 
 def shape_mismatch(where: str, stored: IndexShape, wanted: IndexShape) -> str:
     """InfoIndex's mismatch message, for an index in a database."""
-    if stored.dim != wanted.dim:
-        why = (f"was built with a {stored.dim}-d embedder, and this embedder gives {wanted.dim}-d vectors; "
-               "open it with the embedder it was built with")
-    else:
-        why = (f"was built with chunk_tokens={stored.chunk_tokens}, chunk_overlap_tokens={stored.chunk_overlap_tokens} "
-               f"(asked: {wanted.chunk_tokens}, {wanted.chunk_overlap_tokens}); open it with those settings")
-    return f"the index in {where} {why}, or drop the schema {SCHEMA} there and re-ingest the documents"
+    return (f"the index in {where} {shape_mismatch_reason(stored, wanted)}, or drop the schema {SCHEMA} there and "
+            "re-ingest the documents")
