@@ -11,7 +11,7 @@ import pytest
 from cloud.openai_backend import OpenAIBackend
 from cloud.standin import StandinServer
 from router.assembly.parts import STANDIN_SERVER_MODULE
-from tests.conftest import TEST_MODEL
+from tests.conftest import TEST_MODEL, models_dir
 
 if TYPE_CHECKING:  # llama_cpp loads when a test needs the edge, not when `-m unit` collects this directory
     from edge.llama_backend import LlamaBackend
@@ -51,3 +51,16 @@ def standin(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def standin_cloud(standin: StandinServer, **options: object) -> OpenAIBackend:
     """A cloud backend on the stand-in; close it in the test's own event loop."""
     return OpenAIBackend(base_url=standin.base_url, api_key=None, model=STANDIN_ALIAS, **options)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The real text encoder on one thread (the Info tests' embedder); the test is skipped where it is not pulled."""
+    from edge.catalogue import ModelCache
+    from edge.encoder import ENCODER_MODEL, TextEncoder
+    from edge.errors import EdgeError
+
+    try:
+        return TextEncoder.from_cache(ModelCache(models_dir()), threads=1)
+    except EdgeError as exc:
+        pytest.skip(f"the text encoder {ENCODER_MODEL} is not usable here: {exc}")

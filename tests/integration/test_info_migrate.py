@@ -44,7 +44,7 @@ from router.assembly.info_migrate import (
 )
 from router.assembly.local_info import open_search_index
 from router.domain.config import InfoSettings
-from tests.conftest import WAIT_S, isolated_env, models_dir
+from tests.conftest import WAIT_S, isolated_env
 from tests.pg_server import PgTestServer
 
 pytest.importorskip("pgserver", reason="the pgserver wheel (PostgreSQL + pgvector) is not installed")
@@ -55,18 +55,6 @@ PARAGRAPHS = 90
 HR = Caller(user="hana", groups=("hr",))
 OUTSIDER = Caller(user="olaf", groups=("engineering",))
 CALLERS = (Caller(), HR, OUTSIDER)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from edge.catalogue import ModelCache
-    from edge.encoder import ENCODER_MODEL, TextEncoder
-    from edge.errors import EdgeError
-
-    try:
-        return TextEncoder.from_cache(ModelCache(models_dir()), threads=1)
-    except EdgeError as exc:
-        pytest.skip(f"the text encoder {ENCODER_MODEL} is not usable here: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -57,18 +57,6 @@ OUTSIDER = Caller(user="olaf", groups=("engineering",))
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    from edge.catalogue import ModelCache
-    from edge.encoder import ENCODER_MODEL, TextEncoder
-    from edge.errors import EdgeError
-
-    try:
-        return TextEncoder.from_cache(ModelCache(models_dir()), threads=1)
-    except EdgeError as exc:
-        pytest.skip(f"the text encoder {ENCODER_MODEL} is not usable here: {exc}")
-
-
-@pytest.fixture(scope="module")
 def squad_articles() -> list[dict]:
     if not SQUAD.exists():
         pytest.skip(f"SQuAD dev part A is not at {SQUAD} (the shared data sets are not beside this checkout)")

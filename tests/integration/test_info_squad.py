@@ -9,7 +9,6 @@ import pytest
 
 from cloud.info import Caller, Document, InfoIndex
 from cloud.info.documents import slug
-from tests.conftest import models_dir
 
 # The repository sits beside ../shared (as bench/datasets.py finds it).
 SQUAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad" / "dev-v1.1-partA.json"
@@ -21,18 +20,6 @@ def squad_articles() -> list[dict]:
     if not SQUAD.exists():
         pytest.skip(f"SQuAD dev part A is not at {SQUAD} (the shared data sets are not beside this checkout)")
     return json.loads(SQUAD.read_text())["data"][:ARTICLES]
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from edge.catalogue import ModelCache
-    from edge.encoder import ENCODER_MODEL, TextEncoder
-    from edge.errors import EdgeError
-
-    try:
-        return TextEncoder.from_cache(ModelCache(models_dir()), threads=1)
-    except EdgeError as exc:
-        pytest.skip(f"the text encoder {ENCODER_MODEL} is not usable here: {exc}")
 
 
 @pytest.fixture(scope="module")
