@@ -124,7 +124,8 @@ def _required_text(record: Mapping[str, Any], key: str, path: PathLike,
 
 
 def load_gsm8k(path: PathLike) -> list[BenchItem]:
-    """GSM8K JSONL (`question`, `answer` ending in '#### N'); item ids are "gsm8k-<line>"."""
+    """GSM8K JSONL (`question`, `answer` ending in '#### N'); item ids are the record's `id` when it has
+    one (a subset keeps the ids of the file it was cut from), else "gsm8k-<line>"."""
     items = []
     for line_number, record in _json_lines(path):
         question = _required_text(record, "question", path, line_number)
@@ -135,7 +136,8 @@ def load_gsm8k(path: PathLike) -> list[BenchItem]:
             raise DatasetError(path, line_number, str(exc)) from None
         if parse_number(gold) is None:
             raise DatasetError(path, line_number, f"GSM8K gold {gold!r} is not a number")
-        items.append(BenchItem(dataset=GSM8K, item_id=f"gsm8k-{line_number}", question=question,
+        item_id = record["id"] if isinstance(record.get("id"), str) and record["id"] else f"gsm8k-{line_number}"
+        items.append(BenchItem(dataset=GSM8K, item_id=item_id, question=question,
                                golds=(gold,), context=None, scoring=NUMERIC))
     return items
 

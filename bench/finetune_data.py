@@ -3,6 +3,7 @@
     python -m bench.finetune_data --task reading --out bench/out/finetune/reading.jsonl
     python -m bench.finetune_data --task maths --out bench/out/finetune/maths.jsonl
     python -m bench.finetune_data --task reading --split test --eval-out bench/out/finetune/reading-test.jsonl
+    python -m bench.finetune_data --task maths --split test --unlabelled 11 --eval-out bench/out/finetune/maths-test.jsonl
 
 Training examples (OpenAI chat JSONL, what `hybrid-router finetune --data` reads) are the cloud's answers
 that scored well against the gold answers (`--min-f1`; for maths, a right final number). Each is asked
@@ -12,9 +13,10 @@ with the prompt the edge sees in the mode it will serve:
 - maths: the bench's step-by-step prompt, as EDGE_ONLY and the cascades send it.
 
 Only the corpus's train split is used for training (bench/datasets.py `split_of`: by article for SQuAD, so
-no article is on both sides). `--eval-out` writes the other split's items as the bench's generic JSONL,
-asked closed book, so that `python -m bench --dataset jsonl:FILE --ingest squad` evaluates on questions
-whose articles no training example came from.
+no article is on both sides). `--eval-out` writes the other split's items: reading questions as the bench's
+generic JSONL, asked closed book, so that `python -m bench --dataset jsonl:FILE --ingest squad` evaluates on
+questions whose articles no training example came from; maths problems as GSM8K JSONL with their ids, for
+`python -m bench --dataset gsm8k:FILE`. `--unlabelled N` adds split items the corpus never labelled.
 """
 from __future__ import annotations
 
@@ -72,11 +74,21 @@ def examples(task: str, items: Sequence[BenchItem], rows: Mapping[tuple[str, str
 
 
 def eval_items(task: str, items: Sequence[BenchItem], rows: Mapping[tuple[str, str], Mapping[str, Any]],
-               split: str) -> Iterator[dict[str, Any]]:
-    """The split's labelled items as the bench's generic JSONL (no context: retrieval brings it)."""
+               split: str, unlabelled: int = 0) -> Iterator[dict[str, Any]]:
+    """The split's labelled items, then up to `unlabelled` of the split's items the corpus never labelled
+    (in file order; no training set can hold them either).
+
+    Reading items are the bench's generic JSONL, asked closed book (retrieval brings the passage). Maths
+    items are GSM8K JSONL with their ids, so that `--dataset gsm8k:FILE` asks them with GSM8K's
+    step-by-step prompt, the prompt the maths examples train on."""
     dataset = TASK_DATASET[task]
-    for item in items:
-        if (dataset, item.item_id) in rows and split_of(item) == split:
+    in_split = [item for item in items if split_of(item) == split]
+    labelled = [item for item in in_split if (dataset, item.item_id) in rows]
+    extra = [item for item in in_split if (dataset, item.item_id) not in rows][:unlabelled]
+    for item in (*labelled, *extra):
+        if task == "maths":
+            yield {"id": item.item_id, "question": item.question, "answer": f"#### {item.golds[0]}"}
+        else:
             yield {"id": item.item_id, "question": item.question, "answers": list(item.golds),
                    "scoring": item.scoring}
 
@@ -86,9 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", choices=sorted(TASK_DATASET), required=True)
     parser.add_argument("--split", choices=("train", "test"), default="train")
     parser.add_argument("--out", type=Path, help="training examples (OpenAI chat JSONL)")
-    parser.add_argument("--eval-out", type=Path, help="the split's items, as the bench's generic JSONL")
+    parser.add_argument("--eval-out", type=Path, help="the split's items, for the bench's --dataset")
     parser.add_argument("--min-f1", type=float, default=0.8, help="reading: the cloud answer's F1 that counts as good")
     parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--unlabelled", type=int, default=0,
+                        help="--eval-out: add up to N of the split's items the corpus never labelled")
     args = parser.parse_args(argv)
     if not args.out and not args.eval_out:
         parser.error("give --out, --eval-out or both")
@@ -98,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              else load_squad_with_passage(DEFAULT_PATHS[SQUAD_PASSAGE]))
     for path, lines in ((args.out, examples(args.task, items, rows, split=args.split, min_f1=args.min_f1,
                                             info=InfoSettings())),
-                        (args.eval_out, eval_items(args.task, items, rows, args.split))):
+                        (args.eval_out, eval_items(args.task, items, rows, args.split, args.unlabelled))):
         if path is None:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
