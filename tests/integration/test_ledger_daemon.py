@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cloud.info.pg_embedded import DATA_FOLDER, EmbeddedServer
 from cloud.standin import StandinServer
 from router.assembly.parts import STANDIN_SERVER_MODULE
 from router.client import RouterClient
@@ -213,6 +214,14 @@ def test_sigkill_loses_at_most_the_queued_writes(tmp_path: Path, smollm_path: Pa
     finally:
         stop.set()
         daemon.close()
+        # The kill left the daemon's embedded PostgreSQL running. The next handle on that index directory
+        # drops the dead daemon from the server's users, and letting go of it stops the server.
+        postmaster = tmp_path / "home" / ".local/share/hybrid-router/info" / DATA_FOLDER / "postmaster.pid"
+        left_running = postmaster.exists()
+        if left_running:
+            EmbeddedServer(postmaster.parent.parent).release()
+    assert left_running, "the daemon ran no embedded PostgreSQL: this cleanup has nothing to stop"
+    assert not postmaster.exists(), "the killed daemon's embedded PostgreSQL outlived the next handle on it"
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {row[0] for row in conn.execute("SELECT id FROM requests")}
