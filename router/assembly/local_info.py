@@ -111,6 +111,16 @@ class LocalInfoIndex:
         self._lock = threading.Lock()
 
     @property
+    def location(self) -> str:
+        """Where the index lives, for Stats and logs: the server as `info.dsn` names it, without its password,
+        or the index directory."""
+        if self.settings.dsn:
+            from cloud.info.pg_index import redacted_dsn  # psycopg loads only for this engine
+
+            return redacted_dsn(self.settings.dsn)
+        return str(self.index_dir)
+
+    @property
     def index(self) -> Optional[SearchIndex]:
         """The open index; None before open() and after close()."""
         return self._index
@@ -128,7 +138,7 @@ class LocalInfoIndex:
             self._index = open_search_index(self.settings, encoder, logger=self._logger)
             stats = self._index.stats()
         self._logger.info("info index open", extra={"fields": {
-            "index_dir": str(self.index_dir), "engine": engine_name(self.settings), "documents": stats.documents, "chunks": stats.chunks,
+            "location": self.location, "engine": engine_name(self.settings), "documents": stats.documents, "chunks": stats.chunks,
             "encoder": self.settings.encoder, "open_s": round(time.monotonic() - began, 3)}})
         return self._index
 

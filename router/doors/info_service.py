@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import grpc
@@ -55,14 +54,14 @@ def document_from_proto(message: pb.Document) -> Document:
 class InfoService(info_pb2_grpc.InfoServicer):
     """The servicer. It answers UNAVAILABLE until `attach` hands it an open index, and again after `detach`."""
 
-    def __init__(self, *, index_dir: Path, default_k: int, logger: logging.Logger, guard: Guard,
+    def __init__(self, *, location: str, default_k: int, logger: logging.Logger, guard: Guard,
                  max_batch_documents: int = MAX_BATCH_DOCUMENTS, max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
         self._index: Optional[SearchIndex] = None
         self._guard = guard
         self._max_batch_documents = max_batch_documents
         self._max_batch_bytes = max_batch_bytes
         self._not_open_reason = NOT_OPEN
-        self._index_dir = index_dir
+        self._location = location  # where the index lives (LocalInfoIndex.location), for a reader of every group
         self._default_k = default_k
         self._logger = logger
 
@@ -197,7 +196,7 @@ class InfoService(info_pb2_grpc.InfoServicer):
             await self._abort(context, exc)
         return pb.IndexStatsResponse(documents=stats.documents, chunks=stats.chunks, groups=list(stats.groups),
                                      dim=stats.dim, bytes_on_disk=stats.bytes_on_disk,
-                                     index_dir=str(self._index_dir) if caller is None else "")
+                                     index_dir=self._location if caller is None else "")
 
 
 class InfoHost:
@@ -210,9 +209,8 @@ class InfoHost:
 
     def __init__(self, local: LocalInfoIndex, *, guard: Guard, logger: Optional[logging.Logger] = None) -> None:
         self.local = local
-        self.index_dir = local.index_dir
         self._logger = logger or logging.getLogger("hybrid_router.info")
-        self.service = InfoService(index_dir=self.index_dir, default_k=local.settings.k, logger=self._logger,
+        self.service = InfoService(location=local.location, default_k=local.settings.k, logger=self._logger,
                                    guard=guard)
         self._health: Optional[health.aio.HealthServicer] = None
 

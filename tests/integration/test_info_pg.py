@@ -717,3 +717,18 @@ def test_lone_surrogates_are_refused_with_a_typed_error(small_location, small_op
     assert ids(index.retrieve("zebra note", k=5, caller=odd_caller)) == {"private", "public"}
     assert index.stats(odd_caller).groups == ("hr",)
     assert index.stats().documents == 2
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://reader:s3cret-pw@db.example:6543/info",
+                                 "host=db.example port=6543 user=reader password=s3cret-pw dbname=info"])
+def test_the_daemon_names_a_server_index_by_its_server_without_the_password(dsn: str, tmp_path: Path) -> None:
+    """Stats and the start-up log say where the index lives: on a server, the server, not an index_dir."""
+    from edge.catalogue import ModelCache
+    from router.assembly.local_info import LocalInfoIndex
+    from router.domain.config import InfoSettings
+
+    server = LocalInfoIndex(InfoSettings(index_dir=tmp_path / "unused", dsn=dsn), ModelCache(tmp_path / "models"))
+    assert conninfo_to_dict(server.location) == {"host": "db.example", "port": "6543", "user": "reader",
+                                                 "dbname": "info"}
+    embedded = LocalInfoIndex(InfoSettings(index_dir=tmp_path / "index"), ModelCache(tmp_path / "models"))
+    assert embedded.location == str(tmp_path / "index")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import AsyncIterator, Callable, Optional, Sequence
 
 import grpc
@@ -57,7 +56,7 @@ class FaultInjectionIndex:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[InfoService, FaultInjectionIndex, GrpcInfoClient]]:
-    service = InfoService(index_dir=Path("/srv/info"), default_k=3, logger=logging.getLogger("hybrid_router.info"),
+    service = InfoService(location="/srv/info", default_k=3, logger=logging.getLogger("hybrid_router.info"),
                           guard=Guard(None), max_batch_documents=4, max_batch_bytes=4096)
     index = FaultInjectionIndex()
     server = grpc.aio.server()
