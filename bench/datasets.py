@@ -125,8 +125,9 @@ def _required_text(record: Mapping[str, Any], key: str, path: PathLike,
 
 def load_gsm8k(path: PathLike) -> list[BenchItem]:
     """GSM8K JSONL (`question`, `answer` ending in '#### N'); item ids are the record's `id` when it has
-    one (a subset keeps the ids of the file it was cut from), else "gsm8k-<line>"."""
+    one (a subset keeps the ids of the file it was cut from), else "gsm8k-<line>"; an id used twice is refused."""
     items = []
+    seen_ids: set[str] = set()
     for line_number, record in _json_lines(path):
         question = _required_text(record, "question", path, line_number)
         answer = _required_text(record, "answer", path, line_number)
@@ -136,7 +137,10 @@ def load_gsm8k(path: PathLike) -> list[BenchItem]:
             raise DatasetError(path, line_number, str(exc)) from None
         if parse_number(gold) is None:
             raise DatasetError(path, line_number, f"GSM8K gold {gold!r} is not a number")
-        item_id = record["id"] if isinstance(record.get("id"), str) and record["id"] else f"gsm8k-{line_number}"
+        item_id = _required_text(record, "id", path, line_number) if "id" in record else f"gsm8k-{line_number}"
+        if item_id in seen_ids:
+            raise DatasetError(path, line_number, f"id {item_id!r} is used twice")
+        seen_ids.add(item_id)
         items.append(BenchItem(dataset=GSM8K, item_id=item_id, question=question,
                                golds=(gold,), context=None, scoring=NUMERIC))
     return items

@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out and not args.eval_out:
         parser.error("give --out, --eval-out or both")
+    if args.unlabelled < 0 or (args.unlabelled and not args.eval_out):
+        parser.error("--unlabelled takes a count >= 0, with --eval-out")
     rows = corpus_rows(args.corpus)
     dataset = TASK_DATASET[args.task]
     items = (load_gsm8k(DEFAULT_PATHS[GSM8K]) if dataset == GSM8K

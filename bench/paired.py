@@ -7,7 +7,10 @@ For each data set and mode both runs answered, it pairs the records of the same 
 accuracy (exact match for text, the right number for maths) and mean F1 (text only), the difference with a
 paired bootstrap interval (items resampled together, so what both runs share cancels), and how many items
 the other run got better, worse or the same. Items either run lost to an error, or answered by one run only,
-are counted and left out: a difference is only measured where both runs answered.
+are counted as unpaired and left out: a difference is only measured where both runs answered. Two runs that
+asked different questions under the same item id are refused (MismatchedRunsError), and so is a data set
+that mixes text and maths scoring in one mode. Verdicts are the ones the runs stored: run
+`python -m bench --report-only --rescore` on a folder first if its scorer has changed since.
 
 This is how an adapter is judged against the base edge on its target task and on the others (forgetting).
 """
@@ -49,13 +52,25 @@ class PairedRow:
     same: int
 
 
+class MismatchedRunsError(ValueError):
+    """The two runs cannot be paired: the same item id asked another question, or scoring is mixed."""
+
+
 def _quality(record: Mapping[str, Any]) -> float:
     """The item's graded quality: F1 where the item is scored as text, else 1/0 correctness."""
     return float(record["f1"]) if record.get("f1") is not None else float(bool(record.get("correct")))
 
 
-def _answered(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
-    return {(r["dataset"], r["mode"], r["item_id"]): r for r in latest_records(records) if r.get("error") is None}
+def _by_item(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """Each item's latest record, errors included."""
+    return {(r["dataset"], r["mode"], r["item_id"]): r for r in latest_records(records)}
+
+
+def _same_item(key: tuple[str, str, str], base: Mapping[str, Any], other: Mapping[str, Any]) -> None:
+    for field in ("question", "gold"):
+        if base.get(field) != other.get(field):
+            raise MismatchedRunsError(f"{key[0]} item {key[2]} has another {field} in each run: they did not ask "
+                                      "the same items (a subset file without ids numbers its lines anew)")
 
 
 def paired_difference(base: np.ndarray, other: np.ndarray, *, seed: int,
@@ -74,18 +89,25 @@ def paired_difference(base: np.ndarray, other: np.ndarray, *, seed: int,
 
 def compare(base_records: Sequence[Mapping[str, Any]], other_records: Sequence[Mapping[str, Any]], *,
             seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[PairedRow]:
-    base, other = _answered(base_records), _answered(other_records)
+    base, other = _by_item(base_records), _by_item(other_records)
     rows = []
     for dataset, mode in sorted({key[:2] for key in base} | {key[:2] for key in other}):
-        keys = sorted(k for k in base.keys() & other.keys() if k[:2] == (dataset, mode))
-        unpaired = len({k for k in base.keys() ^ other.keys() if k[:2] == (dataset, mode)})
+        seen = {k for k in base.keys() | other.keys() if k[:2] == (dataset, mode)}
+        keys = sorted(k for k in seen & base.keys() & other.keys()
+                      if base[k].get("error") is None and other[k].get("error") is None)
+        for key in keys:
+            _same_item(key, base[key], other[key])
         if not keys:
             continue
+        unpaired = len(seen) - len(keys)
         quality_base = np.array([_quality(base[k]) for k in keys])
         quality_other = np.array([_quality(other[k]) for k in keys])
         correct_base = np.array([float(bool(base[k].get("correct"))) for k in keys])
         correct_other = np.array([float(bool(other[k].get("correct"))) for k in keys])
-        text = all(base[k].get("f1") is not None and other[k].get("f1") is not None for k in keys)
+        scored_as_text = {base[k].get("f1") is not None and other[k].get("f1") is not None for k in keys}
+        if len(scored_as_text) > 1:
+            raise MismatchedRunsError(f"{dataset} in {mode} mixes text and maths scoring: compare them apart")
+        text = scored_as_text == {True}
         rows.append(PairedRow(
             dataset=dataset, mode=mode, n=len(keys), unpaired=unpaired,
             accuracy=paired_difference(correct_base, correct_other, seed=seed, resamples=resamples),
@@ -127,7 +149,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not results.exists():
             parser.error(f"no bench results at {results}")
         runs.append(load_records(results))
-    rows = compare(runs[0], runs[1], seed=args.seed, resamples=args.resamples)
+    try:
+        rows = compare(runs[0], runs[1], seed=args.seed, resamples=args.resamples)
+    except MismatchedRunsError as exc:
+        parser.error(str(exc))
     if not rows:
         parser.error("the two runs share no answered item")
     table = render(rows, args.base_label, args.other_label)

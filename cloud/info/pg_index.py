@@ -439,12 +439,14 @@ def looks_like_dsn(target: str) -> bool:
 
 
 def redacted_dsn(dsn: str) -> str:
-    """`dsn` as key=value pairs without its password, for messages and logs."""
+    """`dsn` as key=value pairs without its secrets (the password, and the client key's sslpassword), for
+    messages, logs and Stats."""
     try:
         parts = conninfo_to_dict(dsn)
     except psycopg.Error:
         return "(a connection string that libpq cannot parse)"
-    parts.pop("password", None)
+    for secret in ("password", "sslpassword"):
+        parts.pop(secret, None)
     return make_conninfo(**{key: value for key, value in parts.items() if value is not None})
 
 

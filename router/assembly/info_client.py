@@ -61,7 +61,7 @@ class InfoIndexStats:
     groups: tuple[str, ...]  # the access groups the documents name, sorted
     dim: int            # the encoder's embedding dimension
     bytes_on_disk: int
-    index_dir: str      # on the host that runs the service
+    index_dir: str      # where the index lives: a directory on the service's host, or its server (no secrets)
 
 
 def translate(exc: grpc.RpcError, target: str) -> InfoError:

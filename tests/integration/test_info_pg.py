@@ -719,10 +719,11 @@ def test_lone_surrogates_are_refused_with_a_typed_error(small_location, small_op
     assert index.stats().documents == 2
 
 
-@pytest.mark.parametrize("dsn", ["postgresql://reader:s3cret-pw@db.example:6543/info",
-                                 "host=db.example port=6543 user=reader password=s3cret-pw dbname=info"])
-def test_the_daemon_names_a_server_index_by_its_server_without_the_password(dsn: str, tmp_path: Path) -> None:
-    """Stats and the start-up log say where the index lives: on a server, the server, not an index_dir."""
+@pytest.mark.parametrize("dsn", ["postgresql://reader:s3cret-pw@db.example:6543/info?sslpassword=k3y-pw",
+                                 "host=db.example port=6543 user=reader password=s3cret-pw dbname=info "
+                                 "sslpassword=k3y-pw"])
+def test_a_server_index_is_located_by_its_server_without_its_secrets(dsn: str, tmp_path: Path) -> None:
+    """What Stats and the start-up log give as the index's place: on a server, the server, not an index_dir."""
     from edge.catalogue import ModelCache
     from router.assembly.local_info import LocalInfoIndex
     from router.domain.config import InfoSettings

@@ -52,13 +52,24 @@ def test_load_gsm8k_reads_question_gold_and_line_ids(tmp_path):
     ]
 
 
-
 def test_load_gsm8k_keeps_the_ids_of_the_file_a_subset_was_cut_from(tmp_path):
     path = write_lines(tmp_path / "g.jsonl", [
         json.dumps({"id": "gsm8k-81", "question": "2 + 2?", "answer": "#### 4"}),
         json.dumps({"question": "3 + 3?", "answer": "#### 6"}),
     ])
     assert [item.item_id for item in load_gsm8k(path)] == ["gsm8k-81", "gsm8k-2"]
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    ([{"id": "gsm8k-2", "question": "q", "answer": "#### 4"}, {"question": "r", "answer": "#### 5"}],
+     "id 'gsm8k-2' is used twice"),
+    ([{"id": 7, "question": "q", "answer": "#### 4"}], "field 'id' must be a string"),
+    ([{"id": " ", "question": "q", "answer": "#### 4"}], "field 'id' is empty"),
+])
+def test_load_gsm8k_refuses_an_id_that_cannot_name_one_item(tmp_path, lines, problem):
+    path = write_lines(tmp_path / "g.jsonl", [json.dumps(line) for line in lines])
+    with pytest.raises(DatasetError, match=problem):
+        load_gsm8k(path)
 
 @pytest.mark.parametrize(
     ("line", "problem"),

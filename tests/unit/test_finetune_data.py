@@ -33,9 +33,9 @@ def test_unlabelled_items_come_from_the_split_only_and_after_the_labelled_ones()
     items = gsm8k_items(60)
     test = [item for item in items if split_of(item) == "test"]
     train = [item for item in items if split_of(item) == "train"]
-    rows = {**labelled(test[:1]), **labelled(train)}
+    rows = {**labelled(test[2:3]), **labelled(train[1:])}  # train[0] is left unlabelled: it must not come in
     ids = [line["id"] for line in eval_items("maths", items, rows, "test", unlabelled=2)]
-    assert ids == [test[0].item_id, test[1].item_id, test[2].item_id]
+    assert ids == [test[2].item_id, test[0].item_id, test[1].item_id]
     trained_on = {example["messages"][1]["content"] for example in
                   examples("maths", items, rows, split="train", min_f1=0.8, info=InfoSettings())}
     assert trained_on and not trained_on & {build_messages(item)[1]["content"]
