@@ -17,6 +17,7 @@ This is how an adapter is judged against the base edge on its target task and on
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -155,6 +156,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(exc))
     if not rows:
         parser.error("the two runs share no answered item")
+    compared = {(row.dataset, row.mode) for row in rows}
+    for dataset, mode in sorted({(r["dataset"], r["mode"]) for run in runs for r in run} - compared):
+        print(f"{dataset} in {mode}: no item both runs answered, left out", file=sys.stderr)
     table = render(rows, args.base_label, args.other_label)
     print(table, end="")
     if args.out:

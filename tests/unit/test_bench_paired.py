@@ -54,6 +54,16 @@ def test_the_command_writes_the_table(tmp_path, capsys):
     assert "| gsm8k | EDGE_ONLY | 2 | 0.000 | 0.500 | +0.500" in table and "LoRA" in table
 
 
+def test_the_command_names_a_mode_it_could_not_pair(tmp_path, capsys):
+    runs = {"base": [record("g0", correct=True, dataset="gsm8k"), record("s0", correct=True, f1=1.0, mode="EDGE_RAG")],
+            "adapter": [record("g0", correct=False, dataset="gsm8k")]}
+    for name, lines in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["--base", str(tmp_path / "base"), "--other", str(tmp_path / "adapter")]) == 0
+    assert "squad in EDGE_RAG: no item both runs answered, left out" in capsys.readouterr().err
+
+
 def test_runs_that_asked_other_questions_under_the_same_ids_are_refused():
     base = [record("gsm8k-1", correct=True, dataset="gsm8k", question="2 + 2?")]
     other = [record("gsm8k-1", correct=True, dataset="gsm8k", question="3 + 3?")]
