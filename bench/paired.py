@@ -25,9 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from bench.runner import RESULTS_FILE, latest_records, load_records
-
-BOOTSTRAP_RESAMPLES = 2000
-CONFIDENCE = 0.95
+from bench.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE
 
 
 @dataclass(frozen=True)
