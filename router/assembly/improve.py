@@ -155,10 +155,11 @@ class ImproveRun:
         stale = []
         arbitration, routing = self.settings.arbitration, self.settings.routing
         if arbitration.scorer == "probe" or arbitration.probe_dir is not None:
-            stale.append("the draft probe: refuses the new edge (POST escalates instead); retrain it with "
-                         "train-probe on states read with the adapter")
+            stale.append("the draft probe: steps aside for the default rule on the new edge (POST and AUTO's "
+                         "cascade); retrain it with train-probe on states read with the adapter")
         if routing.decide_at == "prefill" or routing.probe_dir is not None:
-            stale.append("the prefill probe (PRE at prefill, AUTO): refuses the new edge")
+            stale.append("the prefill probe: refuses the new edge (PRE at prefill escalates; AUTO lets its cascade "
+                         "decide)")
         if arbitration.scorer == "learned":
             stale.append(f"the learned arbiter ({arbitration.model_dir}): trained on the old edge's answers; "
                          "retrain with train-arbiter --ledger --since <the install> once traffic has been graded")

@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING, Optional
 
 from edge.catalogue import ModelCache
 from router.core.arbiters import ScoringArbiter, build_arbiter as build_core_arbiter
-from router.core.arbiters.scorers import RULE_THRESHOLD
-from router.core.arbiters.thresholds import FixedThreshold
 from router.core.probes.scorer import DraftProbeScorer
 from router.core.modes import builtin_modes
 from router.core.modes.base import ModeHandler
@@ -27,15 +25,12 @@ def build_arbiter(settings: ArbitrationSettings, *, model_cache: ModelCache,
     configured probe trained for another edge (router/assembly/probes.py). `edge`: the edge model the probes
     must fit; by default the default edge settings'."""
     if settings.scorer == "probe" and settings.arbiter != "shadow":
-        from router.assembly.probes import EdgeModelIdentity, build_draft_probe_scorer
+        from router.assembly.probes import EdgeModelIdentity, build_draft_probe_scorer, rule_threshold, stale_stand_in
 
         scorer = build_draft_probe_scorer(settings, edge or EdgeModelIdentity(EdgeSettings(), model_cache), logger)
-        threshold = None
-        if not isinstance(scorer, DraftProbeScorer) and settings.threshold == "fixed" \
-                and "fixed_threshold" not in settings.model_fields_set:
-            # The default threshold is the probe's operating point; the rule standing in for it has its own.
-            threshold = FixedThreshold(RULE_THRESHOLD)
-        return build_core_arbiter(settings, scorer=scorer, threshold=threshold)
+        if isinstance(scorer, DraftProbeScorer):
+            return build_core_arbiter(settings, scorer=scorer, stand_in=stale_stand_in(settings, settings.samples))
+        return build_core_arbiter(settings, scorer=scorer, threshold=rule_threshold(settings))
     if settings.scorer == "learned" and settings.arbiter != "shadow":
         # Imported here: onnxruntime loads only for a daemon that uses the learned scorer.
         from router.assembly.learned import build_learned_scorer, build_target_accuracy_threshold

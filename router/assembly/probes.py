@@ -7,6 +7,10 @@ A probe reads one edge model's hidden states. One that the configuration names (
 shipped with the package (router/assembly/shipped_probes/) are for the default edge model: on another edge they step
 aside, the draft probe for the default rule (every decision's scorer says why) and the prefill probe by
 leaving AUTO unimplemented and `routing.decide_at = "prefill"` refused.
+
+A probe that fits the edge model goes stale when the edge's LoRA adapter changes under it (its states
+moved). Each decision then finds out: POST_ARBITRATION's draft probe steps aside for the default rule (the
+arbiter's stand-in), and AUTO lets that cascade decide every request; the decisions say why.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import hashlib
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from edge.catalogue import CATALOGUE, ModelCache
 from router.core.arbiters.learned import LearnedModelError
-from router.core.arbiters.scorers import RuleScorer, Scorer
+from router.core.arbiters.cascade import StandIn
+from router.core.arbiters.scorers import RULE_THRESHOLD, RuleScorer, Scorer
+from router.core.arbiters.thresholds import FixedThreshold, Threshold
 from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeModel
 from router.core.probes.scorer import DraftProbeScorer
 from router.domain.config import ArbitrationSettings, AutoSettings, ConfigError, EdgeSettings, RoutingSettings
@@ -59,6 +65,21 @@ class EdgeModelIdentity:
             return EdgeIdentity(name=path.stem, sha256=digest)
         spec = CATALOGUE.get(settings.model)
         return EdgeIdentity(name=settings.model, sha256=spec.sha256 if spec else "")
+
+
+def rule_threshold(settings: Union[ArbitrationSettings, AutoSettings]) -> Threshold:
+    """The threshold of the rule standing in for the draft probe: the default fixed threshold is the probe's
+    operating point, so the rule takes its own; any other threshold the configuration names applies as is."""
+    from router.core.arbiters import build_threshold
+
+    if settings.threshold == "fixed" and "fixed_threshold" not in settings.model_fields_set:
+        return FixedThreshold(RULE_THRESHOLD)
+    return build_threshold(settings)
+
+
+def stale_stand_in(settings: Union[ArbitrationSettings, AutoSettings], samples: int) -> StandIn:
+    """What scores while the draft probe is stale: the default rule, at its own threshold."""
+    return StandIn(RuleScorer(samples=samples, name="rule (the probe is stale)"), rule_threshold(settings))
 
 
 def build_draft_probe_scorer(settings: ArbitrationSettings, edge: EdgeModelIdentity,
@@ -106,5 +127,6 @@ def build_auto_mode(arbitration: ArbitrationSettings, routing: RoutingSettings, 
             return None
     prefill, draft = probes
     cascade = CascadeArbiter(scorer=DraftProbeScorer(draft), threshold=build_threshold(auto),
-                             stream_draft=arbitration.stream_draft)
+                             stream_draft=arbitration.stream_draft,
+                             stand_in=stale_stand_in(auto, arbitration.samples))
     return AutoMode(PrefillProbeRouter(prefill), AutoBands(auto.cloud_below, auto.edge_above), cascade)

@@ -169,20 +169,32 @@ def adapter_file(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.mark.parametrize("mode", [Mode.POST_ARBITRATION, Mode.AUTO])
-async def test_probes_trained_on_the_base_model_refuse_an_edge_running_an_adapter(
+async def test_probes_trained_on_the_base_model_step_aside_for_the_rule_on_an_edge_running_an_adapter(
         probes: dict[str, Path], adapter_file: Path, mode: Mode, smollm_edge: LlamaBackend,
         standin: StandinServer, tmp_path: Path) -> None:
-    """The adapter changes the states the probes read: each refuses, the cloud answers, and the decision
-    says why. Without the adapter, the same settings keep the edge (the tests above)."""
+    """The adapter changes the states the probes read: each refuses, and the default rule scores the draft
+    at the threshold the configuration names (0: keep it) instead of sending every request to the cloud. The
+    decision says why, and the rule's self-consistency samples are recorded runs."""
     await smollm_edge.use_adapter(adapter_file, name="v0007")
     try:
         result = await answer(standin, smollm_edge, tmp_path, mode,
                               arbitration=ArbitrationSettings(scorer="probe", probe_dir=probes[DRAFT_PROBE_KIND],
                                                               fixed_threshold=0.0, stream_draft=False),
                               routing=RoutingSettings(probe_dir=probes[PREFILL_PROBE_KIND]),
-                              auto=AutoSettings(cloud_below=0.0, edge_above=0.0))
+                              auto=AutoSettings(cloud_below=0.0, edge_above=0.0, fixed_threshold=0.0))
     finally:
         await smollm_edge.use_adapter(None)
-    assert result.served_by == BackendKind.CLOUD
-    assert "was trained on the base model alone, and the edge now runs the adapter" in result.decision.reason
+    decision = result.decision
+    assert result.served_by == BackendKind.EDGE and not decision.escalated
+    assert decision.scorer == "rule (the probe is stale)" and decision.threshold == 0.0
+    assert f"probe {probes[DRAFT_PROBE_KIND].name} steps aside" in decision.reason
+    assert "was trained on the base model alone, and the edge now runs the adapter" in decision.reason
+    features = {name.removeprefix("draft_"): value for name, value in decision.features.items()}
+    assert "probe_gain" not in features
+    # The rule asks for samples of an answer that ends in a number: each is a run of its own.
+    sampled = any(run.purpose == RunPurpose.SAMPLE for run in result.runs)
+    assert sampled == bool(features["has_consistency"])
     assert all(run.model == f"{TEST_MODEL}+lora:v0007" for run in result.runs if run.backend == BackendKind.EDGE)
+    if mode == Mode.AUTO:
+        assert decision.threshold_kind == "auto:cascade:fixed" and decision.features["auto_route"] == 1.0
+        assert f"prefill probe {probes[PREFILL_PROBE_KIND].name} steps aside" in decision.reason

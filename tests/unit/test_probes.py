@@ -260,3 +260,23 @@ def test_cross_validation_chooses_between_the_heads_by_out_of_fold_auc() -> None
     assert selection.head_auc[selection.head] == max(selection.head_auc.values())
     assert selection.components == 8  # the label is in the state: the features alone cannot rank it
     assert any(key.startswith("head=logistic,") for key in selection.scores)
+
+
+@pytest.mark.parametrize("settings, kind, value", [
+    (ArbitrationSettings(), "fixed", 0.5),  # the default is the probe's operating point: the rule takes its own
+    (ArbitrationSettings(fixed_threshold=0.2), "fixed", 0.2),
+    (ArbitrationSettings(threshold="target_share", fixed_threshold=0.3), "target_share", 0.3),
+])
+def test_the_rule_standing_in_for_a_stale_probe_takes_its_own_threshold_unless_one_is_configured(
+        settings: ArbitrationSettings, kind: str, value: float) -> None:
+    from router.assembly.probes import stale_stand_in
+
+    stand_in = stale_stand_in(settings, samples=3)
+    assert stand_in.scorer.name == "rule (the probe is stale)" and stand_in.scorer.samples == 3
+    assert stand_in.threshold.name == kind and stand_in.threshold.current() == value
+
+
+def test_a_stale_probe_is_a_scorer_that_steps_aside() -> None:
+    from router.core.arbiters.scorers import ScorerStale
+
+    assert issubclass(ProbeStaleError, ScorerStale)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from router.core.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter
+from router.core.arbiters.cascade import CascadeArbiter, EarlyExit, ScoringArbiter, StandIn
 from router.core.arbiters.parallel import ParallelArbiter
 from router.core.arbiters.scorers import Scorer, build_scorer
 from router.core.arbiters.thresholds import FixedThreshold, TargetShareThreshold, Threshold
@@ -26,10 +26,10 @@ def build_threshold(settings: Union[ArbitrationSettings, RoutingSettings]) -> Th
 
 
 def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = None,
-                  threshold: Optional[Threshold] = None) -> ScoringArbiter:
+                  threshold: Optional[Threshold] = None, stand_in: Optional[StandIn] = None) -> ScoringArbiter:
     """The arbiter `settings.arbiter` names, scoring with `scorer` against `threshold` (defaults: the
     ones `settings` names; the learned scorer and the target_accuracy threshold read files, so
-    router/assembly/modes.py builds them and hands them in)."""
+    router/assembly/modes.py builds them and hands them in). `stand_in` scores when `scorer` is stale."""
     threshold = threshold or build_threshold(settings)
     if settings.arbiter == "shadow":
         # Labelling: every feature, the cloud's answer served, nothing streamed that would be replaced.
@@ -39,12 +39,13 @@ def build_arbiter(settings: ArbitrationSettings, *, scorer: Optional[Scorer] = N
     if scorer is None:
         scorer = build_scorer(settings.scorer, samples=settings.samples)
     if settings.arbiter == "parallel":
-        return ParallelArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
+        return ParallelArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft,
+                               stand_in=stand_in)
     if settings.arbiter == "early":
         return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft, name="early",
-                              early=EarlyExit(settings.early_threshold, settings.early_window))
-    return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft)
+                              early=EarlyExit(settings.early_threshold, settings.early_window), stand_in=stand_in)
+    return CascadeArbiter(scorer=scorer, threshold=threshold, stream_draft=settings.stream_draft, stand_in=stand_in)
 
 
-__all__ = ["CascadeArbiter", "EarlyExit", "ParallelArbiter", "ScoringArbiter", "Scorer", "Threshold", "build_arbiter",
-           "build_scorer", "build_threshold"]
+__all__ = ["CascadeArbiter", "EarlyExit", "ParallelArbiter", "ScoringArbiter", "Scorer", "StandIn", "Threshold",
+           "build_arbiter", "build_scorer", "build_threshold"]

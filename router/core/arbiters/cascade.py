@@ -14,7 +14,10 @@ answer that runs to its end is scored as in the cascade.
 features recorded: it labels traffic (the cloud's answer beside the edge's, for training) at the
 cloud's price.
 
-A scorer that fails is logged; the cloud answers and the decision says why.
+A scorer that fails is logged; the cloud answers and the decision says why. A scorer that is stale (a
+probe trained before the edge's adapter changed) steps aside for the arbiter's `stand_in`, the default
+rule at its own threshold, where it has one: escalating every request would send all traffic to the cloud
+until the probe is retrained.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Optional, Sequence
 
 from router.core.arbiters.features import Draft
-from router.core.arbiters.scorers import Score, Scorer
+from router.core.arbiters.scorers import Score, Scorer, ScorerStale
 from router.core.arbiters.thresholds import Threshold
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
 from router.domain.types import BackendKind, BackendRun, Decision, DraftDiscarded, TextDelta
@@ -76,6 +79,16 @@ class Verdict:
     score: Optional[Score]
     threshold: float
     reason: str
+    scorer: str = ""  # who scored, where it is not the arbiter's own scorer (a stand-in)
+    threshold_kind: str = ""
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """What scores when the arbiter's scorer is stale, against its own threshold."""
+
+    scorer: Scorer
+    threshold: Threshold
 
 
 @dataclass
@@ -86,6 +99,7 @@ class ScoringArbiter:
     threshold: Threshold
     stream_draft: bool = True
     name: str = "cascade"
+    stand_in: Optional[StandIn] = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.arbiter"))
 
     @property
@@ -98,24 +112,42 @@ class ScoringArbiter:
         assert run is not None
         draft = Draft(ctx.messages, run.text, tuple(edge.token_logprobs), run.finish_reason,
                       hidden_states=edge.hidden_states)
-        threshold = self.threshold.current()
+        calls = ContextEdgeCalls(ctx)
+        scorer, threshold_of, stepped_aside = self.scorer, self.threshold, ""
         try:
-            score = await self.scorer.score(draft, ContextEdgeCalls(ctx), max_tokens=ctx.params.max_tokens)
+            score = await scorer.score(draft, calls, max_tokens=ctx.params.max_tokens)
+        except ScorerStale as exc:
+            if self.stand_in is None:
+                return self._failed(scorer, exc, threshold_of.current())
+            self.logger.info("scorer stale; its stand-in scores", extra={"fields": {
+                "scorer": scorer.name, "stand_in": self.stand_in.scorer.name, "why": str(exc)}})
+            scorer, threshold_of = self.stand_in.scorer, self.stand_in.threshold
+            stepped_aside = f"{self.scorer.name} steps aside ({exc}); "
+            try:
+                score = await scorer.score(draft, calls, max_tokens=ctx.params.max_tokens)
+            except Exception as failure:  # as below: the cloud answers
+                return self._failed(scorer, failure, threshold_of.current(), stepped_aside)
         except Exception as exc:  # any scorer failure: the cloud answers, and the decision says why
-            self.logger.warning("scorer failed; the cloud answers", extra={"fields": {
-                "scorer": self.scorer.name, "error": str(exc), "type": type(exc).__name__}})
-            return Verdict(False, None, threshold,
-                           f"scorer {self.scorer.name} failed ({type(exc).__name__}: {exc}); the cloud answers")
-        self.threshold.observe(score.value)
+            return self._failed(scorer, exc, threshold_of.current())
+        threshold = threshold_of.current()
+        threshold_of.observe(score.value)
+        who = {"scorer": scorer.name, "threshold_kind": threshold_of.name} if stepped_aside else {}
         if always_escalate:
-            return Verdict(False, score, threshold, f"{self.name}: the cloud answers every request; "
-                                                    f"{self.scorer.name} scored the edge {score.value:.3f}")
-        keep = self.threshold.keeps(score.value, threshold)
+            return Verdict(False, score, threshold, f"{stepped_aside}{self.name}: the cloud answers every request; "
+                                                    f"{scorer.name} scored the edge {score.value:.3f}", **who)
+        keep = threshold_of.keeps(score.value, threshold)
         relation = ("<" if score.value < threshold else ">=" if keep
                     else "= (a tie, escalated to hold the target share)")
         answers = "the edge answers" if keep else "the cloud answers"
-        return Verdict(keep, score, threshold, f"{self.scorer.name} scored the edge {score.value:.3f} {relation} "
-                                               f"threshold {threshold:.3f}: {answers}")
+        return Verdict(keep, score, threshold, f"{stepped_aside}{scorer.name} scored the edge {score.value:.3f} "
+                                               f"{relation} threshold {threshold:.3f}: {answers}", **who)
+
+    def _failed(self, scorer: Scorer, exc: Exception, threshold: float, stepped_aside: str = "") -> Verdict:
+        self.logger.warning("scorer failed; the cloud answers", extra={"fields": {
+            "scorer": scorer.name, "error": str(exc), "type": type(exc).__name__}})
+        return Verdict(False, None, threshold,
+                       f"{stepped_aside}scorer {scorer.name} failed ({type(exc).__name__}: {exc}); the cloud answers",
+                       scorer=scorer.name if stepped_aside else "")
 
     def serve_edge(self, ctx: ModeContext, edge_run: BackendRun, decision: Decision) -> list[ModeEvent]:
         """The end of a request the edge answers: its text, when it was held back, then the outcome."""
@@ -135,8 +167,8 @@ class ScoringArbiter:
     def decision(self, ctx: ModeContext, verdict: Verdict, *, threshold_kind: str = "") -> Decision:
         score = verdict.score
         return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
-                        reason=verdict.reason, scorer=self.scorer.name, threshold=verdict.threshold,
-                        threshold_kind=threshold_kind or self.threshold.name, escalated=not verdict.keep,
+                        reason=verdict.reason, scorer=verdict.scorer or self.scorer.name, threshold=verdict.threshold,
+                        threshold_kind=threshold_kind or verdict.threshold_kind or self.threshold.name, escalated=not verdict.keep,
                         features=dict(score.features) if score is not None else {})
 
 

@@ -11,7 +11,8 @@ the route:
                                           cloud (POST_ARBITRATION's cascade with the probe scorer)
 
 The decision record names the route and why: the prefill probe's score against the two bands, then, for
-a cascade, the draft probe's verdict. Cascade routing after Dekoninck et al. (ICML 2025): choosing per
+a cascade, the draft probe's verdict. A prefill probe that is stale (the edge's adapter changed under it)
+steps aside and the cascade decides, its own stale probe standing aside for the default rule. Cascade routing after Dekoninck et al. (ICML 2025): choosing per
 request between routing and cascading beats either alone when the quality estimates are good.
 """
 from __future__ import annotations
@@ -20,9 +21,10 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 from router.core.arbiters.cascade import CascadeArbiter
+from router.core.arbiters.scorers import ScorerStale
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.probes.router import PrefillProbeRouter
 from router.domain.types import BackendKind, Decision, Mode
@@ -64,6 +66,13 @@ class AutoMode:
         try:
             state = await ctx.read_prompt_state()
             routed = await asyncio.to_thread(self.prefill.decide, messages, state)
+        except ScorerStale as exc:  # the edge's adapter changed under the probe: the cascade decides alone
+            self.logger.info("prefill probe stale; the cascade decides", extra={"fields": {
+                "probe": self.prefill.name, "why": str(exc)}})
+            why = f"AUTO: {self.prefill.name} steps aside ({exc})"
+            async for event in self._cascade(ctx, None, why, {"auto_route": ROUTE_CODES["cascade"]}):
+                yield event
+            return
         except Exception as exc:  # the probe or the prefill failed: as for PRE's router, the cloud answers
             self.logger.warning("prefill probe failed; the cloud answers", extra={"fields": {
                 "probe": self.prefill.name, "error": str(exc), "type": type(exc).__name__}})
@@ -98,7 +107,7 @@ class AutoMode:
         yield ModeOutcome(text=call.run.text, served_by=backend, decision=decision,
                           finish_reason=call.run.finish_reason)
 
-    async def _cascade(self, ctx: ModeContext, score: float, why: str, features: dict) -> AsyncIterator[ModeEvent]:
+    async def _cascade(self, ctx: ModeContext, score: Optional[float], why: str, features: dict) -> AsyncIterator[ModeEvent]:
         async for event in self.cascade.run(ctx):
             if isinstance(event, ModeOutcome):
                 judged = event.decision
