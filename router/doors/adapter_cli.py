@@ -31,7 +31,10 @@ _FINETUNE_EXTRA = "pip install -e '.[finetune]'"
 
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
                 common: argparse.ArgumentParser) -> None:
+    from router.doors import augment_cli
     from router.doors.client_options import add_client_options
+
+    augment_cli.add_parser(commands, common)
 
     finetune = commands.add_parser(
         "finetune", parents=[common], help="train a LoRA adapter for the edge model on chat examples",

@@ -1,0 +1,161 @@
+"""`hybrid-router augment`: the cloud rewrites a training set into new examples (router/core/learning/augment.py).
+
+Every question goes to a running daemon as a CLOUD_ONLY request from the caller's principal, so it is
+authorised, priced, budgeted and recorded in the ledger like any other request (metadata
+`purpose=augment`). The run is resumable: each (example, variant) pair's outcome is appended to
+OUT.progress.jsonl as soon as it is known, with the new example when one was kept, and OUT is written
+from that file at the end of every run. Rerun the same command after a stop and the pairs already done are
+skipped. A refusal that concerns one request (too long for the cloud) is recorded and the run goes on; one
+that concerns every request (the budget spent, no permission, the daemon gone) stops it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from router.core.learning.augment import DEFAULT_MIN_F1, AugmentInputError, Example, augment, row_key, source_rows
+from router.domain.errors import InvalidRequestError, RouterError
+
+EXIT_OK, EXIT_ERROR = 0, 1
+PROGRESS_SUFFIX = ".progress.jsonl"
+
+
+def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+               common: argparse.ArgumentParser) -> None:
+    from router.doors.client_options import add_client_options
+
+    parser = commands.add_parser(
+        "augment", parents=[common], help="have the cloud write new training examples from a training set",
+        description="Ask the cloud, through a running daemon, to rewrite each example of an OpenAI chat training "
+                    "set (a maths problem retold, a reading question asked another way) and keep the rewrites the "
+                    "cloud itself answers right. Train on both files: `finetune --data SET --data OUT`. Resumable.")
+    parser.add_argument("--data", type=Path, required=True, help="the training set (OpenAI chat JSONL)")
+    parser.add_argument("--out", type=Path, required=True, help="the new examples (OpenAI chat JSONL)")
+    parser.add_argument("--variants", type=int, default=1, help="rewrites asked per example (default 1)")
+    parser.add_argument("--limit", type=int, help="only the first N examples")
+    parser.add_argument("--min-f1", type=float, default=DEFAULT_MIN_F1,
+                        help=f"reading: how close the cloud's answer to the new question must be to the old "
+                             f"answer (token F1, default {DEFAULT_MIN_F1})")
+    parser.add_argument("--target", help="daemon address (default: server.listen)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    add_client_options(parser)
+    parser.set_defaults(func=cmd_augment)
+
+
+def progress_path(out: Path) -> Path:
+    return out.with_name(out.name + PROGRESS_SUFFIX)
+
+
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """The outcomes recorded so far; a torn last line (the process stopped mid-write) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def write_kept(records: list[dict[str, Any]], out: Path) -> int:
+    """OUT from the progress records, written beside and renamed so a reader never sees half of it."""
+    kept = [record["row"] for record in records if record.get("row")]
+    partial = out.with_name(out.name + ".tmp")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for row in kept:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(partial, out)
+    return len(kept)
+
+
+class CloudAsker:
+    """`ask` for the augmenter: one CLOUD_ONLY request per question, its cost and id kept for the record."""
+
+    def __init__(self, generate: Callable[..., Any]) -> None:
+        self._generate = generate
+        self.usd = 0.0
+        self.request_ids: list[str] = []
+
+    def __call__(self, messages: list[dict[str, str]], max_tokens: int, seed: Optional[int]) -> str:
+        result = self._generate(messages=messages, mode="CLOUD_ONLY", max_tokens=max_tokens,
+                                temperature=0.7 if seed is not None else 0.0, seed=seed,
+                                metadata={"purpose": "augment"})
+        self.usd += result.cost_usd
+        self.request_ids.append(result.request_id)
+        return result.text
+
+    def take(self) -> tuple[float, list[str]]:
+        spent, ids = self.usd, self.request_ids
+        self.usd, self.request_ids = 0.0, []
+        return spent, ids
+
+
+def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, variants: int, min_f1: float,
+                log: Callable[[str], None]) -> Counter:
+    """Augments every (row, variant) pair not in OUT's progress yet; returns the outcomes of this run."""
+    progress = progress_path(out)
+    done = {(record["key"], record["variant"]) for record in read_progress(progress)}
+    outcomes: Counter = Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(progress, "a", encoding="utf-8") as handle:
+            for index, row in enumerate(rows):
+                key = row_key(row)
+                for variant in range(variants):
+                    if (key, variant) in done:
+                        continue
+                    try:
+                        outcome = augment(Example.from_row(row), asker, variant=variant, min_f1=min_f1)
+                        reason, kept = outcome.reason, outcome.kept
+                    except InvalidRequestError as exc:  # this request only (too long for the cloud): go on
+                        reason, kept = f"refused: {exc}", None
+                    spent, request_ids = asker.take()
+                    handle.write(json.dumps({"key": key, "variant": variant, "source_line": index + 1,
+                                             "reason": reason, "usd": spent, "request_ids": request_ids,
+                                             "row": kept}, ensure_ascii=False) + "\n")
+                    handle.flush()
+                    outcomes[reason] += 1
+                log(f"{index + 1}/{len(rows)}: " + ", ".join(f"{r} {n}" for r, n in sorted(outcomes.items())))
+    finally:
+        write_kept(read_progress(progress), out)
+    return outcomes
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from router.client import RouterClient
+    from router.doors.cli import _settings
+    from router.doors.client_options import client_trust_args
+
+    if args.variants < 1 or (args.limit is not None and args.limit < 1) or not 0.0 <= args.min_f1 <= 1.0:
+        print("hybrid-router augment: --variants and --limit must be at least 1, --min-f1 in [0, 1]", file=sys.stderr)
+        return EXIT_ERROR
+    settings = _settings(args)
+    target = args.target or settings.server.listen
+    try:
+        rows = source_rows(args.data.read_text(encoding="utf-8").splitlines())
+    except (OSError, AugmentInputError) as exc:
+        print(f"hybrid-router augment: {args.data}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    rows = rows[:args.limit] if args.limit else rows
+    try:
+        with RouterClient(target, timeout_s=args.timeout, **client_trust_args(args, settings, target)) as client:
+            outcomes = run_augment(rows, CloudAsker(client.generate), out=args.out, variants=args.variants,
+                                   min_f1=args.min_f1, log=lambda line: print(line, file=sys.stderr))
+    except (RouterError, OSError) as exc:
+        print(f"hybrid-router augment: stopped ({type(exc).__name__}: {exc}); what was done is kept in "
+              f"{progress_path(args.out)}: run the same command again to go on", file=sys.stderr)
+        return EXIT_ERROR
+    records = read_progress(progress_path(args.out))
+    summary = {"examples": len(rows), "variants": args.variants, "this_run": dict(outcomes),
+               "all_runs": dict(Counter(record["reason"] for record in records)),
+               "kept": sum(1 for record in records if record.get("row")),
+               "cloud_usd": sum(float(record.get("usd") or 0.0) for record in records), "out": str(args.out)}
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
