@@ -3,7 +3,8 @@
 Every question goes to a running daemon as a CLOUD_ONLY request from the caller's principal, so it is
 authorised, priced, budgeted and recorded in the ledger like any other request (metadata
 `purpose=augment`). The run is resumable: each (example, variant) pair's outcome is appended to
-OUT.progress.jsonl as soon as it is known, with the new example when one was kept, and OUT is written
+OUT.progress.jsonl as soon as it is known, with what the cloud wrote and the new example when one was kept
+(a refused rewrite stays there, to be read), and OUT is written
 from that file at the end of every run. Rerun the same command after a stop and the pairs already done are
 skipped. A refusal that concerns one request (too long for the cloud) is recorded and the run goes on; one
 that concerns every request (the budget spent, no permission, the daemon gone) stops it.
@@ -113,13 +114,13 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
                         continue
                     try:
                         outcome = augment(Example.from_row(row), asker, variant=variant, min_f1=min_f1)
-                        reason, kept = outcome.reason, outcome.kept
+                        reason, kept, rewrite = outcome.reason, outcome.kept, outcome.rewrite
                     except InvalidRequestError as exc:  # this request only (too long for the cloud): go on
-                        reason, kept = f"refused: {exc}", None
+                        reason, kept, rewrite = f"refused: {exc}", None, ""
                     spent, request_ids = asker.take()
                     handle.write(json.dumps({"key": key, "variant": variant, "source_line": index + 1,
                                              "reason": reason, "usd": spent, "request_ids": request_ids,
-                                             "row": kept}, ensure_ascii=False) + "\n")
+                                             "rewrite": rewrite, "row": kept}, ensure_ascii=False) + "\n")
                     handle.flush()
                     outcomes[reason] += 1
                 log(f"{index + 1}/{len(rows)}: " + ", ".join(f"{r} {n}" for r, n in sorted(outcomes.items())))

@@ -37,7 +37,7 @@ def test_augment_asks_the_cloud_through_the_daemon_records_every_request_and_res
     assert sum(first.values()) == 2 and sum(again.values()) == 0  # the rerun found both pairs done
     assert [record["source_line"] for record in records] == [1, 2]
     asked = [request_id for record in records for request_id in record["request_ids"]]
-    assert all(record["request_ids"] and record["usd"] > 0 for record in records)
+    assert all(record["request_ids"] and record["usd"] > 0 and "rewrite" in record for record in records)
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     assert kept == [record["row"] for record in records if record["row"]]
     for row in kept:  # whatever the small model managed to keep passes every check

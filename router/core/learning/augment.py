@@ -85,6 +85,7 @@ def task_of(example: Example) -> Optional[str]:
 class Outcome:
     kept: Optional[dict[str, Any]]  # the new training row, or None
     reason: str  # "kept", or why not
+    rewrite: str = ""  # what the cloud wrote, kept or not: the record shows why a check refused it
 
 
 def _clean(text: str) -> str:
@@ -95,8 +96,8 @@ def _clean(text: str) -> str:
     return text
 
 
-def _numbers(text: str) -> list[str]:
-    return sorted(re.findall(r"\d+(?:\.\d+)?", text.replace(",", "")))
+def _numbers(text: str) -> set[float]:
+    return {float(number) for number in re.findall(r"\d+(?:\.\d+)?", text.replace(",", ""))}
 
 
 def retold_problem_fault(problem: str, retold: str) -> Optional[str]:
@@ -105,8 +106,8 @@ def retold_problem_fault(problem: str, retold: str) -> Optional[str]:
         return "empty rewrite"
     if normalize_answer(retold) == normalize_answer(problem):
         return "the rewrite repeats the original"
-    if _numbers(retold) != _numbers(problem):
-        return "the rewrite changed the numbers"
+    if not _numbers(problem) <= _numbers(retold):  # "2 workers" for "two workers" is fine; a lost number is not
+        return "the rewrite lost a number"
     return None
 
 
@@ -143,11 +144,11 @@ def augment_maths(example: Example, ask: Ask, *, seed: Optional[int]) -> Outcome
                         REPHRASE_MAX_TOKENS, seed))
     fault = retold_problem_fault(problem, retold)
     if fault:
-        return Outcome(None, fault)
+        return Outcome(None, fault, retold)
     messages = example.with_user(f"{retold}\n{MATHS_INSTRUCTION}")
     solution = ask(messages, ANSWER_MAX_TOKENS[MATHS], None).strip()
     fault = solution_fault(example.answer, solution)
-    return Outcome(None, fault) if fault else Outcome(Example(messages, solution).row(), "kept")
+    return Outcome(None, fault, retold) if fault else Outcome(Example(messages, solution).row(), "kept", retold)
 
 
 def augment_reading(example: Example, ask: Ask, *, seed: Optional[int], min_f1: float = DEFAULT_MIN_F1) -> Outcome:
@@ -160,10 +161,11 @@ def augment_reading(example: Example, ask: Ask, *, seed: Optional[int], min_f1: 
     new_question = new_question.splitlines()[0].strip() if new_question else ""
     fault = new_question_fault(passages, question, answer, new_question)
     if fault:
-        return Outcome(None, fault)
+        return Outcome(None, fault, new_question)
     messages = example.with_user(user[:match.start()] + f"Question: {new_question}" + user[match.end():])
     fault = reading_answer_fault(ask(messages, ANSWER_MAX_TOKENS[READING], None), answer, min_f1)
-    return Outcome(None, fault) if fault else Outcome(Example(messages, answer).row(), "kept")
+    return Outcome(None, fault, new_question) if fault else Outcome(Example(messages, answer).row(), "kept",
+                                                                     new_question)
 
 
 def augment(example: Example, ask: Ask, *, variant: int, min_f1: float = DEFAULT_MIN_F1) -> Outcome:
