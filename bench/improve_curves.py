@@ -1,4 +1,4 @@
-"""POST_ARBITRATION's escalation curves before and after the edge learns from the cloud: `python -m bench.improve_curves`.
+"""POST_ARBITRATION's escalation curves before and after the edge learns from the cloud.
 
 The labelled corpus (`bench/corpus/arbitration.jsonl`) holds, for each item, the base edge's answer, the
 cloud's, both graded, and the features the scorers read. After `improve` installs an adapter only the edge
@@ -235,7 +235,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
              f"- command: `{' '.join(summary['command'])}`",
              f"- corpus: `{summary['corpus']}`; after run: `{summary['after']}`",
              f"- items: the mixed test split, n={summary['n']} ({summary['counts']}), seed {summary['seed']}",
-             f"- bootstrap: {summary['resamples']} paired resamples of the items, {CONFIDENCE:.0%} percentile intervals",
+             f"- bootstrap: {summary['resamples']} paired resamples of the items, "
+             f"{CONFIDENCE:.0%} percentile intervals",
              "- share to match the cloud: the smallest cloud share at which the cascade's mean quality reaches the "
              "cloud's alone (PGR 100%), escalating the lowest scores first", "",
              "| | base edge | edge + adapter |", "|---|---|---|"]

@@ -168,7 +168,8 @@ class ScoringArbiter:
         score = verdict.score
         return Decision(mode=ctx.mode, arbiter=self.name, score=None if score is None else score.value,
                         reason=verdict.reason, scorer=verdict.scorer or self.scorer.name, threshold=verdict.threshold,
-                        threshold_kind=threshold_kind or verdict.threshold_kind or self.threshold.name, escalated=not verdict.keep,
+                        threshold_kind=threshold_kind or verdict.threshold_kind or self.threshold.name,
+                        escalated=not verdict.keep,
                         features=dict(score.features) if score is not None else {})
 
 

@@ -149,9 +149,9 @@ class ParallelArbiter(ScoringArbiter):
                     assert edge_run is not None
                     cloud_failure = feed.error
                     if not verdict.keep and cloud_failure is not None:
-                        verdict = Verdict(True, verdict.score, verdict.threshold,
-                                          f"{verdict.reason}, but the cloud failed ({type(cloud_failure).__name__}: "
-                                          f"{cloud_failure}): the edge answers")
+                        verdict = dataclasses.replace(
+                            verdict, keep=True, reason=f"{verdict.reason}, but the cloud failed "
+                            f"({type(cloud_failure).__name__}: {cloud_failure}): the edge answers")
                     decision = self.decision(ctx, verdict)
                     if verdict.keep:
                         await feed.stop()  # leaving the cloud's block below closes its stream: no more tokens

@@ -12,8 +12,9 @@ the route:
 
 The decision record names the route and why: the prefill probe's score against the two bands, then, for
 a cascade, the draft probe's verdict. A prefill probe that is stale (the edge's adapter changed under it)
-steps aside and the cascade decides, its own stale probe standing aside for the default rule. Cascade routing after Dekoninck et al. (ICML 2025): choosing per
-request between routing and cascading beats either alone when the quality estimates are good.
+steps aside and the cascade decides, its own stale probe standing aside for the default rule. Cascade
+routing after Dekoninck et al. (ICML 2025): choosing per request between routing and cascading beats either
+alone when the quality estimates are good.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ class AutoMode:
         yield ModeOutcome(text=call.run.text, served_by=backend, decision=decision,
                           finish_reason=call.run.finish_reason)
 
-    async def _cascade(self, ctx: ModeContext, score: Optional[float], why: str, features: dict) -> AsyncIterator[ModeEvent]:
+    async def _cascade(self, ctx: ModeContext, score: Optional[float], why: str,
+                       features: dict) -> AsyncIterator[ModeEvent]:
         async for event in self.cascade.run(ctx):
             if isinstance(event, ModeOutcome):
                 judged = event.decision
