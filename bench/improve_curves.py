@@ -46,6 +46,7 @@ from bench.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from router.core.arbiters.scorers import logprob_score, task_score_from_features
 
 MATCH_CLOUD = 1.0  # PGR 1: the cascade's mean quality equals the cloud's
+REPORTED_SHARES = (0.1, 0.3, 0.5)  # cloud shares at which both curves' qualities are tabled
 DRAFT_SCORERS = (
     ScoreFunction("logprob", lambda row: logprob_score(row["features"])),
     ScoreFunction("task", lambda row: task_score_from_features(row["features"])),
@@ -158,6 +159,12 @@ def share_to_match_cloud(scores: np.ndarray, edge: np.ndarray, cloud: np.ndarray
     return cost_to_reach(curve.shares, curve.pgrs, MATCH_CLOUD)
 
 
+def quality_at(curve: Any, share: float) -> float:
+    """The cascade's mean quality at `share` along the piecewise-linear curve (a router mixing two
+    neighbouring thresholds at random traces the straight line between them)."""
+    return float(np.interp(share, curve.shares, curve.qualities))
+
+
 def paired_share_interval(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray],
                           cloud: np.ndarray, *, resamples: int, seed: int) -> list[float]:
     """The percentile interval of share_after - share_before over resamples of the items, drawn together."""
@@ -248,6 +255,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(f"| {scorer['scorer']}: share to match the cloud | {scorer['share_before']:.3f} | "
                      f"{scorer['share_after']:.3f} (difference {scorer['share_after'] - scorer['share_before']:+.3f} "
                      f"{_interval(scorer['difference_ci'], signed=True)}) |")
+        for share, (before, after) in scorer["quality_at"].items():
+            lines.append(f"| {scorer['scorer']}: quality at a cloud share of {share} | {before:.3f} | {after:.3f} |")
     if summary.get("reference"):
         ref = summary["reference"]
         lines.append(f"| {ref['name']}: share to match the cloud | {ref['share']:.3f} | stale on the new edge |")
@@ -270,8 +279,8 @@ def reference_curve(before: Sequence[Row], probe: Path, states: Path) -> tuple[s
     scores = np.array([float(function.score(r)) for r in before])
     edge = np.array([float(r["edge_quality"]) for r in before])
     cloud = np.array([float(r["cloud_quality"]) for r in before])
-    return (f"draft probe {probe.name}, base edge (the default before)", escalation_curve(scores, edge, cloud),
-            share_to_match_cloud(scores, edge, cloud))
+    return (f"draft probe {shown_path(probe)}, base edge (the default scorer before)",
+            escalation_curve(scores, edge, cloud), share_to_match_cloud(scores, edge, cloud))
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -302,6 +311,8 @@ def run_compare(args: argparse.Namespace) -> int:
                     "edge_after_ci": quality_interval(edge_after, resamples=args.bootstrap, seed=args.seed)},
         "scorers": [{"scorer": p.scorer, "share_before": p.share_before, "share_after": p.share_after,
                      "difference_ci": p.difference_interval,
+                     "quality_at": {f"{share:.1f}": [quality_at(p.before, share), quality_at(p.after, share)]
+                                    for share in REPORTED_SHARES},
                      "before": {"shares": p.before.shares.tolist(), "qualities": p.before.qualities.tolist()},
                      "after": {"shares": p.after.shares.tolist(), "qualities": p.after.qualities.tolist()}}
                     for p in pairs],

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from bench.improve_curves import (DRAFT_SCORERS, ImproveCurvesError, after_rows, compare, share_to_match_cloud,
-                                  write_items)
+from bench.improve_curves import (DRAFT_SCORERS, ImproveCurvesError, after_rows, compare, quality_at,
+                                  share_to_match_cloud, write_items)
 
 
 def test_the_share_to_match_the_cloud_escalates_the_lowest_scores_first():
@@ -31,6 +31,8 @@ def test_a_better_edge_with_the_same_ranking_matches_the_cloud_with_a_smaller_sh
     logprob = [f for f in DRAFT_SCORERS if f.name == "logprob"]
     (pair,) = compare(before, after, resamples=200, seed=0, functions=logprob)
     assert pair.share_before == pytest.approx(0.6) and pair.share_after == pytest.approx(0.3)
+    assert quality_at(pair.before, 0.0) == pytest.approx(0.4) and quality_at(pair.after, 0.0) == pytest.approx(0.7)
+    assert quality_at(pair.after, 0.15) == pytest.approx(0.85)  # half way between escalating 1 and 2 of 10
     low, high = pair.difference_interval
     assert low < -0.2 and high <= 0.0  # a better edge never needs more of the cloud here
     with pytest.raises(ImproveCurvesError, match="same items"):
