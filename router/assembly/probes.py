@@ -24,7 +24,7 @@ from edge.catalogue import CATALOGUE, ModelCache
 from router.core.arbiters.learned import LearnedModelError
 from router.core.arbiters.cascade import StandIn
 from router.core.arbiters.scorers import RULE_THRESHOLD, RuleScorer, Scorer
-from router.core.arbiters.thresholds import FixedThreshold, Threshold
+from router.core.arbiters.thresholds import Threshold
 from router.core.probes.model import DRAFT_PROBE_KIND, PREFILL_PROBE_KIND, EdgeIdentity, ProbeModel
 from router.core.probes.scorer import DraftProbeScorer
 from router.domain.config import ArbitrationSettings, AutoSettings, ConfigError, EdgeSettings, RoutingSettings
@@ -68,13 +68,15 @@ class EdgeModelIdentity:
 
 
 def rule_threshold(settings: Union[ArbitrationSettings, AutoSettings]) -> Threshold:
-    """The threshold of the rule standing in for the draft probe: the default fixed threshold is the probe's
-    operating point, so the rule takes its own; any other threshold the configuration names applies as is."""
+    """The threshold of the rule standing in for the draft probe: the configured one, except that a
+    fixed_threshold left at its default (the probe's operating point) becomes the rule's own."""
     from router.core.arbiters import build_threshold
 
-    if settings.threshold == "fixed" and "fixed_threshold" not in settings.model_fields_set:
-        return FixedThreshold(RULE_THRESHOLD)
-    return build_threshold(settings)
+    if "fixed_threshold" in settings.model_fields_set:
+        return build_threshold(settings)
+    # The default fixed_threshold is the probe's operating point: the rule starts (target_share) or stays
+    # (fixed) at its own.
+    return build_threshold(settings.model_copy(update={"fixed_threshold": RULE_THRESHOLD}))
 
 
 def stale_stand_in(settings: Union[ArbitrationSettings, AutoSettings], samples: int) -> StandIn:

@@ -6,8 +6,9 @@ authorised, priced, budgeted and recorded in the ledger like any other request (
 OUT.progress.jsonl as soon as it is known, with what the cloud wrote and the new example when one was kept
 (a refused rewrite stays there, to be read), and OUT is written
 from that file at the end of every run. Rerun the same command after a stop and the pairs already done are
-skipped. A refusal that concerns one request (too long for the cloud) is recorded and the run goes on; one
-that concerns every request (the budget spent, no permission, the daemon gone) stops it.
+skipped; a pair the daemon refused is asked again. A refusal that concerns one request (too long for the
+cloud) is recorded and the run goes on; one that concerns every request (the budget spent, no permission, the
+daemon gone, the same refusal five times in a row, an answer the edge wrote in the cloud's place) stops it.
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from router.core.learning.augment import DEFAULT_MIN_F1, AugmentInputError, Example, augment, row_key, source_rows
-from router.domain.errors import InvalidRequestError, RouterError
+from router.domain.errors import ErrorKind, InvalidRequestError, RouterError
+from router.domain.types import BackendKind
 
 EXIT_OK, EXIT_ERROR = 0, 1
 PROGRESS_SUFFIX = ".progress.jsonl"
+REFUSED = "refused: "
+MAX_REPEATED_REFUSALS = 5  # the same refusal this many times in a row is the daemon's settings, not a request
 
 
 def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
@@ -65,15 +69,44 @@ def read_progress(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def latest_outcomes(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The last record of each (example, variant): a refusal retried later is replaced by its retry."""
+    return {(record["key"], record["variant"]): record for record in records}
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Drops a last line a stopped process left without its newline, so the next record starts a line."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def write_kept(records: list[dict[str, Any]], out: Path) -> int:
-    """OUT from the progress records, written beside and renamed so a reader never sees half of it."""
-    kept = [record["row"] for record in records if record.get("row")]
+    """OUT from the progress records (each example and variant once), written beside and renamed so a reader
+    never sees half of it."""
+    kept = [record["row"] for record in latest_outcomes(records).values() if record.get("row")]
     partial = out.with_name(out.name + ".tmp")
     with open(partial, "w", encoding="utf-8") as handle:
         for row in kept:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(partial, out)
     return len(kept)
+
+
+class NotTheCloudError(RouterError):
+    """The daemon answered a CLOUD_ONLY request with the edge (the budget's degrade policy, an open breaker,
+    the privacy gate): an answer the cloud did not write cannot check a rewrite. The run stops."""
+
+    kind = ErrorKind.PRECONDITION_FAILED
+
+
+class RepeatedRefusalError(RouterError):
+    """The daemon refused several requests in a row for the same reason: its settings refuse them all."""
+
+    kind = ErrorKind.PRECONDITION_FAILED
 
 
 class CloudAsker:
@@ -90,6 +123,10 @@ class CloudAsker:
                                 metadata={"purpose": "augment"})
         self.usd += result.cost_usd
         self.request_ids.append(result.request_id)
+        if result.served_by != BackendKind.CLOUD or result.decision.degraded:
+            raise NotTheCloudError(f"request {result.request_id} was answered by {result.served_by.name.lower()}, "
+                                   f"not the cloud ({result.decision.reason or 'degraded'}); an answer the cloud did "
+                                   "not write cannot check a rewrite")
         return result.text
 
     def take(self) -> tuple[float, list[str]]:
@@ -99,12 +136,16 @@ class CloudAsker:
 
 
 def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, variants: int, min_f1: float,
-                log: Callable[[str], None]) -> Counter:
-    """Augments every (row, variant) pair not in OUT's progress yet; returns the outcomes of this run."""
+                log: Callable[[str], None], max_repeated_refusals: int = MAX_REPEATED_REFUSALS) -> Counter:
+    """Augments every (row, variant) pair without an outcome in OUT's progress yet (a pair the daemon refused
+    is asked again); returns the outcomes of this run."""
     progress = progress_path(out)
-    done = {(record["key"], record["variant"]) for record in read_progress(progress)}
+    done = {pair for pair, record in latest_outcomes(read_progress(progress)).items()
+            if not str(record["reason"]).startswith(REFUSED)}
     outcomes: Counter = Counter()
+    refusals: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
+    cut_torn_tail(progress)
     try:
         with open(progress, "a", encoding="utf-8") as handle:
             for index, row in enumerate(rows):
@@ -115,14 +156,21 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
                     try:
                         outcome = augment(Example.from_row(row), asker, variant=variant, min_f1=min_f1)
                         reason, kept, rewrite = outcome.reason, outcome.kept, outcome.rewrite
+                        refusals.clear()
                     except InvalidRequestError as exc:  # this request only (too long for the cloud): go on
-                        reason, kept, rewrite = f"refused: {exc}", None, ""
+                        reason, kept, rewrite = f"{REFUSED}{exc}", None, ""
+                        refusals.append(str(exc))
                     spent, request_ids = asker.take()
                     handle.write(json.dumps({"key": key, "variant": variant, "source_line": index + 1,
                                              "reason": reason, "usd": spent, "request_ids": request_ids,
-                                             "rewrite": rewrite, "row": kept}, ensure_ascii=False) + "\n")
+                                             "min_f1": min_f1, "rewrite": rewrite, "row": kept},
+                                            ensure_ascii=False) + "\n")
                     handle.flush()
+                    done.add((key, variant))
                     outcomes[reason] += 1
+                    if len(refusals) >= max_repeated_refusals and len(set(refusals)) == 1:
+                        raise RepeatedRefusalError(f"the daemon refused {len(refusals)} requests in a row: "
+                                                   f"{refusals[-1]}")
                 log(f"{index + 1}/{len(rows)}: " + ", ".join(f"{r} {n}" for r, n in sorted(outcomes.items())))
     finally:
         write_kept(read_progress(progress), out)
@@ -141,7 +189,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     target = args.target or settings.server.listen
     try:
         rows = source_rows(args.data.read_text(encoding="utf-8").splitlines())
-    except (OSError, AugmentInputError) as exc:
+    except (OSError, UnicodeDecodeError, AugmentInputError) as exc:
         print(f"hybrid-router augment: {args.data}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     rows = rows[:args.limit] if args.limit else rows
@@ -154,9 +202,10 @@ def cmd_augment(args: argparse.Namespace) -> int:
               f"{progress_path(args.out)}: run the same command again to go on", file=sys.stderr)
         return EXIT_ERROR
     records = read_progress(progress_path(args.out))
+    latest = latest_outcomes(records).values()
     summary = {"examples": len(rows), "variants": args.variants, "this_run": dict(outcomes),
-               "all_runs": dict(Counter(record["reason"] for record in records)),
-               "kept": sum(1 for record in records if record.get("row")),
+               "all_runs": dict(Counter(record["reason"] for record in latest)),
+               "kept": sum(1 for record in latest if record.get("row")),
                "cloud_usd": sum(float(record.get("usd") or 0.0) for record in records), "out": str(args.out)}
     print(json.dumps(summary, indent=2))
     return EXIT_OK

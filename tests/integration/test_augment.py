@@ -48,7 +48,8 @@ def test_augment_asks_the_cloud_through_the_daemon_records_every_request_and_res
             assert new_question_fault(passages, original, example.answer, new_question) is None
         else:
             retold = example.user.removesuffix(f"\n{MATHS_INSTRUCTION}")
-            assert retold_problem_fault(maths_row()["messages"][1]["content"], retold) is None
+            original = maths_row()["messages"][1]["content"].removesuffix(f"\n{MATHS_INSTRUCTION}")
+            assert retold_problem_fault(original, retold) is None
             assert solution_fault("#### 7", example.answer) is None
     with sqlite3.connect(ledger) as conn:
         logged = dict(conn.execute(f"SELECT id, metadata_json FROM requests WHERE id IN "

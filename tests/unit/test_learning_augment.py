@@ -30,6 +30,9 @@ def test_examples_are_told_apart_by_their_prompt():
     assert task_of(Example.from_row(maths_row(answer="seven"))) is None  # no number to check a rewrite against
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     assert task_of(Example.from_row(chat)) is None
+    # An answer that is not in the passages cannot check a new question: nothing is asked of the cloud for it.
+    assert task_of(Example.from_row(reading_row(answer="New England"))) is None
+    assert task_of(Example.from_row(reading_row(answer="Pan"))) is None  # a piece of a word is no span
 
 
 def test_a_retold_problem_keeps_its_numbers_and_says_something_new():
@@ -68,3 +71,70 @@ def test_the_training_set_is_read_whole_or_refused_naming_the_line():
         source_rows([json.dumps(maths_row()), json.dumps({"messages": [{"role": "user", "content": "no answer"}]})])
     with pytest.raises(AugmentInputError, match="line 1"):
         source_rows(["not json"])
+
+
+# ---------------------------------------------------------------- the door's bookkeeping (router/doors/augment_cli.py)
+
+class RefusingCloudFaultInjection:
+    """`generate` refusing every request as invalid, as a daemon whose limits refuse them all does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, **request):
+        from router.domain.errors import InvalidRequestError
+
+        self.calls += 1
+        raise InvalidRequestError("max_tokens 400 is above limits.max_tokens_limit 256")
+
+
+class EdgeAnsweredFaultInjection:
+    """`generate` answering a CLOUD_ONLY request with the edge, as a degraded daemon does."""
+
+    def __call__(self, **request):
+        from router.domain.types import BackendKind, Decision, Mode
+
+        class Result:
+            text, cost_usd, request_id, served_by = "a rewrite", 1e-6, "r-1", BackendKind.EDGE
+            decision = Decision(mode=Mode.CLOUD_ONLY, degraded=True, reason="budget spent: the edge answers")
+        return Result()
+
+
+def test_the_same_refusal_again_and_again_stops_the_run_and_a_rerun_asks_again(tmp_path):
+    from router.doors.augment_cli import CloudAsker, RepeatedRefusalError, progress_path, read_progress, run_augment
+
+    rows = [maths_row(problem=f"Tom has {n} apples and buys 4 more. How many has he?", answer=f"#### {n + 4}")
+            for n in range(8)]
+    refusing = RefusingCloudFaultInjection()
+    with pytest.raises(RepeatedRefusalError, match="refused 5 requests in a row"):
+        run_augment(rows, CloudAsker(refusing), out=tmp_path / "aug.jsonl", variants=1, min_f1=0.8,
+                    log=lambda line: None)
+    assert refusing.calls == 5 and len(read_progress(progress_path(tmp_path / "aug.jsonl"))) == 5
+    again = RefusingCloudFaultInjection()
+    with pytest.raises(RepeatedRefusalError):
+        run_augment(rows, CloudAsker(again), out=tmp_path / "aug.jsonl", variants=1, min_f1=0.8, log=lambda line: None)
+    assert again.calls == 5  # the refused pairs were not taken as done
+    assert (tmp_path / "aug.jsonl").read_text() == ""
+
+
+def test_an_answer_the_edge_wrote_in_the_clouds_place_stops_the_run():
+    from router.doors.augment_cli import CloudAsker, NotTheCloudError
+
+    asker = CloudAsker(EdgeAnsweredFaultInjection())
+    with pytest.raises(NotTheCloudError, match="answered by edge, not the cloud"):
+        asker([{"role": "user", "content": "retell"}], 300, 0)
+    assert asker.take() == (1e-6, ["r-1"])  # what it cost is still recorded
+
+
+def test_a_torn_progress_line_is_cut_and_each_pair_is_written_once(tmp_path):
+    from router.doors.augment_cli import cut_torn_tail, progress_path, read_progress, write_kept
+
+    progress = progress_path(tmp_path / "aug.jsonl")
+    first = {"key": "k", "variant": 0, "reason": "refused: busy", "row": None}
+    retried = {"key": "k", "variant": 0, "reason": "kept", "row": maths_row()}
+    progress.write_text(json.dumps(first) + "\n" + json.dumps(retried) + "\n" + json.dumps(retried) + "\n"
+                        + '{"key": "k2", "vari')
+    cut_torn_tail(progress)
+    assert progress.read_text().endswith("}\n") and len(read_progress(progress)) == 3
+    assert write_kept(read_progress(progress), tmp_path / "aug.jsonl") == 1
+    assert [json.loads(line) for line in (tmp_path / "aug.jsonl").read_text().splitlines()] == [maths_row()]

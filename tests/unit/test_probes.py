@@ -266,6 +266,7 @@ def test_cross_validation_chooses_between_the_heads_by_out_of_fold_auc() -> None
     (ArbitrationSettings(), "fixed", 0.5),  # the default is the probe's operating point: the rule takes its own
     (ArbitrationSettings(fixed_threshold=0.2), "fixed", 0.2),
     (ArbitrationSettings(threshold="target_share", fixed_threshold=0.3), "target_share", 0.3),
+    (ArbitrationSettings(threshold="target_share"), "target_share", 0.5),  # starts at the rule's, not the probe's
 ])
 def test_the_rule_standing_in_for_a_stale_probe_takes_its_own_threshold_unless_one_is_configured(
         settings: ArbitrationSettings, kind: str, value: float) -> None:
@@ -277,6 +278,6 @@ def test_the_rule_standing_in_for_a_stale_probe_takes_its_own_threshold_unless_o
 
 
 def test_a_stale_probe_is_a_scorer_that_steps_aside() -> None:
-    from router.core.arbiters.scorers import ScorerStale
+    from router.core.arbiters.scorers import ScorerStaleError
 
-    assert issubclass(ProbeStaleError, ScorerStale)
+    assert issubclass(ProbeStaleError, ScorerStaleError)

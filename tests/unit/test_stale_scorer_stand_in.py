@@ -10,7 +10,7 @@ import pytest
 
 from router.core.arbiters import CascadeArbiter, StandIn
 from router.core.arbiters.features import Draft
-from router.core.arbiters.scorers import EdgeCalls, LogprobScorer, Score, ScorerError, ScorerStale
+from router.core.arbiters.scorers import EdgeCalls, LogprobScorer, Score, ScorerError, ScorerStaleError
 from router.core.arbiters.thresholds import FixedThreshold
 from router.core.engine import Backends, Router
 from router.core.fault_injection import FixedLatencyFaultInjectionBackend
@@ -52,7 +52,7 @@ class NeverKeeps(FixedThreshold):
 
 
 def stale() -> ScorerFaultInjection:
-    return ScorerFaultInjection(ScorerStale("trained on the base model alone"), name="probe v0009")
+    return ScorerFaultInjection(ScorerStaleError("trained on the base model alone"), name="probe v0009")
 
 
 @pytest.mark.parametrize("threshold, served_by", [(FixedThreshold(0.0), BackendKind.EDGE),
@@ -76,7 +76,7 @@ async def test_without_a_working_stand_in_a_stale_scorer_sends_the_request_to_th
     result = await answer(arbiter)
     assert result.served_by == BackendKind.CLOUD and result.decision.score is None
     if stand_in is None:
-        assert result.decision.scorer == "probe v0009" and "scorer probe v0009 failed (ScorerStale" in result.decision.reason
+        assert result.decision.scorer == "probe v0009" and "scorer probe v0009 failed (ScorerStaleError" in result.decision.reason
     else:
         assert result.decision.scorer == "faulty"
         assert "probe v0009 steps aside" in result.decision.reason and "scorer faulty failed" in result.decision.reason

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Optional, Sequence
 
 from router.core.arbiters.features import Draft
-from router.core.arbiters.scorers import Score, Scorer, ScorerStale
+from router.core.arbiters.scorers import Score, Scorer, ScorerStaleError
 from router.core.arbiters.thresholds import Threshold
 from router.core.modes.base import BackendCall, ModeContext, ModeEvent, ModeOutcome
 from router.domain.types import BackendKind, BackendRun, Decision, DraftDiscarded, TextDelta
@@ -116,7 +116,7 @@ class ScoringArbiter:
         scorer, threshold_of, stepped_aside = self.scorer, self.threshold, ""
         try:
             score = await scorer.score(draft, calls, max_tokens=ctx.params.max_tokens)
-        except ScorerStale as exc:
+        except ScorerStaleError as exc:
             if self.stand_in is None:
                 return self._failed(scorer, exc, threshold_of.current())
             self.logger.info("scorer stale; its stand-in scores", extra={"fields": {

@@ -42,7 +42,7 @@ class ScorerError(RuntimeError):
     """A scorer could not score this draft; the arbiter escalates and the decision says why."""
 
 
-class ScorerStale(ScorerError):
+class ScorerStaleError(ScorerError):
     """The scorer was trained on an edge that no longer runs (a probe read the states of the base model, and
     the edge now runs an adapter): its scores mean nothing. An arbiter with a stand-in scores with that one
     instead of escalating every request; the decision says why."""

@@ -6,11 +6,14 @@ checks them, so nothing the teacher cannot itself answer is kept:
 
 | task | the cloud is asked | kept when | the new example |
 |---|---|---|---|
-| maths (a step-by-step problem ending in '#### N') | to retell the problem in other words, numbers kept | its own solution of the retold problem ends in N | the retold problem, that solution |
+| maths (a step-by-step problem; its answer reaches N) | to retell the problem in other words, numbers kept | the retold problem keeps every number, and the cloud's own solution of it reaches N | the retold problem, that solution |
 | reading (a question about reference passages) | for another question about the same passages with the same answer | its answer to the new question matches the old answer (token F1 >= min_f1), a span of the passages | the new question, the old answer |
 
-Other examples are passed over (counted). Each question to the cloud is one `ask`: the door sends it to the
-daemon as a CLOUD_ONLY request, so it is priced, budgeted and recorded like any other request.
+"Reaches N": the answer's final number, as the bench scores GSM8K (router/domain/scoring.py: '#### N', else a boxed
+or last number). The cloud seldom writes '#### N' itself, and the plain training set is chosen by the same rule,
+so the two sets teach the same format. Other examples are passed over (counted). Each question to the cloud
+is one `ask`: the door sends it to the daemon as a CLOUD_ONLY request, so it is priced, budgeted and recorded
+like any other request.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from router.domain.errors import ErrorKind, RouterError
 from router.domain.scoring import final_number, normalize_answer, numbers_equal, token_f1
 
 MATHS = "maths"
@@ -43,8 +47,10 @@ Ask = Callable[[list[dict[str, str]], int, Optional[int]], str]  # (messages, ma
 Messages = list[dict[str, str]]
 
 
-class AugmentInputError(ValueError):
+class AugmentInputError(RouterError):
     """A training row that is not a chat example (messages ending in the assistant's answer)."""
+
+    kind = ErrorKind.INVALID_REQUEST
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,19 @@ class Example:
         return {"messages": [*self.messages, {"role": "assistant", "content": self.answer}]}
 
 
+def _contains_words(text: str, words: str) -> bool:
+    """Whether `words` occur in `text` as whole words, after SQuAD's normalisation ("art" is not in "party")."""
+    return f" {normalize_answer(words)} " in f" {normalize_answer(text)} "
+
+
 def task_of(example: Example) -> Optional[str]:
-    """maths, reading, or None (not an example this module knows how to rewrite)."""
+    """maths, reading, or None (not an example this module knows how to rewrite). A reading example whose
+    answer is not in its passages is None too: no new question about them can be checked against it."""
     if PASSAGES_MARK in example.user:
-        return READING if QUESTION_LINE.search(example.user) and example.answer.strip() else None
+        questions = list(QUESTION_LINE.finditer(example.user))
+        if not questions or not normalize_answer(example.answer):
+            return None
+        return READING if _contains_words(example.user[:questions[-1].start()], example.answer) else None
     if example.user.rstrip().endswith(MATHS_INSTRUCTION) and final_number(example.answer) is not None:
         return MATHS
     return None
@@ -125,9 +140,9 @@ def new_question_fault(passages: str, question: str, answer: str, new_question: 
         return "empty rewrite"
     if normalize_answer(new_question) == normalize_answer(question):
         return "the rewrite repeats the original"
-    if normalize_answer(answer) and normalize_answer(answer) in normalize_answer(new_question):
+    if _contains_words(new_question, answer):
         return "the new question gives the answer away"
-    if normalize_answer(answer) not in normalize_answer(passages):
+    if not _contains_words(passages, answer):
         return "the answer is not a span of the passages"
     return None
 

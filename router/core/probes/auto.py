@@ -22,10 +22,10 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator
 
 from router.core.arbiters.cascade import CascadeArbiter
-from router.core.arbiters.scorers import ScorerStale
+from router.core.arbiters.scorers import ScorerStaleError
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
 from router.core.probes.router import PrefillProbeRouter
 from router.domain.types import BackendKind, Decision, Mode
@@ -67,11 +67,11 @@ class AutoMode:
         try:
             state = await ctx.read_prompt_state()
             routed = await asyncio.to_thread(self.prefill.decide, messages, state)
-        except ScorerStale as exc:  # the edge's adapter changed under the probe: the cascade decides alone
+        except ScorerStaleError as exc:  # the edge's adapter changed under the probe: the cascade decides alone
             self.logger.info("prefill probe stale; the cascade decides", extra={"fields": {
                 "probe": self.prefill.name, "why": str(exc)}})
             why = f"AUTO: {self.prefill.name} steps aside ({exc})"
-            async for event in self._cascade(ctx, None, why, {"auto_route": ROUTE_CODES["cascade"]}):
+            async for event in self._cascade(ctx, why, {"auto_route": ROUTE_CODES["cascade"]}):
                 yield event
             return
         except Exception as exc:  # the probe or the prefill failed: as for PRE's router, the cloud answers
@@ -87,7 +87,7 @@ class AutoMode:
         why = (f"AUTO: {self.prefill.name} scored {routed.score:.3f} (cloud below {self.bands.cloud_below:.3f}, "
                f"edge alone at {self.bands.edge_above:.3f} and above)")
         if route == "cascade":
-            async for event in self._cascade(ctx, routed.score, why, features):
+            async for event in self._cascade(ctx, why, features):
                 yield event
             return
         backend = BackendKind.CLOUD if route == "cloud" else BackendKind.EDGE
@@ -108,8 +108,7 @@ class AutoMode:
         yield ModeOutcome(text=call.run.text, served_by=backend, decision=decision,
                           finish_reason=call.run.finish_reason)
 
-    async def _cascade(self, ctx: ModeContext, score: Optional[float], why: str,
-                       features: dict) -> AsyncIterator[ModeEvent]:
+    async def _cascade(self, ctx: ModeContext, why: str, features: dict) -> AsyncIterator[ModeEvent]:
         async for event in self.cascade.run(ctx):
             if isinstance(event, ModeOutcome):
                 judged = event.decision

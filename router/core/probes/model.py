@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from router.core.arbiters.learned import META_FILE, LearnedModel, LearnedModelError
-from router.core.arbiters.scorers import ScorerStale
+from router.core.arbiters.scorers import ScorerStaleError
 from router.core.probes.features import DRAFT_PROBE_FEATURE_NAMES, PREFILL_PROBE_FEATURE_NAMES
 
 DRAFT_PROBE_KIND = "draft_probe"      # the draft's state and features -> the gain of asking the cloud (POST)
@@ -33,7 +33,7 @@ class ProbeBindingError(LearnedModelError):
     """A probe trained for another edge model than the one this daemon runs."""
 
 
-class ProbeStaleError(ScorerStale):
+class ProbeStaleError(ScorerStaleError):
     """The edge runs with another LoRA adapter than the one the probe's states were read with: the states
     moved, so the probe's predictions mean nothing. Raised per decision (the adapter can change while the
     daemon runs); POST_ARBITRATION and AUTO then score with the default rule, and the decision says why."""
