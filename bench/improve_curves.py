@@ -254,6 +254,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines.append(f"| edge alone | {q['edge_before']:.3f} {_interval(q['edge_before_ci'])} | "
                  f"{q['edge_after']:.3f} {_interval(q['edge_after_ci'])} |")
     lines.append(f"| cloud alone | {q['cloud']:.3f} | {q['cloud']:.3f} |")
+    for dataset, (before, after) in summary["edge_by_dataset"].items():
+        lines.append(f"| edge alone, {dataset} only | {before:.3f} | {after:.3f} |")
     for scorer in summary["scorers"]:
         lines.append(f"| {scorer['scorer']}: share to match the cloud | {scorer['share_before']:.3f} | "
                      f"{scorer['share_after']:.3f} (difference {scorer['share_after'] - scorer['share_before']:+.3f} "
@@ -312,6 +314,8 @@ def run_compare(args: argparse.Namespace) -> int:
                     "edge_before_ci": quality_interval(edge_before, resamples=args.bootstrap, seed=args.seed),
                     "edge_after": float(edge_after.mean()),
                     "edge_after_ci": quality_interval(edge_after, resamples=args.bootstrap, seed=args.seed)},
+        "edge_by_dataset": {dataset: [float(np.mean([r["edge_quality"] for r in rows if r["dataset"] == dataset]))
+                                      for rows in (before, after)] for dataset in sorted(counts)},
         "scorers": [{"scorer": p.scorer, "share_before": p.share_before, "share_after": p.share_after,
                      "difference_ci": p.difference_interval,
                      "quality_at": {f"{share:.1f}": [quality_at(p.before, share), quality_at(p.after, share)]
