@@ -10,6 +10,8 @@ that scored well against the gold answers (`--min-f1`; for maths, a right final 
 with the prompt the edge sees in the mode it will serve:
 - reading: EDGE_RAG_CLOUD_INFO's reader prompt (router/core/modes/rag_prompt.py), built by the mode's own
   functions around the item's passage, focused to `info.focus_sentences` sentences as the mode does;
+- passage: SQuAD with its passage in the bench's span prompt, as the arbitration corpus's mixed workload asks
+  it of POST_ARBITRATION (what `improve` would find in a ledger of that traffic);
 - maths: the bench's step-by-step prompt, as EDGE_ONLY and the cascades send it.
 
 Only the corpus's train split is used for training (bench/datasets.py `split_of`: by article for SQuAD, so
@@ -33,7 +35,10 @@ from router.domain.config import InfoSettings
 from router.domain.types import Passage
 
 CORPUS = Path(__file__).resolve().parent / "results" / "corpus" / "results.jsonl"
-TASK_DATASET = {"reading": SQUAD_PASSAGE, "maths": GSM8K}
+# reading: SQuAD in EDGE_RAG_CLOUD_INFO's prompt; passage: SQuAD asked with its passage, as POST_ARBITRATION's
+# mixed workload asks it (bench/corpus/README.md); maths: GSM8K.
+TASK_DATASET = {"reading": SQUAD_PASSAGE, "passage": SQUAD_PASSAGE, "maths": GSM8K}
+PLAIN_PROMPT_TASKS = ("maths", "passage")  # asked as the bench asks them (bench/datasets.py build_messages)
 
 
 def corpus_rows(path: Path = CORPUS) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -68,7 +73,7 @@ def examples(task: str, items: Sequence[BenchItem], rows: Mapping[tuple[str, str
         good = row.get("cloud_correct") if task == "maths" else (row.get("cloud_f1") or 0.0) >= min_f1
         if not good or not str(row["cloud_text"]).strip():
             continue
-        prompt = (build_messages(item) if task == "maths"
+        prompt = (build_messages(item) if task in PLAIN_PROMPT_TASKS
                   else reading_prompt(item, info.focus_sentences, info.answer_style == "span"))
         yield {"messages": [*prompt, {"role": "assistant", "content": str(row["cloud_text"]).strip()}]}
 

@@ -40,3 +40,16 @@ def test_unlabelled_items_come_from_the_split_only_and_after_the_labelled_ones()
                   examples("maths", items, rows, split="train", min_f1=0.8, info=InfoSettings())}
     assert trained_on and not trained_on & {build_messages(item)[1]["content"]
                                             for item in items if item.item_id in ids}
+
+
+def test_passage_examples_are_asked_as_the_mixed_workload_asks_them_and_come_from_the_train_split_only():
+    from bench.datasets import SQUAD_PASSAGE
+
+    items = [BenchItem(SQUAD_PASSAGE, f"q{n}", f"Who came {n}th?", ("Ada",), f"Ada came {n}th in race {n}.", "text",
+                       group=f"squad:Article {n}") for n in range(40)]
+    rows = {(SQUAD_PASSAGE, item.item_id): {"cloud_text": "Ada", "cloud_f1": 1.0} for item in items}
+    trained = list(examples("passage", items, rows, split="train", min_f1=0.8, info=InfoSettings()))
+    train = [item for item in items if split_of(item) == "train"]
+    assert 0 < len(trained) == len(train) < len(items)
+    assert [example["messages"][:-1] for example in trained] == [build_messages(item) for item in train]
+    assert all(example["messages"][-1] == {"role": "assistant", "content": "Ada"} for example in trained)
