@@ -2,6 +2,7 @@
 
     python -m bench.finetune_data --task reading --out bench/out/finetune/reading.jsonl
     python -m bench.finetune_data --task maths --out bench/out/finetune/maths.jsonl
+    python -m bench.finetune_data --task passage --out bench/out/finetune/passage.jsonl
     python -m bench.finetune_data --task reading --split test --eval-out bench/out/finetune/reading-test.jsonl
     python -m bench.finetune_data --task maths --split test --unlabelled 11 --eval-out bench/out/finetune/maths-test.jsonl
 
