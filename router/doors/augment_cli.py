@@ -4,8 +4,8 @@ Every question goes to a running daemon as a CLOUD_ONLY request from the caller'
 authorised, priced, budgeted and recorded in the ledger like any other request (metadata
 `purpose=augment`). The run is resumable: each (example, variant) pair's outcome is appended to
 OUT.progress.jsonl as soon as it is known, with what the cloud wrote and the new example when one was kept
-(a refused rewrite stays there, to be read), and OUT is written
-from that file at the end of every run. Rerun the same command after a stop and the pairs already done are
+(a refused rewrite stays there, to be read), and OUT is rewritten from that file after each example and at
+the end of every run. Rerun the same command after a stop and the pairs already done are
 skipped; a pair the daemon refused is asked again. A refusal that concerns one request (too long for the
 cloud) is recorded and the run goes on; one that concerns every request (the budget spent, no permission, the
 daemon gone, the same refusal five times in a row, an answer the edge wrote in the cloud's place) stops it.
@@ -171,6 +171,8 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
                     if len(refusals) >= max_repeated_refusals and len(set(refusals)) == 1:
                         raise RepeatedRefusalError(f"the daemon refused {len(refusals)} requests in a row: "
                                                    f"{refusals[-1]}")
+                if outcomes:  # OUT follows the progress example by example: a killed run leaves it current
+                    write_kept(read_progress(progress), out)
                 log(f"{index + 1}/{len(rows)}: " + ", ".join(f"{r} {n}" for r, n in sorted(outcomes.items())))
     finally:
         write_kept(read_progress(progress), out)
