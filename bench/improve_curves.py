@@ -37,12 +37,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.arbitration import (MIXED, CorpusError, Row, ScoreFunction, build_subsets, costs_by_part, cost_to_reach,
-                               escalation_curve, graded_quality, load_corpus, split_rows, text_features)
+from bench.arbitration import (CONFIDENCE, MIXED, CorpusError, Row, ScoreFunction, build_subsets, costs_by_part,
+                               cost_to_reach, escalation_curve, graded_quality, load_corpus, percentile_interval,
+                               split_rows, text_features)
 from bench.datasets import DEFAULT_PATHS, GSM8K, SQUAD_PASSAGE, load_dataset
 from bench.portable import shown_command, shown_path
 from bench.runner import RESULTS_FILE, latest_records, load_records
-from bench.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE
+from bench.summary import BOOTSTRAP_RESAMPLES
 from router.core.arbiters.scorers import logprob_score, task_score_from_features
 
 # PGR 1: the cascade's mean quality equals the cloud's (less a rounding error: F1s summed in another order)
@@ -178,8 +179,7 @@ def paired_share_interval(before: tuple[np.ndarray, np.ndarray], after: tuple[np
         picked = rng.integers(0, n, size=n)
         differences.append(share_to_match_cloud(after[0][picked], after[1][picked], cloud[picked])
                            - share_to_match_cloud(before[0][picked], before[1][picked], cloud[picked]))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return [float(np.percentile(differences, tail)), float(np.percentile(differences, 100 - tail))]
+    return percentile_interval(differences)
 
 
 def compare(before: Sequence[Row], after: Sequence[Row], *, resamples: int, seed: int,
@@ -207,8 +207,7 @@ def compare(before: Sequence[Row], after: Sequence[Row], *, resamples: int, seed
 def quality_interval(values: np.ndarray, *, resamples: int, seed: int) -> list[float]:
     rng = np.random.default_rng(seed)
     means = [float(values[rng.integers(0, len(values), size=len(values))].mean()) for _ in range(resamples)]
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+    return percentile_interval(means)
 
 
 # ================================================================ the report

@@ -140,8 +140,8 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
     """Augments every (row, variant) pair without an outcome in OUT's progress yet (a pair the daemon refused
     is asked again); returns the outcomes of this run."""
     progress = progress_path(out)
-    done = {pair for pair, record in latest_outcomes(read_progress(progress)).items()
-            if not str(record["reason"]).startswith(REFUSED)}
+    latest = latest_outcomes(read_progress(progress))  # kept current below, so the file is read once
+    done = {pair for pair, record in latest.items() if not str(record["reason"]).startswith(REFUSED)}
     outcomes: Counter = Counter()
     refusals: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +150,7 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
         with open(progress, "a", encoding="utf-8") as handle:
             for index, row in enumerate(rows):
                 key = row_key(row)
+                kept_any = False
                 for variant in range(variants):
                     if (key, variant) in done:
                         continue
@@ -161,21 +162,23 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
                         reason, kept, rewrite = f"{REFUSED}{exc}", None, ""
                         refusals.append(str(exc))
                     spent, request_ids = asker.take()
-                    handle.write(json.dumps({"key": key, "variant": variant, "source_line": index + 1,
-                                             "reason": reason, "usd": spent, "request_ids": request_ids,
-                                             "min_f1": min_f1, "rewrite": rewrite, "row": kept},
-                                            ensure_ascii=False) + "\n")
+                    record = {"key": key, "variant": variant, "source_line": index + 1, "reason": reason,
+                              "usd": spent, "request_ids": request_ids, "min_f1": min_f1, "rewrite": rewrite,
+                              "row": kept}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
+                    latest[(key, variant)] = record
                     done.add((key, variant))
                     outcomes[reason] += 1
+                    kept_any = kept_any or kept is not None
                     if len(refusals) >= max_repeated_refusals and len(set(refusals)) == 1:
                         raise RepeatedRefusalError(f"the daemon refused {len(refusals)} requests in a row: "
                                                    f"{refusals[-1]}")
-                if outcomes:  # OUT follows the progress example by example: a killed run leaves it current
-                    write_kept(read_progress(progress), out)
+                if kept_any:  # OUT follows the progress example by example: a killed run leaves it current
+                    write_kept(list(latest.values()), out)
                 log(f"{index + 1}/{len(rows)}: " + ", ".join(f"{r} {n}" for r, n in sorted(outcomes.items())))
     finally:
-        write_kept(read_progress(progress), out)
+        write_kept(list(latest.values()), out)
     return outcomes
 
 
