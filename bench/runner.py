@@ -26,6 +26,8 @@ from bench.run_meta import RunMetaError
 from router.assembly.grpc_channels import ChannelTrust
 from router.client import AsyncRouterClient
 from router.domain.errors import RouterError
+# The results file is JSON Lines that a killed run may leave torn: read and mended by the product's own helpers.
+from router.domain.jsonl import cut_torn_tail, read_records as load_records
 from router.domain.scoring import score_answer
 from router.domain.types import BackendKind, GenerateResult, Mode
 
@@ -54,22 +56,6 @@ def record_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
     return (record["dataset"], record["item_id"], record["mode"])
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
-    """The records already written; a torn last line (the run was killed mid-write) is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    # split on "\n" only: splitlines() also breaks at U+2028 and U+0085, which model text may hold unescaped
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def refuse_other_questions_under_the_same_ids(items: Sequence[BenchItem], out_dir: Path) -> None:
     """Another file of the same kind (gsm8k:test.jsonl against the shared train set) reuses ids; its
     items must not be skipped as done on the strength of someone else's answers. Called before a run
@@ -81,16 +67,6 @@ def refuse_other_questions_under_the_same_ids(items: Sequence[BenchItem], out_di
         if expected is not None and record.get("question") != expected:
             raise RunMetaError(f"{path} holds another question under {record['dataset']}/{record['item_id']}: "
                                "the data file is not the one this run started with; give a new --out")
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a half-written last record (a kill mid-write) so the next record starts on a line of its own."""
-    if not path.exists():
-        return
-    with open(path, "rb+") as results:
-        data = results.read()
-        if data and not data.endswith(b"\n"):
-            results.truncate(data.rfind(b"\n") + 1)
 
 
 def latest_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -233,7 +209,7 @@ async def run(plan: RunPlan, target: str, trust: Optional[ChannelTrust] = None) 
     semaphore = asyncio.Semaphore(plan.concurrency)
     run_token = uuid.uuid4().hex[:12]
     progress = _Progress(tqdm(total=len(todo), desc="bench", unit="req", dynamic_ncols=True))
-    _drop_torn_tail(path)
+    cut_torn_tail(path)
     with open(path, "a", encoding="utf-8") as results:
         trust = trust or ChannelTrust()
         async with AsyncRouterClient(target, timeout_s=plan.request_timeout_s, token=trust.token,

@@ -144,7 +144,9 @@ def _read_markdown(path: Path) -> Iterator[Document]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Document]:
-    for number, line in enumerate(_read(path).splitlines(), start=1):
+    # "\n" alone ends a line: str.splitlines() would also split at U+2028 and U+0085, which JSON leaves
+    # unescaped inside a string and web text holds.
+    for number, line in enumerate(_read(path).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"

@@ -180,7 +180,11 @@ class IndexDirectory:
         except UnicodeDecodeError as exc:
             raise _corrupt(self.path, name, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
         chunks = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # "\n" alone ends a record: the chunks are written unescaped, and their text may hold U+2028 or U+0085,
+        # where str.splitlines() would also split.
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line:
+                continue
             try:
                 chunks.append(StoredChunk.from_json(json.loads(line)))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

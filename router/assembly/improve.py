@@ -158,8 +158,9 @@ class ImproveRun:
             stale.append("the draft probe: steps aside for the default rule on the new edge (POST and AUTO's "
                          "cascade); retrain it with train-probe on states read with the adapter")
         if routing.decide_at == "prefill" or routing.probe_dir is not None:
-            stale.append("the prefill probe: refuses the new edge (PRE at prefill escalates; AUTO lets its cascade "
-                         "decide)")
+            stale.append("the prefill probe: refuses the new edge (PRE at prefill routes by the request's text, as "
+                         "under decide_at = request; AUTO lets its cascade decide); retrain it with train-probe --at "
+                         "prefill on states read with the adapter")
         if arbitration.scorer == "learned":
             stale.append(f"the learned arbiter ({arbitration.model_dir}): trained on the old edge's answers; "
                          "retrain with train-arbiter --ledger --since <the install> once traffic has been graded")

@@ -73,9 +73,17 @@ def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
                 settings.probe_dir, edge or EdgeModelIdentity(EdgeSettings(), cache)))
         except LearnedModelError as exc:
             raise ConfigError(f"routing.decide_at = prefill: {exc}; or set routing.decide_at = request") from exc
-        return PreArbitrationMode(RouterSlot(Routing(router, build_threshold(settings))))
+        # While the probe is stale (the edge runs another adapter than it was trained with), the request's text
+        # decides, as under decide_at = request: sending every request to the cloud would be the dearest answer.
+        return PreArbitrationMode(RouterSlot(Routing(router, build_threshold(settings))),
+                                  stand_in=request_routing(settings, cache, logger))
+    return PreArbitrationMode(RouterSlot(request_routing(settings, cache, logger)))
+
+
+def request_routing(settings: RoutingSettings, cache: ModelCache, logger: Optional[logging.Logger] = None) -> Routing:
+    """decide_at = request's routing: the trained router (model_dir), else the default rule, at its threshold."""
     router = build_request_router(settings, cache)
-    return PreArbitrationMode(RouterSlot(Routing(router, build_routing_threshold(settings, router, logger))))
+    return Routing(router, build_routing_threshold(settings, router, logger))
 
 
 def load_routing_or_refuse(model_dir: Path, settings: RoutingSettings, cache: ModelCache,

@@ -309,7 +309,8 @@ class RoutingSettings(_ThresholdKeys):
         "request", description="request: the router (model_dir, else the default rule) decides from the request's "
         "text before the edge runs. prefill: the prefill probe (probe_dir) decides from the edge's hidden state "
         "after the edge has read the prompt; a request it keeps reuses that prefill, one it sends to the cloud "
-        "has paid for it.")
+        "has paid for it. While that probe is stale (the edge runs another adapter than it was trained with), the "
+        "request's text decides, as under request.")
     probe_dir: Optional[Path] = Field(None, description="decide_at = prefill (and AUTO): a prefill probe, the vNNNN "
                                       "directory that `hybrid-router train-probe --at prefill` wrote for this edge "
                                       "model. Unset: the probe shipped for the default edge model. Unusable (another "

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 from router.core.learning.augment import DEFAULT_MIN_F1, AugmentInputError, Example, augment, row_key, source_rows
 from router.domain.errors import ErrorKind, InvalidRequestError, RouterError
 from router.domain.types import BackendKind
+from router.domain.jsonl import cut_torn_tail, read_records, split_lines
 
 EXIT_OK, EXIT_ERROR = 0, 1
 PROGRESS_SUFFIX = ".progress.jsonl"
@@ -56,32 +57,9 @@ def progress_path(out: Path) -> Path:
     return out.with_name(out.name + PROGRESS_SUFFIX)
 
 
-def read_progress(path: Path) -> list[dict[str, Any]]:
-    """The outcomes recorded so far; a torn last line (the process stopped mid-write) is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def latest_outcomes(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     """The last record of each (example, variant): a refusal retried later is replaced by its retry."""
     return {(record["key"], record["variant"]): record for record in records}
-
-
-def cut_torn_tail(path: Path) -> None:
-    """Drops a last line a stopped process left without its newline, so the next record starts a line."""
-    if not path.exists():
-        return
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def write_kept(records: list[dict[str, Any]], out: Path) -> int:
@@ -140,7 +118,7 @@ def run_augment(rows: list[dict[str, Any]], asker: CloudAsker, *, out: Path, var
     """Augments every (row, variant) pair without an outcome in OUT's progress yet (a pair the daemon refused
     is asked again); returns the outcomes of this run."""
     progress = progress_path(out)
-    latest = latest_outcomes(read_progress(progress))  # kept current below, so the file is read once
+    latest = latest_outcomes(read_records(progress))  # kept current below, so the file is read once
     done = {pair for pair, record in latest.items() if not str(record["reason"]).startswith(REFUSED)}
     outcomes: Counter = Counter()
     refusals: list[str] = []
@@ -193,7 +171,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     settings = _settings(args)
     target = args.target or settings.server.listen
     try:
-        rows = source_rows(args.data.read_text(encoding="utf-8").splitlines())
+        rows = source_rows(split_lines(args.data.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, AugmentInputError) as exc:
         print(f"hybrid-router augment: {args.data}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -206,7 +184,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
         print(f"hybrid-router augment: stopped ({type(exc).__name__}: {exc}); what was done is kept in "
               f"{progress_path(args.out)}: run the same command again to go on", file=sys.stderr)
         return EXIT_ERROR
-    records = read_progress(progress_path(args.out))
+    records = read_records(progress_path(args.out))
     latest = latest_outcomes(records).values()
     summary = {"examples": len(rows), "variants": args.variants, "this_run": dict(outcomes),
                "all_runs": dict(Counter(record["reason"] for record in latest)),

@@ -13,7 +13,8 @@ import pytest
 from router.client import RouterClient
 from router.core.learning.augment import (MATHS_INSTRUCTION, READING, Example, new_question_fault,
                                           retold_problem_fault, solution_fault, task_of)
-from router.doors.augment_cli import CloudAsker, progress_path, read_progress, run_augment
+from router.domain.jsonl import read_records
+from router.doors.augment_cli import CloudAsker, progress_path, run_augment
 from tests.conftest import ServerThread, make_settings
 from tests.unit.test_learning_augment import maths_row, reading_row
 
@@ -33,7 +34,7 @@ def test_augment_asks_the_cloud_through_the_daemon_records_every_request_and_res
                                 log=lambda line: None)
     finally:
         server.stop()
-    records = read_progress(progress_path(out))
+    records = read_records(progress_path(out))
     assert sum(first.values()) == 2 and sum(again.values()) == 0  # the rerun found both pairs done
     assert [record["source_line"] for record in records] == [1, 2]
     asked = [request_id for record in records for request_id in record["request_ids"]]

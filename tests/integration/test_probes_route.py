@@ -198,3 +198,25 @@ async def test_probes_trained_on_the_base_model_step_aside_for_the_rule_on_an_ed
     if mode == Mode.AUTO:
         assert decision.threshold_kind == "auto:cascade:fixed" and decision.features["auto_route"] == 1.0
         assert f"prefill probe {probes[PREFILL_PROBE_KIND].name} steps aside" in decision.reason
+
+
+async def test_a_stale_prefill_probe_hands_pre_to_the_request_router(
+        probes: dict[str, Path], adapter_file: Path, smollm_edge: LlamaBackend, standin: StandinServer,
+        tmp_path: Path) -> None:
+    """PRE at prefill with a probe trained on the base model, on an edge running an adapter: the routing that
+    decide_at = request would use decides (here the default rule at the configured threshold, 0: keep), where
+    before every request went to the cloud. The prefill the probe asked for is still a priced run."""
+    await smollm_edge.use_adapter(adapter_file, name="v0007")
+    try:
+        result = await answer(standin, smollm_edge, tmp_path, Mode.PRE_ARBITRATION,
+                              routing=RoutingSettings(decide_at="prefill", probe_dir=probes[PREFILL_PROBE_KIND],
+                                                      threshold="fixed", fixed_threshold=0.0))
+    finally:
+        await smollm_edge.use_adapter(None)
+    decision = result.decision
+    assert result.served_by == BackendKind.EDGE and not decision.escalated and decision.threshold == 0.0
+    assert decision.scorer == "rule (no trained router: routing.model_dir is unset)"
+    assert decision.reason.startswith(f"prefill probe {probes[PREFILL_PROBE_KIND].name} steps aside")
+    assert "the edge now runs the adapter" in decision.reason
+    assert purposes(result) == [(BackendKind.EDGE, RunPurpose.PREFILL), (BackendKind.EDGE, RunPurpose.ANSWER)]
+    assert all(run.model == f"{TEST_MODEL}+lora:v0007" and run.cost_usd > 0 for run in result.runs)

@@ -5,7 +5,7 @@ import pytest
 
 from bench.datasets import BenchItem
 from bench.run_meta import RunMetaError
-from bench.runner import (_drop_torn_tail, latest_records, load_records, refuse_other_questions_under_the_same_ids,
+from bench.runner import (cut_torn_tail, latest_records, load_records, refuse_other_questions_under_the_same_ids,
                           request_id_for, rescore, write_records)
 from router.domain.types import Mode
 from router.domain.validation import validate_request_id
@@ -19,7 +19,7 @@ def record(item_id, text="", correct=False, f1=None, error=None, dataset="gsm8k"
 def test_a_torn_last_line_is_cut_before_the_next_record_is_appended(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps(record("a")) + "\n" + '{"dataset": "gsm8k", "item_id": "b", "mo')
-    _drop_torn_tail(path)
+    cut_torn_tail(path)
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(record("b")) + "\n")
     assert [r["item_id"] for r in load_records(path)] == ["a", "b"]
@@ -29,7 +29,7 @@ def test_a_complete_file_is_left_alone(tmp_path):
     path = tmp_path / "results.jsonl"
     content = json.dumps(record("a")) + "\n"
     path.write_text(content)
-    _drop_torn_tail(path)
+    cut_torn_tail(path)
     assert path.read_text() == content
 
 

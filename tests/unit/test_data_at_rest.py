@@ -119,3 +119,13 @@ def test_an_info_index_opened_in_a_new_directory_creates_it_0700(tmp_path: Path)
     assert {f.name: mode(f) for f in (tmp_path / "srv" / "info").iterdir()} == {
         f.name: 0o600 for f in (tmp_path / "srv" / "info").iterdir()}
     index.close()
+
+
+def test_a_chunk_holding_unicode_line_separators_loads_back(tmp_path: Path) -> None:
+    """Chunks are stored as unescaped JSON Lines: a chunk text with U+2028 was split on reload and the whole index
+    called corrupt."""
+    chunk = StoredChunk("doc", 0, "Line one\u2028line two\x85three.", 0, 24, {}, ("hr",), 1)
+    vectors = np.ones((1, 4), dtype=np.float32)
+    directory = IndexDirectory(tmp_path / "index")
+    directory.save(Snapshot(IndexShape(dim=4, chunk_tokens=40, chunk_overlap_tokens=8), (chunk,), vectors, vectors))
+    assert list(IndexDirectory(tmp_path / "index").load().chunks) == [chunk]

@@ -43,6 +43,15 @@ def test_jsonl_reads_metadata_and_groups(tmp_path: Path) -> None:
     assert b.metadata == {"team": "hr"} and set(b.groups) == {"hr", "admin"}
 
 
+def test_a_jsonl_document_holding_unicode_line_separators_is_one_document(tmp_path: Path) -> None:
+    """JSON leaves U+2028 and U+0085 unescaped in strings, and web text holds them: str.splitlines() split the
+    line there and the file was refused as "not JSON"."""
+    text = "First line\u2028second line\x85third."
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert list(read_documents(path, "jsonl")) == [Document("a", text)]
+
+
 @pytest.mark.parametrize("bad_line, hint", [
     ("{not json", "not JSON"),
     (json.dumps({"text": "no id"}), "string \"id\""),

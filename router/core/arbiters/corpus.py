@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from router.domain.jsonl import split_lines
+
 
 class TrainingError(Exception):
     """Training refused or failed; the message says which input is wrong and how to fix it."""
@@ -41,7 +43,7 @@ class CorpusRow:
 def read_corpus(path: Path) -> list[CorpusRow]:
     rows = []
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = split_lines(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise TrainingError(f"cannot read the corpus {path}: {exc}; write it with the bench's arbitration "
                             "export (bench/arbitration.py)") from None
