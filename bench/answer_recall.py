@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
 from cloud.info.store import IndexDirectory
+from router.domain.jsonl import split_lines
 from router.domain.scoring import normalize_answer
 
 KS = (1, 3)
@@ -57,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("run", type=Path, help="a bench --out directory (its results.jsonl)")
     parser.add_argument("--index", type=Path, required=True, help="the Info index directory the run used")
     args = parser.parse_args(argv)
-    records = [json.loads(line) for line in (args.run / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in split_lines((args.run / "results.jsonl").read_text(encoding="utf-8")) if line.strip()]
     retrieval_modes = {r["mode"] for r in records if r.get("retrieved_ids")}
     table = recall_by_mode((r for r in records if r["mode"] in retrieval_modes), passage_texts(args.index))
     lines = ["# Retrieval recall: does a retrieved passage contain a gold answer?", "",

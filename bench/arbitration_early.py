@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from router.core.arbiters.features import EARLY_LEVELS, early_feature_name
+from router.domain.jsonl import split_lines
 
 Record = Mapping[str, Any]
 
 
 def early_records(path: Path) -> list[Record]:
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in split_lines(path.read_text(encoding="utf-8")) if line.strip()]
     return [r for r in records if "early_window_min" in ((r.get("decision") or {}).get("features") or {})]
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from router.client import RouterClient
 from router.doors.launcher import LocalDaemon
+from router.domain.jsonl import split_lines
 from router.domain.types import Mode
 from bench.portable import shown_command, shown_path
 
@@ -32,7 +33,7 @@ DECIDE_TARGET_MS = 5.0
 
 
 def held_out_requests(corpus: Path, limit: int, seed: int) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in split_lines(corpus.read_text(encoding="utf-8")) if line.strip()]
     rows = [row for row in rows if row["split"] == "test" and row.get("text")]
     order = np.random.default_rng(seed).permutation(len(rows))  # both tasks mixed, as traffic comes
     return [rows[i] for i in order[:limit]]

@@ -137,7 +137,8 @@ class Daemon:
         """PRE_ARBITRATION's router from `model_dir` (default: routing.model_dir), with its own threshold,
         in place of the one in use; requests in flight finish on the old one. Reloads run one at a time,
         so the last asked for is the one that stays. Returns (previous name, new name). A model that
-        cannot be used raises RouterModelRefusedError and nothing changes."""
+        cannot be used raises RouterModelRefusedError and nothing changes. Under routing.decide_at = prefill
+        the prefill probe stays: the reload replaces the router that decides while the probe is stale."""
         directory = model_dir
         if directory is None and self.settings.routing.model_dir is not None:
             # The daemon's own setting: resolved as start-up resolved it (its home, its working directory).
@@ -148,11 +149,12 @@ class Daemon:
         handler = self.router.modes.get(Mode.PRE_ARBITRATION)
         if not isinstance(handler, PreArbitrationMode):
             raise RouterModelRefusedError("this daemon runs no PRE_ARBITRATION router to reload")
+        slot = handler.stand_in if handler.stand_in is not None else handler.slot
         async with self._reloading:
             # The load (onnxruntime, the encoder) runs in a thread; only the swap is on the event loop.
             new = await asyncio.to_thread(load_routing_or_refuse, Path(directory), self.settings.routing,
-                                          self.model_cache, handler.slot.current.router)
-            previous = handler.slot.swap(new)
+                                          self.model_cache, slot.current.router)
+            previous = slot.swap(new)
         self.logger.info("router reloaded", extra={"fields": {"previous": previous.router.name,
                                                                "new": new.router.name}})
         return previous.router.name, new.router.name

@@ -76,7 +76,7 @@ def build_pre_arbitration(settings: RoutingSettings, cache: ModelCache,
         # While the probe is stale (the edge runs another adapter than it was trained with), the request's text
         # decides, as under decide_at = request: sending every request to the cloud would be the dearest answer.
         return PreArbitrationMode(RouterSlot(Routing(router, build_threshold(settings))),
-                                  stand_in=request_routing(settings, cache, logger))
+                                  stand_in=RouterSlot(request_routing(settings, cache, logger)))
     return PreArbitrationMode(RouterSlot(request_routing(settings, cache, logger)))
 
 

@@ -26,12 +26,14 @@ def read_records(path: Path) -> list[Any]:
     if not path.exists():
         return []
     records = []
-    for line in split_lines(path.read_text(encoding="utf-8")):
+    # Split as bytes: a write cut inside a multi-byte character leaves a tail that is not UTF-8, and only that
+    # line may be lost (b"\n" never occurs inside a UTF-8 sequence).
+    for line in path.read_bytes().split(b"\n"):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
     return records
 

@@ -22,8 +22,8 @@ from typing import Any, Callable, Optional
 
 from router.core.learning.augment import DEFAULT_MIN_F1, AugmentInputError, Example, augment, row_key, source_rows
 from router.domain.errors import ErrorKind, InvalidRequestError, RouterError
-from router.domain.types import BackendKind
 from router.domain.jsonl import cut_torn_tail, read_records, split_lines
+from router.domain.types import BackendKind
 
 EXIT_OK, EXIT_ERROR = 0, 1
 PROGRESS_SUFFIX = ".progress.jsonl"

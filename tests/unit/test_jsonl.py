@@ -3,7 +3,9 @@ import json
 
 from router.domain.jsonl import cut_torn_tail, read_records, split_lines
 
-UNUSUAL_BREAKS = "line\u2028separator\u2029paragraph\x85next\x0bvertical\x0cfeed\x1cfile"
+# The breaks str.splitlines() honours that json.dumps(ensure_ascii=False) leaves unescaped (it escapes \\x0b, \\x0c and
+# \\x1c as control characters).
+UNUSUAL_BREAKS = "line\u2028separator\u2029paragraph\x85next"
 
 
 def test_unicode_line_boundaries_inside_a_record_do_not_split_it():
@@ -31,3 +33,12 @@ def test_a_missing_file_has_no_records_and_nothing_to_cut(tmp_path):
     assert read_records(tmp_path / "absent.jsonl") == []
     cut_torn_tail(tmp_path / "absent.jsonl")
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_a_tail_cut_inside_a_multi_byte_character_costs_only_that_line(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    whole = json.dumps({"text": "a"}) + "\n"
+    path.write_bytes(whole.encode() + json.dumps({"text": "caf\u00e9"}, ensure_ascii=False).encode()[:-3])
+    assert read_records(path) == [{"text": "a"}]
+    cut_torn_tail(path)
+    assert path.read_text(encoding="utf-8") == whole

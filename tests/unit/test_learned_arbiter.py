@@ -115,7 +115,6 @@ def test_a_broken_corpus_line_is_named(tmp_path: Path) -> None:
         train_arbiter(tmp_path / "absent.jsonl", tmp_path / "out")
 
 
-
 def test_a_corpus_text_holding_unicode_line_separators_is_one_row(corpus: Path, tmp_path: Path) -> None:
     """The corpus is written unescaped, and a question may hold U+2028: the line stays one row."""
     record = json.loads(corpus.read_text(encoding="utf-8").split("\n")[0])
@@ -123,6 +122,7 @@ def test_a_corpus_text_holding_unicode_line_separators_is_one_row(corpus: Path, 
     odd = tmp_path / "odd.jsonl"
     odd.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     assert [row.text for row in read_corpus(odd)] == ["How many apples\u2028does Tom have?"]
+
 
 def test_train_arbiter_cli_prints_the_new_directory(corpus: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,3 +174,24 @@ def test_train_router_cli_prints_the_new_version(corpus: Path, tmp_path: Path,  
     assert cli_main(["train-router", "--corpus", str(corpus), "--out", str(tmp_path), "--features-only"]) == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed == tmp_path / "v0001" and json.loads((printed / META_FILE).read_text())["kind"] == "router"
+
+
+async def test_under_decide_at_prefill_a_reload_replaces_the_stand_in_and_the_probe_stays(
+        router_artifact: Path, tmp_path: Path) -> None:
+    """The prefill probe decides; the trained router stands in while the probe is stale. A reload brings a new
+    stand-in: before, it put a text router in the probe's place, and PRE silently decided at request."""
+    from router.assembly.daemon import Daemon
+
+    settings = load_settings(None, {"HYBRID_ROUTER_ROUTING__DECIDE_AT": "prefill",
+                                    "HYBRID_ROUTER_ROUTING__MODEL_DIR": str(router_artifact),
+                                    "HYBRID_ROUTER_ROUTING__THRESHOLD": "fixed",
+                                    "HYBRID_ROUTER_MODELS__CACHE_DIR": str(tmp_path / "cache"),
+                                    "HYBRID_ROUTER_LEDGER__ENABLED": "false", "HYBRID_ROUTER_INFO__SERVICE": "off"})
+    daemon = Daemon(settings)
+    handler = daemon.router.modes[Mode.PRE_ARBITRATION]
+    probe = handler.slot.current.router
+    assert probe.name.startswith("prefill probe ") and handler.stand_in is not None
+    stand_in = handler.stand_in.current
+    name = f"router {router_artifact.name}"
+    assert await daemon.reload_router() == (name, name)
+    assert handler.slot.current.router is probe and handler.stand_in.current is not stand_in

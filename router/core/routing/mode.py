@@ -8,7 +8,7 @@ from typing import AsyncIterator, Optional
 
 from router.core.arbiters.scorers import ScorerStaleError
 from router.core.modes.base import ModeContext, ModeEvent, ModeOutcome
-from router.core.routing.model import RequestRouter, RouteDecision, RouterSlot, Routing
+from router.core.routing.model import RequestRouter, RouteDecision, RouterSlot
 from router.domain.types import BackendKind, Decision, Mode
 
 
@@ -16,8 +16,9 @@ from router.domain.types import BackendKind, Decision, Mode
 class PreArbitrationMode:
     slot: RouterSlot
     # What decides while the router refuses as stale (a prefill probe trained with another adapter on the edge):
-    # the routing decide_at = request would use. None: a stale router fails like any other, and the cloud answers.
-    stand_in: Optional[Routing] = None
+    # the routing decide_at = request would use, in a slot of its own so a reload replaces it and leaves the probe.
+    # None: a stale router fails like any other, and the cloud answers.
+    stand_in: Optional[RouterSlot] = None
     mode: Mode = Mode.PRE_ARBITRATION
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hybrid_router.routing"))
 
@@ -33,10 +34,11 @@ class PreArbitrationMode:
             except ScorerStaleError as exc:
                 if self.stand_in is None:
                     raise
+                stand_in = self.stand_in.current
                 self.logger.info("router stale; its stand-in decides", extra={"fields": {
-                    "router": router.name, "stand_in": self.stand_in.router.name, "why": str(exc)}})
+                    "router": router.name, "stand_in": stand_in.router.name, "why": str(exc)}})
                 stale_note = f"{router.name} steps aside ({exc}); "
-                router, judged_by = self.stand_in.router, self.stand_in.threshold
+                router, judged_by = stand_in.router, stand_in.threshold
                 threshold = judged_by.current()
                 routed = await self._route(ctx, router, messages)
         except Exception as exc:  # any router failure (model, encoder, the edge's prefill): the cloud answers, as for POST's scorer
